@@ -1,0 +1,144 @@
+//! Command-line interface: `starling node`, `starling pub`, `starling sub`.
+
+mod client;
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::shutdown::Shutdown;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "starling", version, about = "Brokerless real-time pub/sub: WebSocket, SSE and HTTP polling")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the node with this id from the config file.
+    Node {
+        /// Node id, as listed under [[nodes]] in the config.
+        id: String,
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
+    /// Publish one message (JSON) to a topic.
+    Pub {
+        topic: String,
+        /// The message data, as JSON (a bare word is sent as a JSON string).
+        data: String,
+        /// Idempotency key: publishing the same id again returns the first offset.
+        #[arg(long)]
+        id: Option<String>,
+        /// Node to talk to (default: the first node of the config file).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
+    /// Subscribe to a topic over WebSocket and print each message as a JSON line.
+    Sub {
+        topic: String,
+        /// Replay every retained message after this offset first (0 = from the oldest).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Runs a parsed command; the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node { id, config } => run_node(&id, &config).await,
+            Command::Pub {
+                topic,
+                data,
+                id,
+                url,
+                config,
+            } => client::publish(&base_url(url, &config)?, &topic, &data, id).await,
+            Command::Sub {
+                topic,
+                after,
+                url,
+                config,
+            } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, String> {
+    if !path.exists() && path == std::path::Path::new("cluster.toml") {
+        return Ok(Config::default());
+    }
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn base_url(url: Option<String>, config: &std::path::Path) -> Result<String, String> {
+    if let Some(u) = url {
+        return Ok(u.trim_end_matches('/').to_string());
+    }
+    let c = load_config(config)?;
+    let node = c.nodes.first().ok_or("the config lists no nodes")?;
+    Ok(format!("http://{}", node.http_addr))
+}
+
+async fn run_node(id: &str, config: &std::path::Path) -> Result<(), String> {
+    let config = load_config(config)?;
+    let shutdown = Shutdown::new();
+    let node = Node::start(config, id, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    println!("starling node {id} listening on http://{}", node.http_addr());
+    println!("  WebSocket  ws://{}/v1/ws", node.http_addr());
+    println!("  SSE        curl -N http://{}/v1/topics/<topic>/events", node.http_addr());
+    tokio::spawn(signals(shutdown));
+    node.wait().await.map_err(|e| e.to_string())?;
+    println!("starling node {id} stopped");
+    Ok(())
+}
+
+/// Ctrl-C and SIGTERM both start a graceful drain.
+async fn signals(shutdown: Shutdown) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested; draining");
+    shutdown.trigger();
+}

@@ -1,0 +1,316 @@
+//! Configuration: `cluster.toml`, every field defaulted, validated with errors that name the
+//! offending key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used. Every variant names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("node `{0}` is not listed under [[nodes]] in the config")]
+    UnknownNode(String),
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Each node keeps its data under `data_dir/<node id>`.
+    pub data_dir: PathBuf,
+    pub nodes: Vec<NodeConfig>,
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub limits: LimitsConfig,
+    pub heartbeat: HeartbeatConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    /// Where the node serves HTTP, WebSocket and SSE. Port 0 picks a free port.
+    pub http_addr: SocketAddr,
+}
+
+/// When a publish is acknowledged, relative to the disk.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// One fsync per publish, each acknowledged after its own flush.
+    Always,
+    /// Group commit: acknowledged after a flush that includes the message; one flush covers
+    /// every publish that arrived while the previous flush ran.
+    Batch,
+    /// Acknowledged once written to the page cache; flushed every `flush_interval_ms`.
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub fsync: FsyncMode,
+    /// Background flush period with `fsync = "none"`.
+    pub flush_interval_ms: u64,
+    /// How long a publish `id` is remembered for idempotency.
+    pub dedupe_window_ms: u64,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub max_messages: u64,
+    pub max_age_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_message_bytes: usize,
+    pub max_ws_frame_bytes: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub max_outbound_queue_bytes: usize,
+    pub max_poll_timeout_secs: u64,
+    pub max_poll_limit: usize,
+    /// Malformed WebSocket frames in a row before the connection is closed with 4000.
+    pub max_malformed_frames: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    pub ws_ping_interval_ms: u64,
+    pub ws_pong_timeout_ms: u64,
+    pub sse_keepalive_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            nodes: vec![NodeConfig {
+                id: "n1".into(),
+                http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            }],
+            storage: StorageConfig::default(),
+            retention: RetentionConfig::default(),
+            limits: LimitsConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: FsyncMode::Batch,
+            flush_interval_ms: 500,
+            dedupe_window_ms: 120_000,
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_messages: 10_000,
+            max_age_secs: 24 * 3600,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 64 * 1024,
+            max_ws_frame_bytes: 128 * 1024,
+            max_subscriptions_per_connection: 1000,
+            max_outbound_queue_bytes: 1024 * 1024,
+            max_poll_timeout_secs: 120,
+            max_poll_limit: 1000,
+            max_malformed_frames: 10,
+        }
+    }
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        HeartbeatConfig {
+            ws_ping_interval_ms: 20_000,
+            ws_pong_timeout_ms: 10_000,
+            sse_keepalive_ms: 15_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every constraint the code relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.nodes.is_empty() {
+            return Err(invalid("nodes", "list at least one node"));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let ok = !node.id.is_empty()
+                && node.id.len() <= 64
+                && node
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(invalid(
+                    format!("nodes[{i}].id"),
+                    "1-64 characters of A-Z a-z 0-9 - _",
+                ));
+            }
+            if self.nodes[..i].iter().any(|n| n.id == node.id) {
+                return Err(invalid(format!("nodes[{i}].id"), "duplicate node id"));
+            }
+        }
+        let positive = [
+            ("storage.flush_interval_ms", self.storage.flush_interval_ms),
+            ("storage.dedupe_window_ms", self.storage.dedupe_window_ms),
+            ("retention.max_messages", self.retention.max_messages),
+            ("retention.max_age_secs", self.retention.max_age_secs),
+            (
+                "limits.max_poll_timeout_secs",
+                self.limits.max_poll_timeout_secs,
+            ),
+            ("heartbeat.ws_ping_interval_ms", self.heartbeat.ws_ping_interval_ms),
+            ("heartbeat.ws_pong_timeout_ms", self.heartbeat.ws_pong_timeout_ms),
+            ("heartbeat.sse_keepalive_ms", self.heartbeat.sse_keepalive_ms),
+            (
+                "limits.max_malformed_frames",
+                u64::from(self.limits.max_malformed_frames),
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        let l = &self.limits;
+        if l.max_message_bytes < 16 {
+            return Err(invalid("limits.max_message_bytes", "must be at least 16"));
+        }
+        if l.max_ws_frame_bytes < l.max_message_bytes {
+            return Err(invalid(
+                "limits.max_ws_frame_bytes",
+                "must be at least limits.max_message_bytes",
+            ));
+        }
+        if l.max_outbound_queue_bytes < l.max_message_bytes {
+            return Err(invalid(
+                "limits.max_outbound_queue_bytes",
+                "must be at least limits.max_message_bytes",
+            ));
+        }
+        if l.max_subscriptions_per_connection == 0 {
+            return Err(invalid(
+                "limits.max_subscriptions_per_connection",
+                "must be greater than 0",
+            ));
+        }
+        if l.max_poll_limit == 0 {
+            return Err(invalid("limits.max_poll_limit", "must be greater than 0"));
+        }
+        if self.storage.cache_bytes < 1024 * 1024 {
+            return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
+        }
+        Ok(())
+    }
+
+    /// The entry for node `id`.
+    pub fn node(&self, id: &str) -> Result<&NodeConfig, ConfigError> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| ConfigError::UnknownNode(id.to_string()))
+    }
+
+    /// Where node `id` keeps its data.
+    pub fn node_data_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.storage.fsync, FsyncMode::Batch);
+    }
+
+    #[test]
+    fn shipped_file_is_valid() {
+        let text = include_str!("../cluster.toml");
+        let c = Config::parse(text).unwrap();
+        assert!(c.node("n1").is_ok());
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::parse("[retention]\nmax_messages = 0\n").unwrap_err();
+        assert!(err.to_string().contains("retention.max_messages"), "{err}");
+        let err = Config::parse("[storage]\nfsync = \"sometimes\"\n").unwrap_err();
+        assert!(err.to_string().contains("fsync"), "{err}");
+        let err = Config::parse("[limits]\nmax_mesage_bytes = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+        let err =
+            Config::parse("[[nodes]]\nid = \"a b\"\nhttp_addr = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.to_string().contains("nodes[0].id"), "{err}");
+    }
+
+    #[test]
+    fn unknown_node_is_named() {
+        let err = Config::default().node("zz").unwrap_err();
+        assert!(err.to_string().contains("zz"));
+    }
+}

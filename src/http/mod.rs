@@ -1,0 +1,119 @@
+//! The HTTP layer (warp): routes of `PROTOCOL.md`, each a thin adapter from requests to
+//! sessions and topics. Nothing below this module sees a warp type.
+
+mod info;
+mod poll;
+mod publish;
+mod reply;
+mod sse;
+mod ws;
+
+use crate::config::Config;
+use crate::session::supervisor::Sessions;
+use crate::topic::service::Topics;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio_util::task::TaskTracker;
+use warp::Filter;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub node_id: Arc<str>,
+    pub http_addr: std::net::SocketAddr,
+    pub config: Arc<Config>,
+    pub topics: Topics,
+    pub sessions: Sessions,
+    pub metrics: PrometheusHandle,
+    /// Long-lived connection tasks (WebSocket), waited for on shutdown.
+    pub connections: TaskTracker,
+}
+
+fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Raw query string, empty if there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// One percent-decoded path segment.
+fn segment() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clone {
+    warp::path::param::<String>().map(|s: String| {
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .unwrap_or(s)
+    })
+}
+
+/// Every route of the protocol.
+pub fn routes(state: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let s = || with_state(state.clone());
+    let body_limit = state.config.limits.max_message_bytes as u64 + 4096;
+
+    let publish = warp::post()
+        .and(warp::path!("v1" / "topics" / ..))
+        .and(segment())
+        .and(warp::path!("messages"))
+        .and(s())
+        .and(warp::body::content_length_limit(body_limit))
+        .and(warp::body::bytes())
+        .then(publish::publish);
+    let poll = warp::get()
+        .and(warp::path!("v1" / "topics" / ..))
+        .and(segment())
+        .and(warp::path!("messages"))
+        .and(s())
+        .and(raw_query())
+        .then(poll::poll);
+    let topic_sse = warp::get()
+        .and(warp::path!("v1" / "topics" / ..))
+        .and(segment())
+        .and(warp::path!("events"))
+        .and(s())
+        .and(raw_query())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .then(sse::topic_events);
+    let multi_sse = warp::get()
+        .and(warp::path!("v1" / "events"))
+        .and(s())
+        .and(raw_query())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .then(sse::multi_events);
+    let topic_info = warp::get()
+        .and(warp::path!("v1" / "topics" / ..))
+        .and(segment())
+        .and(warp::path::end())
+        .and(s())
+        .then(info::topic);
+    let websocket = warp::path!("v1" / "ws").and(warp::ws()).and(s()).map(ws::upgrade);
+    let cluster = warp::get().and(warp::path!("v1" / "cluster")).and(s()).map(info::cluster);
+    let healthz = warp::get().and(warp::path!("healthz")).map(info::healthz);
+    let readyz = warp::get().and(warp::path!("readyz")).and(s()).map(info::readyz);
+    let metrics = warp::get().and(warp::path!("metrics")).and(s()).map(info::metrics);
+
+    publish
+        .or(poll)
+        .unify()
+        .or(topic_sse)
+        .unify()
+        .or(multi_sse)
+        .unify()
+        .or(topic_info)
+        .unify()
+        .or(websocket)
+        .unify()
+        .or(cluster)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(reply::rejection)
+        .unify()
+}

@@ -1,0 +1,238 @@
+//! `GET /v1/ws`: one task per connection reads frames into the session and writes the
+//! session's outbound queue in batches, with server pings and a pong deadline.
+
+use super::AppState;
+use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
+use crate::protocol::ApiError;
+use crate::session::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::{SessionMsg, Transport};
+use futures_util::{SinkExt, StreamExt};
+use ractor::ActorRef;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use warp::reply::Response;
+use warp::ws::{Message, WebSocket, Ws};
+use warp::Reply;
+
+/// Close codes of the contract.
+const CLOSE_SHUTDOWN: u16 = 1001;
+const CLOSE_INTERNAL: u16 = 1011;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_MALFORMED: u16 = 4000;
+const CLOSE_SLOW: u16 = 4008;
+
+pub fn upgrade(ws: Ws, state: AppState) -> Response {
+    let frame_limit = state.config.limits.max_ws_frame_bytes;
+    let tracker = state.connections.clone();
+    ws.max_frame_size(frame_limit)
+        .max_message_size(frame_limit)
+        .on_upgrade(move |socket| tracker.track_future(serve(socket, state)))
+        .into_response()
+}
+
+async fn serve(socket: WebSocket, state: AppState) {
+    let outbound = Outbound::new(state.config.limits.max_outbound_queue_bytes);
+    let session = match state.sessions.start(Transport::Ws, outbound.clone()).await {
+        Ok(s) => s,
+        Err(_) => {
+            let mut socket = socket;
+            let _ = socket.send(Message::close_with(CLOSE_SHUTDOWN, "node shutting down")).await;
+            return;
+        }
+    };
+    let conn = Conn {
+        state,
+        outbound,
+        session: session.clone(),
+        malformed: 0,
+    };
+    let span = tracing::debug_span!("ws", session = %session.get_id());
+    let _ = tracing::Instrument::instrument(conn.run(socket), span).await;
+    session.stop(None);
+}
+
+struct Conn {
+    state: AppState,
+    outbound: Arc<Outbound>,
+    session: ActorRef<SessionMsg>,
+    malformed: u32,
+}
+
+enum Step {
+    Continue,
+    Close(u16, &'static str),
+    End,
+}
+
+impl Conn {
+    async fn run(mut self, socket: WebSocket) {
+        let hb = &self.state.config.heartbeat;
+        let ping_every = Duration::from_millis(hb.ws_ping_interval_ms);
+        let pong_timeout = Duration::from_millis(hb.ws_pong_timeout_ms);
+        let write_timeout = ping_every + pong_timeout;
+        let shutdown = self.state.sessions.shutdown().clone();
+        let (mut tx, mut rx) = socket.split();
+        let mut batch = Vec::new();
+        let mut next_ping = Instant::now() + ping_every;
+        let mut pong_deadline: Option<Instant> = None;
+        let step = loop {
+            let step = tokio::select! {
+                incoming = rx.next() => {
+                    pong_deadline = None;
+                    match incoming {
+                        Some(Ok(msg)) => self.on_message(msg),
+                        Some(Err(e)) => {
+                            if is_capacity(&e) {
+                                Step::Close(CLOSE_TOO_BIG, "frame too big")
+                            } else {
+                                Step::End
+                            }
+                        }
+                        None => Step::End,
+                    }
+                }
+                drained = self.outbound.drain(&mut batch) => match drained {
+                    Ok(()) => {
+                        let write = async {
+                            for frame in batch.drain(..) {
+                                tx.feed(render(frame)).await?;
+                            }
+                            tx.flush().await
+                        };
+                        match tokio::time::timeout(write_timeout, write).await {
+                            Ok(Ok(())) => Step::Continue,
+                            _ => Step::End,
+                        }
+                    }
+                    Err(reason) => close_for(reason),
+                },
+                _ = tokio::time::sleep_until(next_ping) => {
+                    next_ping = Instant::now() + ping_every;
+                    if pong_deadline.is_none() {
+                        pong_deadline = Some(Instant::now() + pong_timeout);
+                    }
+                    match tokio::time::timeout(write_timeout, tx.send(Message::ping(Vec::new()))).await {
+                        Ok(Ok(())) => Step::Continue,
+                        _ => Step::End,
+                    }
+                }
+                _ = sleep_until_opt(pong_deadline) => {
+                    tracing::debug!("no pong in time; dropping connection");
+                    Step::End
+                }
+                _ = shutdown.wait() => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
+            };
+            match step {
+                Step::Continue => continue,
+                other => break other,
+            }
+        };
+        self.outbound.close(CloseReason::Gone);
+        if let Step::Close(code, reason) = step {
+            let close = tx.send(Message::close_with(code, reason));
+            let _ = tokio::time::timeout(pong_timeout, close).await;
+            // Give the client a moment to answer the close, then drop.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async { while rx.next().await.is_some() {} }).await;
+        }
+    }
+
+    fn on_message(&mut self, msg: Message) -> Step {
+        if msg.is_close() {
+            return Step::End;
+        }
+        if msg.is_ping() || msg.is_pong() {
+            return Step::Continue;
+        }
+        let limits = &self.state.config.limits;
+        let Ok(text) = msg.to_str() else {
+            return self.malformed(None, ApiError::bad_request("binary frames are not supported; send JSON text"));
+        };
+        let frame = match parse_client_frame(text, limits.max_message_bytes) {
+            Ok(f) => f,
+            Err(e) => return self.malformed(e.req, e.error),
+        };
+        self.malformed = 0;
+        let req = crate::protocol::frames::frame_req(text);
+        let msg = match frame {
+            ClientFrame::Subscribe {
+                topic,
+                position,
+                consumer,
+            } => SessionMsg::Subscribe {
+                topic,
+                position,
+                consumer,
+                req,
+                reply: None,
+            },
+            ClientFrame::Unsubscribe { topic } => SessionMsg::Unsubscribe { topic, req },
+            ClientFrame::Publish { topic, data, id } => SessionMsg::Publish { topic, data, id, req },
+            ClientFrame::Ack { topic, .. } | ClientFrame::Nack { topic, .. } => SessionMsg::ConsumerCommand { topic, req },
+            ClientFrame::Ping => SessionMsg::Ping { req },
+        };
+        if self.session.cast(msg).is_err() {
+            return Step::Close(CLOSE_INTERNAL, "session ended");
+        }
+        Step::Continue
+    }
+
+    fn malformed(&mut self, req: Option<crate::protocol::frames::ReqId>, error: ApiError) -> Step {
+        self.malformed += 1;
+        let _ = self.outbound.push(OutFrame::Text(error_frame(req.as_deref(), &error)));
+        if self.malformed >= self.state.config.limits.max_malformed_frames {
+            return Step::Close(CLOSE_MALFORMED, "too many malformed frames");
+        }
+        Step::Continue
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn close_for(reason: CloseReason) -> Step {
+    match reason {
+        CloseReason::SlowConsumer => Step::Close(CLOSE_SLOW, "slow consumer: resume from your last offset"),
+        CloseReason::Shutdown => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
+        CloseReason::Malformed => Step::Close(CLOSE_MALFORMED, "too many malformed frames"),
+        CloseReason::Internal => Step::Close(CLOSE_INTERNAL, "session failed"),
+        CloseReason::Gone => Step::End,
+    }
+}
+
+fn is_capacity(e: &warp::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("capacity") || text.contains("too long") || text.contains("too big")
+}
+
+fn render(frame: OutFrame) -> Message {
+    match frame {
+        OutFrame::Message(d) => {
+            metrics::counter!("starling_messages_delivered_total", "transport" => "ws").increment(1);
+            if let Some(t) = d.received {
+                metrics::histogram!("starling_publish_to_deliver_seconds").record(t.elapsed().as_secs_f64());
+            }
+            Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned())
+        }
+        OutFrame::Text(t) => Message::text(t),
+        OutFrame::Subscribed(s) => Message::text(subscribed_frame(&s)),
+    }
+}
+
+fn subscribed_frame(s: &Subscribed) -> String {
+    let mut fields = serde_json::json!({
+        "topic": s.topic.as_str(),
+        "epoch": &*s.epoch,
+        "head": s.head,
+        "first": s.first,
+        "recovered": s.plan.recovered(),
+    });
+    if let Some(reason) = s.plan.reset {
+        fields["reason"] = serde_json::Value::from(reason.as_str());
+    }
+    reply_frame("subscribed", s.req.as_deref(), fields)
+}

@@ -1,0 +1,198 @@
+//! A node: opens storage, starts the flusher and the supervision tree, serves HTTP, and
+//! drains on shutdown.
+//!
+//! Supervision tree (see docs/ARCHITECTURE.md):
+//! ```text
+//! node (this module; owns the order of start and stop)
+//! ├── flusher task          group commit, the only caller of TopicLog::flush
+//! ├── TopicSupervisor       restarts a failed TopicActor from its log
+//! │   └── TopicActor × topics in use
+//! ├── SessionSupervisor     logs and counts failed sessions; never restarts them
+//! │   └── SessionActor × connections (WebSocket, SSE stream, long poll)
+//! ├── maintenance task      expires idempotency buckets
+//! └── HTTP server (warp)    transports: WS, SSE, polling, publish, info
+//! ```
+
+use crate::config::{Config, FsyncMode};
+use crate::http::{routes, AppState};
+use crate::metrics_setup::install_metrics;
+use crate::session::supervisor::{SessionSupervisor, Sessions};
+use crate::shutdown::Shutdown;
+use crate::storage::flusher::Flusher;
+use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
+use crate::topic::actor::TopicContext;
+use crate::topic::new_epoch;
+use crate::topic::service::Topics;
+use crate::topic::supervisor::{TopicRegistry, TopicSupervisor};
+use ractor::Actor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start actor system: {0}")]
+    Actors(String),
+}
+
+/// A running node.
+pub struct Node {
+    http_addr: SocketAddr,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl Node {
+    /// Starts node `id` of `config`; it runs until `shutdown` is triggered.
+    pub async fn start(config: Config, id: &str, shutdown: Shutdown) -> Result<Node, NodeError> {
+        let node_cfg = config.node(id)?.clone();
+        let dir = config.node_data_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|source| NodeError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let opts = SledOptions {
+            dedupe_window_ms: config.storage.dedupe_window_ms,
+            segment_messages: retention::segment_size(config.retention.max_messages),
+            cache_bytes: config.storage.cache_bytes,
+        };
+        let fsync = config.storage.fsync;
+        let log: Arc<dyn TopicLog> = tokio::task::spawn_blocking(move || {
+            let log = SledLog::open(&dir, opts)?;
+            recover(&log, fsync)?;
+            Ok::<_, StorageError>(Arc::new(log))
+        })
+        .await
+        .map_err(|e| NodeError::Actors(format!("storage open task failed: {e}")))??;
+        let metrics = install_metrics();
+
+        let storage_stop = Shutdown::new();
+        let (flusher, flusher_task) = Flusher::spawn(
+            log.clone(),
+            config.storage.fsync,
+            Duration::from_millis(config.storage.flush_interval_ms),
+            storage_stop.clone(),
+        );
+        let ctx = TopicContext {
+            log: log.clone(),
+            flusher,
+            retention: RetentionPolicy {
+                max_messages: config.retention.max_messages,
+                max_age_ms: config.retention.max_age_secs.saturating_mul(1000),
+            },
+        };
+        let registry = TopicRegistry::default();
+        let (topic_sup, topic_sup_task) = Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let topics = Topics::new(topic_sup.clone(), registry, log.clone());
+        let sessions = Sessions::new(session_sup.clone(), topics.clone(), config.limits.clone(), shutdown.clone());
+
+        let listener = tokio::net::TcpListener::bind(node_cfg.http_addr)
+            .await
+            .map_err(|source| NodeError::Bind {
+                addr: node_cfg.http_addr,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: node_cfg.http_addr,
+            source,
+        })?;
+        let connections = TaskTracker::new();
+        let state = AppState {
+            node_id: Arc::from(id),
+            http_addr,
+            config: Arc::new(config.clone()),
+            topics,
+            sessions,
+            metrics,
+            connections: connections.clone(),
+        };
+        let server = warp::serve(routes(state)).incoming(listener).graceful(shutdown.wait_owned());
+        let maintenance = tokio::spawn(expire_ids(log.clone(), config.storage.dedupe_window_ms, shutdown.clone()));
+        tracing::info!(node = id, http = %http_addr, fsync = ?config.storage.fsync, "node started");
+
+        let node_id = id.to_string();
+        let task = tokio::spawn(async move {
+            server.run().await;
+            // Upgraded WebSockets are not the server's any more: wait for them to close.
+            connections.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
+            session_sup.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+            session_sup.stop(None);
+            let _ = session_sup_task.await;
+            topic_sup.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+            topic_sup.stop(None);
+            let _ = topic_sup_task.await;
+            maintenance.abort();
+            storage_stop.trigger();
+            let _ = flusher_task.await;
+            tokio::task::spawn_blocking(move || {
+                log.flush()?;
+                log.mark_clean()
+            })
+            .await
+            .map_err(|e| NodeError::Actors(format!("final flush task failed: {e}")))??;
+            tracing::info!(node = %node_id, "node stopped; storage flushed");
+            Ok(())
+        });
+        Ok(Node { http_addr, task })
+    }
+
+    /// Where the node serves HTTP.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Waits until the node has drained and stopped.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(NodeError::Actors(format!("node task failed: {e}"))),
+        }
+    }
+}
+
+/// After an unclean stop with `fsync = "none"`, acknowledged messages may be gone and their
+/// offsets could be handed out again: give every topic a new epoch so clients are told.
+fn recover(log: &dyn TopicLog, fsync: FsyncMode) -> Result<(), StorageError> {
+    let was_clean = log.mark_running()?;
+    if was_clean || fsync != FsyncMode::None {
+        return Ok(());
+    }
+    let topics = log.topics()?;
+    tracing::warn!(topics = topics.len(), "unclean stop with fsync=\"none\": starting a new epoch for every topic");
+    for topic in topics {
+        log.set_epoch(&topic, &new_epoch())?;
+    }
+    log.flush()
+}
+
+async fn expire_ids(log: Arc<dyn TopicLog>, window_ms: u64, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_millis(window_ms.max(1000)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let log = log.clone();
+                let r = tokio::task::spawn_blocking(move || log.expire_ids(crate::topic::now_ms())).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "expiring idempotency entries failed");
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The message envelope, serialized once per message and shared by every subscriber.
+
+use super::topic::TopicName;
+use crate::storage::StoredMessage;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// One message ready to deliver: the envelope JSON and the WebSocket frame built from it.
+#[derive(Debug)]
+pub struct Delivery {
+    pub topic: TopicName,
+    pub epoch: Arc<str>,
+    pub offset: u64,
+    pub time_ms: u64,
+    /// `{"topic":..,"offset":..,"epoch":..,"id":..,"time":..,"data":..}`
+    pub envelope: Bytes,
+    /// `{"type":"message",...envelope fields}`
+    pub ws_frame: Bytes,
+    /// When the publish was received, for live deliveries (replays have none): the start of
+    /// the publish-to-deliver latency.
+    pub received: Option<std::time::Instant>,
+}
+
+impl Delivery {
+    /// Serializes `msg` of `topic` in `epoch`; `attempt` is set on consumer deliveries.
+    pub fn new(topic: &TopicName, epoch: &Arc<str>, msg: &StoredMessage, attempt: Option<u32>) -> Delivery {
+        let mut env = Vec::with_capacity(msg.data.len() + topic.as_str().len() + msg.id.len() + 96);
+        env.extend_from_slice(b"{\"topic\":");
+        push_json_str(&mut env, topic.as_str());
+        env.extend_from_slice(b",\"offset\":");
+        env.extend_from_slice(msg.offset.to_string().as_bytes());
+        env.extend_from_slice(b",\"epoch\":");
+        push_json_str(&mut env, epoch);
+        env.extend_from_slice(b",\"id\":");
+        push_json_str(&mut env, &msg.id);
+        env.extend_from_slice(b",\"time\":");
+        env.extend_from_slice(msg.time_ms.to_string().as_bytes());
+        env.extend_from_slice(b",\"data\":");
+        env.extend_from_slice(&msg.data);
+        if let Some(a) = attempt {
+            env.extend_from_slice(b",\"attempt\":");
+            env.extend_from_slice(a.to_string().as_bytes());
+        }
+        env.push(b'}');
+        let mut ws = Vec::with_capacity(env.len() + 17);
+        ws.extend_from_slice(b"{\"type\":\"message\",");
+        ws.extend_from_slice(&env[1..]);
+        Delivery {
+            topic: topic.clone(),
+            epoch: epoch.clone(),
+            offset: msg.offset,
+            time_ms: msg.time_ms,
+            envelope: Bytes::from(env),
+            ws_frame: Bytes::from(ws),
+            received: None,
+        }
+    }
+
+    /// Marks a delivery as live, published at `received`.
+    pub fn live(mut self, received: std::time::Instant) -> Delivery {
+        self.received = Some(received);
+        self
+    }
+
+    /// What this delivery costs in an outbound queue.
+    pub fn cost(&self) -> usize {
+        self.ws_frame.len() + 64
+    }
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes correctly; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The `data` of a publish as stored: the client's JSON text, made single-line so that it
+/// can be an SSE `data:` line (JSON whitespace may contain newlines; strings cannot).
+pub fn normalize_data(raw: &RawValue) -> Bytes {
+    let text = raw.get();
+    if text.contains(['\n', '\r']) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            return Bytes::from(v.to_string());
+        }
+    }
+    Bytes::copy_from_slice(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_valid_json_with_every_field() {
+        let topic = TopicName::parse("chat").unwrap();
+        let epoch: Arc<str> = Arc::from("e1");
+        let msg = StoredMessage {
+            offset: 42,
+            id: "id\"1".into(),
+            time_ms: 1_763_800_000_000,
+            data: Bytes::from_static(br#"{"any":"json"}"#),
+        };
+        let d = Delivery::new(&topic, &epoch, &msg, None);
+        let v: serde_json::Value = serde_json::from_slice(&d.envelope).unwrap();
+        assert_eq!(v["topic"], "chat");
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["epoch"], "e1");
+        assert_eq!(v["id"], "id\"1");
+        assert_eq!(v["time"], 1_763_800_000_000u64);
+        assert_eq!(v["data"]["any"], "json");
+        assert!(v.get("attempt").is_none());
+        let w: serde_json::Value = serde_json::from_slice(&d.ws_frame).unwrap();
+        assert_eq!(w["type"], "message");
+        assert_eq!(w["offset"], 42);
+        assert!(d.ws_frame.starts_with(b"{\"type\":\"message\""));
+        let d = Delivery::new(&topic, &epoch, &msg, Some(2));
+        let v: serde_json::Value = serde_json::from_slice(&d.envelope).unwrap();
+        assert_eq!(v["attempt"], 2);
+    }
+
+    #[test]
+    fn multi_line_data_becomes_one_line() {
+        let raw = RawValue::from_string("{\n \"a\": \"x\\ny\"\n}".into()).unwrap();
+        let d = normalize_data(&raw);
+        assert!(!d.contains(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        assert_eq!(v["a"], "x\ny");
+    }
+}

@@ -1,0 +1,12 @@
+//! Wire types of the client protocol (`PROTOCOL.md`): topic names, error codes, WebSocket
+//! frames, the message envelope and SSE event ids. Pure code: no sockets, no actors.
+
+pub mod envelope;
+pub mod error;
+pub mod frames;
+pub mod resume;
+pub mod sse_id;
+pub mod topic;
+
+pub use error::{ApiError, ErrorCode};
+pub use topic::TopicName;

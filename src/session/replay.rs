@@ -1,0 +1,100 @@
+//! Replay: brings one subscription from its start offset to the live head, paced by the
+//! outbound queue, then asks the topic actor to make it live. The topic actor accepts only
+//! when the replay reached its durable head exactly, so there is no hole and no duplicate
+//! at the seam.
+
+use super::outbound::{OutFrame, Outbound, Subscribed};
+use super::SessionMsg;
+use crate::protocol::envelope::Delivery;
+use crate::protocol::resume::{ResetReason, ResumePlan};
+use crate::protocol::TopicName;
+use crate::storage::TopicLog;
+use crate::topic::service::call_topic;
+use crate::topic::{GoLive, SubId, TopicMsg};
+use ractor::ActorRef;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Messages read from the log per step.
+const BATCH: usize = 256;
+
+pub struct Replay {
+    pub topic: TopicName,
+    pub sub: SubId,
+    pub epoch: Arc<str>,
+    pub actor: ActorRef<TopicMsg>,
+    pub log: Arc<dyn TopicLog>,
+    pub outbound: Arc<Outbound>,
+    pub cursor: Arc<AtomicU64>,
+    pub session: ActorRef<SessionMsg>,
+    pub batch_bytes: usize,
+}
+
+impl Replay {
+    /// Runs until the subscription is live, the queue closes, or the topic actor is gone
+    /// (then the supervisor's resubscribe request takes over).
+    pub async fn run(self, start: u64, mut head: u64) {
+        let mut next = start;
+        loop {
+            while next <= head {
+                if !self.outbound.wait_for_room().await {
+                    return;
+                }
+                let batch = match self.log.read(self.topic.as_str(), next, head, BATCH, self.batch_bytes) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, error = %e, "replay read failed");
+                        let _ = self.session.cast(SessionMsg::ReplayFailed {
+                            topic: self.topic.clone(),
+                            sub: self.sub,
+                        });
+                        return;
+                    }
+                };
+                let first_read = batch.first().map_or(head + 1, |m| m.offset);
+                if first_read > next {
+                    // Retention removed messages while we were replaying: say so.
+                    let first = self
+                        .log
+                        .meta(self.topic.as_str())
+                        .ok()
+                        .flatten()
+                        .map_or(first_read, |m| m.first.min(first_read));
+                    let reset = Subscribed {
+                        topic: self.topic.clone(),
+                        req: None,
+                        epoch: self.epoch.clone(),
+                        first,
+                        head,
+                        plan: ResumePlan {
+                            start: first_read,
+                            reset: Some(ResetReason::Trimmed),
+                        },
+                    };
+                    if self.outbound.push(OutFrame::Subscribed(Box::new(reset))).is_err() {
+                        return;
+                    }
+                    next = first_read;
+                }
+                for msg in &batch {
+                    let d = Delivery::new(&self.topic, &self.epoch, msg, None);
+                    if self.outbound.push(OutFrame::Message(Arc::new(d))).is_err() {
+                        return;
+                    }
+                    self.cursor.store(msg.offset, Ordering::Release);
+                    next = msg.offset + 1;
+                }
+            }
+            let reply = call_topic(&self.actor, |reply| TopicMsg::GoLive {
+                sub: self.sub,
+                next,
+                reply,
+            })
+            .await;
+            match reply {
+                Ok(GoLive::Live) | Err(_) => return,
+                Ok(GoLive::Behind { head: h }) => head = h,
+            }
+        }
+    }
+}

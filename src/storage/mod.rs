@@ -1,0 +1,120 @@
+//! Storage: the per-topic message log behind the [`TopicLog`] trait.
+//!
+//! Layout (sled 0.34.7, one database per node at `data_dir/<node id>`):
+//! - tree `meta`: topic name -> bincode [`MetaRecord`] (epoch, first retained offset);
+//! - trees `seg:<topic>:<start offset, 20 digits>`: one per segment of offsets, key = offset
+//!   (u64 big-endian), value = bincode [`StoredRecord`]; retention drops whole segment trees
+//!   (`drop_tree` is what gives disk space back in sled);
+//! - trees `dedupe:<bucket>`: idempotency index, key = topic, 0x00, id; value = offset and
+//!   time; a bucket spans one dedupe window and is dropped two windows later;
+//! - key `running` in `meta`: present while a node runs, removed on a clean shutdown.
+//!
+//! Appends are visible to readers at once but durable only after [`TopicLog::flush`]; the
+//! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled
+//! 0.34, sled #1308) and group-commits every append that arrived before it started.
+
+pub mod flusher;
+pub mod retention;
+mod sled_log;
+
+pub use sled_log::{SledLog, SledOptions};
+
+use bytes::Bytes;
+
+/// Errors from the storage layer. They never carry client input back to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage engine: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt {what} record: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("append out of sequence for topic {topic}: got offset {got}, expected {expected}")]
+    OutOfSequence {
+        topic: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error("topic {0} does not exist")]
+    NoSuchTopic(String),
+}
+
+/// One message as stored: its offset, id, owner time and the raw JSON text of `data`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub id: String,
+    pub time_ms: u64,
+    /// The publisher's `data`, as validated JSON text.
+    pub data: Bytes,
+}
+
+impl StoredMessage {
+    /// Bytes this message costs in memory and on the wire, roughly.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.id.len() + 64
+    }
+}
+
+/// What a topic is now: its epoch and the range of retained offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub epoch: String,
+    /// Oldest retained offset; `head + 1` when nothing is retained.
+    pub first: u64,
+    /// Last offset assigned; 0 before the first message.
+    pub head: u64,
+}
+
+/// How much history a topic keeps: whichever limit is reached first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub max_messages: u64,
+    pub max_age_ms: u64,
+}
+
+/// The per-topic message log. Implementations are shared between the topic actor (the only
+/// writer of a topic) and any number of readers (sessions catching up, long polls).
+pub trait TopicLog: Send + Sync + 'static {
+    /// The topic's meta, or `None` if it was never created.
+    fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError>;
+    /// Creates the topic with `epoch` unless it exists; returns its meta either way.
+    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError>;
+    /// Replaces the epoch of an existing topic (its history can no longer be trusted).
+    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError>;
+    /// Every topic that exists.
+    fn topics(&self) -> Result<Vec<String>, StorageError>;
+    /// Appends messages whose offsets continue the topic's head with no gap. Visible to
+    /// readers at once, durable after the next [`TopicLog::flush`].
+    fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError>;
+    /// Messages with `from <= offset <= to` that are retained, in order: at most `max_count`,
+    /// and no more once `max_bytes` (by [`StoredMessage::size`]) is reached, but always at
+    /// least one if any exists.
+    fn read(
+        &self,
+        topic: &str,
+        from: u64,
+        to: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError>;
+    /// Applies retention at `now_ms`: advances `first` and drops every segment that lies
+    /// wholly below it. Returns the new meta.
+    fn apply_retention(
+        &self,
+        topic: &str,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+    ) -> Result<TopicMeta, StorageError>;
+    /// Records that publish id `id` got `offset` at `now_ms` (idempotency index).
+    fn remember_id(&self, topic: &str, id: &str, offset: u64, now_ms: u64) -> Result<(), StorageError>;
+    /// The offset a publish id got, if it was seen within the dedupe window before `now_ms`.
+    fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError>;
+    /// Frees idempotency entries older than the dedupe window.
+    fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError>;
+    /// Makes every write so far durable. Called by one task only.
+    fn flush(&self) -> Result<(), StorageError>;
+    /// Marks the store as in use; returns whether the previous run shut down cleanly.
+    fn mark_running(&self) -> Result<bool, StorageError>;
+    /// Marks a clean shutdown (after the final flush).
+    fn mark_clean(&self) -> Result<(), StorageError>;
+}

@@ -1,0 +1,596 @@
+//! [`TopicLog`] on sled 0.34.7, laid out as the module doc of [`crate::storage`] describes.
+//!
+//! Every topic is cached in memory at open: its epoch, first retained offset, head and the
+//! segment trees by start offset. Each topic has one writer at a time (appends, retention and
+//! epoch changes take its writer lock); readers hold the segment map's read lock while they
+//! iterate, so a segment tree is only dropped once no reader can still be using it.
+
+use super::retention::{self, SegmentInfo};
+use super::{RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+const META_TREE: &str = "meta";
+const SEGMENT_PREFIX: &str = "seg:";
+const DEDUPE_PREFIX: &str = "dedupe:";
+/// Present in `meta` while a node runs. The NUL byte keeps it apart from every topic name.
+const RUNNING_KEY: &[u8] = b"\0running";
+
+/// Tuning for [`SledLog`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// How long a publish id is remembered (one dedupe bucket spans one window).
+    pub dedupe_window_ms: u64,
+    /// Messages per segment tree (see [`retention::segment_size`]).
+    pub segment_messages: u64,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+/// Value of a topic in the `meta` tree.
+#[derive(Serialize, Deserialize)]
+struct MetaRecord {
+    epoch: String,
+    first: u64,
+}
+
+/// Value of an offset in a segment tree; borrowed so `data` is written and read as one
+/// slice rather than byte by byte.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord<'a> {
+    id: &'a str,
+    time_ms: u64,
+    data: &'a [u8],
+}
+
+/// Value of a publish id in a dedupe tree.
+#[derive(Serialize, Deserialize)]
+struct DedupeRecord {
+    offset: u64,
+    time_ms: u64,
+}
+
+/// A topic as cached in memory.
+struct Topic {
+    /// Serializes this topic's writers: append, retention, epoch changes.
+    writer: Mutex<()>,
+    /// Last offset appended; readers never look past it.
+    head: AtomicU64,
+    state: RwLock<TopicState>,
+}
+
+struct TopicState {
+    epoch: String,
+    first: u64,
+    segments: BTreeMap<u64, sled::Tree>,
+}
+
+/// The sled-backed topic log. See the module doc for how it is shared.
+pub struct SledLog {
+    db: sled::Db,
+    meta: sled::Tree,
+    opts: SledOptions,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Dedupe trees by bucket; users hold the read lock while they use a tree.
+    dedupe: RwLock<BTreeMap<u64, sled::Tree>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn corrupt(what: &'static str, detail: impl Into<String>) -> StorageError {
+    let detail = detail.into();
+    StorageError::Corrupt { what, detail }
+}
+
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| corrupt(what, format!("cannot encode: {e}")))
+}
+
+fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, StorageError> {
+    let (value, used) =
+        bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| corrupt(what, e.to_string()))?;
+    if used != bytes.len() {
+        return Err(corrupt(
+            what,
+            format!("{} trailing bytes", bytes.len() - used),
+        ));
+    }
+    Ok(value)
+}
+
+fn offset_key(offset: u64) -> [u8; 8] {
+    offset.to_be_bytes()
+}
+
+fn decode_offset(key: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| corrupt("segment key", format!("{} bytes, not 8", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn decode_message(offset: u64, value: &[u8]) -> Result<StoredMessage, StorageError> {
+    let rec: StoredRecord<'_> = decode("message", value)?;
+    Ok(StoredMessage {
+        offset,
+        id: rec.id.to_string(),
+        time_ms: rec.time_ms,
+        data: Bytes::copy_from_slice(rec.data),
+    })
+}
+
+fn segment_name(topic: &str, start: u64) -> String {
+    format!("{SEGMENT_PREFIX}{topic}:{start:020}")
+}
+
+/// Splits `seg:<topic>:<20 digits>` into topic and start; topic names may contain ':'.
+fn parse_segment_name(name: &[u8]) -> Option<(&str, u64)> {
+    let rest = std::str::from_utf8(name)
+        .ok()?
+        .strip_prefix(SEGMENT_PREFIX)?;
+    let (topic, digits) = rest.rsplit_once(':')?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic, digits.parse().ok()?))
+}
+
+fn dedupe_key(topic: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 1 + id.len());
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+impl SledLog {
+    /// Opens (or creates) the database at `path` and loads every topic into memory.
+    pub fn open(path: &Path, opts: SledOptions) -> Result<SledLog, StorageError> {
+        let opts = SledOptions {
+            dedupe_window_ms: opts.dedupe_window_ms.max(1),
+            segment_messages: opts.segment_messages.max(1),
+            ..opts
+        };
+        // No background flusher: the Flusher task must be sled's only flusher (sled #1308).
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        let meta = db.open_tree(META_TREE)?;
+        let mut states = HashMap::new();
+        for item in meta.iter() {
+            let (key, value) = item?;
+            if key.first() == Some(&0) {
+                continue;
+            }
+            let name = String::from_utf8(key.to_vec())
+                .map_err(|_| corrupt("meta key", "topic name is not UTF-8"))?;
+            let rec: MetaRecord = decode("meta", &value)?;
+            let state = TopicState {
+                epoch: rec.epoch,
+                first: rec.first,
+                segments: BTreeMap::new(),
+            };
+            states.insert(name, state);
+        }
+        let mut dedupe = BTreeMap::new();
+        for name in db.tree_names() {
+            if let Some((topic, start)) = parse_segment_name(&name) {
+                let tree = db.open_tree(&name)?;
+                match states.get_mut(topic) {
+                    Some(state) if !tree.is_empty() => {
+                        state.segments.insert(start, tree);
+                    }
+                    found => {
+                        tracing::warn!(
+                            topic,
+                            start,
+                            known = found.is_some(),
+                            "dropping empty or orphaned segment"
+                        );
+                        drop(tree);
+                        db.drop_tree(&name)?;
+                    }
+                }
+            } else if let Some(bucket) = std::str::from_utf8(&name)
+                .ok()
+                .and_then(|n| n.strip_prefix(DEDUPE_PREFIX))
+                .and_then(|b| b.parse::<u64>().ok())
+            {
+                dedupe.insert(bucket, db.open_tree(&name)?);
+            }
+        }
+        let mut topics = HashMap::with_capacity(states.len());
+        for (name, state) in states {
+            let last = match state.segments.values().next_back() {
+                Some(tree) => match tree.last()? {
+                    Some((key, _)) => decode_offset(&key)?,
+                    None => 0,
+                },
+                None => 0,
+            };
+            // Offsets below `first` were assigned even if their segments are gone.
+            let head = last.max(state.first.saturating_sub(1));
+            let topic = Topic::new(state.epoch, state.first, head, state.segments);
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(path = %path.display(), topics = topics.len(), "storage opened");
+        Ok(SledLog {
+            db,
+            meta,
+            opts,
+            topics: RwLock::new(topics),
+            dedupe: RwLock::new(dedupe),
+        })
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
+        read(&self.topics)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::NoSuchTopic(name.to_string()))
+    }
+
+    fn put_meta(&self, name: &str, epoch: &str, first: u64) -> Result<(), StorageError> {
+        let rec = MetaRecord {
+            epoch: epoch.to_string(),
+            first,
+        };
+        self.meta.insert(name.as_bytes(), encode("meta", &rec)?)?;
+        Ok(())
+    }
+
+    fn bucket(&self, now_ms: u64) -> u64 {
+        now_ms / self.opts.dedupe_window_ms
+    }
+}
+
+impl Topic {
+    fn new(epoch: String, first: u64, head: u64, segments: BTreeMap<u64, sled::Tree>) -> Topic {
+        Topic {
+            writer: Mutex::new(()),
+            head: AtomicU64::new(head),
+            state: RwLock::new(TopicState {
+                epoch,
+                first,
+                segments,
+            }),
+        }
+    }
+
+    fn meta(&self) -> TopicMeta {
+        let state = read(&self.state);
+        TopicMeta {
+            epoch: state.epoch.clone(),
+            first: state.first,
+            head: self.head.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Last offset of a segment tree and the time of its message.
+fn segment_last(tree: &sled::Tree) -> Result<Option<(u64, u64)>, StorageError> {
+    let Some((key, value)) = tree.last()? else {
+        return Ok(None);
+    };
+    let rec: StoredRecord<'_> = decode("message", &value)?;
+    Ok(Some((decode_offset(&key)?, rec.time_ms)))
+}
+
+fn message_time(tree: &sled::Tree, offset: u64) -> Result<u64, StorageError> {
+    let value = tree
+        .get(offset_key(offset))?
+        .ok_or_else(|| corrupt("segment", format!("offset {offset} is missing")))?;
+    let rec: StoredRecord<'_> = decode("message", &value)?;
+    Ok(rec.time_ms)
+}
+
+/// First offset in `from..=to` of `tree` stamped at or after `cutoff_ms`, by binary search
+/// (owner times do not go backwards within a topic).
+fn first_at_or_after(
+    tree: &sled::Tree,
+    from: u64,
+    to: u64,
+    cutoff_ms: u64,
+) -> Result<Option<u64>, StorageError> {
+    let (mut lo, mut hi) = (from, to.saturating_add(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if message_time(tree, mid)? >= cutoff_ms {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok((lo <= to).then_some(lo))
+}
+
+impl TopicLog for SledLog {
+    fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError> {
+        Ok(read(&self.topics).get(topic).map(|t| t.meta()))
+    }
+
+    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+        let mut topics = write(&self.topics);
+        if let Some(t) = topics.get(topic) {
+            return Ok(t.meta());
+        }
+        self.put_meta(topic, epoch, 1)?;
+        let t = Topic::new(epoch.to_string(), 1, 0, BTreeMap::new());
+        let meta = t.meta();
+        topics.insert(topic.to_string(), Arc::new(t));
+        tracing::debug!(topic, epoch, "topic created");
+        Ok(meta)
+    }
+
+    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+        let t = self.topic(topic)?;
+        let _writer = lock(&t.writer);
+        let first = read(&t.state).first;
+        self.put_meta(topic, epoch, first)?;
+        write(&t.state).epoch = epoch.to_string();
+        tracing::info!(topic, epoch, "topic epoch replaced");
+        Ok(t.meta())
+    }
+
+    fn topics(&self) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = read(&self.topics).keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
+        let t = self.topic(topic)?;
+        let _writer = lock(&t.writer);
+        let head = t.head.load(Ordering::Acquire);
+        for (expected, msg) in (head + 1..).zip(msgs) {
+            if msg.offset != expected {
+                return Err(StorageError::OutOfSequence {
+                    topic: topic.to_string(),
+                    got: msg.offset,
+                    expected,
+                });
+            }
+        }
+        let per_segment = self.opts.segment_messages;
+        let mut current = read(&t.state)
+            .segments
+            .last_key_value()
+            .map(|(start, tree)| (*start, tree.clone()));
+        let mut rest = msgs;
+        while let Some(next) = rest.first().map(|m| m.offset) {
+            let (start, tree, is_new) = match current.take() {
+                Some((start, tree)) if next - start < per_segment => (start, tree, false),
+                _ => (next, self.db.open_tree(segment_name(topic, next))?, true),
+            };
+            let room = usize::try_from(per_segment - (next - start)).unwrap_or(usize::MAX);
+            let (chunk, later) = rest.split_at(room.min(rest.len()));
+            let mut batch = sled::Batch::default();
+            for msg in chunk {
+                let rec = StoredRecord {
+                    id: &msg.id,
+                    time_ms: msg.time_ms,
+                    data: &msg.data,
+                };
+                batch.insert(&offset_key(msg.offset), encode("message", &rec)?);
+            }
+            tree.apply_batch(batch)?;
+            if is_new {
+                write(&t.state).segments.insert(start, tree.clone());
+                tracing::debug!(topic, start, "segment started");
+            }
+            if let Some(last) = chunk.last() {
+                t.head.store(last.offset, Ordering::Release);
+            }
+            current = Some((start, tree));
+            rest = later;
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        from: u64,
+        to: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        let t = self.topic(topic)?;
+        // Held while reading: retention drops a tree only after taking the write lock.
+        let state = read(&t.state);
+        let end = to.min(t.head.load(Ordering::Acquire));
+        let mut expected = from.max(state.first);
+        let mut out = Vec::new();
+        if expected > end || max_count == 0 {
+            return Ok(out);
+        }
+        let first_segment = match state.segments.range(..=expected).next_back() {
+            Some((start, _)) => *start,
+            None => expected,
+        };
+        let mut bytes = 0usize;
+        for (_, tree) in state.segments.range(first_segment..=end) {
+            for item in tree.range(offset_key(expected)..=offset_key(end)) {
+                let (key, value) = item?;
+                let offset = decode_offset(&key)?;
+                if offset != expected {
+                    break;
+                }
+                let msg = decode_message(offset, &value)?;
+                let size = msg.size();
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    return Ok(out);
+                }
+                bytes = bytes.saturating_add(size);
+                out.push(msg);
+                expected += 1;
+                if out.len() >= max_count || expected > end {
+                    return Ok(out);
+                }
+            }
+        }
+        let detail = format!("topic {topic}: offset {expected} is missing");
+        Err(corrupt("segment", detail))
+    }
+
+    fn apply_retention(
+        &self,
+        topic: &str,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+    ) -> Result<TopicMeta, StorageError> {
+        let t = self.topic(topic)?;
+        let _writer = lock(&t.writer);
+        let head = t.head.load(Ordering::Acquire);
+        let (epoch, current_first, trees) = {
+            let state = read(&t.state);
+            let trees: Vec<(u64, sled::Tree)> = state
+                .segments
+                .iter()
+                .map(|(s, tree)| (*s, tree.clone()))
+                .collect();
+            (state.epoch.clone(), state.first, trees)
+        };
+        let mut infos = Vec::with_capacity(trees.len());
+        for (start, tree) in &trees {
+            if let Some((last, last_time_ms)) = segment_last(tree)? {
+                infos.push(SegmentInfo {
+                    start: *start,
+                    last,
+                    last_time_ms,
+                });
+            }
+        }
+        let decision = retention::decide(
+            &infos,
+            head,
+            current_first,
+            policy,
+            now_ms,
+            |from, to, cutoff| match trees.iter().rev().find(|(start, _)| *start <= from) {
+                Some((_, tree)) => first_at_or_after(tree, from, to, cutoff),
+                None => Ok(None),
+            },
+        )?;
+        if decision.first != current_first {
+            // Persisted before any tree goes, so a crash never leaves `first` below a hole.
+            self.put_meta(topic, &epoch, decision.first)?;
+        }
+        {
+            let mut state = write(&t.state);
+            state.first = decision.first;
+            for start in &decision.drop {
+                state.segments.remove(start);
+            }
+        }
+        for start in &decision.drop {
+            self.db.drop_tree(segment_name(topic, *start))?;
+        }
+        if decision.first != current_first {
+            tracing::debug!(
+                topic,
+                first = decision.first,
+                head,
+                dropped = decision.drop.len(),
+                "retention applied"
+            );
+        }
+        Ok(t.meta())
+    }
+
+    fn remember_id(
+        &self,
+        topic: &str,
+        id: &str,
+        offset: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        let bucket = self.bucket(now_ms);
+        let rec = DedupeRecord {
+            offset,
+            time_ms: now_ms,
+        };
+        let (key, value) = (dedupe_key(topic, id), encode("dedupe", &rec)?);
+        if let Some(tree) = read(&self.dedupe).get(&bucket) {
+            tree.insert(key, value)?;
+            return Ok(());
+        }
+        let mut trees = write(&self.dedupe);
+        let tree = match trees.entry(bucket) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.db.open_tree(format!("{DEDUPE_PREFIX}{bucket}"))?),
+        };
+        tree.insert(key, value)?;
+        Ok(())
+    }
+
+    fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError> {
+        let bucket = self.bucket(now_ms);
+        let key = dedupe_key(topic, id);
+        let trees = read(&self.dedupe);
+        for b in [Some(bucket), bucket.checked_sub(1)].into_iter().flatten() {
+            let Some(tree) = trees.get(&b) else { continue };
+            if let Some(value) = tree.get(&key)? {
+                let rec: DedupeRecord = decode("dedupe", &value)?;
+                if now_ms.saturating_sub(rec.time_ms) <= self.opts.dedupe_window_ms {
+                    return Ok(Some(rec.offset));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
+        let keep_from = self.bucket(now_ms).saturating_sub(1);
+        let expired = {
+            let mut trees = write(&self.dedupe);
+            let kept = trees.split_off(&keep_from);
+            std::mem::replace(&mut *trees, kept)
+        };
+        for bucket in expired.into_keys() {
+            self.db.drop_tree(format!("{DEDUPE_PREFIX}{bucket}"))?;
+            tracing::debug!(bucket, "dedupe bucket expired");
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn mark_running(&self) -> Result<bool, StorageError> {
+        let previous = self.meta.insert(RUNNING_KEY, &[])?;
+        self.db.flush()?;
+        Ok(previous.is_none())
+    }
+
+    fn mark_clean(&self) -> Result<(), StorageError> {
+        self.meta.remove(RUNNING_KEY)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "sled_log_tests.rs"]
+mod tests;

@@ -1,0 +1,422 @@
+//! Tests of [`SledLog`] against a real sled database in a temporary directory.
+
+use super::*;
+use std::sync::atomic::AtomicBool;
+use tempfile::TempDir;
+
+impl SledLog {
+    /// Start offsets of a topic's segments.
+    fn segment_starts(&self, topic: &str) -> Vec<u64> {
+        self.topic(topic)
+            .map(|t| read(&t.state).segments.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Names of the segment trees sled knows, for any topic.
+    fn segment_trees(&self) -> usize {
+        let names = self.db.tree_names();
+        names
+            .iter()
+            .filter(|n| parse_segment_name(n).is_some())
+            .count()
+    }
+
+    /// Overwrites the stored value of `offset`, to corrupt it.
+    fn put_raw(&self, topic: &str, offset: u64, value: &[u8]) {
+        let t = self.topic(topic).expect("topic exists");
+        let state = read(&t.state);
+        let (_, tree) = state
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("segment");
+        tree.insert(offset_key(offset), value).expect("insert");
+    }
+}
+
+fn opts(segment_messages: u64) -> SledOptions {
+    SledOptions {
+        dedupe_window_ms: 100,
+        segment_messages,
+        cache_bytes: 8 * 1024 * 1024,
+    }
+}
+
+fn open(dir: &TempDir, segment_messages: u64) -> SledLog {
+    SledLog::open(dir.path(), opts(segment_messages)).expect("open")
+}
+
+/// Message `offset`, written at `offset * 10` ms.
+fn msg(offset: u64) -> StoredMessage {
+    StoredMessage {
+        offset,
+        id: format!("id-{offset}"),
+        time_ms: offset * 10,
+        data: Bytes::from(format!("{{\"n\":{offset}}}")),
+    }
+}
+
+fn append_range(log: &SledLog, topic: &str, from: u64, to: u64, batch: usize) {
+    let msgs: Vec<StoredMessage> = (from..=to).map(msg).collect();
+    for chunk in msgs.chunks(batch) {
+        log.append(topic, chunk).expect("append");
+    }
+}
+
+fn offsets(msgs: &[StoredMessage]) -> Vec<u64> {
+    msgs.iter().map(|m| m.offset).collect()
+}
+
+#[test]
+fn segment_names_parse_from_the_right() {
+    let name = segment_name("$sys:a.b@c-d_e:", 42);
+    assert_eq!(name, "seg:$sys:a.b@c-d_e::00000000000000000042");
+    assert_eq!(
+        parse_segment_name(name.as_bytes()),
+        Some(("$sys:a.b@c-d_e:", 42))
+    );
+    assert_eq!(parse_segment_name(b"seg:t:42"), None);
+    assert_eq!(parse_segment_name(b"dedupe:42"), None);
+}
+
+#[test]
+fn append_and_read_across_segments() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    log.create("t", "e1").unwrap();
+    append_range(&log, "t", 1, 10, 3);
+    assert_eq!(log.segment_starts("t"), vec![1, 5, 9]);
+    let all = log.read("t", 0, u64::MAX, 100, usize::MAX).unwrap();
+    assert_eq!(all, (1..=10).map(msg).collect::<Vec<_>>());
+    let mid = log.read("t", 3, 8, 100, usize::MAX).unwrap();
+    assert_eq!(offsets(&mid), (3..=8).collect::<Vec<_>>());
+    let few = log.read("t", 4, 10, 3, usize::MAX).unwrap();
+    assert_eq!(offsets(&few), vec![4, 5, 6]);
+    let size = msg(1).size();
+    let by_bytes = log.read("t", 1, 10, 100, size * 2 + 1).unwrap();
+    assert_eq!(offsets(&by_bytes), vec![1, 2]);
+    let at_least_one = log.read("t", 7, 10, 100, 1).unwrap();
+    assert_eq!(offsets(&at_least_one), vec![7]);
+    assert!(log.read("t", 11, 20, 100, usize::MAX).unwrap().is_empty());
+    assert_eq!(log.meta("t").unwrap().map(|m| m.head), Some(10));
+}
+
+#[test]
+fn out_of_sequence_append_is_rejected() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    log.create("t", "e1").unwrap();
+    let err = log.append("t", &[msg(2)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::OutOfSequence {
+                got: 2,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    log.append("t", &[msg(1)]).unwrap();
+    let err = log.append("t", &[msg(2), msg(4)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::OutOfSequence {
+                got: 4,
+                expected: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        log.meta("t").unwrap().map(|m| m.head),
+        Some(1),
+        "nothing of a bad batch lands"
+    );
+    let err = log.append("nope", &[msg(1)]).unwrap_err();
+    assert!(matches!(err, StorageError::NoSuchTopic(_)), "{err}");
+}
+
+#[test]
+fn topics_create_and_epochs() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    assert_eq!(log.meta("a").unwrap(), None);
+    assert!(matches!(
+        log.set_epoch("a", "x"),
+        Err(StorageError::NoSuchTopic(_))
+    ));
+    let created = log.create("a", "e1").unwrap();
+    assert_eq!(
+        created,
+        TopicMeta {
+            epoch: "e1".into(),
+            first: 1,
+            head: 0
+        }
+    );
+    assert_eq!(
+        log.create("a", "e2").unwrap(),
+        created,
+        "create keeps an existing topic"
+    );
+    log.create("$sys:b", "e1").unwrap();
+    assert!(log.mark_running().unwrap());
+    assert_eq!(
+        log.topics().unwrap(),
+        vec!["$sys:b".to_string(), "a".to_string()]
+    );
+    assert_eq!(log.set_epoch("a", "e3").unwrap().epoch, "e3");
+}
+
+#[test]
+fn reopen_keeps_data_head_epoch_and_first() {
+    let dir = TempDir::new().unwrap();
+    let policy = RetentionPolicy {
+        max_messages: 6,
+        max_age_ms: u64::MAX,
+    };
+    let before = {
+        let log = open(&dir, 4);
+        assert!(log.mark_running().unwrap(), "first run counts as clean");
+        log.create("t:x", "e1").unwrap();
+        append_range(&log, "t:x", 1, 10, 4);
+        log.set_epoch("t:x", "e2").unwrap();
+        let meta = log.apply_retention("t:x", &policy, 0).unwrap();
+        assert_eq!(
+            meta,
+            TopicMeta {
+                epoch: "e2".into(),
+                first: 5,
+                head: 10
+            }
+        );
+        log.flush().unwrap();
+        meta
+    };
+    let log = open(&dir, 4);
+    assert!(
+        !log.mark_running().unwrap(),
+        "no mark_clean: unclean shutdown"
+    );
+    assert_eq!(log.meta("t:x").unwrap(), Some(before));
+    assert_eq!(log.segment_starts("t:x"), vec![5, 9]);
+    let all = log.read("t:x", 1, u64::MAX, 100, usize::MAX).unwrap();
+    assert_eq!(all, (5..=10).map(msg).collect::<Vec<_>>());
+    append_range(&log, "t:x", 11, 12, 2);
+    log.mark_clean().unwrap();
+    drop(log);
+    let log = open(&dir, 4);
+    assert!(log.mark_running().unwrap(), "mark_clean: clean shutdown");
+    assert_eq!(log.meta("t:x").unwrap().map(|m| m.head), Some(12));
+}
+
+#[test]
+fn head_survives_when_everything_expired() {
+    let dir = TempDir::new().unwrap();
+    {
+        let log = open(&dir, 4);
+        log.create("t", "e1").unwrap();
+        append_range(&log, "t", 1, 9, 9);
+        let policy = RetentionPolicy {
+            max_messages: 0,
+            max_age_ms: 0,
+        };
+        let meta = log.apply_retention("t", &policy, 1_000_000).unwrap();
+        assert_eq!((meta.first, meta.head), (10, 9));
+        assert_eq!(log.segment_starts("t"), vec![9], "the last segment stays");
+        log.flush().unwrap();
+    }
+    let log = open(&dir, 4);
+    assert_eq!(
+        log.meta("t").unwrap().map(|m| (m.first, m.head)),
+        Some((10, 9))
+    );
+    assert!(log
+        .read("t", 0, u64::MAX, 10, usize::MAX)
+        .unwrap()
+        .is_empty());
+    log.append("t", &[msg(10)]).unwrap();
+}
+
+#[test]
+fn retention_by_count_frees_segments() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 10);
+    log.create("t", "e1").unwrap();
+    append_range(&log, "t", 1, 100, 7);
+    assert_eq!(log.segment_trees(), 10);
+    let policy = RetentionPolicy {
+        max_messages: 25,
+        max_age_ms: u64::MAX,
+    };
+    let meta = log.apply_retention("t", &policy, 0).unwrap();
+    assert_eq!((meta.first, meta.head), (76, 100));
+    assert_eq!(log.segment_starts("t"), vec![71, 81, 91]);
+    assert_eq!(log.segment_trees(), 3);
+    let kept = log.read("t", 1, u64::MAX, 1000, usize::MAX).unwrap();
+    assert_eq!(offsets(&kept), (76..=100).collect::<Vec<_>>());
+    assert_eq!(log.read("t", 71, 75, 10, usize::MAX).unwrap(), vec![]);
+    // Retention again changes nothing; first never moves back.
+    let policy = RetentionPolicy {
+        max_messages: 1000,
+        max_age_ms: u64::MAX,
+    };
+    assert_eq!(log.apply_retention("t", &policy, 0).unwrap().first, 76);
+}
+
+#[test]
+fn retention_by_age() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 10);
+    log.create("t", "e1").unwrap();
+    append_range(&log, "t", 1, 100, 100);
+    // Times are offset * 10: at 1000 with max age 450, offsets from 55 are young enough.
+    let policy = RetentionPolicy {
+        max_messages: 1000,
+        max_age_ms: 450,
+    };
+    let meta = log.apply_retention("t", &policy, 1000).unwrap();
+    assert_eq!(meta.first, 55);
+    assert_eq!(log.segment_starts("t"), vec![51, 61, 71, 81, 91]);
+    let kept = log.read("t", 50, 56, 100, usize::MAX).unwrap();
+    assert_eq!(offsets(&kept), vec![55, 56]);
+}
+
+#[test]
+fn dedupe_window_expires() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 10);
+    log.remember_id("t", "a", 7, 1_050).unwrap();
+    log.remember_id("u", "a", 9, 1_050).unwrap();
+    assert_eq!(log.lookup_id("t", "a", 1_060).unwrap(), Some(7));
+    assert_eq!(log.lookup_id("u", "a", 1_060).unwrap(), Some(9));
+    assert_eq!(log.lookup_id("t", "b", 1_060).unwrap(), None);
+    assert_eq!(
+        log.lookup_id("t", "a", 1_150).unwrap(),
+        Some(7),
+        "previous bucket"
+    );
+    assert_eq!(
+        log.lookup_id("t", "a", 1_151).unwrap(),
+        None,
+        "older than the window"
+    );
+    log.remember_id("t", "b", 8, 1_250).unwrap();
+    let dedupe_trees = |log: &SledLog| {
+        let names = log.db.tree_names();
+        names
+            .iter()
+            .filter(|n| n.starts_with(DEDUPE_PREFIX.as_bytes()))
+            .count()
+    };
+    assert_eq!(dedupe_trees(&log), 2);
+    log.expire_ids(1_199).unwrap();
+    assert_eq!(
+        dedupe_trees(&log),
+        2,
+        "bucket 10 is the previous bucket at 1199"
+    );
+    log.expire_ids(1_250).unwrap();
+    assert_eq!(
+        dedupe_trees(&log),
+        1,
+        "bucket 10 is two windows old at 1250"
+    );
+    assert_eq!(log.lookup_id("t", "b", 1_300).unwrap(), Some(8));
+    drop(log);
+    let log = open(&dir, 10);
+    assert_eq!(
+        log.lookup_id("t", "b", 1_300).unwrap(),
+        Some(8),
+        "buckets reload"
+    );
+    log.expire_ids(10_000).unwrap();
+    assert_eq!(dedupe_trees(&log), 0);
+}
+
+#[test]
+fn corrupt_records_give_errors_not_panics() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    log.create("t", "e1").unwrap();
+    append_range(&log, "t", 1, 8, 8);
+    log.put_raw("t", 3, &[0xff, 0xff, 0xff]);
+    let err = log.read("t", 1, 8, 100, usize::MAX).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Corrupt {
+                what: "message",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(log.read("t", 4, 8, 100, usize::MAX).unwrap().len(), 5);
+    log.put_raw("t", 8, b"");
+    let policy = RetentionPolicy {
+        max_messages: 100,
+        max_age_ms: 10,
+    };
+    let err = log.apply_retention("t", &policy, 1000).unwrap_err();
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    log.meta.insert("t", &b"\x01garbage"[..]).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let err = SledLog::open(dir.path(), opts(4))
+        .err()
+        .expect("corrupt meta");
+    assert!(
+        matches!(err, StorageError::Corrupt { what: "meta", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_reads_see_contiguous_retained_messages() {
+    let dir = TempDir::new().unwrap();
+    let log = Arc::new(open(&dir, 16));
+    log.create("t", "e1").unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (log, done) = (Arc::clone(&log), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    let first = log.meta("t").unwrap().map_or(1, |m| m.first);
+                    let got = log.read("t", 0, u64::MAX, 50, usize::MAX).unwrap();
+                    if let Some(m) = got.first() {
+                        assert!(m.offset >= first, "read {} below first {first}", m.offset);
+                    }
+                    for pair in got.windows(2) {
+                        assert_eq!(pair[1].offset, pair[0].offset + 1);
+                    }
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let policy = RetentionPolicy {
+        max_messages: 40,
+        max_age_ms: u64::MAX,
+    };
+    for start in (1..=2000).step_by(10) {
+        append_range(&log, "t", start, start + 9, 10);
+        log.apply_retention("t", &policy, 0).unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().expect("reader panicked") > 0);
+    }
+    assert_eq!(
+        log.meta("t").unwrap().map(|m| (m.first, m.head)),
+        Some((1961, 2000))
+    );
+    assert!(log.segment_starts("t").len() <= 4);
+}

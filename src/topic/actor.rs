@@ -1,0 +1,341 @@
+//! The topic actor: the single writer of one topic. It assigns offsets, appends to the
+//! log, asks the flusher for durability, and only then acknowledges the publishers and
+//! pushes the message to live subscribers (so no subscriber ever sees an offset that a
+//! crash could take back).
+
+use super::{
+    new_epoch, now_ms, GoLive, PublishAck, PublishReply, SubId, SubscribeInfo, Subscriber,
+    TopicInfo, TopicMsg, TopicShared,
+};
+use crate::protocol::envelope::Delivery;
+use crate::protocol::frames::Position;
+use crate::protocol::resume;
+use crate::protocol::{ApiError, TopicName};
+use crate::session::outbound::OutFrame;
+use crate::session::SessionMsg;
+use crate::storage::flusher::Flusher;
+use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What every topic actor of a node shares.
+#[derive(Clone)]
+pub struct TopicContext {
+    pub log: Arc<dyn TopicLog>,
+    pub flusher: Flusher,
+    pub retention: RetentionPolicy,
+}
+
+pub struct TopicActor;
+
+pub struct TopicArgs {
+    pub topic: TopicName,
+    pub ctx: TopicContext,
+    pub shared: Arc<TopicShared>,
+}
+
+struct Pending {
+    offset: u64,
+    id: String,
+    duplicate: bool,
+    reply: PublishReply,
+}
+
+pub struct TopicState {
+    topic: TopicName,
+    ctx: TopicContext,
+    shared: Arc<TopicShared>,
+    epoch: Arc<str>,
+    /// Persisted in the log (something was published).
+    exists: bool,
+    first: u64,
+    /// Last offset assigned.
+    head: u64,
+    /// Last offset known durable; nothing above it is delivered or acknowledged.
+    durable: u64,
+    last_time_ms: u64,
+    /// Appended, not yet durable.
+    unflushed: VecDeque<(StoredMessage, Instant)>,
+    pending: VecDeque<Pending>,
+    live: Vec<Subscriber>,
+    catching_up: HashMap<SubId, Subscriber>,
+}
+
+const RETENTION_TICK: Duration = Duration::from_secs(5);
+
+impl Actor for TopicActor {
+    type Msg = TopicMsg;
+    type State = TopicState;
+    type Arguments = TopicArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        args: TopicArgs,
+    ) -> Result<TopicState, ActorProcessingErr> {
+        let log = &args.ctx.log;
+        let (meta, exists) = match log.meta(args.topic.as_str())? {
+            Some(meta) => {
+                // Appends of a previous incarnation may not be durable yet; make them so
+                // before anything is delivered from them.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                args.ctx.flusher.after_flush(Box::new(move |r| {
+                    let _ = tx.send(r);
+                }));
+                rx.await.map_err(|_| "flusher stopped")??;
+                (meta, true)
+            }
+            None => (
+                TopicMeta {
+                    epoch: new_epoch(),
+                    first: 1,
+                    head: 0,
+                },
+                false,
+            ),
+        };
+        tracing::debug!(topic = %args.topic, epoch = %meta.epoch, head = meta.head, "topic actor started");
+        args.shared.head.send_replace(meta.head);
+        myself.send_interval(RETENTION_TICK, || TopicMsg::Tick);
+        Ok(TopicState {
+            topic: args.topic,
+            ctx: args.ctx,
+            shared: args.shared,
+            epoch: Arc::from(meta.epoch.as_str()),
+            exists,
+            first: meta.first,
+            head: meta.head,
+            durable: meta.head,
+            last_time_ms: 0,
+            unflushed: VecDeque::new(),
+            pending: VecDeque::new(),
+            live: Vec::new(),
+            catching_up: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        msg: TopicMsg,
+        state: &mut TopicState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TopicMsg::Publish { data, id, reply } => state.publish(&myself, data, id, reply)?,
+            TopicMsg::Subscribe {
+                sub,
+                position,
+                reply,
+            } => {
+                let _ = reply.send(state.subscribe(sub, &position));
+            }
+            TopicMsg::GoLive { sub, next, reply } => {
+                let _ = reply.send(state.go_live(sub, next));
+            }
+            TopicMsg::Unsubscribe { sub, reply } => {
+                state.unsubscribe(sub);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            TopicMsg::Info(reply) => {
+                let _ = reply.send(TopicInfo {
+                    epoch: state.epoch.clone(),
+                    first: state.first,
+                    head: state.durable,
+                    subscribers: state.live.len() + state.catching_up.len(),
+                    exists: state.exists,
+                });
+            }
+            TopicMsg::Durable { upto, ok } => {
+                if !ok {
+                    // The log's state is unknown: restart from it (the supervisor tells
+                    // every subscriber to resume from its cursor).
+                    return Err("flush failed".into());
+                }
+                state.made_durable(upto);
+            }
+            TopicMsg::Tick => state.apply_retention()?,
+        }
+        Ok(())
+    }
+}
+
+impl TopicState {
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            epoch: self.epoch.to_string(),
+            first: self.first.min(self.durable + 1),
+            head: self.durable,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        myself: &ActorRef<TopicMsg>,
+        data: bytes::Bytes,
+        id: Option<String>,
+        reply: PublishReply,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = now_ms().max(self.last_time_ms);
+        let log = &self.ctx.log;
+        let topic = self.topic.as_str();
+        if let Some(id) = &id {
+            if let Some(offset) = log.lookup_id(topic, id, now)? {
+                let p = Pending {
+                    offset,
+                    id: id.clone(),
+                    duplicate: true,
+                    reply,
+                };
+                if offset <= self.durable {
+                    self.complete(p);
+                } else {
+                    self.pending.push_back(p);
+                }
+                return Ok(());
+            }
+        }
+        if !self.exists {
+            let meta = log.create(topic, &self.epoch)?;
+            self.epoch = Arc::from(meta.epoch.as_str());
+            self.exists = true;
+        }
+        let offset = self.head + 1;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let msg = StoredMessage {
+            offset,
+            id: id.clone(),
+            time_ms: now,
+            data,
+        };
+        log.append(topic, std::slice::from_ref(&msg))?;
+        log.remember_id(topic, &id, offset, now)?;
+        self.head = offset;
+        self.last_time_ms = now;
+        self.unflushed.push_back((msg, Instant::now()));
+        self.pending.push_back(Pending {
+            offset,
+            id,
+            duplicate: false,
+            reply,
+        });
+        let me = myself.clone();
+        self.ctx.flusher.after_flush(Box::new(move |r| {
+            let _ = me.cast(TopicMsg::Durable {
+                upto: offset,
+                ok: r.is_ok(),
+            });
+        }));
+        metrics::counter!("starling_messages_published_total").increment(1);
+        Ok(())
+    }
+
+    fn complete(&self, p: Pending) {
+        let _ = p.reply.send(Ok(PublishAck {
+            offset: p.offset,
+            epoch: self.epoch.clone(),
+            id: p.id,
+            duplicate: p.duplicate,
+        }));
+    }
+
+    fn made_durable(&mut self, upto: u64) {
+        if upto <= self.durable {
+            return;
+        }
+        self.durable = upto;
+        while self.unflushed.front().is_some_and(|(m, _)| m.offset <= upto) {
+            let Some((msg, received)) = self.unflushed.pop_front() else {
+                break;
+            };
+            let delivery = Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
+            self.fan_out(&delivery);
+        }
+        while self.pending.front().is_some_and(|p| p.offset <= upto) {
+            if let Some(p) = self.pending.pop_front() {
+                self.complete(p);
+            }
+        }
+        self.shared.head.send_replace(upto);
+    }
+
+    fn fan_out(&mut self, delivery: &Arc<Delivery>) {
+        let offset = delivery.offset;
+        let mut gone = Vec::new();
+        self.live.retain(|sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
+            Ok(()) => {
+                sub.cursor.store(offset, Ordering::Release);
+                true
+            }
+            Err(_) => {
+                // Overflowed (closed as a slow consumer) or gone: the session ends and its
+                // client resumes by offset.
+                gone.push(sub.id);
+                false
+            }
+        });
+        if !gone.is_empty() {
+            let mut subs = self.shared.subscribers();
+            for id in gone {
+                subs.remove(&id);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, sub: Subscriber, position: &Position) -> Result<SubscribeInfo, ApiError> {
+        let meta = self.meta();
+        let plan = resume::plan(position, &meta)?;
+        sub.cursor.store(plan.start.saturating_sub(1), Ordering::Release);
+        self.shared.subscribers().insert(sub.id, sub.session.clone());
+        self.catching_up.insert(sub.id, sub);
+        Ok(SubscribeInfo {
+            epoch: self.epoch.clone(),
+            first: meta.first,
+            head: meta.head,
+            plan,
+        })
+    }
+
+    fn go_live(&mut self, id: SubId, next: u64) -> GoLive {
+        if next != self.durable + 1 {
+            return GoLive::Behind { head: self.durable };
+        }
+        if let Some(sub) = self.catching_up.remove(&id) {
+            self.live.push(sub);
+        }
+        GoLive::Live
+    }
+
+    fn unsubscribe(&mut self, id: SubId) {
+        self.catching_up.remove(&id);
+        self.live.retain(|s| s.id != id);
+        self.shared.subscribers().remove(&id);
+    }
+
+    fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
+        if !self.exists {
+            return Ok(());
+        }
+        let meta = self
+            .ctx
+            .log
+            .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
+        self.first = self.first.max(meta.first);
+        Ok(())
+    }
+}
+
+/// Tells every session subscribed to a topic whose actor died to resubscribe.
+pub fn tell_resubscribe(topic: &TopicName, shared: &TopicShared) {
+    let subs: Vec<(SubId, ActorRef<SessionMsg>)> = shared.subscribers().drain().collect();
+    for (sub, session) in subs {
+        let _ = session.cast(SessionMsg::Resubscribe {
+            topic: topic.clone(),
+            sub,
+        });
+    }
+}

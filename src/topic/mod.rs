@@ -1,0 +1,140 @@
+//! Topics: one [`actor::TopicActor`] per active topic sequences, persists and fans out; the
+//! [`supervisor::TopicSupervisor`] spawns them on demand and restarts a crashed one from its
+//! log. Delivery logic only; no transport types here.
+
+pub mod actor;
+pub mod service;
+pub mod supervisor;
+
+use crate::protocol::frames::Position;
+use crate::protocol::resume::ResumePlan;
+use crate::protocol::ApiError;
+use crate::session::outbound::Outbound;
+use crate::session::SessionMsg;
+use bytes::Bytes;
+use ractor::{ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, watch};
+
+/// Identifies one subscription of one session, unique within the node.
+pub type SubId = u64;
+
+/// A subscriber as a topic actor sees it: where to push, and who to tell when the topic
+/// actor restarts.
+#[derive(Clone)]
+pub struct Subscriber {
+    pub id: SubId,
+    pub outbound: Arc<Outbound>,
+    /// Last offset pushed to this subscriber (by the topic actor when live, by the
+    /// session's replay before that).
+    pub cursor: Arc<AtomicU64>,
+    pub session: ActorRef<SessionMsg>,
+}
+
+/// State of a topic that outlives a crash of its actor.
+pub struct TopicShared {
+    /// Every subscription, live or catching up: told to resubscribe if the actor restarts.
+    pub subscribers: Mutex<HashMap<SubId, ActorRef<SessionMsg>>>,
+    /// The durable head, for long polls.
+    pub head: watch::Sender<u64>,
+}
+
+impl TopicShared {
+    pub fn new() -> Arc<TopicShared> {
+        Arc::new(TopicShared {
+            subscribers: Mutex::new(HashMap::new()),
+            head: watch::Sender::new(0),
+        })
+    }
+
+    pub fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, ActorRef<SessionMsg>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The reply to a publish, sent once the message is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishAck {
+    pub offset: u64,
+    pub epoch: Arc<str>,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+pub type PublishReply = oneshot::Sender<Result<PublishAck, ApiError>>;
+
+/// What a subscriber learns when it subscribes.
+#[derive(Clone, Debug)]
+pub struct SubscribeInfo {
+    pub epoch: Arc<str>,
+    pub first: u64,
+    /// The durable head: replay reads up to here, then asks to go live.
+    pub head: u64,
+    pub plan: ResumePlan,
+}
+
+/// The answer to "may I go live at `next`?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GoLive {
+    Live,
+    /// More became durable meanwhile; replay up to `head` first.
+    Behind { head: u64 },
+}
+
+/// What `GET /v1/topics/{topic}` shows.
+#[derive(Clone, Debug)]
+pub struct TopicInfo {
+    pub epoch: Arc<str>,
+    pub first: u64,
+    pub head: u64,
+    pub subscribers: usize,
+    /// False while nothing was ever published (the topic does not exist yet).
+    pub exists: bool,
+}
+
+/// Messages of a topic actor.
+pub enum TopicMsg {
+    Publish {
+        data: Bytes,
+        id: Option<String>,
+        reply: PublishReply,
+    },
+    Subscribe {
+        sub: Subscriber,
+        position: Position,
+        reply: RpcReplyPort<Result<SubscribeInfo, ApiError>>,
+    },
+    GoLive {
+        sub: SubId,
+        next: u64,
+        reply: RpcReplyPort<GoLive>,
+    },
+    /// Drop a subscription; `reply` (if any) is answered once it is gone.
+    Unsubscribe {
+        sub: SubId,
+        reply: Option<RpcReplyPort<()>>,
+    },
+    Info(RpcReplyPort<TopicInfo>),
+    /// The flusher made every append up to `upto` durable (or failed to).
+    Durable {
+        upto: u64,
+        ok: bool,
+    },
+    /// Periodic retention.
+    Tick,
+}
+
+/// A new epoch: 16 random alphanumerics.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
