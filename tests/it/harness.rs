@@ -1,0 +1,400 @@
+//! Test harness: start and stop real node processes, talk to them with real clients, and
+//! wait for state with a polling helper (never a bare sleep).
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it returns `Some`, or panics with `what` after `DEADLINE`.
+pub async fn wait_for<T, F, Fut>(what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `starling node` child process with its own data directory.
+pub struct TestNode {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: String,
+}
+
+impl TestNode {
+    /// Starts a node in a fresh directory; `extra` is TOML (sections) added to the config.
+    pub fn start(extra: &str) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut node = TestNode::spawn(&dir, extra);
+        node._tmp = Some(tmp);
+        node
+    }
+
+    fn spawn(dir: &Path, extra: &str) -> TestNode {
+        let config = format!(
+            "data_dir = {:?}\n{extra}\n[[nodes]]\nid = \"n1\"\nhttp_addr = \"127.0.0.1:0\"\n",
+            dir.join("data").display().to_string()
+        );
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+            .args(["node", "n1", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn starling");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Some(Ok(line)) = lines.next() {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(DEADLINE)
+            .expect("node did not print its address")
+            .parse()
+            .expect("address");
+        TestNode {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            extra: extra.to_string(),
+        }
+    }
+
+    /// Restarts the node on the same data directory (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        let mut fresh = TestNode::spawn(&self.dir, &self.extra);
+        std::mem::swap(&mut self.child, &mut fresh.child);
+        self.addr = fresh.addr;
+        fresh.child = Command::new("true").spawn().expect("true");
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `kill -9`, and reap.
+    pub fn kill9(&mut self) {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGTERM);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The value of a Prometheus metric line (summed over labels matching `filter`).
+    pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http()))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes a topic for a URL path.
+pub fn enc(topic: &str) -> String {
+    percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// POSTs a raw body to the publish route; returns status and JSON body.
+pub async fn publish_raw(node: &TestNode, topic: &str, body: String) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/topics/{}/messages", node.http(), enc(topic)))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("publish request");
+    let status = res.status().as_u16();
+    let body = res.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Publishes `data` (and an optional id); returns status and JSON body.
+pub async fn publish(node: &TestNode, topic: &str, data: Value, id: Option<&str>) -> (u16, Value) {
+    let mut body = serde_json::json!({ "data": data });
+    if let Some(id) = id {
+        body["id"] = Value::from(id);
+    }
+    publish_raw(node, topic, body.to_string()).await
+}
+
+/// Publishes and asserts 201; returns the offset.
+pub async fn publish_ok(node: &TestNode, topic: &str, data: Value) -> u64 {
+    let (status, body) = publish(node, topic, data, None).await;
+    assert_eq!(status, 201, "publish failed: {body}");
+    body["offset"].as_u64().expect("offset")
+}
+
+/// GETs a path; returns status and JSON body.
+pub async fn get_json(node: &TestNode, path_and_query: &str) -> (u16, Value) {
+    let res = reqwest::get(format!("{}{}", node.http(), path_and_query))
+        .await
+        .expect("get");
+    let status = res.status().as_u16();
+    (status, res.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// A WebSocket client speaking the JSON protocol.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a WebSocket read gave.
+#[derive(Debug)]
+pub enum WsEvent {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+impl WsClient {
+    pub async fn connect(node: &TestNode) -> WsClient {
+        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.expect("ws connect");
+        WsClient { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.expect("ws send");
+    }
+
+    pub async fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::text(t.to_string())).await.expect("ws send");
+    }
+
+    /// Next JSON frame or the close, skipping pings and pongs.
+    pub async fn next_event(&mut self) -> WsEvent {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("timed out waiting for a WebSocket frame");
+            match msg {
+                Some(Ok(Message::Text(t))) => return WsEvent::Json(serde_json::from_str(&t).expect("server sent bad JSON")),
+                Some(Ok(Message::Close(f))) => return WsEvent::Closed(f.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return WsEvent::Closed(None),
+            }
+        }
+    }
+
+    /// Next JSON frame; panics on close.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_event().await {
+            WsEvent::Json(v) => v,
+            WsEvent::Closed(code) => panic!("connection closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Reads until a frame of `kind` arrives; returns it.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Subscribes and returns the `subscribed` reply.
+    pub async fn subscribe(&mut self, topic: &str, after: Option<u64>, epoch: Option<&str>) -> Value {
+        let mut f = serde_json::json!({"type": "subscribe", "topic": topic, "req": 1});
+        if let Some(a) = after {
+            f["after"] = a.into();
+        }
+        if let Some(e) = epoch {
+            f["epoch"] = e.into();
+        }
+        self.send(f).await;
+        let v = self.recv().await;
+        assert_eq!(v["type"], "subscribed", "{v}");
+        v
+    }
+
+    /// Reads `n` message frames; returns their offsets.
+    pub async fn offsets(&mut self, n: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let v = self.recv().await;
+            assert_eq!(v["type"], "message", "expected a message, got {v}");
+            out.push(v["offset"].as_u64().expect("offset"));
+        }
+        out
+    }
+
+    /// Waits for the close; returns its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let WsEvent::Closed(code) = self.next_event().await {
+                return code;
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// A streaming SSE client over reqwest.
+pub struct SseClient {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub status: u16,
+    /// Comment lines seen so far (keepalives).
+    pub comments: usize,
+}
+
+impl SseClient {
+    /// Opens `path` (e.g. `/v1/topics/t/events?after=0`) with an optional Last-Event-ID.
+    pub async fn connect(node: &TestNode, path: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut req = reqwest::Client::new().get(format!("{}{}", node.http(), path));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("sse request");
+        let status = res.status().as_u16();
+        SseClient {
+            stream: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+            status,
+            comments: 0,
+        }
+    }
+
+    /// The next event (including a `retry`-only one), or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    ..Default::default()
+                };
+                let mut data = Vec::new();
+                let mut any = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "id" => ev.id = Some(value.to_string()),
+                        "event" => ev.event = value.to_string(),
+                        "data" => data.push(value.to_string()),
+                        "retry" => ev.retry = value.parse().ok(),
+                        _ => {}
+                    }
+                }
+                ev.data = data.join("\n");
+                if any {
+                    return Some(ev);
+                }
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("timed out waiting for an SSE event")
+            {
+                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next event that has data (skips `retry`-only events).
+    pub async fn next_data(&mut self) -> SseEvent {
+        loop {
+            let ev = self.next().await.expect("stream ended while an event was expected");
+            if !ev.data.is_empty() {
+                return ev;
+            }
+        }
+    }
+}
