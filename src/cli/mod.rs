@@ -106,6 +106,7 @@ fn base_url(url: Option<String>, config: &std::path::Path) -> Result<String, Str
 
 async fn run_node(id: &str, config: &std::path::Path) -> Result<(), String> {
     let config = load_config(config)?;
+    raise_fd_limit();
     let shutdown = Shutdown::new();
     let node = Node::start(config, id, shutdown.clone()).await.map_err(|e| e.to_string())?;
     println!("starling node {id} listening on http://{}", node.http_addr());
@@ -115,6 +116,24 @@ async fn run_node(id: &str, config: &std::path::Path) -> Result<(), String> {
     node.wait().await.map_err(|e| e.to_string())?;
     println!("starling node {id} stopped");
     Ok(())
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 /// Ctrl-C and SIGTERM both start a graceful drain.

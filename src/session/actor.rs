@@ -46,6 +46,8 @@ pub struct SessionState {
     limits: LimitsConfig,
     shutdown: Shutdown,
     subs: HashMap<TopicName, Sub>,
+    /// Set by `post_stop`, which ractor skips when the actor failed.
+    stopped: bool,
 }
 
 impl Drop for SessionState {
@@ -57,10 +59,10 @@ impl Drop for SessionState {
                 reply: None,
             });
         }
-        let reason = if std::thread::panicking() {
-            CloseReason::Internal
-        } else {
+        let reason = if self.stopped && !std::thread::panicking() {
             CloseReason::Gone
+        } else {
+            CloseReason::Internal
         };
         self.outbound.close(reason);
         metrics::gauge!("starling_connections", "transport" => self.transport.label()).decrement(1.0);
@@ -81,7 +83,13 @@ impl Actor for SessionActor {
             limits: args.limits,
             shutdown: args.shutdown,
             subs: HashMap::new(),
+            stopped: false,
         })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+        state.stopped = true;
+        Ok(())
     }
 
     async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
@@ -108,6 +116,9 @@ impl Actor for SessionActor {
             SessionMsg::Unsubscribe { topic, req } => match state.subs.remove(&topic) {
                 Some(sub) => {
                     sub.replay.abort();
+                    // An aborted replay stops at its next await: let it, so it pushes
+                    // nothing after the reply.
+                    let _ = sub.replay.await;
                     // Wait until the topic actor dropped us, so nothing follows `unsubscribed`.
                     let _ = call_topic(&sub.actor, |reply| TopicMsg::Unsubscribe {
                         sub: sub.id,
@@ -149,6 +160,8 @@ impl Actor for SessionActor {
                 if state.subs.get(&topic).is_some_and(|s| s.id == sub) {
                     if let Some(old) = state.subs.remove(&topic) {
                         old.replay.abort();
+                        // The cursor is final only once the old replay has stopped.
+                        let _ = old.replay.await;
                         let position = Position {
                             after: Some(old.cursor.load(Ordering::Acquire)),
                             epoch: Some(old.epoch.to_string()),

@@ -1,13 +1,14 @@
 //! Storage: the per-topic message log behind the [`TopicLog`] trait.
 //!
 //! Layout (sled 0.34.7, one database per node at `data_dir/<node id>`):
-//! - tree `meta`: topic name -> bincode [`MetaRecord`] (epoch, first retained offset);
+//! - tree `meta`: topic name -> bincode `MetaRecord` (epoch, first retained offset);
 //! - trees `seg:<topic>:<start offset, 20 digits>`: one per segment of offsets, key = offset
-//!   (u64 big-endian), value = bincode [`StoredRecord`]; retention drops whole segment trees
+//!   (u64 big-endian), value = bincode `StoredRecord`; retention drops whole segment trees
 //!   (`drop_tree` is what gives disk space back in sled);
 //! - trees `dedupe:<bucket>`: idempotency index, key = topic, 0x00, id; value = offset and
 //!   time; a bucket spans one dedupe window and is dropped two windows later;
-//! - key `running` in `meta`: present while a node runs, removed on a clean shutdown.
+//! - key `\0running` in `meta` (no topic name starts with NUL): present while a node runs,
+//!   removed on a clean shutdown.
 //!
 //! Appends are visible to readers at once but durable only after [`TopicLog::flush`]; the
 //! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled

@@ -398,3 +398,53 @@ impl SseClient {
         }
     }
 }
+
+impl SseClient {
+    /// Reads until at least `n` comment lines (keepalives) were seen in total; returns the
+    /// events that arrived meanwhile. Panics after `DEADLINE`.
+    pub async fn until_comments(&mut self, n: usize) -> Vec<SseEvent> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut events = Vec::new();
+        loop {
+            while let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    ..Default::default()
+                };
+                let mut data = Vec::new();
+                let mut any = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    any = true;
+                    match field {
+                        "id" => ev.id = Some(value.to_string()),
+                        "event" => ev.event = value.to_string(),
+                        "data" => data.push(value.to_string()),
+                        "retry" => ev.retry = value.parse().ok(),
+                        _ => {}
+                    }
+                }
+                ev.data = data.join("\n");
+                if any {
+                    events.push(ev);
+                }
+            }
+            if self.comments >= n {
+                return events;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("timed out waiting for an SSE comment")
+            {
+                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => panic!("stream ended while a comment was expected"),
+            }
+        }
+    }
+}

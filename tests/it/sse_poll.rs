@@ -1,1 +1,677 @@
-//! (being written)
+//! SSE (single and multi-topic), long polling, HTTP publish and the informational routes.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// A GET with an optional `Last-Event-ID`; status and JSON body (Null if not JSON).
+async fn get_with_id(node: &TestNode, path: &str, last_event_id: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{}{}", node.http(), path));
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let res = req.send().await.expect("get");
+    let status = res.status().as_u16();
+    (status, res.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Asserts the protocol's error response: `status` and exactly `{"error":{"code","message"}}`.
+fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+    let err = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object: {body}"));
+    assert_eq!(err.len(), 2, "{body}");
+    assert_eq!(err["code"], code, "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+/// Opens an SSE stream, asserts 200 and the leading `retry: 3000`.
+async fn open(node: &TestNode, path: &str, last_event_id: Option<&str>) -> SseClient {
+    let mut sse = SseClient::connect(node, path, last_event_id).await;
+    assert_eq!(sse.status, 200, "{path}");
+    let first = sse.next().await.expect("retry event");
+    assert_eq!(first.retry, Some(3000), "{first:?}");
+    assert!(first.data.is_empty(), "{first:?}");
+    sse
+}
+
+/// Publishes `n` messages `{"n": i}`; returns their offsets.
+async fn publish_n(node: &TestNode, topic: &str, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(publish_ok(node, topic, json!({ "n": i })).await);
+    }
+    out
+}
+
+/// Reads `n` single-topic `message` events; checks each id is `<offset>:<epoch>`; returns
+/// the offsets.
+async fn sse_offsets(sse: &mut SseClient, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let ev = sse.next_data().await;
+        assert_eq!(ev.event, "message", "{ev:?}");
+        let env = ev.json();
+        let offset = env["offset"].as_u64().expect("offset");
+        let id = format!("{}:{}", offset, env["epoch"].as_str().expect("epoch"));
+        assert_eq!(ev.id.as_deref(), Some(id.as_str()));
+        out.push(offset);
+    }
+    out
+}
+
+/// Parses a composite id `a=1:E,b=2:F` into topic -> `offset:epoch`.
+fn parse_multi_id(id: &str) -> BTreeMap<String, String> {
+    id.split(',')
+        .map(|p| {
+            let (t, pos) = p
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad composite id {id}"));
+            (t.to_string(), pos.to_string())
+        })
+        .collect()
+}
+
+async fn epoch_of(node: &TestNode, topic: &str) -> String {
+    let (status, info) = get_json(node, &format!("/v1/topics/{}", enc(topic))).await;
+    assert_eq!(status, 200, "{info}");
+    info["epoch"].as_str().expect("epoch").to_string()
+}
+
+async fn poll(node: &TestNode, topic: &str, query: &str) -> Value {
+    let (status, body) =
+        get_json(node, &format!("/v1/topics/{}/messages?{query}", enc(topic))).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
+fn poll_offsets(body: &Value) -> Vec<u64> {
+    body["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages: {body}"))
+        .iter()
+        .map(|m| m["offset"].as_u64().expect("offset"))
+        .collect()
+}
+
+/// A node whose topic `t` had `n` messages published and its history trimmed by retention
+/// (max 100 messages); returns the node and the topic's `first`.
+async fn trimmed_node(n: usize) -> (TestNode, u64) {
+    let node = TestNode::start("[retention]\nmax_messages = 100\n[storage]\nfsync = \"none\"\n");
+    for chunk in 0..n / 50 {
+        let futs = (0..50).map(|i| publish(&node, "t", json!({ "n": chunk * 50 + i }), None));
+        for (status, body) in futures_util::future::join_all(futs).await {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    let first = wait_for("retention to trim the topic", || async {
+        let (_, info) = get_json(&node, "/v1/topics/t").await;
+        info["first"].as_u64().filter(|f| *f > 1)
+    })
+    .await;
+    (node, first)
+}
+
+// ---------------------------------------------------------------- SSE, one topic
+
+#[tokio::test]
+async fn sse_stream_retry_event_id_and_envelope() {
+    let node = TestNode::start("");
+    let mut sse = open(&node, "/v1/topics/env/events", None).await;
+    let (status, reply) = publish(&node, "env", json!({"k": [1, "two"]}), Some("my-id-1")).await;
+    assert_eq!(status, 201, "{reply}");
+    let ev = sse.next_data().await;
+    assert_eq!(ev.event, "message");
+    let env = ev.json();
+    let epoch = reply["epoch"].as_str().expect("epoch");
+    assert!(
+        !epoch.is_empty() && epoch.len() <= 32 && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+    );
+    assert_eq!(ev.id.as_deref(), Some(format!("1:{epoch}").as_str()));
+    assert_eq!(env["topic"], "env");
+    assert_eq!(env["offset"], 1);
+    assert_eq!(env["epoch"], epoch);
+    assert_eq!(env["id"], "my-id-1");
+    assert!(
+        env["time"].as_u64().is_some_and(|t| t > 1_600_000_000_000),
+        "{env}"
+    );
+    assert_eq!(env["data"], json!({"k": [1, "two"]}));
+    // Without a publisher id the server assigns one (a uuid).
+    let (_, reply2) = publish(&node, "env", json!(null), None).await;
+    let env2 = sse.next_data().await.json();
+    assert_eq!(env2["offset"], 2);
+    assert_eq!(env2["data"], Value::Null);
+    assert_eq!(env2["id"], reply2["id"]);
+    assert_eq!(env2["id"].as_str().map(str::len), Some(36), "{env2}");
+}
+
+#[tokio::test]
+async fn sse_resume_with_last_event_id_header_and_after() {
+    let node = TestNode::start("");
+    let mut sse = open(&node, "/v1/topics/r/events", None).await;
+    publish_n(&node, "r", 3).await;
+    assert_eq!(sse_offsets(&mut sse, 3).await, vec![1, 2, 3]);
+    drop(sse);
+    let epoch = epoch_of(&node, "r").await;
+    publish_n(&node, "r", 2).await; // 4, 5 missed
+
+    // Last-Event-ID: exactly the missed ones, in order, then live.
+    let mut sse = open(&node, "/v1/topics/r/events", Some(&format!("3:{epoch}"))).await;
+    assert_eq!(sse_offsets(&mut sse, 2).await, vec![4, 5]);
+    assert_eq!(publish_ok(&node, "r", json!("live")).await, 6);
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![6]);
+
+    // ?after=N does the same.
+    let mut sse = open(&node, "/v1/topics/r/events?after=4", None).await;
+    assert_eq!(sse_offsets(&mut sse, 2).await, vec![5, 6]);
+    assert_eq!(publish_ok(&node, "r", json!("live")).await, 7);
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![7]);
+
+    // ?after=0 is the oldest retained.
+    let mut sse = open(&node, "/v1/topics/r/events?after=0", None).await;
+    assert_eq!(sse_offsets(&mut sse, 7).await, (1..=7).collect::<Vec<_>>());
+
+    // Last-Event-ID wins over ?after.
+    let mut sse = open(
+        &node,
+        "/v1/topics/r/events?after=1",
+        Some(&format!("5:{epoch}")),
+    )
+    .await;
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![6]);
+
+    // Extension: ?last_event_id= for clients that cannot set headers.
+    let path = format!("/v1/topics/r/events?last_event_id=6%3A{epoch}");
+    let mut sse2 = open(&node, &path, None).await;
+    assert_eq!(sse_offsets(&mut sse2, 1).await, vec![7]);
+    assert_eq!(publish_ok(&node, "r", json!("live")).await, 8);
+    assert_eq!(sse_offsets(&mut sse, 2).await, vec![7, 8]);
+    assert_eq!(sse_offsets(&mut sse2, 1).await, vec![8]);
+}
+
+#[tokio::test]
+async fn sse_wrong_epoch_is_reset_then_from_first() {
+    let node = TestNode::start("");
+    publish_n(&node, "e", 3).await;
+    let epoch = epoch_of(&node, "e").await;
+    let mut sse = open(&node, "/v1/topics/e/events", Some("2:someOtherEpoch9")).await;
+    let reset = sse.next_data().await;
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    let d = reset.json();
+    assert_eq!(d["topic"], "e");
+    assert_eq!(d["epoch"], epoch.as_str());
+    assert_eq!(d["first"], 1);
+    assert_eq!(d["head"], 3);
+    assert_eq!(d["reason"], "epoch_changed");
+    assert_eq!(sse_offsets(&mut sse, 3).await, vec![1, 2, 3]);
+    publish_ok(&node, "e", json!("live")).await;
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![4]);
+}
+
+#[tokio::test]
+async fn trimmed_history_is_announced_on_sse_and_poll() {
+    let (node, first) = trimmed_node(300).await;
+    let epoch = epoch_of(&node, "t").await;
+    // SSE: reset, then every retained message from `first`.
+    let mut sse = open(&node, "/v1/topics/t/events", Some(&format!("5:{epoch}"))).await;
+    let reset = sse.next_data().await;
+    assert_eq!(reset.event, "reset", "{reset:?}");
+    let d = reset.json();
+    assert_eq!(
+        (d["topic"].as_str(), d["epoch"].as_str()),
+        (Some("t"), Some(epoch.as_str()))
+    );
+    assert_eq!(d["first"], first);
+    assert_eq!(d["head"], 300);
+    assert_eq!(d["reason"], "trimmed");
+    let got = sse_offsets(&mut sse, (301 - first) as usize).await;
+    assert_eq!(got, (first..=300).collect::<Vec<_>>());
+    // ?after below first gives the same reset.
+    let mut sse = open(&node, "/v1/topics/t/events?after=1", None).await;
+    let reset = sse.next_data().await;
+    assert_eq!(
+        (reset.event.as_str(), reset.json()["first"].as_u64()),
+        ("reset", Some(first))
+    );
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![first]);
+    // Long poll: recovered:false and messages from `first`.
+    let body = poll(&node, "t", "after=5&timeout=0&limit=10").await;
+    assert_eq!(body["recovered"], false, "{body}");
+    assert_eq!(body["epoch"], epoch.as_str());
+    assert_eq!(poll_offsets(&body), (first..first + 10).collect::<Vec<_>>());
+    assert_eq!(body["next"], first + 9);
+    // Resuming exactly at the retention edge loses nothing and is recovered.
+    let body = poll(
+        &node,
+        "t",
+        &format!("after={}&timeout=0&limit=1", first - 1),
+    )
+    .await;
+    assert_eq!(body["recovered"], true, "{body}");
+    assert_eq!(poll_offsets(&body), vec![first]);
+}
+
+#[tokio::test]
+async fn sse_keepalive_comments_when_idle() {
+    let node = TestNode::start("[heartbeat]\nsse_keepalive_ms = 200\n");
+    let mut sse = open(&node, "/v1/topics/idle/events", None).await;
+    assert_eq!(sse.comments, 0);
+    let events = sse.until_comments(2).await;
+    assert!(events.is_empty(), "an idle stream sent events: {events:?}");
+    assert!(sse.comments >= 2);
+    // The stream still works after keepalives.
+    publish_ok(&node, "idle", json!("after keepalive")).await;
+    let ev = sse.next_data().await;
+    assert_eq!(ev.json()["data"], "after keepalive");
+}
+
+#[tokio::test]
+async fn sse_bad_requests() {
+    let node = TestNode::start("");
+    for bad in ["garbage", "12", "x:abc", "-1:abc", "1:ab-c", "1:"] {
+        let (status, body) = get_with_id(&node, "/v1/topics/ok/events", Some(bad)).await;
+        assert_error(status, &body, 400, "bad_request");
+    }
+    let (status, body) = get_json(&node, "/v1/topics/ok/events?after=abc").await;
+    assert_error(status, &body, 400, "bad_request");
+    let long = "x".repeat(201);
+    for t in ["a b", "a,b", long.as_str(), "$nope"] {
+        let (status, body) = get_json(&node, &format!("/v1/topics/{}/events", enc(t))).await;
+        assert_error(status, &body, 400, "invalid_topic");
+    }
+    publish_ok(&node, "ok", json!(1)).await;
+}
+
+// ---------------------------------------------------------------- SSE, several topics
+
+#[tokio::test]
+async fn multi_topic_sse_composite_ids_and_resume() {
+    let node = TestNode::start("");
+    let path = "/v1/events?topic=ma&topic=mb";
+    let mut sse = open(&node, path, None).await;
+    let mut ids = Vec::new();
+    for want in [("ma", 1), ("mb", 1), ("ma", 2)] {
+        assert_eq!(publish_ok(&node, want.0, json!(want.1)).await, want.1);
+        let ev = sse.next_data().await;
+        assert_eq!(ev.event, "message");
+        let env = ev.json();
+        assert_eq!(
+            (env["topic"].as_str(), env["offset"].as_u64()),
+            (Some(want.0), Some(want.1))
+        );
+        let id = ev.id.expect("composite id");
+        let map = parse_multi_id(&id);
+        assert_eq!(map.keys().collect::<Vec<_>>(), vec!["ma", "mb"], "{id}");
+        let pos = format!("{}:{}", want.1, env["epoch"].as_str().unwrap());
+        assert_eq!(map[want.0], pos, "{id}");
+        ids.push(id);
+    }
+    let (ea, eb) = (epoch_of(&node, "ma").await, epoch_of(&node, "mb").await);
+    assert_eq!(parse_multi_id(&ids[0])["mb"], format!("0:{eb}"));
+    assert_eq!(
+        parse_multi_id(&ids[2]),
+        parse_multi_id(&format!("ma=2:{ea},mb=1:{eb}"))
+    );
+    drop(sse);
+    publish_ok(&node, "mb", json!("b2")).await;
+    publish_ok(&node, "ma", json!("a3")).await;
+
+    // Resume from the last id: exactly mb 2 and ma 3, then live.
+    let mut sse = open(&node, path, Some(&ids[2])).await;
+    let mut got = BTreeMap::<String, Vec<u64>>::new();
+    for _ in 0..2 {
+        let env = sse.next_data().await.json();
+        got.entry(env["topic"].as_str().unwrap().into())
+            .or_default()
+            .push(env["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        BTreeMap::from([("ma".into(), vec![3]), ("mb".into(), vec![2])])
+    );
+    publish_ok(&node, "mb", json!("b3")).await;
+    let ev = sse.next_data().await;
+    assert_eq!(ev.json()["data"], "b3");
+    assert_eq!(
+        parse_multi_id(ev.id.as_deref().unwrap()),
+        parse_multi_id(&format!("ma=3:{ea},mb=3:{eb}"))
+    );
+
+    // Resume from the first id: every topic from its own position, in order per topic.
+    let mut sse = open(&node, path, Some(&ids[0])).await;
+    let mut got = BTreeMap::<String, Vec<u64>>::new();
+    for _ in 0..5 {
+        let env = sse.next_data().await.json();
+        got.entry(env["topic"].as_str().unwrap().into())
+            .or_default()
+            .push(env["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        BTreeMap::from([("ma".into(), vec![2, 3]), ("mb".into(), vec![1, 2, 3])])
+    );
+    publish_ok(&node, "ma", json!("a4")).await;
+    assert_eq!(sse.next_data().await.json()["data"], "a4");
+}
+
+#[tokio::test]
+async fn multi_topic_sse_bad_requests() {
+    let node = TestNode::start("");
+    let (status, body) = get_json(&node, "/v1/events").await;
+    assert_error(status, &body, 400, "bad_request");
+    let (status, body) = get_json(&node, "/v1/events?other=1").await;
+    assert_error(status, &body, 400, "bad_request");
+    let (status, body) = get_json(&node, "/v1/events?topic=ok&topic=a%20b").await;
+    assert_error(status, &body, 400, "invalid_topic");
+    for bad in ["ok", "ok=1", "ok=x:e", "ok=1:e,"] {
+        let (status, body) = get_with_id(&node, "/v1/events?topic=ok", Some(bad)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let mut sse = open(&node, "/v1/events?topic=ok", None).await;
+    publish_ok(&node, "ok", json!(1)).await;
+    assert_eq!(sse.next_data().await.json()["offset"], 1);
+}
+
+// ---------------------------------------------------------------- long poll
+
+#[tokio::test]
+async fn short_poll_returns_what_is_after() {
+    let node = TestNode::start("");
+    publish_n(&node, "p", 5).await;
+    let epoch = epoch_of(&node, "p").await;
+    let body = poll(&node, "p", "after=2&timeout=0").await;
+    assert_eq!(poll_offsets(&body), vec![3, 4, 5]);
+    assert_eq!(body["next"], 5);
+    assert_eq!(body["epoch"], epoch.as_str());
+    assert_eq!(body["recovered"], true);
+    let m = &body["messages"][0];
+    assert_eq!(
+        (m["topic"].as_str(), m["epoch"].as_str()),
+        (Some("p"), Some(epoch.as_str()))
+    );
+    assert_eq!(m["data"], json!({"n": 2}));
+    assert!(m["id"].is_string() && m["time"].is_u64(), "{m}");
+    // Nothing new: empty, next stays N.
+    let body = poll(&node, "p", &format!("after=5&timeout=0&epoch={epoch}")).await;
+    assert_eq!(body["messages"], json!([]));
+    assert_eq!(body["next"], 5);
+    assert_eq!(body["recovered"], true);
+    // limit.
+    let body = poll(&node, "p", "after=0&timeout=0&limit=2").await;
+    assert_eq!(poll_offsets(&body), vec![1, 2]);
+    assert_eq!(body["next"], 2);
+    let body = poll(
+        &node,
+        "p",
+        &format!("after=2&timeout=0&limit=2&epoch={epoch}"),
+    )
+    .await;
+    assert_eq!(poll_offsets(&body), vec![3, 4]);
+    assert_eq!(body["recovered"], true);
+}
+
+#[tokio::test]
+async fn poll_epoch_mismatch_is_not_recovered() {
+    let node = TestNode::start("");
+    publish_n(&node, "pe", 4).await;
+    let body = poll(&node, "pe", "after=3&timeout=0&epoch=deadbeef").await;
+    assert_eq!(body["recovered"], false, "{body}");
+    assert_eq!(poll_offsets(&body), vec![1, 2, 3, 4]);
+    assert_eq!(body["next"], 4);
+    assert_eq!(body["epoch"], epoch_of(&node, "pe").await.as_str());
+    assert_eq!(body["reason"], "epoch_changed");
+}
+
+#[tokio::test]
+async fn long_poll_returns_when_a_message_arrives() {
+    let node = TestNode::start("");
+    publish_ok(&node, "lp", json!("before")).await;
+    let url = format!("{}/v1/topics/lp/messages?after=1&timeout=10", node.http());
+    let task = tokio::spawn(async move {
+        let res = reqwest::get(url).await.expect("poll");
+        (
+            res.status().as_u16(),
+            res.json::<Value>().await.expect("json"),
+        )
+    });
+    // The poll is parked once its session exists; publish after that.
+    wait_for("the long poll to be waiting", || async {
+        (node
+            .metric("starling_connections", "transport=\"poll\"")
+            .await
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        !task.is_finished(),
+        "the poll returned before anything was published"
+    );
+    publish_ok(&node, "lp", json!({"wake": true})).await;
+    let (status, body) = tokio::time::timeout(DEADLINE, task)
+        .await
+        .expect("poll returned")
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(poll_offsets(&body), vec![2]);
+    assert_eq!(body["messages"][0]["data"], json!({"wake": true}));
+    assert_eq!(body["next"], 2);
+    assert_eq!(body["recovered"], true);
+}
+
+#[tokio::test]
+async fn long_poll_timeout_returns_empty() {
+    let node = TestNode::start("");
+    let body = poll(&node, "quiet", "after=0&timeout=1").await;
+    assert_eq!(body["messages"], json!([]));
+    assert_eq!(body["next"], 0);
+    assert_eq!(body["recovered"], true);
+    publish_ok(&node, "quiet", json!(1)).await;
+    let body = poll(&node, "quiet", "after=1&timeout=1").await;
+    assert_eq!(
+        (body["messages"].clone(), body["next"].as_u64()),
+        (json!([]), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn poll_bad_params() {
+    let node = TestNode::start("");
+    publish_ok(&node, "bp", json!(1)).await;
+    for q in [
+        "after=-1",
+        "after=abc",
+        "after=1.5",
+        "limit=0",
+        "limit=-3",
+        "limit=1001",
+        "timeout=121",
+        "timeout=x",
+        "epoch=not-valid",
+        "epoch=",
+    ] {
+        let (status, body) = get_json(&node, &format!("/v1/topics/bp/messages?{q}")).await;
+        assert_error(status, &body, 400, "bad_request");
+    }
+    let (status, body) = get_json(&node, "/v1/topics/a%20b/messages?timeout=0").await;
+    assert_error(status, &body, 400, "invalid_topic");
+    assert_eq!(
+        poll_offsets(&poll(&node, "bp", "after=0&timeout=0").await),
+        vec![1]
+    );
+}
+
+// ---------------------------------------------------------------- publish and info routes
+
+#[tokio::test]
+async fn publish_replies_and_idempotency() {
+    let node = TestNode::start("");
+    let (status, first) = publish(&node, "pub", json!({"a": 1}), Some("key-1")).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["topic"], "pub");
+    assert_eq!(first["offset"], 1);
+    assert_eq!(first["id"], "key-1");
+    assert_eq!(first["duplicate"], false);
+    assert!(first["epoch"].is_string());
+    assert_eq!(publish_ok(&node, "pub", json!("other")).await, 2);
+    let (status, dup) = publish(&node, "pub", json!({"a": "changed"}), Some("key-1")).await;
+    assert_eq!(status, 200, "{dup}");
+    assert_eq!(dup["duplicate"], true);
+    assert_eq!(dup["offset"], 1);
+    assert_eq!(dup["epoch"], first["epoch"]);
+    assert_eq!(dup["id"], "key-1");
+    // The duplicate stored nothing.
+    let body = poll(&node, "pub", "after=0&timeout=0").await;
+    assert_eq!(poll_offsets(&body), vec![1, 2]);
+    assert_eq!(body["messages"][0]["data"], json!({"a": 1}));
+}
+
+#[tokio::test]
+async fn publish_bad_input_and_the_node_survives() {
+    let node = TestNode::start("[limits]\nmax_message_bytes = 1024\n");
+    let mut sse = open(&node, "/v1/topics/good/events", None).await;
+    for body in [
+        "{not json",
+        "",
+        "[1,2]",
+        "[1,\"k\"]",
+        "7",
+        "{\"id\":\"x\"}",
+        "{\"data\":1,\"id\":\"\"}",
+        "{\"data\":1,\"id\":5}",
+    ] {
+        let (status, reply) = publish_raw(&node, "good", body.to_string()).await;
+        assert_error(status, &reply, 400, "bad_request");
+    }
+    let long = "x".repeat(201);
+    for t in ["a b", "a/b", long.as_str(), "é"] {
+        let (status, reply) = publish(&node, t, json!(1), None).await;
+        assert_error(status, &reply, 400, "invalid_topic");
+    }
+    assert_eq!(
+        publish(&node, &"x".repeat(200), json!(1), None).await.0,
+        201
+    );
+    for t in ["$dlq.good", "$dlq.x"] {
+        let (status, reply) = publish(&node, t, json!(1), None).await;
+        assert_error(status, &reply, 403, "forbidden");
+    }
+    let (status, reply) = publish(&node, "good", json!("y".repeat(2000)), None).await;
+    assert_error(status, &reply, 413, "too_large");
+    let (status, reply) = publish(&node, "good", json!("y".repeat(20_000)), None).await;
+    assert_error(status, &reply, 413, "too_large");
+    // Exactly at the limit is accepted (1022 chars + 2 quotes = 1024 bytes of JSON).
+    assert_eq!(
+        publish(&node, "good", json!("z".repeat(1022)), None)
+            .await
+            .0,
+        201
+    );
+    // Unknown route and wrong method.
+    let (status, reply) = get_json(&node, "/v1/nope").await;
+    assert_error(status, &reply, 404, "not_found");
+    let res = reqwest::Client::new()
+        .delete(format!("{}/v1/topics/good", node.http()))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error(), "{}", res.status());
+    // Nothing above hurt the node or its other clients.
+    assert_eq!(publish_ok(&node, "good", json!("final")).await, 2);
+    assert_eq!(sse_offsets(&mut sse, 2).await, vec![1, 2]);
+    let (status, health) = get_json(&node, "/healthz").await;
+    assert_eq!(status, 200, "{health}");
+}
+
+#[tokio::test]
+async fn topic_info_route() {
+    let node = TestNode::start("");
+    let (status, body) = get_json(&node, "/v1/topics/info").await;
+    assert_error(status, &body, 404, "not_found");
+    let (status, body) = get_json(&node, "/v1/topics/a%20b").await;
+    assert_error(status, &body, 400, "invalid_topic");
+    publish_n(&node, "info", 3).await;
+    let (status, body) = get_json(&node, "/v1/topics/info").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["topic"], "info");
+    assert!(
+        body["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["first"], 1);
+    assert_eq!(body["head"], 3);
+    assert_eq!(body["owner"], "n1");
+    assert_eq!(body["subscribers"], 0);
+    let _sse = open(&node, "/v1/topics/info/events", None).await;
+    wait_for("the SSE subscriber to be counted", || async {
+        let (_, b) = get_json(&node, "/v1/topics/info").await;
+        (b["subscribers"] == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_cluster_and_metrics() {
+    let node = TestNode::start("");
+    let (status, body) = get_json(&node, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get_json(&node, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get_json(&node, "/v1/cluster").await;
+    assert_eq!(status, 200, "{body}");
+    let members = body["members"].as_array().expect("members");
+    let me = members
+        .iter()
+        .find(|m| m["id"] == "n1")
+        .unwrap_or_else(|| panic!("n1 missing: {body}"));
+    assert_eq!(me["http_addr"], node.addr.to_string());
+    assert_eq!(me["status"], "up");
+
+    // Traffic: one delivery each over SSE and WebSocket.
+    let mut sse = open(&node, "/v1/topics/m/events", None).await;
+    let mut ws = WsClient::connect(&node).await;
+    ws.subscribe("m", None, None).await;
+    publish_ok(&node, "m", json!("x")).await;
+    assert_eq!(sse_offsets(&mut sse, 1).await, vec![1]);
+    assert_eq!(ws.offsets(1).await, vec![1]);
+    let text = reqwest::get(format!("{}/metrics", node.http()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "starling_messages_published_total",
+        "starling_messages_delivered_total",
+        "starling_connections",
+        "starling_publish_to_deliver_seconds",
+        "starling_storage_flush_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(node.metric("starling_messages_published_total", "").await >= 1.0);
+    wait_for("deliveries to be counted", || async {
+        let sse = node
+            .metric("starling_messages_delivered_total", "sse")
+            .await;
+        let ws = node.metric("starling_messages_delivered_total", "ws").await;
+        (sse >= 1.0 && ws >= 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        node.metric("starling_connections", "transport=\"sse\"")
+            .await
+            >= 1.0
+    );
+    assert!(
+        node.metric("starling_publish_to_deliver_seconds_count", "")
+            .await
+            >= 1.0
+    );
+}
