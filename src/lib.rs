@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod consumer;
 pub mod http;
 mod metrics_setup;
 pub mod node;

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+
 /// Who holds an in-flight message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Holder {
@@ -59,6 +60,14 @@ struct Waiting {
 pub struct Delivery {
     pub offset: u64,
     pub attempt: u32,
+}
+
+/// What [`Window::take`] picked: deliveries to make, and messages that had used up their
+/// attempts and were dead-lettered instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub deliveries: Vec<Delivery>,
+    pub dead: Vec<DeadLetter>,
 }
 
 /// A message that exhausted `max_deliver` attempts.
@@ -243,31 +252,44 @@ impl Window {
     /// Picks up to `max` deliveries for `holder` at `now_ms` with messages up to `head`:
     /// redeliveries that are due first (oldest offset first), then new offsets, never
     /// more than `max_inflight` in flight.
-    pub fn take(&mut self, cfg: &WindowConfig, holder: Holder, now_ms: u64, head: u64, max: usize) -> Vec<Delivery> {
+    pub fn take(&mut self, cfg: &WindowConfig, holder: Holder, now_ms: u64, head: u64, max: usize) -> Taken {
         let room = cfg.max_inflight.saturating_sub(self.in_flight.len()).min(max);
-        let mut out = Vec::new();
+        let mut out = Taken::default();
         let due: Vec<u64> = self
             .waiting
             .iter()
             .filter(|(_, w)| w.not_before_ms <= now_ms)
             .map(|(o, _)| *o)
-            .take(room)
             .collect();
         for offset in due {
-            if let Some(w) = self.waiting.remove(&offset) {
-                let attempt = w.attempts + 1;
-                if attempt > 1 {
-                    self.stats.redelivered += 1;
-                }
-                self.fly(cfg, offset, attempt, holder, now_ms);
-                out.push(Delivery { offset, attempt });
+            if out.deliveries.len() >= room {
+                break;
             }
+            let Some(w) = self.waiting.remove(&offset) else {
+                continue;
+            };
+            if w.attempts >= cfg.max_deliver {
+                // Used up (after a restart, or a lowered max_deliver).
+                self.stats.dead_lettered += 1;
+                self.mark_done(offset);
+                out.dead.push(DeadLetter {
+                    offset,
+                    attempts: w.attempts,
+                });
+                continue;
+            }
+            let attempt = w.attempts + 1;
+            if attempt > 1 {
+                self.stats.redelivered += 1;
+            }
+            self.fly(cfg, offset, attempt, holder, now_ms);
+            out.deliveries.push(Delivery { offset, attempt });
         }
-        while out.len() < room && self.next <= head {
+        while out.deliveries.len() < room && self.next <= head {
             let offset = self.next;
             self.next += 1;
             self.fly(cfg, offset, 1, holder, now_ms);
-            out.push(Delivery { offset, attempt: 1 });
+            out.deliveries.push(Delivery { offset, attempt: 1 });
         }
         out
     }
@@ -363,25 +385,21 @@ impl Window {
         dead
     }
 
-    /// A holder left: what it held is due for redelivery at once.
-    pub fn release(&mut self, holder: Holder) -> usize {
+    /// A holder left: what it held is due for redelivery at once, or dead-lettered if it
+    /// was on its last attempt.
+    pub fn release(&mut self, cfg: &WindowConfig, holder: Holder) -> Vec<DeadLetter> {
         let held: Vec<(u64, u32)> = self
             .in_flight
             .iter()
             .filter(|(_, f)| f.holder == holder)
             .map(|(o, f)| (*o, f.attempt))
             .collect();
-        for &(offset, attempts) in &held {
+        let mut dead = Vec::new();
+        for (offset, attempts) in held {
             self.in_flight.remove(&offset);
-            self.waiting.insert(
-                offset,
-                Waiting {
-                    attempts,
-                    not_before_ms: 0,
-                },
-            );
+            dead.extend(self.retry_or_dead(cfg, offset, attempts, 0));
         }
-        held.len()
+        dead
     }
 
     /// Retention removed everything below `first`: offsets not yet done are counted as
@@ -406,3 +424,7 @@ impl Window {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

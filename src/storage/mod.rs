@@ -7,6 +7,7 @@
 //!   (`drop_tree` is what gives disk space back in sled);
 //! - trees `dedupe:<bucket>`: idempotency index, key = topic, 0x00, id; value = offset and
 //!   time; a bucket spans one dedupe window and is dropped two windows later;
+//! - tree `consumers`: topic, 0x00, consumer name -> the consumer window's snapshot;
 //! - key `\0running` in `meta` (no topic name starts with NUL): present while a node runs,
 //!   removed on a clean shutdown.
 //!
@@ -16,6 +17,7 @@
 
 pub mod flusher;
 pub mod retention;
+mod sled_codec;
 mod sled_log;
 
 pub use sled_log::{SledLog, SledOptions};
@@ -112,6 +114,10 @@ pub trait TopicLog: Send + Sync + 'static {
     fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError>;
     /// Frees idempotency entries older than the dedupe window.
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError>;
+    /// Stores the state of consumer `name` of `topic` (durable with the next flush).
+    fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError>;
+    /// Every stored consumer of `topic`, with its state.
+    fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
     /// Makes every write so far durable. Called by one task only.
     fn flush(&self) -> Result<(), StorageError>;
     /// Marks the store as in use; returns whether the previous run shut down cleanly.

@@ -6,17 +6,16 @@
 //! iterate, so a segment tree is only dropped once no reader can still be using it.
 
 use super::retention::{self, SegmentInfo};
+use super::sled_codec::*;
 use super::{RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 const META_TREE: &str = "meta";
-const SEGMENT_PREFIX: &str = "seg:";
+const CONSUMERS_TREE: &str = "consumers";
 const DEDUPE_PREFIX: &str = "dedupe:";
 /// Present in `meta` while a node runs. The NUL byte keeps it apart from every topic name.
 const RUNNING_KEY: &[u8] = b"\0running";
@@ -30,29 +29,6 @@ pub struct SledOptions {
     pub segment_messages: u64,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
-}
-
-/// Value of a topic in the `meta` tree.
-#[derive(Serialize, Deserialize)]
-struct MetaRecord {
-    epoch: String,
-    first: u64,
-}
-
-/// Value of an offset in a segment tree; borrowed so `data` is written and read as one
-/// slice rather than byte by byte.
-#[derive(Serialize, Deserialize)]
-struct StoredRecord<'a> {
-    id: &'a str,
-    time_ms: u64,
-    data: &'a [u8],
-}
-
-/// Value of a publish id in a dedupe tree.
-#[derive(Serialize, Deserialize)]
-struct DedupeRecord {
-    offset: u64,
-    time_ms: u64,
 }
 
 /// A topic as cached in memory.
@@ -74,90 +50,11 @@ struct TopicState {
 pub struct SledLog {
     db: sled::Db,
     meta: sled::Tree,
+    consumers: sled::Tree,
     opts: SledOptions,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Dedupe trees by bucket; users hold the read lock while they use a tree.
     dedupe: RwLock<BTreeMap<u64, sled::Tree>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn corrupt(what: &'static str, detail: impl Into<String>) -> StorageError {
-    let detail = detail.into();
-    StorageError::Corrupt { what, detail }
-}
-
-fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, StorageError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| corrupt(what, format!("cannot encode: {e}")))
-}
-
-fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, StorageError> {
-    let (value, used) =
-        bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| corrupt(what, e.to_string()))?;
-    if used != bytes.len() {
-        return Err(corrupt(
-            what,
-            format!("{} trailing bytes", bytes.len() - used),
-        ));
-    }
-    Ok(value)
-}
-
-fn offset_key(offset: u64) -> [u8; 8] {
-    offset.to_be_bytes()
-}
-
-fn decode_offset(key: &[u8]) -> Result<u64, StorageError> {
-    let bytes: [u8; 8] = key
-        .try_into()
-        .map_err(|_| corrupt("segment key", format!("{} bytes, not 8", key.len())))?;
-    Ok(u64::from_be_bytes(bytes))
-}
-
-fn decode_message(offset: u64, value: &[u8]) -> Result<StoredMessage, StorageError> {
-    let rec: StoredRecord<'_> = decode("message", value)?;
-    Ok(StoredMessage {
-        offset,
-        id: rec.id.to_string(),
-        time_ms: rec.time_ms,
-        data: Bytes::copy_from_slice(rec.data),
-    })
-}
-
-fn segment_name(topic: &str, start: u64) -> String {
-    format!("{SEGMENT_PREFIX}{topic}:{start:020}")
-}
-
-/// Splits `seg:<topic>:<20 digits>` into topic and start; topic names may contain ':'.
-fn parse_segment_name(name: &[u8]) -> Option<(&str, u64)> {
-    let rest = std::str::from_utf8(name)
-        .ok()?
-        .strip_prefix(SEGMENT_PREFIX)?;
-    let (topic, digits) = rest.rsplit_once(':')?;
-    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((topic, digits.parse().ok()?))
-}
-
-fn dedupe_key(topic: &str, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(topic.len() + 1 + id.len());
-    key.extend_from_slice(topic.as_bytes());
-    key.push(0);
-    key.extend_from_slice(id.as_bytes());
-    key
 }
 
 impl SledLog {
@@ -175,6 +72,7 @@ impl SledLog {
             .flush_every_ms(None)
             .open()?;
         let meta = db.open_tree(META_TREE)?;
+        let consumers = db.open_tree(CONSUMERS_TREE)?;
         let mut states = HashMap::new();
         for item in meta.iter() {
             let (key, value) = item?;
@@ -236,6 +134,7 @@ impl SledLog {
         Ok(SledLog {
             db,
             meta,
+            consumers,
             opts,
             topics: RwLock::new(topics),
             dedupe: RwLock::new(dedupe),
@@ -571,6 +470,23 @@ impl TopicLog for SledLog {
             tracing::debug!(bucket, "dedupe bucket expired");
         }
         Ok(())
+    }
+
+    fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.consumers.insert(dedupe_key(topic, name), state)?;
+        Ok(())
+    }
+
+    fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let prefix = dedupe_key(topic, "");
+        let mut out = Vec::new();
+        for item in self.consumers.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let name = std::str::from_utf8(&key[prefix.len()..])
+                .map_err(|_| corrupt("consumer key", "name is not UTF-8"))?;
+            out.push((name.to_string(), value.to_vec()));
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> Result<(), StorageError> {

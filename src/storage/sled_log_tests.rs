@@ -1,6 +1,7 @@
 //! Tests of [`SledLog`] against a real sled database in a temporary directory.
 
 use super::*;
+use bytes::Bytes;
 use std::sync::atomic::AtomicBool;
 use tempfile::TempDir;
 
@@ -419,4 +420,28 @@ fn concurrent_reads_see_contiguous_retained_messages() {
         Some((1961, 2000))
     );
     assert!(log.segment_starts("t").len() <= 4);
+}
+
+#[test]
+fn consumers_are_stored_per_topic_and_survive_reopen() {
+    let dir = TempDir::new().unwrap();
+    let opts = SledOptions {
+        dedupe_window_ms: 1000,
+        segment_messages: 64,
+        cache_bytes: 8 << 20,
+    };
+    {
+        let log = SledLog::open(dir.path(), opts).unwrap();
+        log.save_consumer("a", "c1", b"one").unwrap();
+        log.save_consumer("a", "c2", b"two").unwrap();
+        log.save_consumer("a", "c1", b"uno").unwrap();
+        log.save_consumer("ab", "c3", b"three").unwrap();
+        log.flush().unwrap();
+    }
+    let log = SledLog::open(dir.path(), opts).unwrap();
+    let mut a = log.consumers("a").unwrap();
+    a.sort();
+    assert_eq!(a, vec![("c1".to_string(), b"uno".to_vec()), ("c2".to_string(), b"two".to_vec())]);
+    assert_eq!(log.consumers("ab").unwrap().len(), 1);
+    assert!(log.consumers("zz").unwrap().is_empty());
 }

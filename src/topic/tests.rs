@@ -176,6 +176,14 @@ impl TopicLog for FaultyLog {
     fn mark_clean(&self) -> Result<(), StorageError> {
         self.inner.mark_clean()
     }
+
+    fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.inner.save_consumer(topic, name, state)
+    }
+
+    fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.inner.consumers(topic)
+    }
 }
 
 /// The node's supervision tree, wired as `node.rs` does, minus HTTP.

@@ -19,9 +19,8 @@ fn check_reply(v: &Value, kind: &str, req: Option<u64>) {
         "`type` must come first: {v}"
     );
     assert_eq!(v["type"], kind, "{v}");
-    match req {
-        Some(r) => assert_eq!(v["req"], r, "req must be echoed: {v}"),
-        None => {}
+    if let Some(r) = req {
+        assert_eq!(v["req"], r, "req must be echoed: {v}");
     }
 }
 
