@@ -65,7 +65,9 @@ fn topic(prefix: &str) -> String {
 }
 
 async fn connect(base: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url(base)).await.expect("ws connect");
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url(base), None, true)
+        .await
+        .expect("ws connect");
     ws
 }
 
@@ -267,6 +269,7 @@ async fn connections(a: &Args) {
         let sock = tokio::net::TcpSocket::new_v4().expect("socket");
         sock.bind((src, 0).into()).expect("bind source address");
         let stream = sock.connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
         let (mut ws, _) = tokio_tungstenite::client_async(ws_url(&a.url), stream).await.expect("handshake");
         subscribe(&mut ws, &format!("idle-{}", i % 100)).await;
         conns.push(ws);

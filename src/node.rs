@@ -101,12 +101,10 @@ impl Node {
         let topics = Topics::new(topic_sup.clone(), registry, log.clone());
         let sessions = Sessions::new(session_sup.clone(), topics.clone(), config.limits.clone(), shutdown.clone());
 
-        let listener = tokio::net::TcpListener::bind(node_cfg.http_addr)
-            .await
-            .map_err(|source| NodeError::Bind {
-                addr: node_cfg.http_addr,
-                source,
-            })?;
+        let listener = listen(node_cfg.http_addr).map_err(|source| NodeError::Bind {
+            addr: node_cfg.http_addr,
+            source,
+        })?;
         let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
             addr: node_cfg.http_addr,
             source,
@@ -164,6 +162,19 @@ impl Node {
             Err(e) => Err(NodeError::Actors(format!("node task failed: {e}"))),
         }
     }
+}
+
+/// Binds the HTTP listener. Accepted sockets inherit TCP_NODELAY from it on Linux: small
+/// real-time frames must not wait for Nagle's algorithm.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// After an unclean stop with `fsync = "none"`, acknowledged messages may be gone and their

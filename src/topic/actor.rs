@@ -205,6 +205,7 @@ impl TopicState {
             self.exists = true;
         }
         let offset = self.head + 1;
+        let own_id = id.is_some();
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let msg = StoredMessage {
             offset,
@@ -213,7 +214,10 @@ impl TopicState {
             data,
         };
         log.append(topic, std::slice::from_ref(&msg))?;
-        log.remember_id(topic, &id, offset, now)?;
+        // Only a publisher's own id can come back; generated ones need no index entry.
+        if own_id {
+            log.remember_id(topic, &id, offset, now)?;
+        }
         self.head = offset;
         self.last_time_ms = now;
         self.unflushed.push_back((msg, Instant::now()));

@@ -419,6 +419,9 @@ impl SseClient {
                         self.comments += 1;
                         continue;
                     }
+                    if line.is_empty() {
+                        continue;
+                    }
                     let (field, value) = line.split_once(':').unwrap_or((line, ""));
                     let value = value.strip_prefix(' ').unwrap_or(value);
                     any = true;
