@@ -54,7 +54,8 @@ struct Args {
     pid: Option<u32>,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn ws_url(base: &str) -> String {
     format!("{}/v1/ws", base.replacen("http", "ws", 1))
@@ -90,7 +91,10 @@ where
 fn progress(label: &str, done: &AtomicU64, start: Instant) {
     let n = done.load(Ordering::Relaxed);
     let secs = start.elapsed().as_secs_f64();
-    eprint!("\r{label}: {n} in {secs:.0}s ({:.0}/s)    ", n as f64 / secs);
+    eprint!(
+        "\r{label}: {n} in {secs:.0}s ({:.0}/s)    ",
+        n as f64 / secs
+    );
 }
 
 async fn run_for(label: &str, counter: Arc<AtomicU64>, secs: u64) -> f64 {
@@ -109,7 +113,11 @@ async fn http_publish(a: &Args) {
     let body = serde_json::json!({"data": "x".repeat(a.size)}).to_string();
     let t = topic("bench-http");
     for _ in 0..a.publishers {
-        let (done, body, url) = (done.clone(), body.clone(), format!("{}/v1/topics/{t}/messages", a.url));
+        let (done, body, url) = (
+            done.clone(),
+            body.clone(),
+            format!("{}/v1/topics/{t}/messages", a.url),
+        );
         tokio::spawn(async move {
             let client = reqwest::Client::new();
             loop {
@@ -121,7 +129,10 @@ async fn http_publish(a: &Args) {
         });
     }
     let rate = run_for("acked publishes", done, a.duration_secs).await;
-    println!("http-publish: {rate:.0} acked publishes/s ({} publishers, {} B)", a.publishers, a.size);
+    println!(
+        "http-publish: {rate:.0} acked publishes/s ({} publishers, {} B)",
+        a.publishers, a.size
+    );
 }
 
 /// Each connection keeps `window` publishes in flight.
@@ -157,10 +168,19 @@ async fn ws_publish(a: &Args) {
     let done = Arc::new(AtomicU64::new(0));
     let t = topic("bench-ws");
     for _ in 0..a.publishers {
-        tokio::spawn(ws_publisher(a.url.clone(), t.clone(), a.size, 16, done.clone()));
+        tokio::spawn(ws_publisher(
+            a.url.clone(),
+            t.clone(),
+            a.size,
+            16,
+            done.clone(),
+        ));
     }
     let rate = run_for("acked publishes", done, a.duration_secs).await;
-    println!("ws-publish: {rate:.0} acked publishes/s ({} connections x 16 in flight, {} B)", a.publishers, a.size);
+    println!(
+        "ws-publish: {rate:.0} acked publishes/s ({} connections x 16 in flight, {} B)",
+        a.publishers, a.size
+    );
 }
 
 async fn subscribers(a: &Args, t: &str, n: usize) -> Arc<AtomicU64> {
@@ -189,7 +209,13 @@ async fn fanout(a: &Args) {
     let delivered = subscribers(a, &t, a.subscribers).await;
     let published = Arc::new(AtomicU64::new(0));
     for _ in 0..a.publishers.min(4) {
-        tokio::spawn(ws_publisher(a.url.clone(), t.clone(), a.size, 16, published.clone()));
+        tokio::spawn(ws_publisher(
+            a.url.clone(),
+            t.clone(),
+            a.size,
+            16,
+            published.clone(),
+        ));
     }
     let rate = run_for("deliveries", delivered, a.duration_secs).await;
     println!(
@@ -203,7 +229,9 @@ async fn fanout(a: &Args) {
 async fn latency(a: &Args) {
     let t = topic("bench-latency");
     let origin = Instant::now();
-    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram")));
+    let hist = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
     let n = a.subscribers.min(100);
     for _ in 0..n {
         let mut ws = connect(&a.url).await;
@@ -213,7 +241,9 @@ async fn latency(a: &Args) {
             while let Some(Ok(Message::Text(txt))) = ws.next().await {
                 let v: serde_json::Value = serde_json::from_str(&txt).unwrap_or_default();
                 if let Some(sent) = v["data"]["t"].as_u64() {
-                    let us = (origin.elapsed().as_micros() as u64).saturating_sub(sent).max(1);
+                    let us = (origin.elapsed().as_micros() as u64)
+                        .saturating_sub(sent)
+                        .max(1);
                     let _ = hist.lock().map(|mut h| h.record(us));
                 }
             }
@@ -230,7 +260,9 @@ async fn latency(a: &Args) {
     while Instant::now() < end {
         tick.tick().await;
         let f = serde_json::json!({"type": "publish", "topic": t, "data": {"t": origin.elapsed().as_micros() as u64, "pad": pad}});
-        tx.send(Message::text(f.to_string())).await.expect("publish");
+        tx.send(Message::text(f.to_string()))
+            .await
+            .expect("publish");
         sent += 1;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -260,8 +292,14 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Opens idle connections, each subscribed to its own topic, from 127.0.0.x sources.
 async fn connections(a: &Args) {
-    let pid = a.pid.expect("--pid <server pid> is needed to read its memory");
-    let addr: std::net::SocketAddr = a.url.trim_start_matches("http://").parse().expect("--url http://IP:PORT");
+    let pid = a
+        .pid
+        .expect("--pid <server pid> is needed to read its memory");
+    let addr: std::net::SocketAddr = a
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("--url http://IP:PORT");
     let before = rss_kib(pid);
     let mut conns = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
@@ -270,7 +308,9 @@ async fn connections(a: &Args) {
         sock.bind((src, 0).into()).expect("bind source address");
         let stream = sock.connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        let (mut ws, _) = tokio_tungstenite::client_async(ws_url(&a.url), stream).await.expect("handshake");
+        let (mut ws, _) = tokio_tungstenite::client_async(ws_url(&a.url), stream)
+            .await
+            .expect("handshake");
         subscribe(&mut ws, &format!("idle-{}", i % 100)).await;
         conns.push(ws);
         if i % 500 == 499 {
@@ -293,7 +333,10 @@ async fn connections(a: &Args) {
 fn raise_fd_limit() {
     // SAFETY: plain libc calls on a local struct.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

@@ -39,6 +39,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub limits: LimitsConfig,
     pub heartbeat: HeartbeatConfig,
+    pub consumers: ConsumersConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -102,6 +103,36 @@ pub struct HeartbeatConfig {
     pub sse_keepalive_ms: u64,
 }
 
+/// Consumer delivery defaults, and the bounds a subscription may override them within.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumersConfig {
+    pub ack_wait_ms: u64,
+    pub max_deliver: u32,
+    pub max_inflight: usize,
+    /// Redelivery delay after the 1st, 2nd, ... failed attempt (the last one repeats).
+    pub backoff_ms: Vec<u64>,
+    pub min_ack_wait_ms: u64,
+    pub max_ack_wait_ms: u64,
+    pub max_deliver_limit: u32,
+    pub max_inflight_limit: usize,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        ConsumersConfig {
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+            max_inflight: 100,
+            backoff_ms: vec![1_000, 5_000, 30_000],
+            min_ack_wait_ms: 100,
+            max_ack_wait_ms: 3_600_000,
+            max_deliver_limit: 100,
+            max_inflight_limit: 10_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -114,6 +145,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
+            consumers: ConsumersConfig::default(),
         }
     }
 }
@@ -219,9 +251,18 @@ impl Config {
                 "limits.max_poll_timeout_secs",
                 self.limits.max_poll_timeout_secs,
             ),
-            ("heartbeat.ws_ping_interval_ms", self.heartbeat.ws_ping_interval_ms),
-            ("heartbeat.ws_pong_timeout_ms", self.heartbeat.ws_pong_timeout_ms),
-            ("heartbeat.sse_keepalive_ms", self.heartbeat.sse_keepalive_ms),
+            (
+                "heartbeat.ws_ping_interval_ms",
+                self.heartbeat.ws_ping_interval_ms,
+            ),
+            (
+                "heartbeat.ws_pong_timeout_ms",
+                self.heartbeat.ws_pong_timeout_ms,
+            ),
+            (
+                "heartbeat.sse_keepalive_ms",
+                self.heartbeat.sse_keepalive_ms,
+            ),
             (
                 "limits.max_malformed_frames",
                 u64::from(self.limits.max_malformed_frames),
@@ -257,8 +298,41 @@ impl Config {
         if l.max_poll_limit == 0 {
             return Err(invalid("limits.max_poll_limit", "must be greater than 0"));
         }
+        self.validate_consumers()?;
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
+        }
+        Ok(())
+    }
+
+    fn validate_consumers(&self) -> Result<(), ConfigError> {
+        let c = &self.consumers;
+        if c.min_ack_wait_ms == 0 || c.min_ack_wait_ms > c.max_ack_wait_ms {
+            return Err(invalid(
+                "consumers.min_ack_wait_ms",
+                "must be greater than 0 and at most consumers.max_ack_wait_ms",
+            ));
+        }
+        if !(c.min_ack_wait_ms..=c.max_ack_wait_ms).contains(&c.ack_wait_ms) {
+            return Err(invalid(
+                "consumers.ack_wait_ms",
+                "must lie within consumers.min_ack_wait_ms..=consumers.max_ack_wait_ms",
+            ));
+        }
+        if c.max_deliver == 0 || c.max_deliver > c.max_deliver_limit {
+            return Err(invalid(
+                "consumers.max_deliver",
+                "must be 1..=consumers.max_deliver_limit",
+            ));
+        }
+        if c.max_inflight == 0 || c.max_inflight > c.max_inflight_limit {
+            return Err(invalid(
+                "consumers.max_inflight",
+                "must be 1..=consumers.max_inflight_limit",
+            ));
+        }
+        if c.backoff_ms.is_empty() {
+            return Err(invalid("consumers.backoff_ms", "list at least one delay"));
         }
         Ok(())
     }

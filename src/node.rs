@@ -37,11 +37,17 @@ pub enum NodeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start actor system: {0}")]
     Actors(String),
 }
@@ -92,14 +98,20 @@ impl Node {
             },
         };
         let registry = TopicRegistry::default();
-        let (topic_sup, topic_sup_task) = Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
-            .await
-            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let (topic_sup, topic_sup_task) =
+            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
+                .await
+                .map_err(|e| NodeError::Actors(e.to_string()))?;
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
         let topics = Topics::new(topic_sup.clone(), registry, log.clone());
-        let sessions = Sessions::new(session_sup.clone(), topics.clone(), config.limits.clone(), shutdown.clone());
+        let sessions = Sessions::new(
+            session_sup.clone(),
+            topics.clone(),
+            config.limits.clone(),
+            shutdown.clone(),
+        );
 
         let listener = listen(node_cfg.http_addr).map_err(|source| NodeError::Bind {
             addr: node_cfg.http_addr,
@@ -119,8 +131,14 @@ impl Node {
             metrics,
             connections: connections.clone(),
         };
-        let server = warp::serve(routes(state)).incoming(listener).graceful(shutdown.wait_owned());
-        let maintenance = tokio::spawn(expire_ids(log.clone(), config.storage.dedupe_window_ms, shutdown.clone()));
+        let server = warp::serve(routes(state))
+            .incoming(listener)
+            .graceful(shutdown.wait_owned());
+        let maintenance = tokio::spawn(expire_ids(
+            log.clone(),
+            config.storage.dedupe_window_ms,
+            shutdown.clone(),
+        ));
         tracing::info!(node = id, http = %http_addr, fsync = ?config.storage.fsync, "node started");
 
         let node_id = id.to_string();
@@ -129,10 +147,14 @@ impl Node {
             // Upgraded WebSockets are not the server's any more: wait for them to close.
             connections.close();
             let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
-            session_sup.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+            session_sup
+                .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
             session_sup.stop(None);
             let _ = session_sup_task.await;
-            topic_sup.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+            topic_sup
+                .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+                .await;
             topic_sup.stop(None);
             let _ = topic_sup_task.await;
             maintenance.abort();
@@ -185,7 +207,10 @@ fn recover(log: &dyn TopicLog, fsync: FsyncMode) -> Result<(), StorageError> {
         return Ok(());
     }
     let topics = log.topics()?;
-    tracing::warn!(topics = topics.len(), "unclean stop with fsync=\"none\": starting a new epoch for every topic");
+    tracing::warn!(
+        topics = topics.len(),
+        "unclean stop with fsync=\"none\": starting a new epoch for every topic"
+    );
     for topic in topics {
         log.set_epoch(&topic, &new_epoch())?;
     }

@@ -12,7 +12,12 @@ fn topic_path(topic: &str) -> String {
     percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-pub async fn publish(base: &str, topic: &str, data: &str, id: Option<String>) -> Result<(), String> {
+pub async fn publish(
+    base: &str,
+    topic: &str,
+    data: &str,
+    id: Option<String>,
+) -> Result<(), String> {
     let mut body = serde_json::json!({"data": data_json(data)});
     if let Some(id) = id {
         body["id"] = serde_json::Value::String(id);
@@ -42,7 +47,9 @@ pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<()
     if let Some(a) = after {
         sub["after"] = a.into();
     }
-    ws.send(Message::text(sub.to_string())).await.map_err(|e| e.to_string())?;
+    ws.send(Message::text(sub.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             msg = ws.next() => match msg {

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "starling", version, about = "Brokerless real-time pub/sub: WebSocket, SSE and HTTP polling")]
+#[command(
+    name = "starling",
+    version,
+    about = "Brokerless real-time pub/sub: WebSocket, SSE and HTTP polling"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -54,7 +58,10 @@ pub enum Command {
 
 /// Runs a parsed command; the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -108,14 +115,25 @@ async fn run_node(id: &str, config: &std::path::Path) -> Result<(), String> {
     let config = load_config(config)?;
     raise_fd_limit();
     let shutdown = Shutdown::new();
-    let node = Node::start(config, id, shutdown.clone()).await.map_err(|e| e.to_string())?;
-    println!("starling node {id} listening on http://{}", node.http_addr());
-    println!("  WebSocket  ws://{}/v1/ws", node.http_addr());
-    println!("  SSE        curl -N http://{}/v1/topics/<topic>/events", node.http_addr());
+    let node = Node::start(config, id, shutdown.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = node.http_addr();
+    say(&format!(
+        "starling node {id} listening on http://{addr}\n  WebSocket  ws://{addr}/v1/ws\n  SSE        curl -N http://{addr}/v1/topics/<topic>/events"
+    ));
     tokio::spawn(signals(shutdown));
     node.wait().await.map_err(|e| e.to_string())?;
-    println!("starling node {id} stopped");
+    say(&format!("starling node {id} stopped"));
     Ok(())
+}
+
+/// Prints a line for the person at the terminal; a closed stdout is not an error.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Every connection is a file descriptor: raise the soft limit to the hard one.

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 /// Who holds an in-flight message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Holder {
@@ -144,7 +143,12 @@ impl Window {
     pub fn restore(s: &Snapshot) -> Window {
         let mut w = Window::starting_after(s.floor);
         w.next = s.next.max(s.floor + 1);
-        w.done_above = s.done_above.iter().copied().filter(|o| *o > s.floor && *o < w.next).collect();
+        w.done_above = s
+            .done_above
+            .iter()
+            .copied()
+            .filter(|o| *o > s.floor && *o < w.next)
+            .collect();
         for &(offset, attempts) in &s.pending {
             if offset > s.floor && offset < w.next && !w.done_above.contains(&offset) {
                 w.waiting.insert(
@@ -178,7 +182,11 @@ impl Window {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let mut pending: Vec<(u64, u32)> = self.in_flight.iter().map(|(o, f)| (*o, f.attempt)).collect();
+        let mut pending: Vec<(u64, u32)> = self
+            .in_flight
+            .iter()
+            .map(|(o, f)| (*o, f.attempt))
+            .collect();
         pending.extend(self.waiting.iter().map(|(o, w)| (*o, w.attempts)));
         pending.sort_unstable();
         Snapshot {
@@ -252,8 +260,18 @@ impl Window {
     /// Picks up to `max` deliveries for `holder` at `now_ms` with messages up to `head`:
     /// redeliveries that are due first (oldest offset first), then new offsets, never
     /// more than `max_inflight` in flight.
-    pub fn take(&mut self, cfg: &WindowConfig, holder: Holder, now_ms: u64, head: u64, max: usize) -> Taken {
-        let room = cfg.max_inflight.saturating_sub(self.in_flight.len()).min(max);
+    pub fn take(
+        &mut self,
+        cfg: &WindowConfig,
+        holder: Holder,
+        now_ms: u64,
+        head: u64,
+        max: usize,
+    ) -> Taken {
+        let room = cfg
+            .max_inflight
+            .saturating_sub(self.in_flight.len())
+            .min(max);
         let mut out = Taken::default();
         let due: Vec<u64> = self
             .waiting
@@ -347,7 +365,13 @@ impl Window {
 
     /// Asks for redelivery of an in-flight offset after `delay_ms`. An offset on its last
     /// attempt is dead-lettered instead.
-    pub fn nack(&mut self, cfg: &WindowConfig, offset: u64, delay_ms: u64, now_ms: u64) -> Result<Option<DeadLetter>, AckError> {
+    pub fn nack(
+        &mut self,
+        cfg: &WindowConfig,
+        offset: u64,
+        delay_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<DeadLetter>, AckError> {
         if self.is_done(offset) || offset >= self.next {
             return Err(AckError::NotInFlight(offset));
         }
@@ -357,13 +381,25 @@ impl Window {
         Ok(self.retry_or_dead(cfg, offset, f.attempt, now_ms.saturating_add(delay_ms)))
     }
 
-    fn retry_or_dead(&mut self, cfg: &WindowConfig, offset: u64, attempts: u32, not_before_ms: u64) -> Option<DeadLetter> {
+    fn retry_or_dead(
+        &mut self,
+        cfg: &WindowConfig,
+        offset: u64,
+        attempts: u32,
+        not_before_ms: u64,
+    ) -> Option<DeadLetter> {
         if attempts >= cfg.max_deliver {
             self.stats.dead_lettered += 1;
             self.mark_done(offset);
             return Some(DeadLetter { offset, attempts });
         }
-        self.waiting.insert(offset, Waiting { attempts, not_before_ms });
+        self.waiting.insert(
+            offset,
+            Waiting {
+                attempts,
+                not_before_ms,
+            },
+        );
         None
     }
 
@@ -383,6 +419,23 @@ impl Window {
             dead.extend(self.retry_or_dead(cfg, offset, attempt, not_before));
         }
         dead
+    }
+
+    /// Takes back a delivery that could not be handed over: it is due again at once, and
+    /// the attempt does not count.
+    pub fn unfly(&mut self, offset: u64) {
+        if let Some(f) = self.in_flight.remove(&offset) {
+            if f.attempt > 1 {
+                self.stats.redelivered = self.stats.redelivered.saturating_sub(1);
+            }
+            self.waiting.insert(
+                offset,
+                Waiting {
+                    attempts: f.attempt - 1,
+                    not_before_ms: 0,
+                },
+            );
+        }
     }
 
     /// A holder left: what it held is due for redelivery at once, or dead-lettered if it

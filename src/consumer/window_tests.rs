@@ -25,7 +25,10 @@ fn delivers_new_offsets_up_to_the_inflight_limit() {
     let d = w.take(&cfg(), A, 0, 10, 100);
     assert_eq!(offsets(&d), vec![1, 2, 3, 4]);
     assert!(d.deliveries.iter().all(|d| d.attempt == 1));
-    assert!(w.take(&cfg(), A, 0, 10, 100).deliveries.is_empty(), "window is full");
+    assert!(
+        w.take(&cfg(), A, 0, 10, 100).deliveries.is_empty(),
+        "window is full"
+    );
     assert_eq!(w.ack(2), Ok(Acked::Done));
     assert_eq!(offsets(&w.take(&cfg(), B, 0, 10, 100)), vec![5]);
     assert_eq!(w.floor(), 0);
@@ -39,11 +42,23 @@ fn expired_messages_come_back_with_backoff_and_a_higher_attempt() {
     let mut w = Window::starting_after(0);
     w.take(&c, A, 0, 1, 10);
     assert!(w.expire(&c, 999).is_empty());
-    assert!(w.take(&c, A, 999, 1, 10).deliveries.is_empty(), "still in flight");
+    assert!(
+        w.take(&c, A, 999, 1, 10).deliveries.is_empty(),
+        "still in flight"
+    );
     assert!(w.expire(&c, 1000).is_empty());
-    assert!(w.take(&c, A, 1050, 1, 10).deliveries.is_empty(), "backoff of 100 ms");
+    assert!(
+        w.take(&c, A, 1050, 1, 10).deliveries.is_empty(),
+        "backoff of 100 ms"
+    );
     let d = w.take(&c, A, 1100, 1, 10);
-    assert_eq!(d.deliveries, vec![Delivery { offset: 1, attempt: 2 }]);
+    assert_eq!(
+        d.deliveries,
+        vec![Delivery {
+            offset: 1,
+            attempt: 2
+        }]
+    );
     assert_eq!(w.stats().redelivered, 1);
 }
 
@@ -61,7 +76,13 @@ fn max_deliver_dead_letters_and_moves_on() {
             assert!(dead.is_empty());
             now += 500;
         } else {
-            assert_eq!(dead, vec![DeadLetter { offset: 1, attempts: 3 }]);
+            assert_eq!(
+                dead,
+                vec![DeadLetter {
+                    offset: 1,
+                    attempts: 3
+                }]
+            );
         }
     }
     assert!(w.is_done(1));
@@ -126,7 +147,13 @@ fn nack_redelivers_after_the_delay() {
     w.take(&c, A, 0, 1, 1);
     assert_eq!(w.nack(&c, 1, 200, 10), Ok(None));
     assert!(w.take(&c, A, 100, 1, 1).deliveries.is_empty());
-    assert_eq!(w.take(&c, A, 210, 1, 1).deliveries, vec![Delivery { offset: 1, attempt: 2 }]);
+    assert_eq!(
+        w.take(&c, A, 210, 1, 1).deliveries,
+        vec![Delivery {
+            offset: 1,
+            attempt: 2
+        }]
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub async fn topic(topic: String, state: AppState) -> Response {
             })
             .to_string(),
         ),
-        Ok(None) => reply::error(&ApiError::new(ErrorCode::NotFound, format!("topic {topic} does not exist"))),
+        Ok(None) => reply::error(&ApiError::new(
+            ErrorCode::NotFound,
+            format!("topic {topic} does not exist"),
+        )),
         Err(e) => reply::error(&e),
     }
 }
@@ -35,7 +38,10 @@ pub fn cluster(state: AppState) -> Response {
         "http_addr": state.http_addr.to_string(),
         "status": "up",
     })];
-    reply::json(200, serde_json::json!({"node": &*state.node_id, "members": members}).to_string())
+    reply::json(
+        200,
+        serde_json::json!({"node": &*state.node_id, "members": members}).to_string(),
+    )
 }
 
 pub fn healthz() -> Response {

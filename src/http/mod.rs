@@ -50,50 +50,67 @@ fn segment() -> impl Filter<Extract = (String,), Error = warp::Rejection> + Clon
 }
 
 /// Every route of the protocol.
-pub fn routes(state: AppState) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let s = || with_state(state.clone());
     let body_limit = state.config.limits.max_message_bytes as u64 + 4096;
 
-    let publish = warp::post()
-        .and(warp::path!("v1" / "topics" / ..))
-        .and(segment())
-        .and(warp::path!("messages"))
+    // Path filters come before method filters, so that an unknown path is a 404 rather
+    // than a 405 collected from a route whose method did not match.
+    let messages = || {
+        warp::path!("v1" / "topics" / ..)
+            .and(segment())
+            .and(warp::path!("messages"))
+    };
+    let publish = messages()
+        .and(warp::post())
         .and(s())
         .and(warp::body::content_length_limit(body_limit))
         .and(warp::body::bytes())
         .then(publish::publish);
-    let poll = warp::get()
-        .and(warp::path!("v1" / "topics" / ..))
-        .and(segment())
-        .and(warp::path!("messages"))
+    let poll = messages()
+        .and(warp::get())
         .and(s())
         .and(raw_query())
         .then(poll::poll);
-    let topic_sse = warp::get()
-        .and(warp::path!("v1" / "topics" / ..))
+    let topic_sse = warp::path!("v1" / "topics" / ..)
         .and(segment())
         .and(warp::path!("events"))
+        .and(warp::get())
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
         .then(sse::topic_events);
-    let multi_sse = warp::get()
-        .and(warp::path!("v1" / "events"))
+    let multi_sse = warp::path!("v1" / "events")
+        .and(warp::get())
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
         .then(sse::multi_events);
-    let topic_info = warp::get()
-        .and(warp::path!("v1" / "topics" / ..))
+    let topic_info = warp::path!("v1" / "topics" / ..)
         .and(segment())
         .and(warp::path::end())
+        .and(warp::get())
         .and(s())
         .then(info::topic);
-    let websocket = warp::path!("v1" / "ws").and(warp::ws()).and(s()).map(ws::upgrade);
-    let cluster = warp::get().and(warp::path!("v1" / "cluster")).and(s()).map(info::cluster);
-    let healthz = warp::get().and(warp::path!("healthz")).map(info::healthz);
-    let readyz = warp::get().and(warp::path!("readyz")).and(s()).map(info::readyz);
-    let metrics = warp::get().and(warp::path!("metrics")).and(s()).map(info::metrics);
+    let websocket = warp::path!("v1" / "ws")
+        .and(warp::ws())
+        .and(s())
+        .map(ws::upgrade);
+    let cluster = warp::path!("v1" / "cluster")
+        .and(warp::get())
+        .and(s())
+        .map(info::cluster);
+    let healthz = warp::path!("healthz").and(warp::get()).map(info::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(s())
+        .map(info::readyz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(s())
+        .map(info::metrics);
 
     publish
         .or(poll)

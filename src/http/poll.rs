@@ -25,12 +25,17 @@ fn parse(topic: String, state: &AppState, query: &str) -> Result<PollRequest, Ap
     let topic = TopicName::parse(&topic)?;
     let q = query_pairs(query);
     if query_get(&q, "consumer").is_some() {
-        return Err(ApiError::bad_request("consumer polls are not supported by this server"));
+        return Err(ApiError::bad_request(
+            "consumer polls are not supported by this server",
+        ));
     }
     let limits = &state.config.limits;
     let limit = query_u64(&q, "limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > limits.max_poll_limit as u64 {
-        return Err(ApiError::bad_request(format!("`limit` must be 1..={}", limits.max_poll_limit)));
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be 1..={}",
+            limits.max_poll_limit
+        )));
     }
     let timeout = query_u64(&q, "timeout")?.unwrap_or(DEFAULT_TIMEOUT_SECS);
     if timeout > limits.max_poll_timeout_secs {
@@ -63,7 +68,13 @@ async fn run(topic: String, state: &AppState, query: &str) -> Result<Response, A
 }
 
 fn render(r: &PollResponse) -> String {
-    let mut out = String::with_capacity(64 + r.messages.iter().map(|m| m.envelope.len() + 1).sum::<usize>());
+    let mut out = String::with_capacity(
+        64 + r
+            .messages
+            .iter()
+            .map(|m| m.envelope.len() + 1)
+            .sum::<usize>(),
+    );
     out.push_str("{\"messages\":[");
     for (i, m) in r.messages.iter().enumerate() {
         if i > 0 {
@@ -80,7 +91,10 @@ fn render(r: &PollResponse) -> String {
     });
     let mut tail = tail.to_string();
     if let Some(reason) = r.reset {
-        tail.insert_str(tail.len() - 1, &format!(",\"reason\":\"{}\"", reason.as_str()));
+        tail.insert_str(
+            tail.len() - 1,
+            &format!(",\"reason\":\"{}\"", reason.as_str()),
+        );
     }
     out.push_str("],");
     out.push_str(&tail[1..]);

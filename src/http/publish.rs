@@ -12,9 +12,14 @@ use warp::reply::Response;
 
 #[derive(Deserialize)]
 struct PublishBody<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     id: Option<String>,
+}
+
+/// A present `data` is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 pub async fn publish(topic: String, state: AppState, body: Bytes) -> Response {
@@ -26,15 +31,30 @@ pub async fn publish(topic: String, state: AppState, body: Bytes) -> Response {
 
 async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let topic = TopicName::parse_publishable(&topic)?;
-    let body: PublishBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body must be a JSON object {{\"data\": ..., \"id\": ...}}: {e}")))?;
-    let data = body.data.ok_or_else(|| ApiError::bad_request("`data` is required"))?;
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "body must be a JSON object {\"data\": ..., \"id\": ...}",
+        ));
+    }
+    let body: PublishBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be a JSON object {{\"data\": ..., \"id\": ...}}: {e}"
+        ))
+    })?;
+    let data = body
+        .data
+        .ok_or_else(|| ApiError::bad_request("`data` is required"))?;
     let max = state.config.limits.max_message_bytes;
     if data.get().len() > max {
-        return Err(ApiError::too_large(format!("message data is larger than {max} bytes")));
+        return Err(ApiError::too_large(format!(
+            "message data is larger than {max} bytes"
+        )));
     }
     let id = parse_message_id(body.id)?;
-    let ack = state.topics.publish(&topic, normalize_data(data), id).await?;
+    let ack = state
+        .topics
+        .publish(&topic, normalize_data(data), id)
+        .await?;
     let body = serde_json::json!({
         "topic": topic.as_str(),
         "offset": ack.offset,
@@ -42,5 +62,8 @@ async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, A
         "id": ack.id,
         "duplicate": ack.duplicate,
     });
-    Ok(reply::json(if ack.duplicate { 200 } else { 201 }, body.to_string()))
+    Ok(reply::json(
+        if ack.duplicate { 200 } else { 201 },
+        body.to_string(),
+    ))
 }

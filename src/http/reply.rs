@@ -9,8 +9,10 @@ use warp::reply::Response as WarpResponse;
 pub fn json(status: u16, body: String) -> WarpResponse {
     let mut res = Response::new(body.into());
     *res.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -26,14 +28,22 @@ pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         (413, ApiError::too_large("request body is too large"))
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
-        (411, ApiError::bad_request("a Content-Length header is required"))
+        (
+            411,
+            ApiError::bad_request("a Content-Length header is required"),
+        )
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (405, ApiError::bad_request("method not allowed on this route"))
+        (
+            405,
+            ApiError::bad_request("method not allowed on this route"),
+        )
     } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
         (415, ApiError::bad_request("unsupported content type"))
     } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
         (400, ApiError::bad_request(e.to_string()))
-    } else if r.find::<warp::reject::MissingHeader>().is_some() || r.find::<warp::reject::InvalidQuery>().is_some() {
+    } else if r.find::<warp::reject::MissingHeader>().is_some()
+        || r.find::<warp::reject::InvalidQuery>().is_some()
+    {
         (400, ApiError::bad_request("bad request"))
     } else {
         tracing::debug!(rejection = ?r, "unhandled rejection");
@@ -44,12 +54,18 @@ pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
 
 /// Parses a query string into pairs (repeated keys kept).
 pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
+    url::form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 /// The last value of `key`.
 pub fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// `key` as a u64, with an error naming it.

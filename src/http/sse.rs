@@ -26,12 +26,19 @@ use warp::sse::Event;
 use warp::Reply;
 
 /// `GET /v1/topics/{topic}/events`
-pub async fn topic_events(topic: String, state: AppState, query: String, last_event_id: Option<String>) -> Response {
+pub async fn topic_events(
+    topic: String,
+    state: AppState,
+    query: String,
+    last_event_id: Option<String>,
+) -> Response {
     let run = async {
         let topic = TopicName::parse(&topic)?;
         let q = query_pairs(&query);
         if query_get(&q, "consumer").is_some() {
-            return Err(ApiError::bad_request("consumer streams are not supported by this server"));
+            return Err(ApiError::bad_request(
+                "consumer streams are not supported by this server",
+            ));
         }
         let id = last_event_id.or_else(|| query_get(&q, "last_event_id").map(str::to_string));
         let position = match id.filter(|s| !s.is_empty()) {
@@ -53,7 +60,11 @@ pub async fn topic_events(topic: String, state: AppState, query: String, last_ev
 }
 
 /// `GET /v1/events?topic=a&topic=b`
-pub async fn multi_events(state: AppState, query: String, last_event_id: Option<String>) -> Response {
+pub async fn multi_events(
+    state: AppState,
+    query: String,
+    last_event_id: Option<String>,
+) -> Response {
     let run = async {
         let q = query_pairs(&query);
         let mut topics: Vec<(TopicName, Position)> = Vec::new();
@@ -84,7 +95,11 @@ pub async fn multi_events(state: AppState, query: String, last_event_id: Option<
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
 
-async fn start(state: &AppState, topics: Vec<(TopicName, Position)>, multi: bool) -> Result<Response, ApiError> {
+async fn start(
+    state: &AppState,
+    topics: Vec<(TopicName, Position)>,
+    multi: bool,
+) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
     if topics.len() > limits.max_subscriptions_per_connection {
         return Err(ApiError::bad_request(format!(
@@ -93,7 +108,10 @@ async fn start(state: &AppState, topics: Vec<(TopicName, Position)>, multi: bool
         )));
     }
     let outbound = Outbound::new(limits.max_outbound_queue_bytes);
-    let session = state.sessions.start(Transport::Sse, outbound.clone()).await?;
+    let session = state
+        .sessions
+        .start(Transport::Sse, outbound.clone())
+        .await?;
     for (topic, position) in topics {
         let r = session
             .call(
@@ -127,7 +145,9 @@ async fn start(state: &AppState, topics: Vec<(TopicName, Position)>, multi: bool
         shutdown: state.sessions.shutdown().clone(),
     };
     tokio::spawn(pump.run());
-    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<Event, Infallible>)));
+    let stream = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| o.map(Ok::<Event, Infallible>))
+    });
     let reply = warp::sse::reply(stream);
     let reply = warp::reply::with_header(reply, "x-accel-buffering", "no");
     Ok(reply.into_response())
@@ -184,7 +204,10 @@ impl Pump {
         if self.multi {
             render_multi(self.positions.iter().map(|(t, p)| (t, p)))
         } else {
-            self.positions.first().map(|(_, p)| p.render()).unwrap_or_default()
+            self.positions
+                .first()
+                .map(|(_, p)| p.render())
+                .unwrap_or_default()
         }
     }
 
@@ -202,9 +225,11 @@ impl Pump {
                     let _ = write!(out, "\nid: {}\nevent: message\ndata: ", self.event_id());
                     out.push_str(std::str::from_utf8(&d.envelope).unwrap_or("null"));
                     out.push('\n');
-                    metrics::counter!("starling_messages_delivered_total", "transport" => "sse").increment(1);
+                    metrics::counter!("starling_messages_delivered_total", "transport" => "sse")
+                        .increment(1);
                     if let Some(t) = d.received {
-                        metrics::histogram!("starling_publish_to_deliver_seconds").record(t.elapsed().as_secs_f64());
+                        metrics::histogram!("starling_publish_to_deliver_seconds")
+                            .record(t.elapsed().as_secs_f64());
                     }
                 }
                 OutFrame::Subscribed(s) => self.subscribed(&s, &mut out),
@@ -234,7 +259,12 @@ impl Pump {
                 "head": s.head,
                 "reason": reason.as_str(),
             });
-            let _ = write!(out, "\nid: {}\nevent: reset\ndata: {}\n", self.event_id(), data);
+            let _ = write!(
+                out,
+                "\nid: {}\nevent: reset\ndata: {}\n",
+                self.event_id(),
+                data
+            );
         }
     }
 }

@@ -37,7 +37,9 @@ async fn serve(socket: WebSocket, state: AppState) {
         Ok(s) => s,
         Err(_) => {
             let mut socket = socket;
-            let _ = socket.send(Message::close_with(CLOSE_SHUTDOWN, "node shutting down")).await;
+            let _ = socket
+                .send(Message::close_with(CLOSE_SHUTDOWN, "node shutting down"))
+                .await;
             return;
         }
     };
@@ -133,7 +135,10 @@ impl Conn {
             let close = tx.send(Message::close_with(code, reason));
             let _ = tokio::time::timeout(pong_timeout, close).await;
             // Give the client a moment to answer the close, then drop.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async { while rx.next().await.is_some() {} }).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while rx.next().await.is_some() {}
+            })
+            .await;
         }
     }
 
@@ -146,7 +151,10 @@ impl Conn {
         }
         let limits = &self.state.config.limits;
         let Ok(text) = msg.to_str() else {
-            return self.malformed(None, ApiError::bad_request("binary frames are not supported; send JSON text"));
+            return self.malformed(
+                None,
+                ApiError::bad_request("binary frames are not supported; send JSON text"),
+            );
         };
         let frame = match parse_client_frame(text, limits.max_message_bytes) {
             Ok(f) => f,
@@ -167,8 +175,15 @@ impl Conn {
                 reply: None,
             },
             ClientFrame::Unsubscribe { topic } => SessionMsg::Unsubscribe { topic, req },
-            ClientFrame::Publish { topic, data, id } => SessionMsg::Publish { topic, data, id, req },
-            ClientFrame::Ack { topic, .. } | ClientFrame::Nack { topic, .. } => SessionMsg::ConsumerCommand { topic, req },
+            ClientFrame::Publish { topic, data, id } => SessionMsg::Publish {
+                topic,
+                data,
+                id,
+                req,
+            },
+            ClientFrame::Ack { topic, .. } | ClientFrame::Nack { topic, .. } => {
+                SessionMsg::ConsumerCommand { topic, req }
+            }
             ClientFrame::Ping => SessionMsg::Ping { req },
         };
         if self.session.cast(msg).is_err() {
@@ -179,7 +194,9 @@ impl Conn {
 
     fn malformed(&mut self, req: Option<crate::protocol::frames::ReqId>, error: ApiError) -> Step {
         self.malformed += 1;
-        let _ = self.outbound.push(OutFrame::Text(error_frame(req.as_deref(), &error)));
+        let _ = self
+            .outbound
+            .push(OutFrame::Text(error_frame(req.as_deref(), &error)));
         if self.malformed >= self.state.config.limits.max_malformed_frames {
             return Step::Close(CLOSE_MALFORMED, "too many malformed frames");
         }
@@ -196,7 +213,9 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 fn close_for(reason: CloseReason) -> Step {
     match reason {
-        CloseReason::SlowConsumer => Step::Close(CLOSE_SLOW, "slow consumer: resume from your last offset"),
+        CloseReason::SlowConsumer => {
+            Step::Close(CLOSE_SLOW, "slow consumer: resume from your last offset")
+        }
         CloseReason::Shutdown => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
         CloseReason::Malformed => Step::Close(CLOSE_MALFORMED, "too many malformed frames"),
         CloseReason::Internal => Step::Close(CLOSE_INTERNAL, "session failed"),
@@ -212,9 +231,11 @@ fn is_capacity(e: &warp::Error) -> bool {
 fn render(frame: OutFrame) -> Message {
     match frame {
         OutFrame::Message(d) => {
-            metrics::counter!("starling_messages_delivered_total", "transport" => "ws").increment(1);
+            metrics::counter!("starling_messages_delivered_total", "transport" => "ws")
+                .increment(1);
             if let Some(t) = d.received {
-                metrics::histogram!("starling_publish_to_deliver_seconds").record(t.elapsed().as_secs_f64());
+                metrics::histogram!("starling_publish_to_deliver_seconds")
+                    .record(t.elapsed().as_secs_f64());
             }
             Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned())
         }

@@ -24,7 +24,12 @@ pub struct Delivery {
 
 impl Delivery {
     /// Serializes `msg` of `topic` in `epoch`; `attempt` is set on consumer deliveries.
-    pub fn new(topic: &TopicName, epoch: &Arc<str>, msg: &StoredMessage, attempt: Option<u32>) -> Delivery {
+    pub fn new(
+        topic: &TopicName,
+        epoch: &Arc<str>,
+        msg: &StoredMessage,
+        attempt: Option<u32>,
+    ) -> Delivery {
         let mut env = Vec::with_capacity(msg.data.len() + topic.as_str().len() + msg.id.len() + 96);
         env.extend_from_slice(b"{\"topic\":");
         push_json_str(&mut env, topic.as_str());

@@ -66,10 +66,15 @@ struct Fields<'a> {
     epoch: Option<&'a RawValue>,
     #[serde(borrow)]
     consumer: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
+}
+
+/// A present field is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn field<'de, T: Deserialize<'de>>(
@@ -140,6 +145,12 @@ pub fn parse_message_id(id: Option<String>) -> Result<Option<String>, ApiError> 
 
 /// Parses one text frame. `max_message_bytes` bounds the `data` of a publish.
 pub fn parse_client_frame(text: &str, max_message_bytes: usize) -> Result<ClientFrame, FrameError> {
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(FrameError {
+            req: None,
+            error: ApiError::bad_request("frame is not a JSON object"),
+        });
+    }
     let fields: Fields = serde_json::from_str(text).map_err(|_| FrameError {
         req: None,
         error: ApiError::bad_request("frame is not a JSON object"),
@@ -289,7 +300,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let big = format!(r#"{{"type":"publish","topic":"t","data":"{}","req":9}}"#, "x".repeat(200));
+        let big = format!(
+            r#"{{"type":"publish","topic":"t","data":"{}","req":9}}"#,
+            "x".repeat(200)
+        );
         let e = parse(&big).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::TooLarge);
         assert_eq!(e.req.unwrap().get(), "9");
@@ -308,6 +322,12 @@ mod tests {
         assert_eq!(e.error.code, ErrorCode::Forbidden);
         let e = parse("{not json").unwrap_err();
         assert!(e.req.is_none());
+        let e = parse(r#"["ping", 1]"#).unwrap_err();
+        assert!(e.error.message.contains("object"));
+        assert!(matches!(
+            parse(r#"{"type":"publish","topic":"t","data":null}"#),
+            Ok(ClientFrame::Publish { .. })
+        ));
         let e = parse(r#"{"type":"ping","req":"x"}"#).unwrap_err();
         assert!(e.error.message.contains("req"));
         let e = parse(r#"{"type":"subscribe","topic":"a","epoch":"no-dash"}"#).unwrap_err();

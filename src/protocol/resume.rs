@@ -108,42 +108,90 @@ mod tests {
     #[test]
     fn live_only_starts_after_head() {
         let p = plan(&pos(None, None), &meta(1, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 11, reset: None });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 11,
+                reset: None
+            }
+        );
     }
 
     #[test]
     fn exact_resume_continues_after_the_position() {
         let p = plan(&pos(Some(4), Some("e1")), &meta(1, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 5, reset: None });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 5,
+                reset: None
+            }
+        );
         let p = plan(&pos(Some(10), None), &meta(1, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 11, reset: None });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 11,
+                reset: None
+            }
+        );
         // resuming right at the retention edge loses nothing
         let p = plan(&pos(Some(4), None), &meta(5, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 5, reset: None });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 5,
+                reset: None
+            }
+        );
     }
 
     #[test]
     fn after_zero_means_oldest_retained() {
         let p = plan(&pos(Some(0), None), &meta(5, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 5, reset: None });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 5,
+                reset: None
+            }
+        );
     }
 
     #[test]
     fn trimmed_history_is_announced() {
         let p = plan(&pos(Some(2), Some("e1")), &meta(5, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 5, reset: Some(ResetReason::Trimmed) });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 5,
+                reset: Some(ResetReason::Trimmed)
+            }
+        );
     }
 
     #[test]
     fn another_epoch_is_announced() {
         let p = plan(&pos(Some(7), Some("old")), &meta(1, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 1, reset: Some(ResetReason::EpochChanged) });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 1,
+                reset: Some(ResetReason::EpochChanged)
+            }
+        );
     }
 
     #[test]
     fn beyond_head_is_an_error_in_the_same_epoch_and_a_reset_otherwise() {
         assert!(plan(&pos(Some(11), Some("e1")), &meta(1, 10)).is_err());
         let p = plan(&pos(Some(11), None), &meta(1, 10)).unwrap();
-        assert_eq!(p, ResumePlan { start: 1, reset: Some(ResetReason::BeyondHead) });
+        assert_eq!(
+            p,
+            ResumePlan {
+                start: 1,
+                reset: Some(ResetReason::BeyondHead)
+            }
+        );
     }
 }

@@ -90,7 +90,18 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", &"x".repeat(201), "a b", "a/b", "é", "$other", "$dlq.", "$dlq.a b", "a,b", "a=b"] {
+        for bad in [
+            "",
+            &"x".repeat(201),
+            "a b",
+            "a/b",
+            "é",
+            "$other",
+            "$dlq.",
+            "$dlq.a b",
+            "a,b",
+            "a=b",
+        ] {
             let err = TopicName::parse(bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidTopic, "{bad}");
         }

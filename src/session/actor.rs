@@ -65,7 +65,8 @@ impl Drop for SessionState {
             CloseReason::Internal
         };
         self.outbound.close(reason);
-        metrics::gauge!("starling_connections", "transport" => self.transport.label()).decrement(1.0);
+        metrics::gauge!("starling_connections", "transport" => self.transport.label())
+            .decrement(1.0);
     }
 }
 
@@ -74,8 +75,13 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
-        metrics::gauge!("starling_connections", "transport" => args.transport.label()).increment(1.0);
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        metrics::gauge!("starling_connections", "transport" => args.transport.label())
+            .increment(1.0);
         Ok(SessionState {
             transport: args.transport,
             outbound: args.outbound,
@@ -87,12 +93,21 @@ impl Actor for SessionActor {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<SessionMsg>, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         state.stopped = true;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SessionMsg>, msg: SessionMsg, state: &mut SessionState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SessionMsg::Subscribe {
                 topic,
@@ -102,8 +117,14 @@ impl Actor for SessionActor {
                 reply,
             } => {
                 let result = match consumer {
-                    Some(_) => Err(ApiError::bad_request("consumer subscriptions are not supported by this server")),
-                    None => state.subscribe(&myself, topic, position, req.as_deref(), false).await,
+                    Some(_) => Err(ApiError::bad_request(
+                        "consumer subscriptions are not supported by this server",
+                    )),
+                    None => {
+                        state
+                            .subscribe(&myself, topic, position, req.as_deref(), false)
+                            .await
+                    }
                 };
                 match (reply, result) {
                     (Some(port), r) => {
@@ -125,11 +146,23 @@ impl Actor for SessionActor {
                         reply: Some(reply),
                     })
                     .await;
-                    state.send_text(reply_frame("unsubscribed", req.as_deref(), serde_json::json!({"topic": topic.as_str()})));
+                    state.send_text(reply_frame(
+                        "unsubscribed",
+                        req.as_deref(),
+                        serde_json::json!({"topic": topic.as_str()}),
+                    ));
                 }
-                None => state.send_error(req.as_deref(), &ApiError::bad_request(format!("not subscribed to {topic}"))),
+                None => state.send_error(
+                    req.as_deref(),
+                    &ApiError::bad_request(format!("not subscribed to {topic}")),
+                ),
             },
-            SessionMsg::Publish { topic, data, id, req } => {
+            SessionMsg::Publish {
+                topic,
+                data,
+                id,
+                req,
+            } => {
                 let topics = state.topics.clone();
                 let outbound = state.outbound.clone();
                 tokio::spawn(async move {
@@ -151,7 +184,9 @@ impl Actor for SessionActor {
                 req.as_deref(),
                 &ApiError::bad_request(format!("no consumer subscription on {topic}")),
             ),
-            SessionMsg::Ping { req } => state.send_text(reply_frame("pong", req.as_deref(), serde_json::json!({}))),
+            SessionMsg::Ping { req } => {
+                state.send_text(reply_frame("pong", req.as_deref(), serde_json::json!({})))
+            }
             SessionMsg::Poll(req, reply) => {
                 let max_bytes = state.limits.max_outbound_queue_bytes;
                 let _ = reply.send(poll(&state.topics, req, &state.shutdown, max_bytes).await);
@@ -166,7 +201,10 @@ impl Actor for SessionActor {
                             after: Some(old.cursor.load(Ordering::Acquire)),
                             epoch: Some(old.epoch.to_string()),
                         };
-                        if let Err(e) = state.subscribe(&myself, topic.clone(), position, None, true).await {
+                        if let Err(e) = state
+                            .subscribe(&myself, topic.clone(), position, None, true)
+                            .await
+                        {
                             tracing::warn!(topic = %topic, error = %e, "resubscribe failed; closing session");
                             state.outbound.close(CloseReason::Internal);
                         }
@@ -203,7 +241,9 @@ impl SessionState {
         resumed: bool,
     ) -> Result<(), ApiError> {
         if self.subs.contains_key(&topic) {
-            return Err(ApiError::bad_request(format!("already subscribed to {topic}")));
+            return Err(ApiError::bad_request(format!(
+                "already subscribed to {topic}"
+            )));
         }
         if self.subs.len() >= self.limits.max_subscriptions_per_connection {
             return Err(ApiError::bad_request(format!(
@@ -262,4 +302,3 @@ impl SessionState {
         Ok(())
     }
 }
-

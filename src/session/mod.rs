@@ -62,7 +62,10 @@ pub enum SessionMsg {
         req: Option<ReqId>,
     },
     /// A long poll (the whole life of a poll session).
-    Poll(poll::PollRequest, RpcReplyPort<Result<poll::PollResponse, ApiError>>),
+    Poll(
+        poll::PollRequest,
+        RpcReplyPort<Result<poll::PollResponse, ApiError>>,
+    ),
     /// The topic actor restarted: resume subscription `sub` from its cursor.
     Resubscribe {
         topic: TopicName,

@@ -119,6 +119,28 @@ impl Outbound {
         Ok(())
     }
 
+    /// Whether the queue is open and at most half full (consumer deliveries are paced by
+    /// this, never cut off).
+    pub fn has_room(&self) -> bool {
+        let inner = self.lock();
+        inner.closed.is_none() && inner.bytes <= self.limit / 2
+    }
+
+    /// Queues a frame if it fits under the bound; never closes the queue. False if it did
+    /// not fit or the queue is closed.
+    pub fn offer(&self, frame: OutFrame) -> bool {
+        let cost = frame.cost();
+        let mut inner = self.lock();
+        if inner.closed.is_some() || inner.bytes + cost > self.limit {
+            return false;
+        }
+        inner.bytes += cost;
+        inner.frames.push_back(frame);
+        drop(inner);
+        self.writer.notify_one();
+        true
+    }
+
     /// Waits until the queue holds at most half its bound (for replay, which must pace
     /// itself instead of overflowing). Returns false if the queue closed.
     pub async fn wait_for_room(&self) -> bool {

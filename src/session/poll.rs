@@ -33,7 +33,12 @@ pub struct PollResponse {
 }
 
 /// Serves one poll.
-pub async fn poll(topics: &Topics, req: PollRequest, shutdown: &Shutdown, max_bytes: usize) -> Result<PollResponse, ApiError> {
+pub async fn poll(
+    topics: &Topics,
+    req: PollRequest,
+    shutdown: &Shutdown,
+    max_bytes: usize,
+) -> Result<PollResponse, ApiError> {
     let handle = topics.handle(&req.topic).await?;
     let info = call_topic(&handle.actor, TopicMsg::Info).await?;
     let meta = TopicMeta {

@@ -40,17 +40,21 @@ impl Replay {
                 if !self.outbound.wait_for_room().await {
                     return;
                 }
-                let batch = match self.log.read(self.topic.as_str(), next, head, BATCH, self.batch_bytes) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(topic = %self.topic, error = %e, "replay read failed");
-                        let _ = self.session.cast(SessionMsg::ReplayFailed {
-                            topic: self.topic.clone(),
-                            sub: self.sub,
-                        });
-                        return;
-                    }
-                };
+                let batch =
+                    match self
+                        .log
+                        .read(self.topic.as_str(), next, head, BATCH, self.batch_bytes)
+                    {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::error!(topic = %self.topic, error = %e, "replay read failed");
+                            let _ = self.session.cast(SessionMsg::ReplayFailed {
+                                topic: self.topic.clone(),
+                                sub: self.sub,
+                            });
+                            return;
+                        }
+                    };
                 let first_read = batch.first().map_or(head + 1, |m| m.offset);
                 if first_read > next {
                     // Retention removed messages while we were replaying: say so.
@@ -71,7 +75,11 @@ impl Replay {
                             reset: Some(ResetReason::Trimmed),
                         },
                     };
-                    if self.outbound.push(OutFrame::Subscribed(Box::new(reset))).is_err() {
+                    if self
+                        .outbound
+                        .push(OutFrame::Subscribed(Box::new(reset)))
+                        .is_err()
+                    {
                         return;
                     }
                     next = first_read;

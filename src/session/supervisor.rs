@@ -23,7 +23,12 @@ impl Actor for SessionSupervisor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<()>, event: SupervisionEvent, _state: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: SupervisionEvent,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = event {
             metrics::counter!("starling_session_failures_total").increment(1);
             tracing::error!(session = %cell.get_id(), error = %err, "session failed; its connection is closed");
@@ -42,7 +47,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn new(supervisor: ActorRef<()>, topics: Topics, limits: LimitsConfig, shutdown: Shutdown) -> Sessions {
+    pub fn new(
+        supervisor: ActorRef<()>,
+        topics: Topics,
+        limits: LimitsConfig,
+        shutdown: Shutdown,
+    ) -> Sessions {
         Sessions {
             supervisor,
             topics,
@@ -60,7 +70,11 @@ impl Sessions {
     }
 
     /// Starts a session for a new connection.
-    pub async fn start(&self, transport: Transport, outbound: Arc<Outbound>) -> Result<ActorRef<SessionMsg>, ApiError> {
+    pub async fn start(
+        &self,
+        transport: Transport,
+        outbound: Arc<Outbound>,
+    ) -> Result<ActorRef<SessionMsg>, ApiError> {
         if self.shutdown.is_triggered() {
             return Err(ApiError::unavailable("node is shutting down"));
         }

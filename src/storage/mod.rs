@@ -109,7 +109,13 @@ pub trait TopicLog: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<TopicMeta, StorageError>;
     /// Records that publish id `id` got `offset` at `now_ms` (idempotency index).
-    fn remember_id(&self, topic: &str, id: &str, offset: u64, now_ms: u64) -> Result<(), StorageError>;
+    fn remember_id(
+        &self,
+        topic: &str,
+        id: &str,
+        offset: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError>;
     /// The offset a publish id got, if it was seen within the dedupe window before `now_ms`.
     fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError>;
     /// Frees idempotency entries older than the dedupe window.

@@ -52,7 +52,10 @@ pub(super) fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<
         .map_err(|e| corrupt(what, format!("cannot encode: {e}")))
 }
 
-pub(super) fn decode<'a, T: Deserialize<'a>>(what: &'static str, bytes: &'a [u8]) -> Result<T, StorageError> {
+pub(super) fn decode<'a, T: Deserialize<'a>>(
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, StorageError> {
     let (value, used) =
         bincode::serde::borrow_decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| corrupt(what, e.to_string()))?;
@@ -109,4 +112,3 @@ pub(super) fn dedupe_key(topic: &str, id: &str) -> Vec<u8> {
     key.extend_from_slice(id.as_bytes());
     key
 }
-

@@ -441,7 +441,13 @@ fn consumers_are_stored_per_topic_and_survive_reopen() {
     let log = SledLog::open(dir.path(), opts).unwrap();
     let mut a = log.consumers("a").unwrap();
     a.sort();
-    assert_eq!(a, vec![("c1".to_string(), b"uno".to_vec()), ("c2".to_string(), b"two".to_vec())]);
+    assert_eq!(
+        a,
+        vec![
+            ("c1".to_string(), b"uno".to_vec()),
+            ("c2".to_string(), b"two".to_vec())
+        ]
+    );
     assert_eq!(log.consumers("ab").unwrap().len(), 1);
     assert!(log.consumers("zz").unwrap().is_empty());
 }

@@ -252,11 +252,16 @@ impl TopicState {
             return;
         }
         self.durable = upto;
-        while self.unflushed.front().is_some_and(|(m, _)| m.offset <= upto) {
+        while self
+            .unflushed
+            .front()
+            .is_some_and(|(m, _)| m.offset <= upto)
+        {
             let Some((msg, received)) = self.unflushed.pop_front() else {
                 break;
             };
-            let delivery = Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
+            let delivery =
+                Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
             self.fan_out(&delivery);
         }
         while self.pending.front().is_some_and(|p| p.offset <= upto) {
@@ -270,18 +275,20 @@ impl TopicState {
     fn fan_out(&mut self, delivery: &Arc<Delivery>) {
         let offset = delivery.offset;
         let mut gone = Vec::new();
-        self.live.retain(|sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
-            Ok(()) => {
-                sub.cursor.store(offset, Ordering::Release);
-                true
-            }
-            Err(_) => {
-                // Overflowed (closed as a slow consumer) or gone: the session ends and its
-                // client resumes by offset.
-                gone.push(sub.id);
-                false
-            }
-        });
+        self.live.retain(
+            |sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
+                Ok(()) => {
+                    sub.cursor.store(offset, Ordering::Release);
+                    true
+                }
+                Err(_) => {
+                    // Overflowed (closed as a slow consumer) or gone: the session ends and its
+                    // client resumes by offset.
+                    gone.push(sub.id);
+                    false
+                }
+            },
+        );
         if !gone.is_empty() {
             let mut subs = self.shared.subscribers();
             for id in gone {
@@ -290,11 +297,18 @@ impl TopicState {
         }
     }
 
-    fn subscribe(&mut self, sub: Subscriber, position: &Position) -> Result<SubscribeInfo, ApiError> {
+    fn subscribe(
+        &mut self,
+        sub: Subscriber,
+        position: &Position,
+    ) -> Result<SubscribeInfo, ApiError> {
         let meta = self.meta();
         let plan = resume::plan(position, &meta)?;
-        sub.cursor.store(plan.start.saturating_sub(1), Ordering::Release);
-        self.shared.subscribers().insert(sub.id, sub.session.clone());
+        sub.cursor
+            .store(plan.start.saturating_sub(1), Ordering::Release);
+        self.shared
+            .subscribers()
+            .insert(sub.id, sub.session.clone());
         self.catching_up.insert(sub.id, sub);
         Ok(SubscribeInfo {
             epoch: self.epoch.clone(),
@@ -324,10 +338,10 @@ impl TopicState {
         if !self.exists {
             return Ok(());
         }
-        let meta = self
-            .ctx
-            .log
-            .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
+        let meta =
+            self.ctx
+                .log
+                .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
         self.first = self.first.max(meta.first);
         Ok(())
     }

@@ -80,7 +80,9 @@ pub struct SubscribeInfo {
 pub enum GoLive {
     Live,
     /// More became durable meanwhile; replay up to `head` first.
-    Behind { head: u64 },
+    Behind {
+        head: u64,
+    },
 }
 
 /// What `GET /v1/topics/{topic}` shows.

@@ -26,7 +26,11 @@ fn gone() -> ApiError {
 }
 
 impl Topics {
-    pub fn new(supervisor: ActorRef<SupervisorMsg>, registry: TopicRegistry, log: Arc<dyn TopicLog>) -> Topics {
+    pub fn new(
+        supervisor: ActorRef<SupervisorMsg>,
+        registry: TopicRegistry,
+        log: Arc<dyn TopicLog>,
+    ) -> Topics {
         Topics {
             supervisor,
             registry,
@@ -44,7 +48,12 @@ impl Topics {
     }
 
     /// Publishes and waits until the message is durable as configured.
-    pub async fn publish(&self, topic: &TopicName, data: Bytes, id: Option<String>) -> Result<PublishAck, ApiError> {
+    pub async fn publish(
+        &self,
+        topic: &TopicName,
+        data: Bytes,
+        id: Option<String>,
+    ) -> Result<PublishAck, ApiError> {
         for _ in 0..2 {
             let h = self.handle(topic).await?;
             let (reply, rx) = tokio::sync::oneshot::channel();
@@ -71,7 +80,9 @@ impl Topics {
     /// The topic's info, or `None` if it never existed. Starts no actor for unknown topics.
     pub async fn info(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
         if let Some(h) = self.registry.get(topic) {
-            if let Ok(CallResult::Success(info)) = h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await {
+            if let Ok(CallResult::Success(info)) =
+                h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await
+            {
                 return Ok(info.exists.then_some(info));
             }
         }

@@ -8,7 +8,9 @@
 use super::actor::{tell_resubscribe, TopicActor, TopicArgs, TopicContext};
 use super::{TopicMsg, TopicShared};
 use crate::protocol::{ApiError, TopicName};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -40,7 +42,10 @@ impl TopicRegistry {
     }
 
     fn remove(&self, topic: &TopicName) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).remove(topic);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(topic);
     }
 
     pub fn len(&self) -> usize {
@@ -75,7 +80,10 @@ impl TopicSupervisor {
         if let Some(h) = registry.get(topic) {
             return Ok(h);
         }
-        match sup.call(|r| SupervisorMsg::Get(topic.clone(), r), None).await {
+        match sup
+            .call(|r| SupervisorMsg::Get(topic.clone(), r), None)
+            .await
+        {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
             _ => Err(ApiError::unavailable("node is shutting down")),
         }
@@ -109,7 +117,11 @@ impl Actor for TopicSupervisor {
             SupervisorMsg::Get(topic, reply) => {
                 let result = match state.registry.get(&topic) {
                     Some(h) => Ok(h),
-                    None => state.spawn(myself.get_cell(), topic, TopicShared::new()).await,
+                    None => {
+                        state
+                            .spawn(myself.get_cell(), topic, TopicShared::new())
+                            .await
+                    }
                 };
                 let _ = reply.send(result);
             }

@@ -150,7 +150,9 @@ impl TestNode {
             .expect("metrics text");
         text.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter))
+            .filter(|l| {
+                l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter)
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -221,16 +223,24 @@ pub enum WsEvent {
 
 impl WsClient {
     pub async fn connect(node: &TestNode) -> WsClient {
-        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url()).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(node.ws_url())
+            .await
+            .expect("ws connect");
         WsClient { ws }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.expect("ws send");
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_text(&mut self, t: &str) {
-        self.ws.send(Message::text(t.to_string())).await.expect("ws send");
+        self.ws
+            .send(Message::text(t.to_string()))
+            .await
+            .expect("ws send");
     }
 
     /// Next JSON frame or the close, skipping pings and pongs.
@@ -241,8 +251,12 @@ impl WsClient {
                 .await
                 .expect("timed out waiting for a WebSocket frame");
             match msg {
-                Some(Ok(Message::Text(t))) => return WsEvent::Json(serde_json::from_str(&t).expect("server sent bad JSON")),
-                Some(Ok(Message::Close(f))) => return WsEvent::Closed(f.map(|f| u16::from(f.code))),
+                Some(Ok(Message::Text(t))) => {
+                    return WsEvent::Json(serde_json::from_str(&t).expect("server sent bad JSON"))
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return WsEvent::Closed(f.map(|f| u16::from(f.code)))
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return WsEvent::Closed(None),
             }
@@ -253,7 +267,9 @@ impl WsClient {
     pub async fn recv(&mut self) -> Value {
         match self.next_event().await {
             WsEvent::Json(v) => v,
-            WsEvent::Closed(code) => panic!("connection closed ({code:?}) while a frame was expected"),
+            WsEvent::Closed(code) => {
+                panic!("connection closed ({code:?}) while a frame was expected")
+            }
         }
     }
 
@@ -268,7 +284,12 @@ impl WsClient {
     }
 
     /// Subscribes and returns the `subscribed` reply.
-    pub async fn subscribe(&mut self, topic: &str, after: Option<u64>, epoch: Option<&str>) -> Value {
+    pub async fn subscribe(
+        &mut self,
+        topic: &str,
+        after: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Value {
         let mut f = serde_json::json!({"type": "subscribe", "topic": topic, "req": 1});
         if let Some(a) = after {
             f["after"] = a.into();
@@ -320,7 +341,8 @@ impl SseEvent {
 
 /// A streaming SSE client over reqwest.
 pub struct SseClient {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
     pub status: u16,
     /// Comment lines seen so far (keepalives).
@@ -391,7 +413,10 @@ impl SseClient {
     /// The next event that has data (skips `retry`-only events).
     pub async fn next_data(&mut self) -> SseEvent {
         loop {
-            let ev = self.next().await.expect("stream ended while an event was expected");
+            let ev = self
+                .next()
+                .await
+                .expect("stream ended while an event was expected");
             if !ev.data.is_empty() {
                 return ev;
             }

@@ -2,7 +2,7 @@
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
 mod harness;
-mod smoke;
-mod ws;
-mod sse_poll;
 mod lifecycle;
+mod smoke;
+mod sse_poll;
+mod ws;

@@ -423,15 +423,11 @@ async fn long_poll_timeout_returns_empty() {
 async fn poll_bad_params() {
     let node = TestNode::start("");
     publish_ok(&node, "bp", json!(1)).await;
-    let queries = ["after=-1", "after=abc", "after=1.5", "limit=0", "limit=-3"];
-    let more = [
-        "limit=1001",
-        "timeout=121",
-        "timeout=x",
-        "epoch=not-valid",
-        "epoch=",
-    ];
-    for q in queries.into_iter().chain(more) {
+    let queries = "after=-1 after=abc after=1.5 limit=0 limit=-3 limit=1001 timeout=121";
+    for q in queries
+        .split(' ')
+        .chain(["timeout=x", "epoch=not-valid", "epoch="])
+    {
         let (status, body) = get_json(&node, &format!("/v1/topics/bp/messages?{q}")).await;
         assert_error(status, &body, 400, "bad_request");
     }
@@ -470,15 +466,8 @@ async fn publish_replies_and_idempotency() {
 async fn publish_bad_input_and_the_node_survives() {
     let node = TestNode::start("[limits]\nmax_message_bytes = 1024\n");
     let mut sse = open(&node, "/v1/topics/good/events", None).await;
-    let bodies = [
-        r#"{not json"#,
-        "[1,2]",
-        "7",
-        r#"{"id":"x"}"#,
-        r#"{"data":1"#,
-    ];
-    let more = [r#"{"data":1,"id":""}"#, r#"{"data":1,"id":5}"#];
-    for body in bodies.into_iter().chain(more) {
+    let bodies = r#"{not json|[1,2]|7|{"id":"x"}|{"data":1|{"data":1,"id":""}|{"data":1,"id":5}"#;
+    for body in bodies.split('|') {
         let (status, reply) = publish_raw(&node, "good", body.to_string()).await;
         assert_error(status, &reply, 400, "bad_request");
     }
@@ -499,9 +488,7 @@ async fn publish_bad_input_and_the_node_survives() {
     // Exactly at the limit is accepted (1022 chars + 2 quotes = 1024 bytes of JSON).
     let at_limit = json!("z".repeat(1022));
     assert_eq!(publish(&node, "good", at_limit, None).await.0, 201);
-    // Unknown route and wrong method.
-    let (status, reply) = get_json(&node, "/v1/nope").await;
-    assert_error(status, &reply, 404, "not_found");
+    // Wrong method on a known route.
     let url = format!("{}/v1/topics/good", node.http());
     let res = reqwest::Client::new().delete(url).send().await.unwrap();
     assert!(res.status().is_client_error(), "{}", res.status());
@@ -509,6 +496,15 @@ async fn publish_bad_input_and_the_node_survives() {
     assert_eq!(publish_ok(&node, "good", json!("final")).await, 2);
     assert_eq!(sse_offsets(&mut sse, 2).await, vec![1, 2]);
     assert_eq!(get_json(&node, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn unknown_route_is_a_404_json_error() {
+    let node = TestNode::start("");
+    for path in ["/v1/nope", "/nope", "/v1/topics/a/b/c"] {
+        let (status, reply) = get_json(&node, path).await;
+        assert_error(status, &reply, 404, "not_found");
+    }
 }
 
 /// Two edge cases of the publish body, checked together so one failure does not hide the other.
@@ -581,14 +577,11 @@ async fn health_cluster_and_metrics() {
         .await
         .unwrap();
     let text = res.text().await.unwrap();
-    for name in [
-        "starling_messages_published_total",
-        "starling_messages_delivered_total",
-        "starling_connections",
-        "starling_publish_to_deliver_seconds",
-        "starling_storage_flush_seconds",
-    ] {
-        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    let names = "messages_published_total messages_delivered_total connections";
+    let more = "publish_to_deliver_seconds storage_flush_seconds";
+    for name in names.split(' ').chain(more.split(' ')) {
+        let found = text.contains(&format!("starling_{name}"));
+        assert!(found, "starling_{name} missing from /metrics:\n{text}");
     }
     assert!(node.metric("starling_messages_published_total", "").await >= 1.0);
     let delivered = "starling_messages_delivered_total";

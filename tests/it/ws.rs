@@ -440,11 +440,9 @@ async fn oversized_frame_closes_with_1009() {
     let big = json!({"type": "publish", "topic": "o1", "data": "z".repeat(10 * 1024), "req": 2});
     // The server may close before reading all of it; a failed send is acceptable here.
     let _ = c.ws.send(Message::text(big.to_string())).await;
-    let code = loop {
-        match c.next_event().await {
-            WsEvent::Json(v) => panic!("expected the close, got {v}"),
-            WsEvent::Closed(code) => break code,
-        }
+    let code = match c.next_event().await {
+        WsEvent::Json(v) => panic!("expected the close, got {v}"),
+        WsEvent::Closed(code) => code,
     };
     assert_eq!(
         code,
