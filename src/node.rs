@@ -96,7 +96,10 @@ impl Node {
                 max_messages: config.retention.max_messages,
                 max_age_ms: config.retention.max_age_secs.saturating_mul(1000),
             },
+            consumers: config.consumers.clone(),
+            topics: Arc::new(std::sync::OnceLock::new()),
         };
+        let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =
             Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
@@ -106,6 +109,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
         let topics = Topics::new(topic_sup.clone(), registry, log.clone());
+        let _ = dlq_topics.set(topics.clone());
         let sessions = Sessions::new(
             session_sup.clone(),
             topics.clone(),

@@ -68,9 +68,27 @@ mod tests {
     fn out_of_bounds_names_the_setting() {
         let c = ConsumersConfig::default();
         for (o, name) in [
-            (ConsumerOptions { ack_wait_ms: Some(1), ..Default::default() }, "ack_wait_ms"),
-            (ConsumerOptions { max_deliver: Some(0), ..Default::default() }, "max_deliver"),
-            (ConsumerOptions { max_inflight: Some(1_000_000), ..Default::default() }, "max_inflight"),
+            (
+                ConsumerOptions {
+                    ack_wait_ms: Some(1),
+                    ..Default::default()
+                },
+                "ack_wait_ms",
+            ),
+            (
+                ConsumerOptions {
+                    max_deliver: Some(0),
+                    ..Default::default()
+                },
+                "max_deliver",
+            ),
+            (
+                ConsumerOptions {
+                    max_inflight: Some(1_000_000),
+                    ..Default::default()
+                },
+                "max_inflight",
+            ),
         ] {
             let e = o.resolve(&c).unwrap_err();
             assert!(e.message.contains(name), "{e}");

@@ -1,6 +1,7 @@
 //! The HTTP layer (warp): routes of `PROTOCOL.md`, each a thin adapter from requests to
 //! sessions and topics. Nothing below this module sees a warp type.
 
+mod consumers;
 mod info;
 mod poll;
 mod publish;
@@ -94,6 +95,24 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .then(info::topic);
+    let consumer = || {
+        warp::path!("v1" / "topics" / ..)
+            .and(segment())
+            .and(warp::path!("consumers" / ..))
+            .and(segment())
+    };
+    let consumer_ack = consumer()
+        .and(warp::path!("ack"))
+        .and(warp::post())
+        .and(s())
+        .and(warp::body::content_length_limit(body_limit))
+        .and(warp::body::bytes())
+        .then(consumers::ack);
+    let consumer_info = consumer()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(s())
+        .then(consumers::info);
     let websocket = warp::path!("v1" / "ws")
         .and(warp::ws())
         .and(s())
@@ -120,6 +139,10 @@ pub fn routes(
         .or(multi_sse)
         .unify()
         .or(topic_info)
+        .unify()
+        .or(consumer_ack)
+        .unify()
+        .or(consumer_info)
         .unify()
         .or(websocket)
         .unify()

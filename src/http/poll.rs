@@ -1,6 +1,6 @@
 //! `GET /v1/topics/{topic}/messages`: long and short polls, each served by a poll session.
 
-use super::reply::{self, query_get, query_pairs, query_u64};
+use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
 use super::AppState;
 use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::{ApiError, TopicName};
@@ -24,11 +24,10 @@ pub async fn poll(topic: String, state: AppState, query: String) -> Response {
 fn parse(topic: String, state: &AppState, query: &str) -> Result<PollRequest, ApiError> {
     let topic = TopicName::parse(&topic)?;
     let q = query_pairs(query);
-    if query_get(&q, "consumer").is_some() {
-        return Err(ApiError::bad_request(
-            "consumer polls are not supported by this server",
-        ));
-    }
+    let consumer = match query_get(&q, "consumer") {
+        Some(name) => Some((parse_consumer(name)?, consumer_options(&q)?)),
+        None => None,
+    };
     let limits = &state.config.limits;
     let limit = query_u64(&q, "limit")?.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > limits.max_poll_limit as u64 {
@@ -52,6 +51,7 @@ fn parse(topic: String, state: &AppState, query: &str) -> Result<PollRequest, Ap
         },
         limit: limit as usize,
         timeout: Duration::from_secs(timeout),
+        consumer,
     })
 }
 

@@ -78,3 +78,25 @@ pub fn query_u64(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, A
             .map_err(|_| ApiError::bad_request(format!("`{key}` must be a non-negative integer"))),
     }
 }
+
+/// A consumer name from a query or path, checked.
+pub fn parse_consumer(name: &str) -> Result<String, ApiError> {
+    if !crate::protocol::frames::valid_consumer_name(name) {
+        return Err(ApiError::bad_request(
+            "consumer names are 1-64 characters of A-Z a-z 0-9 _ -",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// Consumer settings from a query (`ack_wait_ms`, `max_deliver`, `max_inflight`).
+pub fn consumer_options(
+    pairs: &[(String, String)],
+) -> Result<crate::consumer::options::ConsumerOptions, ApiError> {
+    let positive = |key: &str| -> Result<Option<u64>, ApiError> { query_u64(pairs, key) };
+    Ok(crate::consumer::options::ConsumerOptions {
+        ack_wait_ms: positive("ack_wait_ms")?,
+        max_deliver: positive("max_deliver")?.map(|v| v.min(u64::from(u32::MAX)) as u32),
+        max_inflight: positive("max_inflight")?.map(|v| v as usize),
+    })
+}

@@ -6,8 +6,9 @@
 //! `:` + text: the result is an empty comment line followed by our events, which every SSE
 //! parser reads as exactly those events.
 
-use super::reply::{self, query_get, query_pairs, query_u64};
+use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
 use super::AppState;
+use crate::consumer::options::ConsumerOptions;
 use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::sse_id::{parse_multi, parse_single, render_multi, EventPos};
 use crate::protocol::{ApiError, TopicName};
@@ -35,10 +36,14 @@ pub async fn topic_events(
     let run = async {
         let topic = TopicName::parse(&topic)?;
         let q = query_pairs(&query);
-        if query_get(&q, "consumer").is_some() {
-            return Err(ApiError::bad_request(
-                "consumer streams are not supported by this server",
-            ));
+        if let Some(name) = query_get(&q, "consumer") {
+            // The server keeps a consumer's position: Last-Event-ID does not apply.
+            let consumer = Some((parse_consumer(name)?, consumer_options(&q)?));
+            let position = Position {
+                after: query_u64(&q, "after")?,
+                epoch: None,
+            };
+            return start(&state, vec![(topic, position)], false, consumer).await;
         }
         let id = last_event_id.or_else(|| query_get(&q, "last_event_id").map(str::to_string));
         let position = match id.filter(|s| !s.is_empty()) {
@@ -54,7 +59,7 @@ pub async fn topic_events(
                 epoch: parse_epoch(query_get(&q, "epoch").map(str::to_string))?,
             },
         };
-        start(&state, vec![(topic, position)], false).await
+        start(&state, vec![(topic, position)], false, None).await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
@@ -90,7 +95,7 @@ pub async fn multi_events(
                 }
             }
         }
-        start(&state, topics, true).await
+        start(&state, topics, true, None).await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
@@ -99,6 +104,7 @@ async fn start(
     state: &AppState,
     topics: Vec<(TopicName, Position)>,
     multi: bool,
+    consumer: Option<(String, ConsumerOptions)>,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
     if topics.len() > limits.max_subscriptions_per_connection {
@@ -118,7 +124,8 @@ async fn start(
                 |reply| SessionMsg::Subscribe {
                     topic,
                     position,
-                    consumer: None,
+                    consumer: consumer.as_ref().map(|c| c.0.clone()),
+                    options: consumer.as_ref().map(|c| c.1.clone()).unwrap_or_default(),
                     req: None,
                     reply: Some(reply),
                 },

@@ -167,10 +167,12 @@ impl Conn {
                 topic,
                 position,
                 consumer,
+                options,
             } => SessionMsg::Subscribe {
                 topic,
                 position,
                 consumer,
+                options,
                 req,
                 reply: None,
             },
@@ -181,9 +183,16 @@ impl Conn {
                 id,
                 req,
             },
-            ClientFrame::Ack { topic, .. } | ClientFrame::Nack { topic, .. } => {
-                SessionMsg::ConsumerCommand { topic, req }
-            }
+            ClientFrame::Ack {
+                topic,
+                consumer,
+                ack,
+            } => SessionMsg::Ack {
+                topic,
+                consumer,
+                ack,
+                req,
+            },
             ClientFrame::Ping => SessionMsg::Ping { req },
         };
         if self.session.cast(msg).is_err() {
@@ -254,6 +263,10 @@ fn subscribed_frame(s: &Subscribed) -> String {
     });
     if let Some(reason) = s.plan.reset {
         fields["reason"] = serde_json::Value::from(reason.as_str());
+    }
+    if let Some(c) = &s.consumer {
+        fields["consumer"] = serde_json::Value::from(c.as_str());
+        fields["ack_floor"] = serde_json::Value::from(s.plan.start - 1);
     }
     reply_frame("subscribed", s.req.as_deref(), fields)
 }

@@ -3,6 +3,8 @@
 
 use super::error::{ApiError, ErrorCode};
 use super::topic::TopicName;
+use crate::consumer::options::ConsumerOptions;
+use crate::consumer::AckRequest;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -24,6 +26,7 @@ pub enum ClientFrame {
         topic: TopicName,
         position: Position,
         consumer: Option<String>,
+        options: ConsumerOptions,
     },
     Unsubscribe {
         topic: TopicName,
@@ -34,13 +37,11 @@ pub enum ClientFrame {
         data: bytes::Bytes,
         id: Option<String>,
     },
+    /// `ack` (by `offset` or `upto`) or `nack` (by `offset`, with `delay_ms`).
     Ack {
         topic: TopicName,
         consumer: String,
-    },
-    Nack {
-        topic: TopicName,
-        consumer: String,
+        ack: AckRequest,
     },
     Ping,
 }
@@ -70,6 +71,18 @@ struct Fields<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    offset: Option<&'a RawValue>,
+    #[serde(borrow)]
+    upto: Option<&'a RawValue>,
+    #[serde(borrow)]
+    delay_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ack_wait_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_deliver: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_inflight: Option<&'a RawValue>,
 }
 
 /// A present field is `Some`, even when it is `null`.
@@ -191,6 +204,7 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
                     ));
                 }
             }
+            const N: &str = "a positive integer";
             Ok(ClientFrame::Subscribe {
                 topic: topic_field(f.topic)?,
                 position: Position {
@@ -198,6 +212,11 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
                     epoch: parse_epoch(field(f.epoch, "epoch", "a string")?)?,
                 },
                 consumer,
+                options: ConsumerOptions {
+                    ack_wait_ms: field(f.ack_wait_ms, "ack_wait_ms", N)?,
+                    max_deliver: field(f.max_deliver, "max_deliver", N)?,
+                    max_inflight: field(f.max_inflight, "max_inflight", N)?,
+                },
             })
         }
         "unsubscribe" => Ok(ClientFrame::Unsubscribe {
@@ -226,12 +245,31 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
             })
         }
         "ack" | "nack" => {
+            const N: &str = "a non-negative integer";
             let topic = topic_field(f.topic)?;
             let consumer: String = required(f.consumer, "consumer", "a string")?;
-            Ok(if kind == "ack" {
-                ClientFrame::Ack { topic, consumer }
+            let offset: Option<u64> = field(f.offset, "offset", N)?;
+            let ack = if kind == "ack" {
+                match (offset, field::<u64>(f.upto, "upto", N)?) {
+                    (Some(o), None) => AckRequest::Offsets(vec![o]),
+                    (None, Some(u)) => AckRequest::Upto(u),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "an ack needs exactly one of `offset` and `upto`",
+                        ))
+                    }
+                }
             } else {
-                ClientFrame::Nack { topic, consumer }
+                let offset = offset.ok_or_else(|| ApiError::bad_request("`offset` is required"))?;
+                AckRequest::Nack {
+                    offsets: vec![offset],
+                    delay_ms: field(f.delay_ms, "delay_ms", N)?.unwrap_or(0),
+                }
+            };
+            Ok(ClientFrame::Ack {
+                topic,
+                consumer,
+                ack,
             })
         }
         "ping" => Ok(ClientFrame::Ping),

@@ -1,25 +1,23 @@
-//! The session actor: one per connection. It owns the connection's subscriptions (each a
-//! replay task until live, then fed by its topic actor straight into the outbound queue),
-//! forwards publishes, and serves polls. Its state closes the outbound queue and
-//! unsubscribes when dropped, so even a panicking session cleans up after itself.
+//! The session actor: one per connection. It owns the connection's subscriptions (a stream
+//! subscription is a replay task until live, then fed by its topic actor straight into the
+//! outbound queue; a consumer subscription is a member of the topic's consumer group),
+//! forwards publishes and acks, and serves polls. Its state closes the outbound queue and
+//! leaves its topics when dropped, so even a failed session cleans up after itself.
 
-use super::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use super::outbound::{CloseReason, OutFrame, Outbound};
 use super::poll::poll;
-use super::replay::Replay;
+use super::subscribe::{Sub, SubKind};
 use super::{SessionMsg, Transport};
 use crate::config::LimitsConfig;
 use crate::protocol::frames::{error_frame, reply_frame, Position};
 use crate::protocol::{ApiError, TopicName};
 use crate::shutdown::Shutdown;
-use crate::topic::service::{call_topic, Topics};
-use crate::topic::{SubId, Subscriber, TopicMsg};
+use crate::topic::service::Topics;
+use crate::topic::TopicMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
-
-static NEXT_SUB: AtomicU64 = AtomicU64::new(1);
 
 pub struct SessionActor;
 
@@ -31,21 +29,13 @@ pub struct SessionArgs {
     pub shutdown: Shutdown,
 }
 
-struct Sub {
-    id: SubId,
-    actor: ActorRef<TopicMsg>,
-    cursor: Arc<AtomicU64>,
-    epoch: Arc<str>,
-    replay: JoinHandle<()>,
-}
-
 pub struct SessionState {
-    transport: Transport,
-    outbound: Arc<Outbound>,
-    topics: Topics,
-    limits: LimitsConfig,
-    shutdown: Shutdown,
-    subs: HashMap<TopicName, Sub>,
+    pub(super) transport: Transport,
+    pub(super) outbound: Arc<Outbound>,
+    pub(super) topics: Topics,
+    pub(super) limits: LimitsConfig,
+    pub(super) shutdown: Shutdown,
+    pub(super) subs: HashMap<TopicName, Sub>,
     /// Set by `post_stop`, which ractor skips when the actor failed.
     stopped: bool,
 }
@@ -53,11 +43,7 @@ pub struct SessionState {
 impl Drop for SessionState {
     fn drop(&mut self) {
         for sub in self.subs.values() {
-            sub.replay.abort();
-            let _ = sub.actor.cast(TopicMsg::Unsubscribe {
-                sub: sub.id,
-                reply: None,
-            });
+            sub.leave_now();
         }
         let reason = if self.stopped && !std::thread::panicking() {
             CloseReason::Gone
@@ -113,16 +99,27 @@ impl Actor for SessionActor {
                 topic,
                 position,
                 consumer,
+                options,
                 req,
                 reply,
             } => {
                 let result = match consumer {
-                    Some(_) => Err(ApiError::bad_request(
-                        "consumer subscriptions are not supported by this server",
-                    )),
+                    Some(name) => {
+                        state
+                            .subscribe_consumer(
+                                &myself,
+                                topic,
+                                name,
+                                options,
+                                position.after,
+                                req.as_deref(),
+                                false,
+                            )
+                            .await
+                    }
                     None => {
                         state
-                            .subscribe(&myself, topic, position, req.as_deref(), false)
+                            .subscribe_stream(&myself, topic, position, req.as_deref(), false)
                             .await
                     }
                 };
@@ -136,16 +133,7 @@ impl Actor for SessionActor {
             }
             SessionMsg::Unsubscribe { topic, req } => match state.subs.remove(&topic) {
                 Some(sub) => {
-                    sub.replay.abort();
-                    // An aborted replay stops at its next await: let it, so it pushes
-                    // nothing after the reply.
-                    let _ = sub.replay.await;
-                    // Wait until the topic actor dropped us, so nothing follows `unsubscribed`.
-                    let _ = call_topic(&sub.actor, |reply| TopicMsg::Unsubscribe {
-                        sub: sub.id,
-                        reply: Some(reply),
-                    })
-                    .await;
+                    sub.leave().await;
                     state.send_text(reply_frame(
                         "unsubscribed",
                         req.as_deref(),
@@ -180,10 +168,12 @@ impl Actor for SessionActor {
                     let _ = outbound.push(OutFrame::Text(frame));
                 });
             }
-            SessionMsg::ConsumerCommand { topic, req } => state.send_error(
-                req.as_deref(),
-                &ApiError::bad_request(format!("no consumer subscription on {topic}")),
-            ),
+            SessionMsg::Ack {
+                topic,
+                consumer,
+                ack,
+                req,
+            } => state.ack(topic, consumer, ack, req),
             SessionMsg::Ping { req } => {
                 state.send_text(reply_frame("pong", req.as_deref(), serde_json::json!({})))
             }
@@ -194,17 +184,34 @@ impl Actor for SessionActor {
             SessionMsg::Resubscribe { topic, sub } => {
                 if state.subs.get(&topic).is_some_and(|s| s.id == sub) {
                     if let Some(old) = state.subs.remove(&topic) {
-                        old.replay.abort();
-                        // The cursor is final only once the old replay has stopped.
-                        let _ = old.replay.await;
-                        let position = Position {
-                            after: Some(old.cursor.load(Ordering::Acquire)),
-                            epoch: Some(old.epoch.to_string()),
+                        let r = match &old.kind {
+                            SubKind::Consumer { name } => {
+                                let name = name.clone();
+                                state
+                                    .subscribe_consumer(
+                                        &myself,
+                                        topic.clone(),
+                                        name,
+                                        Default::default(),
+                                        None,
+                                        None,
+                                        true,
+                                    )
+                                    .await
+                            }
+                            SubKind::Stream { .. } => {
+                                // The cursor is final only once the old replay has stopped.
+                                old.stop_replay().await;
+                                let position = Position {
+                                    after: Some(old.cursor.load(Ordering::Acquire)),
+                                    epoch: Some(old.epoch.to_string()),
+                                };
+                                state
+                                    .subscribe_stream(&myself, topic.clone(), position, None, true)
+                                    .await
+                            }
                         };
-                        if let Err(e) = state
-                            .subscribe(&myself, topic.clone(), position, None, true)
-                            .await
-                        {
+                        if let Err(e) = r {
                             tracing::warn!(topic = %topic, error = %e, "resubscribe failed; closing session");
                             state.outbound.close(CloseReason::Internal);
                         }
@@ -222,83 +229,46 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
-    fn send_text(&self, text: String) {
+    pub(super) fn send_text(&self, text: String) {
         let _ = self.outbound.push(OutFrame::Text(text));
     }
 
-    fn send_error(&self, req: Option<&serde_json::value::RawValue>, e: &ApiError) {
+    pub(super) fn send_error(&self, req: Option<&serde_json::value::RawValue>, e: &ApiError) {
         self.send_text(error_frame(req, e));
     }
 
-    /// Registers with the topic actor, announces the subscription (a `resumed` one only if
-    /// it lost its position), and starts its replay.
-    async fn subscribe(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
+    /// Forwards an ack of this connection's consumer; errors come back as error frames.
+    fn ack(
+        &self,
         topic: TopicName,
-        position: Position,
-        req: Option<&serde_json::value::RawValue>,
-        resumed: bool,
-    ) -> Result<(), ApiError> {
-        if self.subs.contains_key(&topic) {
-            return Err(ApiError::bad_request(format!(
-                "already subscribed to {topic}"
-            )));
-        }
-        if self.subs.len() >= self.limits.max_subscriptions_per_connection {
-            return Err(ApiError::bad_request(format!(
-                "a connection may hold at most {} subscriptions",
-                self.limits.max_subscriptions_per_connection
-            )));
-        }
-        let handle = self.topics.handle(&topic).await?;
-        let id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
-        let cursor = Arc::new(AtomicU64::new(0));
-        let subscriber = Subscriber {
-            id,
-            outbound: self.outbound.clone(),
-            cursor: cursor.clone(),
-            session: myself.clone(),
+        consumer: String,
+        ack: crate::consumer::AckRequest,
+        req: Option<crate::protocol::frames::ReqId>,
+    ) {
+        let actor = match self.subs.get(&topic) {
+            Some(Sub {
+                kind: SubKind::Consumer { name },
+                actor,
+                ..
+            }) if *name == consumer => actor.clone(),
+            _ => {
+                let e = ApiError::bad_request(format!(
+                    "this connection is not consumer {consumer} of {topic}"
+                ));
+                return self.send_error(req.as_deref(), &e);
+            }
         };
-        let info = call_topic(&handle.actor, |reply| TopicMsg::Subscribe {
-            sub: subscriber,
-            position,
-            reply,
-        })
-        .await??;
-        if !resumed || !info.plan.recovered() {
-            let frame = Subscribed {
-                topic: topic.clone(),
-                req: req.map(|r| r.to_owned()),
-                epoch: info.epoch.clone(),
-                first: info.first,
-                head: info.head,
-                plan: info.plan,
-            };
-            let _ = self.outbound.push(OutFrame::Subscribed(Box::new(frame)));
-        }
-        let replay = Replay {
-            topic: topic.clone(),
-            sub: id,
-            epoch: info.epoch.clone(),
-            actor: handle.actor.clone(),
-            log: self.topics.log().clone(),
-            outbound: self.outbound.clone(),
-            cursor: cursor.clone(),
-            session: myself.clone(),
-            batch_bytes: self.limits.max_outbound_queue_bytes / 4,
-        };
-        let task = tokio::spawn(replay.run(info.plan.start, info.head));
-        self.subs.insert(
-            topic,
-            Sub {
-                id,
-                actor: handle.actor,
-                cursor,
-                epoch: info.epoch,
-                replay: task,
-            },
-        );
-        Ok(())
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move {
+            let r = crate::topic::service::call_topic(&actor, |reply| TopicMsg::ConsumerAck {
+                name: consumer,
+                ack,
+                reply: Some(reply),
+            })
+            .await;
+            if let Err(e) = r.and_then(|r| r) {
+                let _ = outbound.push(OutFrame::Text(error_frame(req.as_deref(), &e)));
+            }
+        });
     }
 }

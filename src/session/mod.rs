@@ -7,8 +7,11 @@ pub mod actor;
 pub mod outbound;
 pub mod poll;
 mod replay;
+mod subscribe;
 pub mod supervisor;
 
+use crate::consumer::options::ConsumerOptions;
+use crate::consumer::AckRequest;
 use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::{ApiError, TopicName};
 use crate::topic::SubId;
@@ -40,6 +43,7 @@ pub enum SessionMsg {
         topic: TopicName,
         position: Position,
         consumer: Option<String>,
+        options: ConsumerOptions,
         req: Option<ReqId>,
         reply: Option<RpcReplyPort<Result<(), ApiError>>>,
     },
@@ -53,9 +57,11 @@ pub enum SessionMsg {
         id: Option<String>,
         req: Option<ReqId>,
     },
-    /// A consumer ack or nack: refused until consumer subscriptions exist.
-    ConsumerCommand {
+    /// A consumer ack or nack over this connection; errors go to the outbound queue.
+    Ack {
         topic: TopicName,
+        consumer: String,
+        ack: AckRequest,
         req: Option<ReqId>,
     },
     Ping {

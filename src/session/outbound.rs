@@ -21,6 +21,8 @@ pub struct Subscribed {
     pub first: u64,
     pub head: u64,
     pub plan: ResumePlan,
+    /// Set for a consumer subscription.
+    pub consumer: Option<String>,
 }
 
 /// One item for the writer.

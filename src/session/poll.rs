@@ -1,6 +1,7 @@
 //! Long and short polls: read what is there after `after`; if nothing, wait for the topic's
 //! durable head to pass it, the timeout, or shutdown.
 
+use crate::consumer::options::ConsumerOptions;
 use crate::protocol::envelope::Delivery;
 use crate::protocol::frames::Position;
 use crate::protocol::resume::{self, ResetReason};
@@ -18,6 +19,8 @@ pub struct PollRequest {
     pub position: Position,
     pub limit: usize,
     pub timeout: Duration,
+    /// A pull consumer: lease messages of this consumer instead of reading a stream.
+    pub consumer: Option<(String, ConsumerOptions)>,
 }
 
 #[derive(Debug)]
@@ -32,6 +35,9 @@ pub struct PollResponse {
     pub head: u64,
 }
 
+/// How often a waiting pull consumer looks again for redeliveries that came due.
+const LEASE_RETRY: Duration = Duration::from_millis(100);
+
 /// Serves one poll.
 pub async fn poll(
     topics: &Topics,
@@ -41,6 +47,38 @@ pub async fn poll(
 ) -> Result<PollResponse, ApiError> {
     let handle = topics.handle(&req.topic).await?;
     let info = call_topic(&handle.actor, TopicMsg::Info).await?;
+    if let Some((name, options)) = &req.consumer {
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut head_rx = handle.shared.head.subscribe();
+        loop {
+            let messages = call_topic(&handle.actor, |reply| TopicMsg::ConsumerLease {
+                name: name.clone(),
+                options: options.clone(),
+                after: req.position.after,
+                limit: req.limit,
+                reply,
+            })
+            .await??;
+            if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
+                let head = *head_rx.borrow();
+                return Ok(PollResponse {
+                    next: messages.iter().map(|m| m.offset).max().unwrap_or(0),
+                    messages,
+                    epoch: info.epoch,
+                    recovered: true,
+                    reset: None,
+                    first: info.first,
+                    head,
+                });
+            }
+            tokio::select! {
+                _ = head_rx.changed() => {}
+                _ = tokio::time::sleep(LEASE_RETRY) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.wait() => return Err(ApiError::unavailable("node is shutting down")),
+            }
+        }
+    }
     let meta = TopicMeta {
         epoch: info.epoch.to_string(),
         first: info.first,

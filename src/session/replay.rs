@@ -74,6 +74,7 @@ impl Replay {
                             start: first_read,
                             reset: Some(ResetReason::Trimmed),
                         },
+                        consumer: None,
                     };
                     if self
                         .outbound

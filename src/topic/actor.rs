@@ -7,6 +7,8 @@ use super::{
     new_epoch, now_ms, GoLive, PublishAck, PublishReply, SubId, SubscribeInfo, Subscriber,
     TopicInfo, TopicMsg, TopicShared,
 };
+use crate::config::ConsumersConfig;
+use crate::consumer::group::Group;
 use crate::protocol::envelope::Delivery;
 use crate::protocol::frames::Position;
 use crate::protocol::resume;
@@ -15,10 +17,11 @@ use crate::session::outbound::OutFrame;
 use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
+use crate::topic::service::Topics;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What every topic actor of a node shares.
@@ -27,6 +30,9 @@ pub struct TopicContext {
     pub log: Arc<dyn TopicLog>,
     pub flusher: Flusher,
     pub retention: RetentionPolicy,
+    pub consumers: ConsumersConfig,
+    /// Where dead letters are published (set once the node's `Topics` exists).
+    pub topics: Arc<OnceLock<Topics>>,
 }
 
 pub struct TopicActor;
@@ -45,23 +51,27 @@ struct Pending {
 }
 
 pub struct TopicState {
-    topic: TopicName,
-    ctx: TopicContext,
-    shared: Arc<TopicShared>,
-    epoch: Arc<str>,
+    pub(super) topic: TopicName,
+    pub(super) ctx: TopicContext,
+    pub(super) shared: Arc<TopicShared>,
+    pub(super) epoch: Arc<str>,
     /// Persisted in the log (something was published).
-    exists: bool,
-    first: u64,
+    pub(super) exists: bool,
+    pub(super) first: u64,
     /// Last offset assigned.
-    head: u64,
+    pub(super) head: u64,
     /// Last offset known durable; nothing above it is delivered or acknowledged.
-    durable: u64,
-    last_time_ms: u64,
+    pub(super) durable: u64,
+    pub(super) last_time_ms: u64,
     /// Appended, not yet durable.
-    unflushed: VecDeque<(StoredMessage, Instant)>,
+    pub(super) unflushed: VecDeque<(StoredMessage, Instant)>,
     pending: VecDeque<Pending>,
-    live: Vec<Subscriber>,
-    catching_up: HashMap<SubId, Subscriber>,
+    pub(super) live: Vec<Subscriber>,
+    pub(super) catching_up: HashMap<SubId, Subscriber>,
+    /// Consumers by name (see `consumers.rs`).
+    pub(super) groups: HashMap<String, Group>,
+    /// Ticks consumer deadlines while any consumer exists.
+    pub(super) consumer_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
@@ -100,7 +110,8 @@ impl Actor for TopicActor {
         tracing::debug!(topic = %args.topic, epoch = %meta.epoch, head = meta.head, "topic actor started");
         args.shared.head.send_replace(meta.head);
         myself.send_interval(RETENTION_TICK, || TopicMsg::Tick);
-        Ok(TopicState {
+        let groups = super::consumers::load(&*args.ctx.log, &args.topic, &args.ctx.consumers)?;
+        let mut state = TopicState {
             topic: args.topic,
             ctx: args.ctx,
             shared: args.shared,
@@ -114,7 +125,23 @@ impl Actor for TopicActor {
             pending: VecDeque::new(),
             live: Vec::new(),
             catching_up: HashMap::new(),
-        })
+            groups,
+            consumer_timer: None,
+        };
+        state.start_consumer_timer(&myself);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TopicMsg>,
+        state: &mut TopicState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.consumer_timer.take() {
+            t.abort();
+        }
+        state.persist_consumers()?;
+        Ok(())
     }
 
     async fn handle(
@@ -156,16 +183,17 @@ impl Actor for TopicActor {
                     // every subscriber to resume from its cursor).
                     return Err("flush failed".into());
                 }
-                state.made_durable(upto);
+                state.made_durable(upto)?;
             }
             TopicMsg::Tick => state.apply_retention()?,
+            other => state.handle_consumer(&myself, other)?,
         }
         Ok(())
     }
 }
 
 impl TopicState {
-    fn meta(&self) -> TopicMeta {
+    pub(super) fn meta(&self) -> TopicMeta {
         TopicMeta {
             epoch: self.epoch.to_string(),
             first: self.first.min(self.durable + 1),
@@ -247,9 +275,9 @@ impl TopicState {
         }));
     }
 
-    fn made_durable(&mut self, upto: u64) {
+    fn made_durable(&mut self, upto: u64) -> Result<(), ActorProcessingErr> {
         if upto <= self.durable {
-            return;
+            return Ok(());
         }
         self.durable = upto;
         while self
@@ -264,12 +292,14 @@ impl TopicState {
                 Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
             self.fan_out(&delivery);
         }
+        self.pump_consumers()?;
         while self.pending.front().is_some_and(|p| p.offset <= upto) {
             if let Some(p) = self.pending.pop_front() {
                 self.complete(p);
             }
         }
         self.shared.head.send_replace(upto);
+        Ok(())
     }
 
     fn fan_out(&mut self, delivery: &Arc<Delivery>) {

@@ -3,9 +3,13 @@
 //! log. Delivery logic only; no transport types here.
 
 pub mod actor;
+mod consumers;
 pub mod service;
 pub mod supervisor;
 
+use crate::consumer::options::ConsumerOptions;
+use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
+use crate::protocol::envelope::Delivery;
 use crate::protocol::frames::Position;
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::ApiError;
@@ -126,6 +130,38 @@ pub enum TopicMsg {
     },
     /// Periodic retention.
     Tick,
+    /// A connection joins consumer `name` (created at `after`, or the head, if new).
+    ConsumerJoin {
+        name: String,
+        member: Subscriber,
+        options: ConsumerOptions,
+        after: Option<u64>,
+        reply: RpcReplyPort<Result<Joined, ApiError>>,
+    },
+    ConsumerLeave {
+        name: String,
+        member: SubId,
+    },
+    /// Acks or nacks; `reply` (if any) is answered once the new position is durable.
+    ConsumerAck {
+        name: String,
+        ack: AckRequest,
+        reply: Option<RpcReplyPort<Result<AckReport, ApiError>>>,
+    },
+    /// A pull: lease up to `limit` messages for `ack_wait`.
+    ConsumerLease {
+        name: String,
+        options: ConsumerOptions,
+        after: Option<u64>,
+        limit: usize,
+        reply: RpcReplyPort<Result<Vec<Delivery>, ApiError>>,
+    },
+    ConsumerInfo {
+        name: String,
+        reply: RpcReplyPort<Option<ConsumerInfo>>,
+    },
+    /// Consumer deadlines and redeliveries.
+    ConsumerTick,
 }
 
 /// A new epoch: 16 random alphanumerics.

@@ -222,6 +222,8 @@ impl Harness {
                 max_messages: 1_000_000,
                 max_age_ms: 24 * 3600 * 1000,
             },
+            consumers: crate::config::ConsumersConfig::default(),
+            topics: Arc::new(std::sync::OnceLock::new()),
         };
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =

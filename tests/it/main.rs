@@ -6,3 +6,4 @@ mod lifecycle;
 mod smoke;
 mod sse_poll;
 mod ws;
+mod consumers;

@@ -1,0 +1,131 @@
+//! `POST /v1/topics/{topic}/consumers/{name}/ack` and `GET /v1/topics/{topic}/consumers/{name}`.
+
+use super::reply::{self, parse_consumer};
+use super::AppState;
+use crate::consumer::AckRequest;
+use crate::protocol::{ApiError, ErrorCode, TopicName};
+use crate::topic::service::call_topic;
+use crate::topic::TopicMsg;
+use bytes::Bytes;
+use serde::Deserialize;
+use warp::reply::Response;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    offsets: Option<Vec<u64>>,
+    upto: Option<u64>,
+    nack: Option<Vec<u64>>,
+    delay_ms: Option<u64>,
+}
+
+fn parse_ack(body: &[u8]) -> Result<AckRequest, ApiError> {
+    let usage = "body must be {\"offsets\":[...]}, {\"upto\":N} or {\"nack\":[...],\"delay_ms\":N}";
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(usage));
+    }
+    let b: AckBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{usage}: {e}")))?;
+    match (b.offsets, b.upto, b.nack) {
+        (Some(o), None, None) if b.delay_ms.is_none() => Ok(AckRequest::Offsets(o)),
+        (None, Some(u), None) if b.delay_ms.is_none() => Ok(AckRequest::Upto(u)),
+        (None, None, Some(n)) => Ok(AckRequest::Nack {
+            offsets: n,
+            delay_ms: b.delay_ms.unwrap_or(0),
+        }),
+        _ => Err(ApiError::bad_request(usage)),
+    }
+}
+
+pub async fn ack(topic: String, name: String, state: AppState, body: Bytes) -> Response {
+    let run = async {
+        let topic = TopicName::parse(&topic)?;
+        let name = parse_consumer(&name)?;
+        let ack = parse_ack(&body)?;
+        let nack = matches!(ack, AckRequest::Nack { .. });
+        let handle = state.topics.handle(&topic).await?;
+        let report = call_topic(&handle.actor, |reply| TopicMsg::ConsumerAck {
+            name: name.clone(),
+            ack,
+            reply: Some(reply),
+        })
+        .await??;
+        let key = if nack { "nacked" } else { "acked" };
+        let mut body = serde_json::json!({"topic": topic.as_str(), "consumer": name});
+        body[key] = report.done.into();
+        body["already"] = report.already.into();
+        Ok::<_, ApiError>(reply::json(200, body.to_string()))
+    };
+    run.await.unwrap_or_else(|e| reply::error(&e))
+}
+
+pub async fn info(topic: String, name: String, state: AppState) -> Response {
+    let run = async {
+        let topic = TopicName::parse(&topic)?;
+        let name = parse_consumer(&name)?;
+        let missing = || {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("consumer {name} of {topic} does not exist"),
+            )
+        };
+        if state.topics.info(&topic).await?.is_none() {
+            return Err(missing());
+        }
+        let handle = state.topics.handle(&topic).await?;
+        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerInfo {
+            name: name.clone(),
+            reply,
+        })
+        .await?
+        .ok_or_else(missing)?;
+        let body = serde_json::json!({
+            "topic": topic.as_str(),
+            "consumer": name,
+            "ack_floor": info.ack_floor,
+            "next": info.next,
+            "pending": info.pending,
+            "in_flight": info.in_flight,
+            "redelivered": info.redelivered,
+            "dead_lettered": info.dead_lettered,
+            "trimmed": info.trimmed,
+            "members": info.members,
+            "ack_wait_ms": info.ack_wait_ms,
+            "max_deliver": info.max_deliver,
+            "max_inflight": info.max_inflight,
+        });
+        Ok(reply::json(200, body.to_string()))
+    };
+    run.await.unwrap_or_else(|e| reply::error(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_bodies() {
+        assert_eq!(
+            parse_ack(br#"{"offsets":[1,2]}"#).unwrap(),
+            AckRequest::Offsets(vec![1, 2])
+        );
+        assert_eq!(parse_ack(br#"{"upto":5}"#).unwrap(), AckRequest::Upto(5));
+        assert_eq!(
+            parse_ack(br#"{"nack":[3],"delay_ms":100}"#).unwrap(),
+            AckRequest::Nack {
+                offsets: vec![3],
+                delay_ms: 100
+            }
+        );
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"offsets":[1],"upto":2}"#,
+            br#"{"upto":-1}"#,
+            br#"[1]"#,
+            br#"{"offsets":[1],"delay_ms":5}"#,
+            b"nope",
+        ] {
+            assert!(parse_ack(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

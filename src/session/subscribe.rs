@@ -1,0 +1,220 @@
+//! Subscribing a session: a stream subscription (registered with the topic actor, announced,
+//! then replayed up to the live head) or a consumer subscription (a member of the topic's
+//! consumer group).
+
+use super::actor::SessionState;
+use super::outbound::{OutFrame, Subscribed};
+use super::replay::Replay;
+use super::SessionMsg;
+use crate::consumer::options::ConsumerOptions;
+use crate::protocol::frames::Position;
+use crate::protocol::resume::ResumePlan;
+use crate::protocol::{ApiError, TopicName};
+use crate::topic::service::call_topic;
+use crate::topic::{SubId, Subscriber, TopicMsg};
+use ractor::ActorRef;
+use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+static NEXT_SUB: AtomicU64 = AtomicU64::new(1);
+
+pub(super) enum SubKind {
+    Stream { replay: JoinHandle<()> },
+    Consumer { name: String },
+}
+
+/// One subscription of a session.
+pub(super) struct Sub {
+    pub id: SubId,
+    pub actor: ActorRef<TopicMsg>,
+    pub cursor: Arc<AtomicU64>,
+    pub epoch: Arc<str>,
+    pub kind: SubKind,
+}
+
+impl Sub {
+    /// Stops a stream subscription's replay and waits for it (it stops at its next await).
+    pub async fn stop_replay(&self) {
+        if let SubKind::Stream { replay } = &self.kind {
+            replay.abort();
+            while !replay.is_finished() {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// Leaves the topic and waits until the topic actor dropped the subscription, so that
+    /// nothing follows a reply.
+    pub async fn leave(self) {
+        self.stop_replay().await;
+        match self.kind {
+            SubKind::Stream { .. } => {
+                let _ = call_topic(&self.actor, |reply| TopicMsg::Unsubscribe {
+                    sub: self.id,
+                    reply: Some(reply),
+                })
+                .await;
+            }
+            SubKind::Consumer { name } => {
+                let _ = self.actor.cast(TopicMsg::ConsumerLeave {
+                    name,
+                    member: self.id,
+                });
+            }
+        }
+    }
+
+    /// Leaves without waiting (from `Drop`).
+    pub fn leave_now(&self) {
+        match &self.kind {
+            SubKind::Stream { replay } => {
+                replay.abort();
+                let _ = self.actor.cast(TopicMsg::Unsubscribe {
+                    sub: self.id,
+                    reply: None,
+                });
+            }
+            SubKind::Consumer { name } => {
+                let _ = self.actor.cast(TopicMsg::ConsumerLeave {
+                    name: name.clone(),
+                    member: self.id,
+                });
+            }
+        }
+    }
+}
+
+impl SessionState {
+    fn check_room(&self, topic: &TopicName) -> Result<(), ApiError> {
+        if self.subs.contains_key(topic) {
+            return Err(ApiError::bad_request(format!(
+                "already subscribed to {topic}"
+            )));
+        }
+        if self.subs.len() >= self.limits.max_subscriptions_per_connection {
+            return Err(ApiError::bad_request(format!(
+                "a connection may hold at most {} subscriptions",
+                self.limits.max_subscriptions_per_connection
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers with the topic actor, announces the subscription (a `resumed` one only if
+    /// it lost its position), and starts its replay.
+    pub(super) async fn subscribe_stream(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        topic: TopicName,
+        position: Position,
+        req: Option<&RawValue>,
+        resumed: bool,
+    ) -> Result<(), ApiError> {
+        self.check_room(&topic)?;
+        let handle = self.topics.handle(&topic).await?;
+        let id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
+        let cursor = Arc::new(AtomicU64::new(0));
+        let subscriber = Subscriber {
+            id,
+            outbound: self.outbound.clone(),
+            cursor: cursor.clone(),
+            session: myself.clone(),
+        };
+        let info = call_topic(&handle.actor, |reply| TopicMsg::Subscribe {
+            sub: subscriber,
+            position,
+            reply,
+        })
+        .await??;
+        if !resumed || !info.plan.recovered() {
+            let frame = Subscribed {
+                topic: topic.clone(),
+                req: req.map(|r| r.to_owned()),
+                epoch: info.epoch.clone(),
+                first: info.first,
+                head: info.head,
+                plan: info.plan,
+                consumer: None,
+            };
+            let _ = self.outbound.push(OutFrame::Subscribed(Box::new(frame)));
+        }
+        let replay = Replay {
+            topic: topic.clone(),
+            sub: id,
+            epoch: info.epoch.clone(),
+            actor: handle.actor.clone(),
+            log: self.topics.log().clone(),
+            outbound: self.outbound.clone(),
+            cursor: cursor.clone(),
+            session: myself.clone(),
+            batch_bytes: self.limits.max_outbound_queue_bytes / 4,
+        };
+        let task = tokio::spawn(replay.run(info.plan.start, info.head));
+        let sub = Sub {
+            id,
+            actor: handle.actor,
+            cursor,
+            epoch: info.epoch,
+            kind: SubKind::Stream { replay: task },
+        };
+        self.subs.insert(topic, sub);
+        Ok(())
+    }
+
+    /// Joins consumer `name` of `topic` (created after `after`, or at the head, if new).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscribe_consumer(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        topic: TopicName,
+        name: String,
+        options: ConsumerOptions,
+        after: Option<u64>,
+        req: Option<&RawValue>,
+        resumed: bool,
+    ) -> Result<(), ApiError> {
+        self.check_room(&topic)?;
+        let handle = self.topics.handle(&topic).await?;
+        let id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
+        let member = Subscriber {
+            id,
+            outbound: self.outbound.clone(),
+            cursor: Arc::new(AtomicU64::new(0)),
+            session: myself.clone(),
+        };
+        let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
+            name: name.clone(),
+            member,
+            options,
+            after,
+            reply,
+        })
+        .await??;
+        if !resumed {
+            let frame = Subscribed {
+                topic: topic.clone(),
+                req: req.map(|r| r.to_owned()),
+                epoch: joined.epoch.clone(),
+                first: joined.first,
+                head: joined.head,
+                plan: ResumePlan {
+                    start: joined.ack_floor + 1,
+                    reset: None,
+                },
+                consumer: Some(name.clone()),
+            };
+            let _ = self.outbound.push(OutFrame::Subscribed(Box::new(frame)));
+        }
+        let sub = Sub {
+            id,
+            actor: handle.actor,
+            cursor: Arc::new(AtomicU64::new(joined.ack_floor)),
+            epoch: joined.epoch,
+            kind: SubKind::Consumer { name },
+        };
+        self.subs.insert(topic, sub);
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The consumer side of a topic actor: consumer groups live with the topic (so ownership
+//! of a topic covers its consumers), are pumped whenever something changes, and are
+//! persisted after every change. An ack with a reply is answered once it is durable.
+
+use super::actor::TopicState;
+use super::{SubId, TopicMsg};
+use crate::config::ConsumersConfig;
+use crate::consumer::group::{Group, Member, StoredConsumer, TopicView};
+use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
+use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
+use crate::protocol::envelope::Delivery;
+use crate::protocol::topic::DLQ_PREFIX;
+use crate::protocol::{ApiError, ErrorCode, TopicName};
+use crate::storage::{StorageError, TopicLog};
+use crate::topic::now_ms;
+use bytes::Bytes;
+use ractor::{ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How often consumer deadlines are checked while a topic has consumers.
+const CONSUMER_TICK: Duration = Duration::from_millis(100);
+
+/// Loads the persisted consumers of a topic.
+pub(super) fn load(
+    log: &dyn TopicLog,
+    topic: &TopicName,
+    cfg: &ConsumersConfig,
+) -> Result<HashMap<String, Group>, StorageError> {
+    let mut groups = HashMap::new();
+    for (name, bytes) in log.consumers(topic.as_str())? {
+        let stored: StoredConsumer =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .map(|(v, _)| v)
+                .map_err(|e| StorageError::Corrupt {
+                    what: "consumer",
+                    detail: e.to_string(),
+                })?;
+        groups.insert(name, Group::restore(&stored, cfg.backoff_ms.clone()));
+    }
+    Ok(groups)
+}
+
+fn no_consumer(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("consumer {name} does not exist"),
+    )
+}
+
+impl TopicState {
+    pub(super) fn start_consumer_timer(&mut self, myself: &ActorRef<TopicMsg>) {
+        if self.consumer_timer.is_none() && !self.groups.is_empty() {
+            self.consumer_timer =
+                Some(myself.send_interval(CONSUMER_TICK, || TopicMsg::ConsumerTick));
+        }
+    }
+
+    pub(super) fn handle_consumer(
+        &mut self,
+        myself: &ActorRef<TopicMsg>,
+        msg: TopicMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TopicMsg::ConsumerJoin {
+                name,
+                member,
+                options,
+                after,
+                reply,
+            } => {
+                let r = self.join(name, member, &options, after);
+                self.start_consumer_timer(myself);
+                let _ = reply.send(r);
+            }
+            TopicMsg::ConsumerLeave { name, member } => self.leave(&name, member),
+            TopicMsg::ConsumerAck { name, ack, reply } => {
+                let r = self.ack(&name, &ack);
+                self.pump_consumers()?;
+                match (reply, r) {
+                    (Some(reply), Ok(report)) => self.ctx.flusher.after_flush(Box::new(move |f| {
+                        let _ = reply.send(
+                            f.map(|_| report)
+                                .map_err(|_| ApiError::unavailable("storage flush failed")),
+                        );
+                    })),
+                    (Some(reply), Err(e)) => {
+                        let _ = reply.send(Err(e));
+                    }
+                    (None, _) => {}
+                }
+                return Ok(());
+            }
+            TopicMsg::ConsumerLease {
+                name,
+                options,
+                after,
+                limit,
+                reply,
+            } => {
+                let r = self.lease(name, &options, after, limit);
+                self.start_consumer_timer(myself);
+                let _ = reply.send(r);
+            }
+            TopicMsg::ConsumerInfo { name, reply } => {
+                let _ = reply.send(self.groups.get(&name).map(|g| info(g)));
+                return Ok(());
+            }
+            TopicMsg::ConsumerTick => {}
+            _ => return Ok(()),
+        }
+        self.pump_consumers()
+    }
+
+    fn group(
+        &mut self,
+        name: String,
+        options: &crate::consumer::options::ConsumerOptions,
+        after: Option<u64>,
+    ) -> Result<&mut Group, ApiError> {
+        let cfg = options.resolve(&self.ctx.consumers)?;
+        let durable = self.durable;
+        let first = self.meta().first;
+        let group = self.groups.entry(name).or_insert_with(|| {
+            let start = after
+                .unwrap_or(durable)
+                .min(durable)
+                .max(first.saturating_sub(1));
+            Group::new(Window::starting_after(start), cfg.clone())
+        });
+        if group.cfg != cfg {
+            group.cfg = cfg;
+            group.dirty = true;
+        }
+        Ok(group)
+    }
+
+    fn join(
+        &mut self,
+        name: String,
+        member: super::Subscriber,
+        options: &crate::consumer::options::ConsumerOptions,
+        after: Option<u64>,
+    ) -> Result<Joined, ApiError> {
+        self.shared
+            .subscribers()
+            .insert(member.id, member.session.clone());
+        let epoch = self.epoch.clone();
+        let (first, head) = (self.meta().first, self.durable);
+        let group = self.group(name, options, after)?;
+        group.members.push(Member {
+            id: member.id,
+            outbound: member.outbound,
+            session: member.session,
+        });
+        Ok(Joined {
+            epoch,
+            ack_floor: group.window.floor(),
+            first,
+            head,
+        })
+    }
+
+    fn leave(&mut self, name: &str, member: SubId) {
+        self.shared.subscribers().remove(&member);
+        if let Some(g) = self.groups.get_mut(name) {
+            let dead = g.leave(member);
+            self.dead_letters(name, dead);
+        }
+    }
+
+    fn ack(&mut self, name: &str, ack: &AckRequest) -> Result<AckReport, ApiError> {
+        let now = now_ms();
+        let g = self.groups.get_mut(name).ok_or_else(|| no_consumer(name))?;
+        let bad = |e: crate::consumer::window::AckError| ApiError::bad_request(e.to_string());
+        let mut report = AckReport::default();
+        let mut dead = Vec::new();
+        match ack {
+            AckRequest::Offsets(offsets) => {
+                // All or nothing: refuse the request if any offset was never delivered.
+                if let Some(o) = offsets.iter().find(|o| **o >= g.window.next()) {
+                    return Err(bad(crate::consumer::window::AckError::NotDelivered(*o)));
+                }
+                for o in offsets {
+                    match g.window.ack(*o).map_err(bad)? {
+                        Acked::Done => report.done += 1,
+                        Acked::Already => report.already += 1,
+                    }
+                }
+            }
+            AckRequest::Upto(n) => report.done = g.window.ack_upto(*n).map_err(bad)?,
+            AckRequest::Nack { offsets, delay_ms } => {
+                if let Some(o) = offsets.iter().find(|o| g.window.holder(**o).is_none()) {
+                    return Err(bad(crate::consumer::window::AckError::NotInFlight(*o)));
+                }
+                for o in offsets {
+                    dead.extend(g.window.nack(&g.cfg, *o, *delay_ms, now).map_err(bad)?);
+                    report.done += 1;
+                }
+            }
+        }
+        g.dirty = true;
+        self.dead_letters(name, dead);
+        Ok(report)
+    }
+
+    fn lease(
+        &mut self,
+        name: String,
+        options: &crate::consumer::options::ConsumerOptions,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, ApiError> {
+        let now = now_ms();
+        let (topic, epoch, durable) = (self.topic.clone(), self.epoch.clone(), self.durable);
+        let log = self.ctx.log.clone();
+        let dlq_name = name.clone();
+        let g = self.group(name, options, after)?;
+        let taken = g.window.take(&g.cfg, Holder::Lease, now, durable, limit);
+        g.dirty = true;
+        let mut out = Vec::with_capacity(taken.deliveries.len());
+        for d in &taken.deliveries {
+            let msg = log
+                .read(topic.as_str(), d.offset, d.offset, 1, usize::MAX)
+                .map_err(|e| {
+                    tracing::error!(topic = %topic, error = %e, "lease read failed");
+                    ApiError::internal()
+                })?;
+            match msg.into_iter().next() {
+                Some(m) => out.push(Delivery::new(&topic, &epoch, &m, Some(d.attempt))),
+                None => {
+                    let _ = g.window.ack(d.offset);
+                }
+            }
+        }
+        self.dead_letters(&dlq_name, taken.dead);
+        Ok(out)
+    }
+
+    /// Hands out what may go to every consumer, publishes dead letters, persists changes.
+    pub(super) fn pump_consumers(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let view = TopicView {
+            topic: &self.topic,
+            epoch: &self.epoch,
+            log: &*self.ctx.log,
+            head: self.durable,
+            first: self.first.min(self.durable + 1),
+            now_ms: now_ms(),
+        };
+        let mut dead = Vec::new();
+        for (name, g) in self.groups.iter_mut() {
+            let d = g.pump(&view)?;
+            dead.extend(d.into_iter().map(|d| (name.clone(), d)));
+        }
+        for (name, d) in dead {
+            self.dead_letters(&name, vec![d]);
+        }
+        self.persist_consumers()?;
+        Ok(())
+    }
+
+    pub(super) fn persist_consumers(&mut self) -> Result<(), StorageError> {
+        for (name, g) in self.groups.iter_mut().filter(|(_, g)| g.dirty) {
+            let bytes = bincode::serde::encode_to_vec(g.stored(), bincode::config::standard())
+                .map_err(|e| StorageError::Corrupt {
+                    what: "consumer",
+                    detail: e.to_string(),
+                })?;
+            self.ctx
+                .log
+                .save_consumer(self.topic.as_str(), name, &bytes)?;
+            g.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Publishes each dead letter to `$dlq.<topic>` with the consumer name and original
+    /// offset. The id makes the publish idempotent, so a retry never duplicates it.
+    fn dead_letters(&self, consumer: &str, dead: Vec<DeadLetter>) {
+        if dead.is_empty() {
+            return;
+        }
+        let (Some(topics), Ok(dlq)) = (
+            self.ctx.topics.get(),
+            TopicName::parse(&format!("{DLQ_PREFIX}{}", self.topic)),
+        ) else {
+            tracing::warn!(topic = %self.topic, consumer, count = dead.len(), "dead letters dropped (no dead-letter topic for a system topic)");
+            return;
+        };
+        for d in dead {
+            let msg = match self.ctx.log.read(
+                self.topic.as_str(),
+                d.offset,
+                d.offset,
+                1,
+                usize::MAX,
+            ) {
+                Ok(m) => m.into_iter().next(),
+                Err(e) => {
+                    tracing::error!(topic = %self.topic, offset = d.offset, error = %e, "cannot read dead letter");
+                    None
+                }
+            };
+            let Some(msg) = msg else { continue };
+            let data = format!(
+                "{{\"topic\":{},\"consumer\":{},\"offset\":{},\"epoch\":{},\"attempts\":{},\"id\":{},\"time\":{},\"data\":{}}}",
+                serde_json::Value::from(self.topic.as_str()),
+                serde_json::Value::from(consumer),
+                d.offset,
+                serde_json::Value::from(&*self.epoch),
+                d.attempts,
+                serde_json::Value::from(msg.id.as_str()),
+                msg.time_ms,
+                String::from_utf8_lossy(&msg.data),
+            );
+            let id = format!("dlq-{consumer}-{}-{}", self.epoch, d.offset);
+            let (topics, dlq) = (topics.clone(), dlq.clone());
+            tracing::info!(topic = %self.topic, consumer, offset = d.offset, attempts = d.attempts, "dead-lettered");
+            tokio::spawn(async move {
+                if let Err(e) = topics.publish(&dlq, Bytes::from(data), Some(id)).await {
+                    tracing::error!(topic = %dlq, error = %e, "dead letter publish failed");
+                }
+            });
+        }
+    }
+}
+
+fn info(g: &Group) -> ConsumerInfo {
+    let s = g.window.stats();
+    ConsumerInfo {
+        ack_floor: g.window.floor(),
+        next: g.window.next(),
+        pending: g.window.pending(),
+        in_flight: g.window.in_flight(),
+        redelivered: s.redelivered,
+        dead_lettered: s.dead_lettered,
+        trimmed: s.trimmed,
+        members: g.members.len(),
+        ack_wait_ms: g.cfg.ack_wait_ms,
+        max_deliver: g.cfg.max_deliver,
+        max_inflight: g.cfg.max_inflight,
+    }
+}
