@@ -103,7 +103,7 @@ impl TopicState {
                 let _ = reply.send(r);
             }
             TopicMsg::ConsumerInfo { name, reply } => {
-                let _ = reply.send(self.groups.get(&name).map(|g| info(g)));
+                let _ = reply.send(self.groups.get(&name).map(info));
                 return Ok(());
             }
             TopicMsg::ConsumerTick => {}

@@ -321,6 +321,7 @@ async fn subscribe_live(session: &ActorRef<SessionMsg>, topic: &TopicName) {
                 topic: topic.clone(),
                 position: Position::default(),
                 consumer: None,
+                options: Default::default(),
                 req: None,
                 reply: Some(reply),
             },
@@ -566,6 +567,7 @@ async fn topic_restart_during_a_replay_read_delivers_each_offset_once() {
                     epoch: None,
                 },
                 consumer: None,
+                options: Default::default(),
                 req: None,
                 reply: Some(reply),
             },
@@ -626,6 +628,7 @@ async fn topic_restart_during_a_replay_read_delivers_each_offset_once() {
 /// Makes `session` panic inside its handler: a poll whose log read panics.
 async fn crash_session_with_poisoned_poll(session: &ActorRef<SessionMsg>, poison: &TopicName) {
     let req = PollRequest {
+        consumer: None,
         topic: poison.clone(),
         position: Position {
             after: Some(0),

@@ -1,9 +1,9 @@
 //! Black-box tests: real `starling` node processes on free ports, real WebSocket, SSE and
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
+mod consumers;
 mod harness;
 mod lifecycle;
 mod smoke;
 mod sse_poll;
 mod ws;
-mod consumers;
