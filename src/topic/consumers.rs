@@ -142,12 +142,11 @@ impl TopicState {
         options: &crate::consumer::options::ConsumerOptions,
         after: Option<u64>,
     ) -> Result<Joined, ApiError> {
-        self.shared
-            .subscribers()
-            .insert(member.id, member.session.clone());
         let epoch = self.epoch.clone();
         let (first, head) = (self.meta().first, self.durable);
+        let shared = self.shared.clone();
         let group = self.group(name, options, after)?;
+        shared.subscribers().insert(member.id, member.session.clone());
         group.members.push(Member {
             id: member.id,
             outbound: member.outbound,

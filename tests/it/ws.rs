@@ -359,11 +359,11 @@ async fn bad_input_gets_errors_and_the_connection_stays_usable() {
     let f = json!({"type": "publish", "topic": "$dlq.x", "data": 1, "req": 15});
     expect_error(&mut c, &f.to_string(), "forbidden", Some(15)).await;
     ping_pong(&mut c, 1006).await;
-    // Consumer mode is not in this build: an error, not a silent stream subscription.
-    c.send(json!({"type": "subscribe", "topic": "s1", "consumer": "c1", "req": 16}))
-        .await;
-    let v = c.recv().await;
-    check_reply(&v, "error", Some(16));
+    // A malformed consumer name or an out-of-bounds setting is an error, not a subscription.
+    let f = json!({"type": "subscribe", "topic": "s1", "consumer": "bad name", "req": 16});
+    expect_error(&mut c, &f.to_string(), "bad_request", Some(16)).await;
+    let f = json!({"type": "subscribe", "topic": "s1", "consumer": "c1", "max_inflight": 0, "req": 17});
+    expect_error(&mut c, &f.to_string(), "bad_request", Some(17)).await;
     ping_pong(&mut c, 1007).await;
 
     subscribe_frame(
