@@ -7,6 +7,7 @@
 //! cargo run --release --example bench -- fanout         # deliveries/s to 1,000 WS subscribers
 //! cargo run --release --example bench -- latency        # publish-to-deliver p50/p99 at a fixed rate
 //! cargo run --release --example bench -- connections --pid $(pgrep -f 'starling node')
+//! cargo run --release --example bench -- consumer --consumers 8 # acked consumer deliveries/s
 //! ```
 //! Every scenario talks to the node through its real endpoints. Latency is measured in the
 //! client (publish time carried in the message), open loop: publishes go out on a fixed
@@ -27,6 +28,7 @@ enum Scenario {
     Fanout,
     Latency,
     Connections,
+    Consumer,
 }
 
 #[derive(Parser, Debug)]
@@ -52,6 +54,15 @@ struct Args {
     /// Server process id, to read its resident memory (connections scenario).
     #[arg(long)]
     pid: Option<u32>,
+    /// Connections sharing one consumer (consumer scenario).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+    /// Backlog published before consuming (consumer scenario).
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// The consumer's max_inflight (consumer scenario).
+    #[arg(long, default_value_t = 100)]
+    inflight: usize,
 }
 
 type Ws =
@@ -330,6 +341,95 @@ async fn connections(a: &Args) {
     drop(conns);
 }
 
+/// Publishes `n` messages to `t` over 16 pipelined WS connections.
+async fn prefill(a: &Args, t: &str, n: u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(ws_publisher(a.url.clone(), t.to_string(), a.size, 16, done.clone())))
+        .collect();
+    let start = Instant::now();
+    while done.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        progress("backlog published", &done, start);
+    }
+    eprintln!();
+    tasks.iter().for_each(|t| t.abort());
+}
+
+/// Reads `n` deliveries on `ws` (acking each as consumer `name` when given); returns the time.
+async fn drain<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, t: &str, name: Option<&str>, done: &AtomicU64, n: u64) -> Duration
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    while done.load(Ordering::Relaxed) < n {
+        let Ok(Some(Ok(Message::Text(txt)))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else {
+            break;
+        };
+        let v: serde_json::Value = serde_json::from_str(&txt).unwrap_or_default();
+        if v["type"] != "message" {
+            continue;
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+        if let Some(name) = name {
+            let ack = serde_json::json!({"type": "ack", "topic": t, "consumer": name, "offset": v["offset"]});
+            if ws.send(Message::text(ack.to_string())).await.is_err() {
+                break;
+            }
+        }
+    }
+    start.elapsed()
+}
+
+async fn consumer_run(a: &Args, t: &str, name: &str, conns: usize, inflight: usize, n: u64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let mut ws = connect(&a.url).await;
+        let f = serde_json::json!({"type": "subscribe", "topic": t, "consumer": name, "after": 0, "max_inflight": inflight, "req": 0});
+        ws.send(Message::text(f.to_string())).await.expect("subscribe");
+        let (done, t, name) = (done.clone(), t.to_string(), name.to_string());
+        tasks.push(tokio::spawn(async move { drain(&mut ws, &t, Some(&name), &done, n).await }));
+    }
+    let start = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = done.load(Ordering::Relaxed);
+        if now >= n || last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let took = start.elapsed();
+    tasks.iter().for_each(|t| t.abort());
+    done.load(Ordering::Relaxed).min(n) as f64 / took.as_secs_f64()
+}
+
+/// Drains a backlog three ways: stream replay, acked consumer with `--consumers`
+/// connections, and a consumer with max_inflight 1 (one ack round trip per message).
+async fn consumer(a: &Args) {
+    let t = topic("bench-consumer");
+    prefill(a, &t, a.messages).await;
+    let mut ws = connect(&a.url).await;
+    let f = serde_json::json!({"type": "subscribe", "topic": t, "after": 0, "req": 0});
+    ws.send(Message::text(f.to_string())).await.expect("subscribe");
+    let done = AtomicU64::new(0);
+    let took = drain(&mut ws, &t, None, &done, a.messages).await;
+    let stream = done.load(Ordering::Relaxed) as f64 / took.as_secs_f64();
+    let acked = consumer_run(a, &t, "bench", a.consumers, a.inflight, a.messages).await;
+    let n1 = a.messages.min(2000);
+    let one = consumer_run(a, &t, "bench-one", 1, 1, n1).await;
+    println!(
+        "consumer: stream replay {stream:.0} deliveries/s; acked consumer ({} connections, max_inflight {}) {acked:.0} deliveries/s; max_inflight 1: {one:.0}/s = {:.3} ms per deliver+ack round trip",
+        a.consumers,
+        a.inflight,
+        1000.0 / one
+    );
+}
+
 fn raise_fd_limit() {
     // SAFETY: plain libc calls on a local struct.
     unsafe {
@@ -354,5 +454,6 @@ async fn main() {
         Scenario::Fanout => fanout(&a).await,
         Scenario::Latency => latency(&a).await,
         Scenario::Connections => connections(&a).await,
+        Scenario::Consumer => consumer(&a).await,
     }
 }
