@@ -345,7 +345,15 @@ async fn connections(a: &Args) {
 async fn prefill(a: &Args, t: &str, n: u64) {
     let done = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..16)
-        .map(|_| tokio::spawn(ws_publisher(a.url.clone(), t.to_string(), a.size, 16, done.clone())))
+        .map(|_| {
+            tokio::spawn(ws_publisher(
+                a.url.clone(),
+                t.to_string(),
+                a.size,
+                16,
+                done.clone(),
+            ))
+        })
         .collect();
     let start = Instant::now();
     while done.load(Ordering::Relaxed) < n {
@@ -357,13 +365,21 @@ async fn prefill(a: &Args, t: &str, n: u64) {
 }
 
 /// Reads `n` deliveries on `ws` (acking each as consumer `name` when given); returns the time.
-async fn drain<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, t: &str, name: Option<&str>, done: &AtomicU64, n: u64) -> Duration
+async fn drain<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    t: &str,
+    name: Option<&str>,
+    done: &AtomicU64,
+    n: u64,
+) -> Duration
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let start = Instant::now();
     while done.load(Ordering::Relaxed) < n {
-        let Ok(Some(Ok(Message::Text(txt)))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else {
+        let Ok(Some(Ok(Message::Text(txt)))) =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+        else {
             break;
         };
         let v: serde_json::Value = serde_json::from_str(&txt).unwrap_or_default();
@@ -387,9 +403,13 @@ async fn consumer_run(a: &Args, t: &str, name: &str, conns: usize, inflight: usi
     for _ in 0..conns {
         let mut ws = connect(&a.url).await;
         let f = serde_json::json!({"type": "subscribe", "topic": t, "consumer": name, "after": 0, "max_inflight": inflight, "req": 0});
-        ws.send(Message::text(f.to_string())).await.expect("subscribe");
+        ws.send(Message::text(f.to_string()))
+            .await
+            .expect("subscribe");
         let (done, t, name) = (done.clone(), t.to_string(), name.to_string());
-        tasks.push(tokio::spawn(async move { drain(&mut ws, &t, Some(&name), &done, n).await }));
+        tasks.push(tokio::spawn(async move {
+            drain(&mut ws, &t, Some(&name), &done, n).await
+        }));
     }
     let start = Instant::now();
     let mut last = (0, Instant::now());
@@ -415,7 +435,9 @@ async fn consumer(a: &Args) {
     prefill(a, &t, a.messages).await;
     let mut ws = connect(&a.url).await;
     let f = serde_json::json!({"type": "subscribe", "topic": t, "after": 0, "req": 0});
-    ws.send(Message::text(f.to_string())).await.expect("subscribe");
+    ws.send(Message::text(f.to_string()))
+        .await
+        .expect("subscribe");
     let done = AtomicU64::new(0);
     let took = drain(&mut ws, &t, None, &done, a.messages).await;
     let stream = done.load(Ordering::Relaxed) as f64 / took.as_secs_f64();

@@ -100,9 +100,9 @@ impl Group {
         let mut idle = 0;
         while !self.members.is_empty() && idle < self.members.len() {
             let i = self.next_member % self.members.len();
-            self.next_member = i + 1;
             let member = &self.members[i];
             if !member.outbound.has_room() {
+                self.next_member = i + 1;
                 idle += 1;
                 continue;
             }
@@ -116,6 +116,8 @@ impl Group {
                 }
                 continue;
             };
+            // The turn passes only once this member got something.
+            self.next_member = i + 1;
             self.dirty = true;
             idle = 0;
             let msg = t

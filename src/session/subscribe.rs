@@ -8,7 +8,6 @@ use super::replay::Replay;
 use super::SessionMsg;
 use crate::consumer::options::ConsumerOptions;
 use crate::protocol::frames::Position;
-use crate::protocol::resume::ResumePlan;
 use crate::protocol::{ApiError, TopicName};
 use crate::topic::service::call_topic;
 use crate::topic::{SubId, Subscriber, TopicMsg};
@@ -184,29 +183,18 @@ impl SessionState {
             cursor: Arc::new(AtomicU64::new(0)),
             session: myself.clone(),
         };
+        // The topic actor announces the subscription itself, so that it precedes every
+        // delivery.
         let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
             name: name.clone(),
             member,
             options,
             after,
+            announce: !resumed,
+            req: req.map(|r| r.to_owned()),
             reply,
         })
         .await??;
-        if !resumed {
-            let frame = Subscribed {
-                topic: topic.clone(),
-                req: req.map(|r| r.to_owned()),
-                epoch: joined.epoch.clone(),
-                first: joined.first,
-                head: joined.head,
-                plan: ResumePlan {
-                    start: joined.ack_floor + 1,
-                    reset: None,
-                },
-                consumer: Some(name.clone()),
-            };
-            let _ = self.outbound.push(OutFrame::Subscribed(Box::new(frame)));
-        }
         let sub = Sub {
             id,
             actor: handle.actor,

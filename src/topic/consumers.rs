@@ -9,8 +9,10 @@ use crate::consumer::group::{Group, Member, StoredConsumer, TopicView};
 use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
 use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
 use crate::protocol::envelope::Delivery;
+use crate::protocol::resume::ResumePlan;
 use crate::protocol::topic::DLQ_PREFIX;
 use crate::protocol::{ApiError, ErrorCode, TopicName};
+use crate::session::outbound::{OutFrame, Subscribed};
 use crate::storage::{StorageError, TopicLog};
 use crate::topic::now_ms;
 use bytes::Bytes;
@@ -67,9 +69,27 @@ impl TopicState {
                 member,
                 options,
                 after,
+                announce,
+                req,
                 reply,
             } => {
-                let r = self.join(name, member, &options, after);
+                let outbound = member.outbound.clone();
+                let r = self.join(name.clone(), member, &options, after);
+                if let (true, Ok(j)) = (announce, &r) {
+                    let frame = Subscribed {
+                        topic: self.topic.clone(),
+                        req,
+                        epoch: j.epoch.clone(),
+                        first: j.first,
+                        head: j.head,
+                        plan: ResumePlan {
+                            start: j.ack_floor + 1,
+                            reset: None,
+                        },
+                        consumer: Some(name),
+                    };
+                    let _ = outbound.push(OutFrame::Subscribed(Box::new(frame)));
+                }
                 self.start_consumer_timer(myself);
                 let _ = reply.send(r);
             }
@@ -146,7 +166,9 @@ impl TopicState {
         let (first, head) = (self.meta().first, self.durable);
         let shared = self.shared.clone();
         let group = self.group(name, options, after)?;
-        shared.subscribers().insert(member.id, member.session.clone());
+        shared
+            .subscribers()
+            .insert(member.id, member.session.clone());
         group.members.push(Member {
             id: member.id,
             outbound: member.outbound,

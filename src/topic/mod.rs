@@ -10,7 +10,7 @@ pub mod supervisor;
 use crate::consumer::options::ConsumerOptions;
 use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
 use crate::protocol::envelope::Delivery;
-use crate::protocol::frames::Position;
+use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::ApiError;
 use crate::session::outbound::Outbound;
@@ -131,11 +131,15 @@ pub enum TopicMsg {
     /// Periodic retention.
     Tick,
     /// A connection joins consumer `name` (created at `after`, or the head, if new).
+    /// The topic actor announces the subscription in the member's queue (before any
+    /// delivery) when `announce` is set, echoing `req`.
     ConsumerJoin {
         name: String,
         member: Subscriber,
         options: ConsumerOptions,
         after: Option<u64>,
+        announce: bool,
+        req: Option<ReqId>,
         reply: RpcReplyPort<Result<Joined, ApiError>>,
     },
     ConsumerLeave {

@@ -362,7 +362,8 @@ async fn bad_input_gets_errors_and_the_connection_stays_usable() {
     // A malformed consumer name or an out-of-bounds setting is an error, not a subscription.
     let f = json!({"type": "subscribe", "topic": "s1", "consumer": "bad name", "req": 16});
     expect_error(&mut c, &f.to_string(), "bad_request", Some(16)).await;
-    let f = json!({"type": "subscribe", "topic": "s1", "consumer": "c1", "max_inflight": 0, "req": 17});
+    let f =
+        json!({"type": "subscribe", "topic": "s1", "consumer": "c1", "max_inflight": 0, "req": 17});
     expect_error(&mut c, &f.to_string(), "bad_request", Some(17)).await;
     ping_pong(&mut c, 1007).await;
 
