@@ -283,10 +283,10 @@ impl Config {
                 "must be at least limits.max_message_bytes",
             ));
         }
-        if l.max_outbound_queue_bytes < l.max_message_bytes {
+        if l.max_outbound_queue_bytes < 2 * (l.max_message_bytes + 1024) {
             return Err(invalid(
                 "limits.max_outbound_queue_bytes",
-                "must be at least limits.max_message_bytes",
+                "must be at least 2 x (limits.max_message_bytes + 1024): a queue holds at least two messages",
             ));
         }
         if l.max_subscriptions_per_connection == 0 {

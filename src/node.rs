@@ -31,6 +31,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+/// How long open HTTP connections may take to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -146,8 +149,17 @@ impl Node {
         tracing::info!(node = id, http = %http_addr, fsync = ?config.storage.fsync, "node started");
 
         let node_id = id.to_string();
+        let shutdown_for_server = shutdown.clone();
         let task = tokio::spawn(async move {
-            server.run().await;
+            // Connections get a bounded time to finish after shutdown starts.
+            let stop = shutdown_for_server.clone();
+            tokio::select! {
+                _ = server.run() => {}
+                _ = async {
+                    stop.wait().await;
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                } => tracing::warn!("connections still open after the drain timeout; closing them"),
+            }
             // Upgraded WebSockets are not the server's any more: wait for them to close.
             connections.close();
             let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;

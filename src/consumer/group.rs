@@ -130,7 +130,10 @@ impl Group {
             };
             let delivery = Delivery::new(t.topic, t.epoch, &msg, Some(d.attempt));
             if !member.outbound.offer(OutFrame::Message(Arc::new(delivery))) {
+                // It did not fit after all: back to the window, and this member is done
+                // for this round.
                 self.window.unfly(d.offset);
+                idle += 1;
             }
         }
         if !dead.is_empty() {

@@ -13,23 +13,39 @@ pub struct ConsumerOptions {
 }
 
 impl ConsumerOptions {
-    /// The window settings, or a `bad_request` naming the value out of bounds.
+    /// The window settings from the configured defaults, or a `bad_request` naming the
+    /// value out of bounds.
     pub fn resolve(&self, c: &ConsumersConfig) -> Result<WindowConfig, ApiError> {
-        let ack_wait_ms = self.ack_wait_ms.unwrap_or(c.ack_wait_ms);
+        let defaults = WindowConfig {
+            ack_wait_ms: c.ack_wait_ms,
+            max_deliver: c.max_deliver,
+            max_inflight: c.max_inflight,
+            backoff_ms: c.backoff_ms.clone(),
+        };
+        self.apply(&defaults, c)
+    }
+
+    /// `base` with the values this subscription set, checked against the bounds.
+    pub fn apply(
+        &self,
+        base: &WindowConfig,
+        c: &ConsumersConfig,
+    ) -> Result<WindowConfig, ApiError> {
+        let ack_wait_ms = self.ack_wait_ms.unwrap_or(base.ack_wait_ms);
         if !(c.min_ack_wait_ms..=c.max_ack_wait_ms).contains(&ack_wait_ms) {
             return Err(ApiError::bad_request(format!(
                 "`ack_wait_ms` must be {}..={}",
                 c.min_ack_wait_ms, c.max_ack_wait_ms
             )));
         }
-        let max_deliver = self.max_deliver.unwrap_or(c.max_deliver);
+        let max_deliver = self.max_deliver.unwrap_or(base.max_deliver);
         if max_deliver == 0 || max_deliver > c.max_deliver_limit {
             return Err(ApiError::bad_request(format!(
                 "`max_deliver` must be 1..={}",
                 c.max_deliver_limit
             )));
         }
-        let max_inflight = self.max_inflight.unwrap_or(c.max_inflight);
+        let max_inflight = self.max_inflight.unwrap_or(base.max_inflight);
         if max_inflight == 0 || max_inflight > c.max_inflight_limit {
             return Err(ApiError::bad_request(format!(
                 "`max_inflight` must be 1..={}",
@@ -40,7 +56,7 @@ impl ConsumerOptions {
             ack_wait_ms,
             max_deliver,
             max_inflight,
-            backoff_ms: c.backoff_ms.clone(),
+            backoff_ms: base.backoff_ms.clone(),
         })
     }
 }

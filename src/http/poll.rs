@@ -6,6 +6,7 @@ use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::{ApiError, TopicName};
 use crate::session::outbound::Outbound;
 use crate::session::poll::{PollRequest, PollResponse};
+use crate::session::supervisor::StopOnDrop;
 use crate::session::{SessionMsg, Transport};
 use ractor::rpc::CallResult;
 use std::time::Duration;
@@ -58,9 +59,9 @@ fn parse(topic: String, state: &AppState, query: &str) -> Result<PollRequest, Ap
 async fn run(topic: String, state: &AppState, query: &str) -> Result<Response, ApiError> {
     let req = parse(topic, state, query)?;
     let outbound = Outbound::new(state.config.limits.max_outbound_queue_bytes);
-    let session = state.sessions.start(Transport::Poll, outbound).await?;
-    let result = session.call(|r| SessionMsg::Poll(req, r), None).await;
-    session.stop(None);
+    let session = StopOnDrop(state.sessions.start(Transport::Poll, outbound).await?);
+    let result = session.0.call(|r| SessionMsg::Poll(req, r), None).await;
+    drop(session);
     match result {
         Ok(CallResult::Success(r)) => Ok(reply::json(200, render(&r?))),
         _ => Err(ApiError::internal()),

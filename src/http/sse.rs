@@ -13,10 +13,10 @@ use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::sse_id::{parse_multi, parse_single, render_multi, EventPos};
 use crate::protocol::{ApiError, TopicName};
 use crate::session::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::supervisor::StopOnDrop;
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;
 use ractor::rpc::CallResult;
-use ractor::ActorRef;
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -114,12 +114,15 @@ async fn start(
         )));
     }
     let outbound = Outbound::new(limits.max_outbound_queue_bytes);
-    let session = state
-        .sessions
-        .start(Transport::Sse, outbound.clone())
-        .await?;
+    let session = StopOnDrop(
+        state
+            .sessions
+            .start(Transport::Sse, outbound.clone())
+            .await?,
+    );
     for (topic, position) in topics {
         let r = session
+            .0
             .call(
                 |reply| SessionMsg::Subscribe {
                     topic,
@@ -136,15 +139,12 @@ async fn start(
             Ok(CallResult::Success(r)) => r,
             _ => Err(ApiError::internal()),
         };
-        if let Err(e) = r {
-            session.stop(None);
-            return Err(e);
-        }
+        r?;
     }
     let (tx, mut rx) = mpsc::channel::<Event>(4);
     let pump = Pump {
         outbound,
-        session,
+        _session: session,
         tx,
         multi,
         positions: Vec::new(),
@@ -162,7 +162,8 @@ async fn start(
 
 struct Pump {
     outbound: Arc<Outbound>,
-    session: ActorRef<SessionMsg>,
+    /// Ends the session when the pump ends.
+    _session: StopOnDrop,
     tx: mpsc::Sender<Event>,
     multi: bool,
     positions: Vec<(TopicName, EventPos)>,
@@ -191,13 +192,18 @@ impl Pump {
                     _ = self.shutdown.wait() => break,
                     _ = self.tx.closed() => break,
                 };
-                if self.tx.send(event).await.is_err() {
+                // A client that does not read must not hold the pump (or shutdown) hostage.
+                let sent = tokio::select! {
+                    r = self.tx.send(event) => r.is_ok(),
+                    _ = self.shutdown.wait() => false,
+                    _ = self.outbound.wait_closed() => false,
+                };
+                if !sent {
                     break;
                 }
             }
         }
         self.outbound.close(CloseReason::Gone);
-        self.session.stop(None);
     }
 
     fn set_position(&mut self, topic: &TopicName, pos: EventPos) {

@@ -16,10 +16,22 @@ use crate::topic::service::Topics;
 use crate::topic::TopicMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct SessionActor;
+
+/// Publishes and acks one connection may have waiting for their outcome.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Counts one request in flight until dropped.
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 pub struct SessionArgs {
     pub transport: Transport,
@@ -36,6 +48,8 @@ pub struct SessionState {
     pub(super) limits: LimitsConfig,
     pub(super) shutdown: Shutdown,
     pub(super) subs: HashMap<TopicName, Sub>,
+    /// Publishes and acks of this connection still waiting for their outcome.
+    in_flight: Arc<AtomicUsize>,
     /// Set by `post_stop`, which ractor skips when the actor failed.
     stopped: bool,
 }
@@ -75,6 +89,7 @@ impl Actor for SessionActor {
             limits: args.limits,
             shutdown: args.shutdown,
             subs: HashMap::new(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             stopped: false,
         })
     }
@@ -151,9 +166,13 @@ impl Actor for SessionActor {
                 id,
                 req,
             } => {
+                let Some(guard) = state.admit(req.as_deref()) else {
+                    return Ok(());
+                };
                 let topics = state.topics.clone();
                 let outbound = state.outbound.clone();
                 tokio::spawn(async move {
+                    let _guard = guard;
                     let frame = match topics.publish(&topic, data, id).await {
                         Ok(ack) => reply_frame(
                             "published",
@@ -237,6 +256,23 @@ impl SessionState {
         self.send_text(error_frame(req, e));
     }
 
+    /// Admits one more publish or ack in flight, or answers `rate_limited`: a client that
+    /// pipelines without waiting for outcomes cannot grow the node's memory without bound.
+    fn admit(&self, req: Option<&serde_json::value::RawValue>) -> Option<InFlightGuard> {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let e = ApiError::new(
+                crate::protocol::ErrorCode::RateLimited,
+                format!(
+                    "more than {MAX_IN_FLIGHT} publishes and acks in flight on this connection"
+                ),
+            );
+            self.send_error(req, &e);
+            return None;
+        }
+        Some(InFlightGuard(self.in_flight.clone()))
+    }
+
     /// Forwards an ack of this connection's consumer; errors come back as error frames.
     fn ack(
         &self,
@@ -258,8 +294,12 @@ impl SessionState {
                 return self.send_error(req.as_deref(), &e);
             }
         };
+        let Some(guard) = self.admit(req.as_deref()) else {
+            return;
+        };
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
+            let _guard = guard;
             let r = crate::topic::service::call_topic(&actor, |reply| TopicMsg::ConsumerAck {
                 name: consumer,
                 ack,

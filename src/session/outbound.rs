@@ -173,6 +173,17 @@ impl Outbound {
         self.wake_all();
     }
 
+    /// Resolves once the queue is closed.
+    pub async fn wait_closed(&self) {
+        loop {
+            let notified = self.space.notified();
+            if self.closed().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub fn closed(&self) -> Option<CloseReason> {
         self.lock().closed
     }

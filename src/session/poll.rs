@@ -62,7 +62,12 @@ pub async fn poll(
             if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
                 let head = *head_rx.borrow();
                 return Ok(PollResponse {
-                    next: messages.iter().map(|m| m.offset).max().unwrap_or(0),
+                    next: messages
+                        .iter()
+                        .map(|m| m.offset)
+                        .max()
+                        .or(req.position.after)
+                        .unwrap_or(0),
                     messages,
                     epoch: info.epoch,
                     recovered: true,

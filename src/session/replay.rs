@@ -101,8 +101,18 @@ impl Replay {
             })
             .await;
             match reply {
-                Ok(GoLive::Live) | Err(_) => return,
+                Ok(GoLive::Live) => return,
                 Ok(GoLive::Behind { head: h }) => head = h,
+                Err(_) => {
+                    // No answer: the actor is gone (a resubscribe request follows) or
+                    // stuck. Either way this subscription cannot go live by itself: end
+                    // the session so that the client resumes by offset.
+                    let _ = self.session.cast(SessionMsg::ReplayFailed {
+                        topic: self.topic.clone(),
+                        sub: self.sub,
+                    });
+                    return;
+                }
             }
         }
     }

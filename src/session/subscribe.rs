@@ -57,10 +57,12 @@ impl Sub {
                 .await;
             }
             SubKind::Consumer { name } => {
-                let _ = self.actor.cast(TopicMsg::ConsumerLeave {
+                let _ = call_topic(&self.actor, |reply| TopicMsg::ConsumerLeave {
                     name,
                     member: self.id,
-                });
+                    reply: Some(reply),
+                })
+                .await;
             }
         }
     }
@@ -79,6 +81,7 @@ impl Sub {
                 let _ = self.actor.cast(TopicMsg::ConsumerLeave {
                     name: name.clone(),
                     member: self.id,
+                    reply: None,
                 });
             }
         }
@@ -126,7 +129,14 @@ impl SessionState {
             position,
             reply,
         })
-        .await??;
+        .await
+        .inspect_err(|_| {
+            // The actor may still register us later: make sure it lets go.
+            let _ = handle.actor.cast(TopicMsg::Unsubscribe {
+                sub: id,
+                reply: None,
+            });
+        })??;
         if !resumed || !info.plan.recovered() {
             let frame = Subscribed {
                 topic: topic.clone(),
@@ -194,7 +204,14 @@ impl SessionState {
             req: req.map(|r| r.to_owned()),
             reply,
         })
-        .await??;
+        .await
+        .inspect_err(|_| {
+            let _ = handle.actor.cast(TopicMsg::ConsumerLeave {
+                name: name.clone(),
+                member: id,
+                reply: None,
+            });
+        })??;
         let sub = Sub {
             id,
             actor: handle.actor,

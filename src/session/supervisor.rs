@@ -37,6 +37,16 @@ impl Actor for SessionSupervisor {
     }
 }
 
+/// Stops a session when dropped: a request handler that hyper drops (the client went away)
+/// still ends its session.
+pub struct StopOnDrop(pub ActorRef<SessionMsg>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop(None);
+    }
+}
+
 /// Starts sessions under the supervisor.
 #[derive(Clone)]
 pub struct Sessions {

@@ -70,6 +70,13 @@ pub struct TopicState {
     pub(super) catching_up: HashMap<SubId, Subscriber>,
     /// Consumers by name (see `consumers.rs`).
     pub(super) groups: HashMap<String, Group>,
+    /// Dead letters to publish before the consumers' state is persisted.
+    pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
+    /// Ack replies to send once the persisted position is durable.
+    pub(super) ack_replies: Vec<(
+        ractor::RpcReplyPort<Result<crate::consumer::AckReport, ApiError>>,
+        crate::consumer::AckReport,
+    )>,
     /// Ticks consumer deadlines while any consumer exists.
     pub(super) consumer_timer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -126,6 +133,8 @@ impl Actor for TopicActor {
             live: Vec::new(),
             catching_up: HashMap::new(),
             groups,
+            dead_queue: Vec::new(),
+            ack_replies: Vec::new(),
             consumer_timer: None,
         };
         state.start_consumer_timer(&myself);
@@ -140,7 +149,11 @@ impl Actor for TopicActor {
         if let Some(t) = state.consumer_timer.take() {
             t.abort();
         }
-        state.persist_consumers()?;
+        // Every handled message already settled; only unpublished dead letters could be
+        // pending, and those must not be recorded as done.
+        if state.dead_queue.is_empty() {
+            state.persist_consumers()?;
+        }
         Ok(())
     }
 
@@ -173,7 +186,13 @@ impl Actor for TopicActor {
                     epoch: state.epoch.clone(),
                     first: state.first,
                     head: state.durable,
-                    subscribers: state.live.len() + state.catching_up.len(),
+                    subscribers: state.live.len()
+                        + state.catching_up.len()
+                        + state
+                            .groups
+                            .values()
+                            .map(|g| g.members.len())
+                            .sum::<usize>(),
                     exists: state.exists,
                 });
             }
@@ -188,7 +207,7 @@ impl Actor for TopicActor {
             TopicMsg::Tick => state.apply_retention()?,
             other => state.handle_consumer(&myself, other)?,
         }
-        Ok(())
+        state.settle_consumers().await
     }
 }
 

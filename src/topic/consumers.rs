@@ -93,17 +93,22 @@ impl TopicState {
                 self.start_consumer_timer(myself);
                 let _ = reply.send(r);
             }
-            TopicMsg::ConsumerLeave { name, member } => self.leave(&name, member),
+            TopicMsg::ConsumerLeave {
+                name,
+                member,
+                reply,
+            } => {
+                self.leave(&name, member);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
             TopicMsg::ConsumerAck { name, ack, reply } => {
                 let r = self.ack(&name, &ack);
                 self.pump_consumers()?;
                 match (reply, r) {
-                    (Some(reply), Ok(report)) => self.ctx.flusher.after_flush(Box::new(move |f| {
-                        let _ = reply.send(
-                            f.map(|_| report)
-                                .map_err(|_| ApiError::unavailable("storage flush failed")),
-                        );
-                    })),
+                    // Answered by `settle_consumers`, once the new position is durable.
+                    (Some(reply), Ok(report)) => self.ack_replies.push((reply, report)),
                     (Some(reply), Err(e)) => {
                         let _ = reply.send(Err(e));
                     }
@@ -132,27 +137,36 @@ impl TopicState {
         self.pump_consumers()
     }
 
+    /// The group `name`, created after `after` (or at the head) if new. Settings the
+    /// caller gave apply; the others stay as they are (or take the configured defaults).
     fn group(
         &mut self,
         name: String,
         options: &crate::consumer::options::ConsumerOptions,
         after: Option<u64>,
     ) -> Result<&mut Group, ApiError> {
-        let cfg = options.resolve(&self.ctx.consumers)?;
         let durable = self.durable;
         let first = self.meta().first;
-        let group = self.groups.entry(name).or_insert_with(|| {
-            let start = after
-                .unwrap_or(durable)
-                .min(durable)
-                .max(first.saturating_sub(1));
-            Group::new(Window::starting_after(start), cfg.clone())
-        });
-        if group.cfg != cfg {
-            group.cfg = cfg;
-            group.dirty = true;
+        let limits = &self.ctx.consumers;
+        match self.groups.entry(name) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let group = e.into_mut();
+                let cfg = options.apply(&group.cfg, limits)?;
+                if group.cfg != cfg {
+                    group.cfg = cfg;
+                    group.dirty = true;
+                }
+                Ok(group)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let cfg = options.resolve(limits)?;
+                let start = after
+                    .unwrap_or(durable)
+                    .min(durable)
+                    .max(first.saturating_sub(1));
+                Ok(e.insert(Group::new(Window::starting_after(start), cfg)))
+            }
         }
-        Ok(group)
     }
 
     fn join(
@@ -211,10 +225,19 @@ impl TopicState {
             }
             AckRequest::Upto(n) => report.done = g.window.ack_upto(*n).map_err(bad)?,
             AckRequest::Nack { offsets, delay_ms } => {
+                let mut offsets = offsets.clone();
+                offsets.sort_unstable();
+                offsets.dedup();
+                let max_delay = self.ctx.consumers.max_ack_wait_ms;
+                if *delay_ms > max_delay {
+                    return Err(ApiError::bad_request(format!(
+                        "`delay_ms` must be at most {max_delay}"
+                    )));
+                }
                 if let Some(o) = offsets.iter().find(|o| g.window.holder(**o).is_none()) {
                     return Err(bad(crate::consumer::window::AckError::NotInFlight(*o)));
                 }
-                for o in offsets {
+                for o in &offsets {
                     dead.extend(g.window.nack(&g.cfg, *o, *delay_ms, now).map_err(bad)?);
                     report.done += 1;
                 }
@@ -279,7 +302,30 @@ impl TopicState {
         for (name, d) in dead {
             self.dead_letters(&name, vec![d]);
         }
+        Ok(())
+    }
+
+    /// Ends the handling of every message: publishes the dead letters, then persists the
+    /// consumers, then answers acks once that is durable. A dead letter that cannot be
+    /// published fails the actor before its consumer state is persisted, so after the
+    /// restart the message is due again and is dead-lettered again (the idempotent id
+    /// keeps the dead-letter topic free of duplicates).
+    pub(super) async fn settle_consumers(&mut self) -> Result<(), ActorProcessingErr> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        for (consumer, d) in std::mem::take(&mut self.dead_queue) {
+            self.publish_dead_letter(&consumer, d).await?;
+        }
         self.persist_consumers()?;
+        for (reply, report) in self.ack_replies.drain(..) {
+            self.ctx.flusher.after_flush(Box::new(move |f| {
+                let _ = reply.send(
+                    f.map(|_| report)
+                        .map_err(|_| ApiError::unavailable("storage flush failed")),
+                );
+            }));
+        }
         Ok(())
     }
 
@@ -298,54 +344,54 @@ impl TopicState {
         Ok(())
     }
 
-    /// Publishes each dead letter to `$dlq.<topic>` with the consumer name and original
-    /// offset. The id makes the publish idempotent, so a retry never duplicates it.
-    fn dead_letters(&self, consumer: &str, dead: Vec<DeadLetter>) {
-        if dead.is_empty() {
-            return;
-        }
+    /// Queues dead letters for `settle_consumers`.
+    fn dead_letters(&mut self, consumer: &str, dead: Vec<DeadLetter>) {
+        self.dead_queue
+            .extend(dead.into_iter().map(|d| (consumer.to_string(), d)));
+    }
+
+    /// Publishes one dead letter to `$dlq.<topic>` with the consumer name and original
+    /// offset, and waits until it is durable.
+    async fn publish_dead_letter(
+        &self,
+        consumer: &str,
+        d: DeadLetter,
+    ) -> Result<(), ActorProcessingErr> {
         let (Some(topics), Ok(dlq)) = (
             self.ctx.topics.get(),
             TopicName::parse(&format!("{DLQ_PREFIX}{}", self.topic)),
         ) else {
-            tracing::warn!(topic = %self.topic, consumer, count = dead.len(), "dead letters dropped (no dead-letter topic for a system topic)");
-            return;
+            tracing::warn!(topic = %self.topic, consumer, offset = d.offset, "dead letter dropped: a system topic has no dead-letter topic");
+            return Ok(());
         };
-        for d in dead {
-            let msg = match self.ctx.log.read(
-                self.topic.as_str(),
-                d.offset,
-                d.offset,
-                1,
-                usize::MAX,
-            ) {
-                Ok(m) => m.into_iter().next(),
-                Err(e) => {
-                    tracing::error!(topic = %self.topic, offset = d.offset, error = %e, "cannot read dead letter");
-                    None
-                }
-            };
-            let Some(msg) = msg else { continue };
-            let data = format!(
-                "{{\"topic\":{},\"consumer\":{},\"offset\":{},\"epoch\":{},\"attempts\":{},\"id\":{},\"time\":{},\"data\":{}}}",
-                serde_json::Value::from(self.topic.as_str()),
-                serde_json::Value::from(consumer),
-                d.offset,
-                serde_json::Value::from(&*self.epoch),
-                d.attempts,
-                serde_json::Value::from(msg.id.as_str()),
-                msg.time_ms,
-                String::from_utf8_lossy(&msg.data),
-            );
-            let id = format!("dlq-{consumer}-{}-{}", self.epoch, d.offset);
-            let (topics, dlq) = (topics.clone(), dlq.clone());
-            tracing::info!(topic = %self.topic, consumer, offset = d.offset, attempts = d.attempts, "dead-lettered");
-            tokio::spawn(async move {
-                if let Err(e) = topics.publish(&dlq, Bytes::from(data), Some(id)).await {
-                    tracing::error!(topic = %dlq, error = %e, "dead letter publish failed");
-                }
-            });
-        }
+        let Some(msg) = self
+            .ctx
+            .log
+            .read(self.topic.as_str(), d.offset, d.offset, 1, usize::MAX)?
+            .into_iter()
+            .next()
+        else {
+            // Removed by retention meanwhile: nothing left to dead-letter.
+            return Ok(());
+        };
+        let data = format!(
+            "{{\"topic\":{},\"consumer\":{},\"offset\":{},\"epoch\":{},\"attempts\":{},\"id\":{},\"time\":{},\"data\":{}}}",
+            serde_json::Value::from(self.topic.as_str()),
+            serde_json::Value::from(consumer),
+            d.offset,
+            serde_json::Value::from(&*self.epoch),
+            d.attempts,
+            serde_json::Value::from(msg.id.as_str()),
+            msg.time_ms,
+            String::from_utf8_lossy(&msg.data),
+        );
+        let id = format!("dlq-{consumer}-{}-{}", self.epoch, d.offset);
+        topics.publish(&dlq, Bytes::from(data), Some(id)).await.map_err(|e| {
+            tracing::error!(topic = %dlq, error = %e, "dead letter publish failed; the message stays pending");
+            ActorProcessingErr::from(format!("dead letter publish failed: {e}"))
+        })?;
+        tracing::info!(topic = %self.topic, consumer, offset = d.offset, attempts = d.attempts, "dead-lettered");
+        Ok(())
     }
 }
 

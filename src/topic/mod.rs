@@ -142,9 +142,11 @@ pub enum TopicMsg {
         req: Option<ReqId>,
         reply: RpcReplyPort<Result<Joined, ApiError>>,
     },
+    /// A member leaves; `reply` (if any) is answered once it is gone.
     ConsumerLeave {
         name: String,
         member: SubId,
+        reply: Option<RpcReplyPort<()>>,
     },
     /// Acks or nacks; `reply` (if any) is answered once the new position is durable.
     ConsumerAck {
