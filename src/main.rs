@@ -7,7 +7,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,warp::server=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                // warp logs every client that hangs up mid-request as an error.
+                .add_directive("warp::server=off".parse().expect("static directive")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -37,13 +37,14 @@ impl Actor for SessionSupervisor {
     }
 }
 
-/// Stops a session when dropped: a request handler that hyper drops (the client went away)
-/// still ends its session.
+/// Ends a session when dropped: a request handler that hyper drops (the client went away)
+/// still ends its session, even one in the middle of a long poll (hence kill, not stop,
+/// which would wait for the poll to finish).
 pub struct StopOnDrop(pub ActorRef<SessionMsg>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.stop(None);
+        self.0.kill();
     }
 }
 

@@ -4,6 +4,7 @@
 mod consumers;
 mod harness;
 mod lifecycle;
+mod robustness;
 mod smoke;
 mod sse_poll;
 mod ws;
