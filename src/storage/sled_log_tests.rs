@@ -368,9 +368,16 @@ fn corrupt_records_give_errors_not_panics() {
     log.meta.insert("t", &b"\x01garbage"[..]).unwrap();
     log.flush().unwrap();
     drop(log);
-    let err = SledLog::open(dir.path(), opts(4))
-        .err()
-        .expect("corrupt meta");
+    // sled releases its file lock from a background thread: poll until it did.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match SledLog::open(dir.path(), opts(4)) {
+            Err(StorageError::Sled(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.err().expect("corrupt meta"),
+        }
+    };
     assert!(
         matches!(err, StorageError::Corrupt { what: "meta", .. }),
         "{err}"
