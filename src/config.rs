@@ -93,6 +93,9 @@ pub struct LimitsConfig {
     pub max_poll_limit: usize,
     /// Malformed WebSocket frames in a row before the connection is closed with 4000.
     pub max_malformed_frames: u32,
+    /// A topic with no subscribers and nothing in flight leaves memory after this long
+    /// (its data stays on disk).
+    pub topic_idle_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -180,6 +183,7 @@ impl Default for LimitsConfig {
             max_poll_timeout_secs: 120,
             max_poll_limit: 1000,
             max_malformed_frames: 10,
+            topic_idle_secs: 60,
         }
     }
 }
@@ -263,6 +267,7 @@ impl Config {
                 "heartbeat.sse_keepalive_ms",
                 self.heartbeat.sse_keepalive_ms,
             ),
+            ("limits.topic_idle_secs", self.limits.topic_idle_secs),
             (
                 "limits.max_malformed_frames",
                 u64::from(self.limits.max_malformed_frames),

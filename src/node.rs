@@ -93,6 +93,7 @@ impl Node {
             storage_stop.clone(),
         );
         let ctx = TopicContext {
+            idle: Duration::from_secs(config.limits.topic_idle_secs),
             log: log.clone(),
             flusher,
             retention: RetentionPolicy {

@@ -18,6 +18,7 @@ use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::service::Topics;
+use crate::topic::supervisor::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 /// What every topic actor of a node shares.
 #[derive(Clone)]
 pub struct TopicContext {
+    /// How long an unused topic actor stays in memory.
+    pub idle: Duration,
     pub log: Arc<dyn TopicLog>,
     pub flusher: Flusher,
     pub retention: RetentionPolicy,
@@ -70,6 +73,8 @@ pub struct TopicState {
     pub(super) catching_up: HashMap<SubId, Subscriber>,
     /// Consumers by name (see `consumers.rs`).
     pub(super) groups: HashMap<String, Group>,
+    /// Last message other than a tick: an unused topic retires after `ctx.idle`.
+    pub(super) last_used: Instant,
     /// Dead letters to publish before the consumers' state is persisted.
     pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
     /// Ack replies to send once the persisted position is durable.
@@ -116,7 +121,10 @@ impl Actor for TopicActor {
         };
         tracing::debug!(topic = %args.topic, epoch = %meta.epoch, head = meta.head, "topic actor started");
         args.shared.head.send_replace(meta.head);
-        myself.send_interval(RETENTION_TICK, || TopicMsg::Tick);
+        let tick = RETENTION_TICK
+            .min(args.ctx.idle / 2)
+            .max(Duration::from_millis(100));
+        myself.send_interval(tick, || TopicMsg::Tick);
         let groups = super::consumers::load(&*args.ctx.log, &args.topic, &args.ctx.consumers)?;
         let mut state = TopicState {
             topic: args.topic,
@@ -133,6 +141,7 @@ impl Actor for TopicActor {
             live: Vec::new(),
             catching_up: HashMap::new(),
             groups,
+            last_used: Instant::now(),
             dead_queue: Vec::new(),
             ack_replies: Vec::new(),
             consumer_timer: None,
@@ -149,6 +158,8 @@ impl Actor for TopicActor {
         if let Some(t) = state.consumer_timer.take() {
             t.abort();
         }
+        // Whoever subscribed after the topic decided to retire resumes on its successor.
+        tell_resubscribe(&state.topic, &state.shared);
         // Every handled message already settled; only unpublished dead letters could be
         // pending, and those must not be recorded as done.
         if state.dead_queue.is_empty() {
@@ -163,6 +174,9 @@ impl Actor for TopicActor {
         msg: TopicMsg,
         state: &mut TopicState,
     ) -> Result<(), ActorProcessingErr> {
+        if !matches!(msg, TopicMsg::Tick | TopicMsg::ConsumerTick) {
+            state.last_used = Instant::now();
+        }
         match msg {
             TopicMsg::Publish { data, id, reply } => state.publish(&myself, data, id, reply)?,
             TopicMsg::Subscribe {
@@ -204,7 +218,11 @@ impl Actor for TopicActor {
                 }
                 state.made_durable(upto)?;
             }
-            TopicMsg::Tick => state.apply_retention()?,
+            TopicMsg::Tick => {
+                state.apply_retention()?;
+                state.retire_if_idle(&myself);
+                return Ok(());
+            }
             other => state.handle_consumer(&myself, other)?,
         }
         state.settle_consumers().await
@@ -381,6 +399,29 @@ impl TopicState {
         self.catching_up.remove(&id);
         self.live.retain(|s| s.id != id);
         self.shared.subscribers().remove(&id);
+    }
+
+    /// Asks the supervisor to retire this actor once nobody has used it for `ctx.idle`:
+    /// no subscription, no consumer holding or owing anything, no publish in flight, no
+    /// long poll waiting. The supervisor stops it; the next use starts a fresh one.
+    fn retire_if_idle(&self, myself: &ActorRef<TopicMsg>) {
+        let unused = self.live.is_empty()
+            && self.catching_up.is_empty()
+            && self.pending.is_empty()
+            && self.unflushed.is_empty()
+            && self.shared.head.receiver_count() == 0
+            && self
+                .groups
+                .values()
+                .all(|g| g.members.is_empty() && g.window.pending() == 0)
+            && self.last_used.elapsed() >= self.ctx.idle;
+        if !unused {
+            return;
+        }
+        if let Some(sup) = myself.try_get_supervisor() {
+            let sup: ActorRef<SupervisorMsg> = sup.into();
+            let _ = sup.cast(SupervisorMsg::Retire(self.topic.clone(), myself.get_id()));
+        }
     }
 
     fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {

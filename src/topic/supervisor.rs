@@ -60,9 +60,14 @@ impl TopicRegistry {
 pub enum SupervisorMsg {
     /// The running actor of a topic, spawned if needed.
     Get(TopicName, RpcReplyPort<Result<TopicHandle, ApiError>>),
+    /// An idle topic actor asks to be retired.
+    Retire(TopicName, ActorId),
 }
 
 pub struct TopicSupervisor;
+
+/// How long retiring an idle topic actor may take.
+const RETIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct SupervisorState {
     ctx: TopicContext,
@@ -124,6 +129,24 @@ impl Actor for TopicSupervisor {
                     }
                 };
                 let _ = reply.send(result);
+            }
+            SupervisorMsg::Retire(topic, id) => {
+                let Some(h) = state
+                    .registry
+                    .get(&topic)
+                    .filter(|h| h.actor.get_id() == id)
+                else {
+                    return Ok(());
+                };
+                // Out of the registry first, then stopped (and waited for) before this
+                // supervisor hands out the topic again: never two writers for one topic.
+                state.registry.remove(&topic);
+                state.by_actor.remove(&id);
+                let _ = h
+                    .actor
+                    .stop_and_wait(Some("idle".into()), Some(RETIRE_TIMEOUT))
+                    .await;
+                tracing::debug!(topic = %topic, "idle topic retired");
             }
         }
         Ok(())

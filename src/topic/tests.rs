@@ -216,6 +216,7 @@ impl Harness {
             storage_stop.clone(),
         );
         let ctx = TopicContext {
+            idle: Duration::from_secs(3600),
             log: dyn_log.clone(),
             flusher,
             retention: RetentionPolicy {

@@ -128,3 +128,30 @@ async fn a_websocket_that_pipelines_too_many_publishes_is_told_to_slow_down() {
         "at least the in-flight allowance is accepted: {published}"
     );
 }
+
+#[tokio::test]
+async fn unused_topics_leave_memory_and_come_back_on_use() {
+    let node = TestNode::start("[limits]\ntopic_idle_secs = 1\n");
+    let mut keeper = WsClient::connect(&node).await;
+    keeper.subscribe("kept", Some(0), None).await;
+    let mut ws = WsClient::connect(&node).await;
+    ws.subscribe("passing", None, None).await;
+    publish_ok(&node, "passing", json!(1)).await;
+    assert_eq!(ws.recv_type("message").await["offset"], 1);
+    ws.send(json!({"type": "unsubscribe", "topic": "passing", "req": 2}))
+        .await;
+    ws.recv_type("unsubscribed").await;
+    // "passing" retires; "kept" has a subscriber and stays.
+    wait_for("the unused topic to retire", || async {
+        (node.metric("starling_topics_active", "").await == 1.0).then_some(())
+    })
+    .await;
+    // Its data is still there, and it works again on next use.
+    ws.subscribe("passing", Some(0), None).await;
+    assert_eq!(ws.recv_type("message").await["offset"], 1);
+    assert_eq!(publish_ok(&node, "passing", json!(2)).await, 2);
+    assert_eq!(ws.recv_type("message").await["offset"], 2);
+    // The topic that kept its subscriber still delivers.
+    publish_ok(&node, "kept", json!("still here")).await;
+    assert_eq!(keeper.recv_type("message").await["data"], "still here");
+}
