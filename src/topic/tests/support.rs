@@ -1,0 +1,432 @@
+//! Test support: a fault-injecting TopicLog and an in-process node without sockets.
+
+use crate::config::{FsyncMode, LimitsConfig};
+use crate::protocol::envelope::Delivery;
+use crate::protocol::frames::Position;
+use crate::protocol::TopicName;
+use crate::session::outbound::{OutFrame, Outbound};
+use crate::session::supervisor::{SessionSupervisor, Sessions};
+use crate::session::{SessionMsg, Transport};
+use crate::shutdown::Shutdown;
+use crate::storage::flusher::Flusher;
+use crate::storage::{
+    RetentionPolicy, SledLog, SledOptions, StorageError, StoredMessage, TopicLog, TopicMeta,
+};
+use crate::topic::actor::TopicContext;
+use crate::topic::service::Topics;
+use crate::topic::supervisor::{SupervisorMsg, TopicRegistry, TopicSupervisor};
+use bytes::Bytes;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, ActorStatus};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long any awaited condition may take before the test fails.
+pub(super) const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The exact `data` (JSON text) that makes [`FaultyLog::append`] panic, once.
+pub(super) const BOOM: &[u8] = b"\"boom\"";
+
+/// A real [`SledLog`] that panics in `append` the first time a message's data is `"boom"`,
+/// and in `read` whenever the topic is `poison_read_topic`. It can also hold the next read
+/// of one topic (as a slow disk would) until the test opens the gate.
+pub(super) struct FaultyLog {
+    pub(super) inner: SledLog,
+    pub(super) boom_armed: AtomicBool,
+    pub(super) booms: AtomicUsize,
+    pub(super) poison_read_topic: Option<String>,
+    /// The topic whose next read is held.
+    pub(super) gate_topic: Mutex<Option<String>>,
+    /// A read is held at the gate (or was).
+    pub(super) gate_entered: AtomicBool,
+    pub(super) gate_open: AtomicBool,
+}
+
+impl FaultyLog {
+    pub(super) fn open(path: &std::path::Path, poison_read_topic: Option<&str>) -> FaultyLog {
+        let opts = SledOptions {
+            dedupe_window_ms: 60_000,
+            segment_messages: 1_000,
+            cache_bytes: 16 * 1024 * 1024,
+        };
+        FaultyLog {
+            inner: SledLog::open(path, opts).expect("open sled log"),
+            boom_armed: AtomicBool::new(true),
+            booms: AtomicUsize::new(0),
+            poison_read_topic: poison_read_topic.map(str::to_string),
+            gate_topic: Mutex::new(None),
+            gate_entered: AtomicBool::new(false),
+            gate_open: AtomicBool::new(false),
+        }
+    }
+
+    /// Holds the next read of `topic` until [`FaultyLog::open_gate`].
+    pub(super) fn hold_next_read(&self, topic: &TopicName) {
+        *self.gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
+    pub(super) fn open_gate(&self) {
+        self.gate_open.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn gate(&self, topic: &str) {
+        let hold = {
+            let mut gate = self.gate_topic.lock().unwrap();
+            let hold = gate.as_deref() == Some(topic);
+            if hold {
+                *gate = None;
+            }
+            hold
+        };
+        if !hold {
+            return;
+        }
+        self.gate_entered.store(true, Ordering::SeqCst);
+        // A blocking wait, like a slow disk read; bounded so a broken test cannot hang.
+        let until = std::time::Instant::now() + DEADLINE;
+        while !self.gate_open.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl TopicLog for FaultyLog {
+    fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError> {
+        self.inner.meta(topic)
+    }
+
+    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+        self.inner.create(topic, epoch)
+    }
+
+    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+        self.inner.set_epoch(topic, epoch)
+    }
+
+    fn topics(&self) -> Result<Vec<String>, StorageError> {
+        self.inner.topics()
+    }
+
+    fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
+        if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
+        {
+            self.booms.fetch_add(1, Ordering::SeqCst);
+            panic!("FaultyLog: injected append panic on topic {topic}");
+        }
+        self.inner.append(topic, msgs)
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        from: u64,
+        to: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        if self.poison_read_topic.as_deref() == Some(topic) {
+            panic!("FaultyLog: injected read panic on topic {topic}");
+        }
+        self.gate(topic);
+        self.inner.read(topic, from, to, max_count, max_bytes)
+    }
+
+    fn apply_retention(
+        &self,
+        topic: &str,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+    ) -> Result<TopicMeta, StorageError> {
+        self.inner.apply_retention(topic, policy, now_ms)
+    }
+
+    fn remember_id(
+        &self,
+        topic: &str,
+        id: &str,
+        offset: u64,
+        now_ms: u64,
+    ) -> Result<(), StorageError> {
+        self.inner.remember_id(topic, id, offset, now_ms)
+    }
+
+    fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError> {
+        self.inner.lookup_id(topic, id, now_ms)
+    }
+
+    fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
+        self.inner.expire_ids(now_ms)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.inner.flush()
+    }
+
+    fn mark_running(&self) -> Result<bool, StorageError> {
+        self.inner.mark_running()
+    }
+
+    fn mark_clean(&self) -> Result<(), StorageError> {
+        self.inner.mark_clean()
+    }
+
+    fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.inner.save_consumer(topic, name, state)
+    }
+
+    fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.inner.consumers(topic)
+    }
+}
+
+/// The node's supervision tree, wired as `node.rs` does, minus HTTP.
+pub(super) struct Harness {
+    pub(super) log: Arc<FaultyLog>,
+    pub(super) registry: TopicRegistry,
+    pub(super) topic_sup: ActorRef<SupervisorMsg>,
+    pub(super) topic_sup_task: JoinHandle<()>,
+    pub(super) session_sup: ActorRef<()>,
+    pub(super) session_sup_task: JoinHandle<()>,
+    pub(super) topics: Topics,
+    pub(super) sessions: Sessions,
+    pub(super) storage_stop: Shutdown,
+    pub(super) flusher_task: JoinHandle<()>,
+    // Last: dropped after everything that uses the database.
+    pub(super) _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub(super) async fn start(poison_read_topic: Option<&str>) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(FaultyLog::open(dir.path(), poison_read_topic));
+        log.mark_running().expect("mark running");
+        let dyn_log: Arc<dyn TopicLog> = log.clone();
+        let storage_stop = Shutdown::new();
+        let (flusher, flusher_task) = Flusher::spawn(
+            dyn_log.clone(),
+            FsyncMode::Batch,
+            Duration::from_millis(10),
+            storage_stop.clone(),
+        );
+        let ctx = TopicContext {
+            idle: Duration::from_secs(3600),
+            log: dyn_log.clone(),
+            flusher,
+            retention: RetentionPolicy {
+                max_messages: 1_000_000,
+                max_age_ms: 24 * 3600 * 1000,
+            },
+            consumers: crate::config::ConsumersConfig::default(),
+            topics: Arc::new(std::sync::OnceLock::new()),
+        };
+        let registry = TopicRegistry::default();
+        let (topic_sup, topic_sup_task) =
+            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
+                .await
+                .expect("spawn topic supervisor");
+        let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
+            .await
+            .expect("spawn session supervisor");
+        let topics = Topics::new(topic_sup.clone(), registry.clone(), dyn_log);
+        let sessions = Sessions::new(
+            session_sup.clone(),
+            topics.clone(),
+            LimitsConfig::default(),
+            Shutdown::new(),
+        );
+        Harness {
+            log,
+            registry,
+            topic_sup,
+            topic_sup_task,
+            session_sup,
+            session_sup_task,
+            topics,
+            sessions,
+            storage_stop,
+            flusher_task,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes JSON text `data`, expecting an ack.
+    pub(super) async fn publish_ok(&self, topic: &TopicName, data: &str) -> u64 {
+        match self
+            .topics
+            .publish(topic, Bytes::copy_from_slice(data.as_bytes()), None)
+            .await
+        {
+            Ok(ack) => {
+                assert!(
+                    !ack.duplicate,
+                    "publish of {data} was taken for a duplicate"
+                );
+                ack.offset
+            }
+            Err(e) => panic!("publish of {data} to {topic} failed: {e:?}"),
+        }
+    }
+
+    /// Starts a WebSocket-like session with its own outbound queue.
+    pub(super) async fn session(&self) -> (ActorRef<SessionMsg>, Reader) {
+        let outbound = Outbound::new(LimitsConfig::default().max_outbound_queue_bytes);
+        let session = self
+            .sessions
+            .start(Transport::Ws, outbound.clone())
+            .await
+            .expect("start session");
+        (session, Reader::new(outbound))
+    }
+
+    pub(super) fn topic_actor_id(&self, topic: &TopicName) -> Option<ractor::ActorId> {
+        self.registry.get(topic).map(|h| h.actor.get_id())
+    }
+
+    /// Everything the log holds for `topic` in `from..=to`.
+    pub(super) fn log_read(&self, topic: &TopicName, from: u64, to: u64) -> Vec<StoredMessage> {
+        self.log
+            .inner
+            .read(topic.as_str(), from, to, usize::MAX, usize::MAX)
+            .expect("log read")
+    }
+
+    /// Stops the tree in node order, then the flusher.
+    pub(super) async fn stop(self) {
+        self.session_sup
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        self.session_sup.stop(None);
+        let _ = self.session_sup_task.await;
+        self.topic_sup
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        self.topic_sup.stop(None);
+        let _ = self.topic_sup_task.await;
+        self.storage_stop.trigger();
+        let _ = self.flusher_task.await;
+    }
+}
+
+/// Subscribes `session` to `topic`, live only, and waits for the outcome.
+pub(super) async fn subscribe_live(session: &ActorRef<SessionMsg>, topic: &TopicName) {
+    let reply = session
+        .call(
+            |reply| SessionMsg::Subscribe {
+                topic: topic.clone(),
+                position: Position::default(),
+                consumer: None,
+                options: Default::default(),
+                req: None,
+                reply: Some(reply),
+            },
+            Some(DEADLINE),
+        )
+        .await;
+    match reply {
+        Ok(CallResult::Success(Ok(()))) => {}
+        Ok(CallResult::Success(Err(e))) => panic!("subscribe to {topic} refused: {e:?}"),
+        Ok(_) => panic!("subscribe to {topic}: the session did not answer"),
+        Err(e) => panic!("subscribe to {topic}: cannot reach the session: {e}"),
+    }
+}
+
+/// One delivered message, as a client would see it.
+#[derive(Clone, Debug)]
+pub(super) struct Got {
+    pub(super) topic: String,
+    pub(super) offset: u64,
+    pub(super) data: serde_json::Value,
+    /// Pushed by the topic actor (live) rather than by a replay; shown in failure messages.
+    #[allow(dead_code)]
+    pub(super) live: bool,
+}
+
+/// Drains an outbound queue like a transport's writer, keeping the messages.
+pub(super) struct Reader {
+    pub(super) outbound: Arc<Outbound>,
+    pub(super) got: Vec<Got>,
+    pub(super) subscribed_frames: usize,
+}
+
+impl Reader {
+    pub(super) fn new(outbound: Arc<Outbound>) -> Reader {
+        Reader {
+            outbound,
+            got: Vec::new(),
+            subscribed_frames: 0,
+        }
+    }
+
+    pub(super) fn take(&mut self, frames: Vec<OutFrame>) {
+        for frame in frames {
+            match frame {
+                OutFrame::Message(d) => self.got.push(parse(&d)),
+                OutFrame::Subscribed(_) => self.subscribed_frames += 1,
+                OutFrame::Text(_) => {}
+            }
+        }
+    }
+
+    /// Offsets received on `topic`, in order.
+    pub(super) fn offsets(&self, topic: &TopicName) -> Vec<u64> {
+        self.got
+            .iter()
+            .filter(|g| g.topic == topic.as_str())
+            .map(|g| g.offset)
+            .collect()
+    }
+
+    /// Drains until `topic`'s offset `offset` arrived; panics on a closed queue or timeout.
+    pub(super) async fn wait_for_offset(&mut self, topic: &TopicName, offset: u64) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.offsets(topic).contains(&offset) {
+            let mut frames = Vec::new();
+            match tokio::time::timeout_at(deadline, self.outbound.drain(&mut frames)).await {
+                Ok(Ok(())) => self.take(frames),
+                Ok(Err(reason)) => panic!(
+                    "outbound closed ({reason:?}) before offset {offset} of {topic} arrived; got {:?}",
+                    self.offsets(topic)
+                ),
+                Err(_) => panic!(
+                    "offset {offset} of {topic} did not arrive in {DEADLINE:?}; got {:?}",
+                    self.offsets(topic)
+                ),
+            }
+        }
+    }
+}
+
+pub(super) fn parse(d: &Delivery) -> Got {
+    let v: serde_json::Value = serde_json::from_slice(&d.envelope).expect("envelope is JSON");
+    assert_eq!(v["offset"].as_u64(), Some(d.offset), "envelope offset");
+    Got {
+        topic: d.topic.as_str().to_string(),
+        offset: d.offset,
+        data: v["data"].clone(),
+        live: d.received.is_some(),
+    }
+}
+
+/// Polls `cond` until it holds, or fails with `what`.
+pub(super) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub(super) fn assert_running<M>(actor: &ActorRef<M>, what: &str) {
+    assert_eq!(
+        actor.get_status(),
+        ActorStatus::Running,
+        "{what} is not running"
+    );
+}
+
+pub(super) fn topic(name: &str) -> TopicName {
+    TopicName::parse(name).expect("valid topic name")
+}
