@@ -18,6 +18,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// How often a polling wait looks again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Polls `cond` until it returns `Some`, or panics with `what` after `DEADLINE`.
 pub async fn wait_for<T, F, Fut>(what: &str, mut cond: F) -> T
 where
@@ -30,7 +33,7 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -131,7 +134,7 @@ impl TestNode {
                 return status;
             }
             assert!(Instant::now() < deadline, "node did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -366,36 +369,45 @@ impl SseClient {
         }
     }
 
+    /// Parses one blank-line-terminated block: an event, or `None` for comments only
+    /// (which are counted).
+    fn parse_block(&mut self, block: &str) -> Option<SseEvent> {
+        let mut ev = SseEvent {
+            event: "message".into(),
+            ..Default::default()
+        };
+        let mut data = Vec::new();
+        let mut any = false;
+        for line in block.lines() {
+            if line.starts_with(':') {
+                self.comments += 1;
+                continue;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            any = true;
+            match field {
+                "id" => ev.id = Some(value.to_string()),
+                "event" => ev.event = value.to_string(),
+                "data" => data.push(value.to_string()),
+                "retry" => ev.retry = value.parse().ok(),
+                _ => {}
+            }
+        }
+        ev.data = data.join("\n");
+        any.then_some(ev)
+    }
+
     /// The next event (including a `retry`-only one), or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Some(pos) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..pos + 2).collect();
-                let mut ev = SseEvent {
-                    event: "message".into(),
-                    ..Default::default()
-                };
-                let mut data = Vec::new();
-                let mut any = false;
-                for line in block.lines() {
-                    if line.starts_with(':') {
-                        self.comments += 1;
-                        continue;
-                    }
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    any = true;
-                    match field {
-                        "id" => ev.id = Some(value.to_string()),
-                        "event" => ev.event = value.to_string(),
-                        "data" => data.push(value.to_string()),
-                        "retry" => ev.retry = value.parse().ok(),
-                        _ => {}
-                    }
-                }
-                ev.data = data.join("\n");
-                if any {
+                if let Some(ev) = self.parse_block(&block) {
                     return Some(ev);
                 }
                 continue;
@@ -433,35 +445,7 @@ impl SseClient {
         loop {
             while let Some(pos) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..pos + 2).collect();
-                let mut ev = SseEvent {
-                    event: "message".into(),
-                    ..Default::default()
-                };
-                let mut data = Vec::new();
-                let mut any = false;
-                for line in block.lines() {
-                    if line.starts_with(':') {
-                        self.comments += 1;
-                        continue;
-                    }
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    any = true;
-                    match field {
-                        "id" => ev.id = Some(value.to_string()),
-                        "event" => ev.event = value.to_string(),
-                        "data" => data.push(value.to_string()),
-                        "retry" => ev.retry = value.parse().ok(),
-                        _ => {}
-                    }
-                }
-                ev.data = data.join("\n");
-                if any {
-                    events.push(ev);
-                }
+                events.extend(self.parse_block(&block));
             }
             if self.comments >= n {
                 return events;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One acknowledged publish.
 #[derive(Debug, Clone)]
@@ -366,7 +366,7 @@ fn run_cli(dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
             let _ = child.wait();
             panic!("`starling {}` did not exit", args.join(" "));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(POLL_INTERVAL);
     };
     let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
