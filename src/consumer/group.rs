@@ -27,6 +27,7 @@ pub struct StoredConsumer {
     pub ack_wait_ms: u64,
     pub max_deliver: u32,
     pub max_inflight: usize,
+    pub backoff_ms: Vec<u64>,
 }
 
 pub struct Group {
@@ -60,12 +61,12 @@ impl Group {
         }
     }
 
-    pub fn restore(stored: &StoredConsumer, backoff_ms: Vec<u64>) -> Group {
+    pub fn restore(stored: &StoredConsumer) -> Group {
         let cfg = WindowConfig {
             ack_wait_ms: stored.ack_wait_ms,
             max_deliver: stored.max_deliver,
             max_inflight: stored.max_inflight,
-            backoff_ms,
+            backoff_ms: stored.backoff_ms.clone(),
         };
         let mut g = Group::new(Window::restore(&stored.window), cfg);
         g.dirty = false;
@@ -78,6 +79,7 @@ impl Group {
             ack_wait_ms: self.cfg.ack_wait_ms,
             max_deliver: self.cfg.max_deliver,
             max_inflight: self.cfg.max_inflight,
+            backoff_ms: self.cfg.backoff_ms.clone(),
         }
     }
 

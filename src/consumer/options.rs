@@ -10,7 +10,11 @@ pub struct ConsumerOptions {
     pub ack_wait_ms: Option<u64>,
     pub max_deliver: Option<u32>,
     pub max_inflight: Option<usize>,
+    pub backoff_ms: Option<Vec<u64>>,
 }
+
+/// Most redelivery delays a consumer may list.
+const MAX_BACKOFF_STEPS: usize = 16;
 
 impl ConsumerOptions {
     /// The window settings from the configured defaults, or a `bad_request` naming the
@@ -52,11 +56,24 @@ impl ConsumerOptions {
                 c.max_inflight_limit
             )));
         }
+        let backoff_ms = self
+            .backoff_ms
+            .clone()
+            .unwrap_or_else(|| base.backoff_ms.clone());
+        if backoff_ms.is_empty()
+            || backoff_ms.len() > MAX_BACKOFF_STEPS
+            || backoff_ms.iter().any(|d| *d > c.max_ack_wait_ms)
+        {
+            return Err(ApiError::bad_request(format!(
+                "`backoff_ms` must list 1..={MAX_BACKOFF_STEPS} delays of at most {} ms",
+                c.max_ack_wait_ms
+            )));
+        }
         Ok(WindowConfig {
             ack_wait_ms,
             max_deliver,
             max_inflight,
-            backoff_ms: base.backoff_ms.clone(),
+            backoff_ms,
         })
     }
 }
@@ -75,9 +92,14 @@ mod tests {
             ack_wait_ms: Some(500),
             max_deliver: Some(2),
             max_inflight: Some(7),
+            backoff_ms: Some(vec![10, 20]),
         };
         let w = o.resolve(&c).unwrap();
         assert_eq!((w.ack_wait_ms, w.max_deliver, w.max_inflight), (500, 2, 7));
+        assert_eq!(w.backoff_ms, vec![10, 20]);
+        // Settings not given keep what the consumer had.
+        let kept = ConsumerOptions::default().apply(&w, &c).unwrap();
+        assert_eq!(kept, w);
     }
 
     #[test]
@@ -104,6 +126,20 @@ mod tests {
                     ..Default::default()
                 },
                 "max_inflight",
+            ),
+            (
+                ConsumerOptions {
+                    backoff_ms: Some(vec![]),
+                    ..Default::default()
+                },
+                "backoff_ms",
+            ),
+            (
+                ConsumerOptions {
+                    backoff_ms: Some(vec![u64::MAX]),
+                    ..Default::default()
+                },
+                "backoff_ms",
             ),
         ] {
             let e = o.resolve(&c).unwrap_err();

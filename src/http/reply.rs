@@ -89,7 +89,8 @@ pub fn parse_consumer(name: &str) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
-/// Consumer settings from a query (`ack_wait_ms`, `max_deliver`, `max_inflight`).
+/// Consumer settings from a query (`ack_wait_ms`, `max_deliver`, `max_inflight`,
+/// `backoff_ms=100,500`).
 pub fn consumer_options(
     pairs: &[(String, String)],
 ) -> Result<crate::consumer::options::ConsumerOptions, ApiError> {
@@ -98,5 +99,18 @@ pub fn consumer_options(
         ack_wait_ms: positive("ack_wait_ms")?,
         max_deliver: positive("max_deliver")?.map(|v| v.min(u64::from(u32::MAX)) as u32),
         max_inflight: positive("max_inflight")?.map(|v| v as usize),
+        backoff_ms: match query_get(pairs, "backoff_ms") {
+            None => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|d| d.trim().parse::<u64>())
+                    .collect::<Result<Vec<u64>, _>>()
+                    .map_err(|_| {
+                        ApiError::bad_request(
+                            "`backoff_ms` must be comma-separated non-negative integers",
+                        )
+                    })?,
+            ),
+        },
     })
 }

@@ -83,6 +83,8 @@ struct Fields<'a> {
     max_deliver: Option<&'a RawValue>,
     #[serde(borrow)]
     max_inflight: Option<&'a RawValue>,
+    #[serde(borrow)]
+    backoff_ms: Option<&'a RawValue>,
 }
 
 /// A present field is `Some`, even when it is `null`.
@@ -216,6 +218,11 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
                     ack_wait_ms: field(f.ack_wait_ms, "ack_wait_ms", N)?,
                     max_deliver: field(f.max_deliver, "max_deliver", N)?,
                     max_inflight: field(f.max_inflight, "max_inflight", N)?,
+                    backoff_ms: field(
+                        f.backoff_ms,
+                        "backoff_ms",
+                        "a list of non-negative integers",
+                    )?,
                 },
             })
         }

@@ -43,8 +43,19 @@ fn opts(segment_messages: u64) -> SledOptions {
     }
 }
 
+/// Opens the log; a reopen right after a drop polls until sled's background threads have
+/// let go of the previous instance's file lock.
 fn open(dir: &TempDir, segment_messages: u64) -> SledLog {
-    SledLog::open(dir.path(), opts(segment_messages)).expect("open")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledLog::open(dir.path(), opts(segment_messages)) {
+            Ok(log) => return log,
+            Err(StorageError::Sled(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
 }
 
 /// Message `offset`, written at `offset * 10` ms.
@@ -432,20 +443,15 @@ fn concurrent_reads_see_contiguous_retained_messages() {
 #[test]
 fn consumers_are_stored_per_topic_and_survive_reopen() {
     let dir = TempDir::new().unwrap();
-    let opts = SledOptions {
-        dedupe_window_ms: 1000,
-        segment_messages: 64,
-        cache_bytes: 8 << 20,
-    };
     {
-        let log = SledLog::open(dir.path(), opts).unwrap();
+        let log = open(&dir, 64);
         log.save_consumer("a", "c1", b"one").unwrap();
         log.save_consumer("a", "c2", b"two").unwrap();
         log.save_consumer("a", "c1", b"uno").unwrap();
         log.save_consumer("ab", "c3", b"three").unwrap();
         log.flush().unwrap();
     }
-    let log = SledLog::open(dir.path(), opts).unwrap();
+    let log = open(&dir, 64);
     let mut a = log.consumers("a").unwrap();
     a.sort();
     assert_eq!(

@@ -125,7 +125,7 @@ impl Actor for TopicActor {
             .min(args.ctx.idle / 2)
             .max(Duration::from_millis(100));
         myself.send_interval(tick, || TopicMsg::Tick);
-        let groups = super::consumers::load(&*args.ctx.log, &args.topic, &args.ctx.consumers)?;
+        let groups = super::consumers::load(&*args.ctx.log, &args.topic)?;
         let mut state = TopicState {
             topic: args.topic,
             ctx: args.ctx,

@@ -4,7 +4,6 @@
 
 use super::actor::TopicState;
 use super::{SubId, TopicMsg};
-use crate::config::ConsumersConfig;
 use crate::consumer::group::{Group, Member, StoredConsumer, TopicView};
 use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
 use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
@@ -27,7 +26,6 @@ const CONSUMER_TICK: Duration = Duration::from_millis(100);
 pub(super) fn load(
     log: &dyn TopicLog,
     topic: &TopicName,
-    cfg: &ConsumersConfig,
 ) -> Result<HashMap<String, Group>, StorageError> {
     let mut groups = HashMap::new();
     for (name, bytes) in log.consumers(topic.as_str())? {
@@ -38,7 +36,7 @@ pub(super) fn load(
                     what: "consumer",
                     detail: e.to_string(),
                 })?;
-        groups.insert(name, Group::restore(&stored, cfg.backoff_ms.clone()));
+        groups.insert(name, Group::restore(&stored));
     }
     Ok(groups)
 }

@@ -155,3 +155,28 @@ async fn unused_topics_leave_memory_and_come_back_on_use() {
     publish_ok(&node, "kept", json!("still here")).await;
     assert_eq!(keeper.recv_type("message").await["data"], "still here");
 }
+
+#[tokio::test]
+async fn a_subscription_can_set_its_own_backoff_within_bounds() {
+    // The configured backoff alone would hold a redelivery back for a minute.
+    let node = TestNode::start("[consumers]\nack_wait_ms = 200\nbackoff_ms = [60000]\n");
+    let mut ws = WsClient::connect(&node).await;
+    let bad = json!({"type": "subscribe", "topic": "bo", "consumer": "c", "backoff_ms": [99_999_999_999u64], "req": 1});
+    ws.send(bad).await;
+    let v = ws.recv().await;
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("backoff_ms"),
+        "{v}"
+    );
+    let sub = json!({"type": "subscribe", "topic": "bo", "consumer": "c", "after": 0, "backoff_ms": [0], "req": 2});
+    ws.send(sub).await;
+    assert_eq!(ws.recv_type("subscribed").await["req"], 2);
+    publish_ok(&node, "bo", json!("job")).await;
+    let first = ws.recv_type("message").await;
+    assert_eq!(first["attempt"], 1);
+    // Not acked: comes back after ack_wait plus the subscription's own (zero) backoff.
+    let again = ws.recv_type("message").await;
+    assert_eq!(again["offset"], first["offset"]);
+    assert_eq!(again["attempt"], 2);
+}
