@@ -21,9 +21,7 @@ struct AckBody {
 
 fn parse_ack(body: &[u8]) -> Result<AckRequest, ApiError> {
     let usage = "body must be {\"offsets\":[...]}, {\"upto\":N} or {\"nack\":[...],\"delay_ms\":N}";
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad_request(usage));
-    }
+    reply::require_object(body, usage)?;
     let b: AckBody =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{usage}: {e}")))?;
     match (b.offsets, b.upto, b.nack) {

@@ -12,14 +12,9 @@ use warp::reply::Response;
 
 #[derive(Deserialize)]
 struct PublishBody<'a> {
-    #[serde(borrow, default, deserialize_with = "present")]
+    #[serde(borrow, default, deserialize_with = "crate::protocol::frames::present")]
     data: Option<&'a RawValue>,
     id: Option<String>,
-}
-
-/// A present `data` is `Some`, even when it is `null`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
 }
 
 pub async fn publish(topic: String, state: AppState, body: Bytes) -> Response {
@@ -31,16 +26,10 @@ pub async fn publish(topic: String, state: AppState, body: Bytes) -> Response {
 
 async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let topic = TopicName::parse_publishable(&topic)?;
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad_request(
-            "body must be a JSON object {\"data\": ..., \"id\": ...}",
-        ));
-    }
-    let body: PublishBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "body must be a JSON object {{\"data\": ..., \"id\": ...}}: {e}"
-        ))
-    })?;
+    const USAGE: &str = "body must be a JSON object {\"data\": ..., \"id\": ...}";
+    reply::require_object(body, USAGE)?;
+    let body: PublishBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{USAGE}: {e}")))?;
     let data = body
         .data
         .ok_or_else(|| ApiError::bad_request("`data` is required"))?;

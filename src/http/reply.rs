@@ -52,6 +52,15 @@ pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
     Ok(json(status, e.to_http_body()))
 }
 
+/// Refuses a body that is not a JSON object (serde would read an array into a struct
+/// field by field), with `usage` as the message.
+pub fn require_object(body: &[u8], usage: &str) -> Result<(), ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(usage));
+    }
+    Ok(())
+}
+
 /// Parses a query string into pairs (repeated keys kept).
 pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.as_bytes())

@@ -12,7 +12,7 @@ use crate::consumer::options::ConsumerOptions;
 use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::sse_id::{parse_multi, parse_single, render_multi, EventPos};
 use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::outbound::{record_deliveries, CloseReason, OutFrame, Outbound, Subscribed};
 use crate::session::supervisor::StopOnDrop;
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;
@@ -226,6 +226,7 @@ impl Pump {
 
     /// Renders frames as SSE events; see the module doc for the leading newline.
     fn render(&mut self, batch: &mut Vec<OutFrame>) -> String {
+        record_deliveries(Transport::Sse, batch);
         let mut out = String::new();
         for frame in batch.drain(..) {
             match frame {
@@ -238,12 +239,6 @@ impl Pump {
                     let _ = write!(out, "\nid: {}\nevent: message\ndata: ", self.event_id());
                     out.push_str(std::str::from_utf8(&d.envelope).unwrap_or("null"));
                     out.push('\n');
-                    metrics::counter!("starling_messages_delivered_total", "transport" => "sse")
-                        .increment(1);
-                    if let Some(t) = d.received {
-                        metrics::histogram!("starling_publish_to_deliver_seconds")
-                            .record(t.elapsed().as_secs_f64());
-                    }
                 }
                 OutFrame::Subscribed(s) => self.subscribed(&s, &mut out),
                 OutFrame::Text(_) => {}

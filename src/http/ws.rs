@@ -4,7 +4,7 @@
 use super::AppState;
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
 use crate::protocol::ApiError;
-use crate::session::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::outbound::{record_deliveries, CloseReason, OutFrame, Outbound, Subscribed};
 use crate::session::{SessionMsg, Transport};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
@@ -96,6 +96,7 @@ impl Conn {
                 }
                 drained = self.outbound.drain(&mut batch) => match drained {
                     Ok(()) => {
+                        record_deliveries(Transport::Ws, &batch);
                         let write = async {
                             for frame in batch.drain(..) {
                                 tx.feed(render(frame)).await?;
@@ -239,15 +240,7 @@ fn is_capacity(e: &warp::Error) -> bool {
 
 fn render(frame: OutFrame) -> Message {
     match frame {
-        OutFrame::Message(d) => {
-            metrics::counter!("starling_messages_delivered_total", "transport" => "ws")
-                .increment(1);
-            if let Some(t) = d.received {
-                metrics::histogram!("starling_publish_to_deliver_seconds")
-                    .record(t.elapsed().as_secs_f64());
-            }
-            Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned())
-        }
+        OutFrame::Message(d) => Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned()),
         OutFrame::Text(t) => Message::text(t),
         OutFrame::Subscribed(s) => Message::text(subscribed_frame(&s)),
     }

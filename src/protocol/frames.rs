@@ -1,7 +1,7 @@
 //! WebSocket frames: client frames parsed field by field (so that a bad field gets a precise
 //! error that still echoes `req`), server frames rendered as JSON text.
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::topic::TopicName;
 use crate::consumer::options::ConsumerOptions;
 use crate::consumer::AckRequest;
@@ -87,8 +87,9 @@ struct Fields<'a> {
     backoff_ms: Option<&'a RawValue>,
 }
 
-/// A present field is `Some`, even when it is `null`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+/// A present field is `Some`, even when it is `null` (serde's `Option` would make it
+/// `None`). Use with `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
@@ -230,13 +231,7 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
             topic: topic_field(f.topic)?,
         }),
         "publish" => {
-            let topic = topic_field(f.topic)?;
-            if topic.is_system() {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    "topics starting with $ are reserved for the system",
-                ));
-            }
+            let topic = topic_field(f.topic)?.publishable()?;
             let data = f
                 .data
                 .ok_or_else(|| ApiError::bad_request("`data` is required"))?;
@@ -315,6 +310,7 @@ pub fn reply_frame(kind: &str, req: Option<&RawValue>, fields: serde_json::Value
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
 
     fn parse(s: &str) -> Result<ClientFrame, FrameError> {
         parse_client_frame(s, 100)

@@ -41,14 +41,18 @@ impl TopicName {
 
     /// Parses a name a client may publish to: system topics are refused with `forbidden`.
     pub fn parse_publishable(name: &str) -> Result<TopicName, ApiError> {
-        let topic = TopicName::parse(name)?;
-        if topic.is_system() {
+        TopicName::parse(name)?.publishable()
+    }
+
+    /// This topic, if a client may publish to it; system topics are `forbidden`.
+    pub fn publishable(self) -> Result<TopicName, ApiError> {
+        if self.is_system() {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
                 "topics starting with $ are reserved for the system",
             ));
         }
-        Ok(topic)
+        Ok(self)
     }
 
     pub fn is_system(&self) -> bool {

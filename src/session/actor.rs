@@ -202,7 +202,7 @@ impl Actor for SessionActor {
             }
             SessionMsg::Resubscribe { topic, sub } => {
                 if state.subs.get(&topic).is_some_and(|s| s.id == sub) {
-                    if let Some(old) = state.subs.remove(&topic) {
+                    if let Some(mut old) = state.subs.remove(&topic) {
                         let r = match &old.kind {
                             SubKind::Consumer { name } => {
                                 let name = name.clone();

@@ -44,6 +44,26 @@ impl OutFrame {
     }
 }
 
+/// Counts a batch the transport is about to write: deliveries by transport and, for live
+/// ones, publish-to-deliver latency. Once per batch, so the metric handles are looked up
+/// once rather than per message.
+pub fn record_deliveries(transport: super::Transport, frames: &[OutFrame]) {
+    let mut delivered = 0;
+    let latency = metrics::histogram!("starling_publish_to_deliver_seconds");
+    for frame in frames {
+        if let OutFrame::Message(d) = frame {
+            delivered += 1;
+            if let Some(t) = d.received {
+                latency.record(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if delivered > 0 {
+        metrics::counter!("starling_messages_delivered_total", "transport" => transport.label())
+            .increment(delivered);
+    }
+}
+
 /// Why a queue was closed; the transport turns it into a close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {

@@ -10,6 +10,7 @@ use crate::consumer::options::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::{ApiError, TopicName};
 use crate::topic::service::call_topic;
+use crate::topic::supervisor::TopicHandle;
 use crate::topic::{SubId, Subscriber, TopicMsg};
 use ractor::ActorRef;
 use serde_json::value::RawValue;
@@ -35,18 +36,16 @@ pub(super) struct Sub {
 
 impl Sub {
     /// Stops a stream subscription's replay and waits for it (it stops at its next await).
-    pub async fn stop_replay(&self) {
-        if let SubKind::Stream { replay } = &self.kind {
+    pub async fn stop_replay(&mut self) {
+        if let SubKind::Stream { replay } = &mut self.kind {
             replay.abort();
-            while !replay.is_finished() {
-                tokio::task::yield_now().await;
-            }
+            let _ = replay.await;
         }
     }
 
     /// Leaves the topic and waits until the topic actor dropped the subscription, so that
     /// nothing follows a reply.
-    pub async fn leave(self) {
+    pub async fn leave(mut self) {
         self.stop_replay().await;
         match self.kind {
             SubKind::Stream { .. } => {
@@ -89,6 +88,24 @@ impl Sub {
 }
 
 impl SessionState {
+    /// Checks that `topic` may be added to this session, starts its topic actor, and makes
+    /// the new subscription's identity.
+    async fn prepare(
+        &self,
+        myself: &ActorRef<SessionMsg>,
+        topic: &TopicName,
+    ) -> Result<(TopicHandle, Subscriber), ApiError> {
+        self.check_room(topic)?;
+        let handle = self.topics.handle(topic).await?;
+        let subscriber = Subscriber {
+            id: NEXT_SUB.fetch_add(1, Ordering::Relaxed),
+            outbound: self.outbound.clone(),
+            cursor: Arc::new(AtomicU64::new(0)),
+            session: myself.clone(),
+        };
+        Ok((handle, subscriber))
+    }
+
     fn check_room(&self, topic: &TopicName) -> Result<(), ApiError> {
         if self.subs.contains_key(topic) {
             return Err(ApiError::bad_request(format!(
@@ -114,16 +131,8 @@ impl SessionState {
         req: Option<&RawValue>,
         resumed: bool,
     ) -> Result<(), ApiError> {
-        self.check_room(&topic)?;
-        let handle = self.topics.handle(&topic).await?;
-        let id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
-        let cursor = Arc::new(AtomicU64::new(0));
-        let subscriber = Subscriber {
-            id,
-            outbound: self.outbound.clone(),
-            cursor: cursor.clone(),
-            session: myself.clone(),
-        };
+        let (handle, subscriber) = self.prepare(myself, &topic).await?;
+        let (id, cursor) = (subscriber.id, subscriber.cursor.clone());
         let info = call_topic(&handle.actor, |reply| TopicMsg::Subscribe {
             sub: subscriber,
             position,
@@ -184,15 +193,8 @@ impl SessionState {
         req: Option<&RawValue>,
         resumed: bool,
     ) -> Result<(), ApiError> {
-        self.check_room(&topic)?;
-        let handle = self.topics.handle(&topic).await?;
-        let id = NEXT_SUB.fetch_add(1, Ordering::Relaxed);
-        let member = Subscriber {
-            id,
-            outbound: self.outbound.clone(),
-            cursor: Arc::new(AtomicU64::new(0)),
-            session: myself.clone(),
-        };
+        let (handle, member) = self.prepare(myself, &topic).await?;
+        let (id, cursor) = (member.id, member.cursor.clone());
         // The topic actor announces the subscription itself, so that it precedes every
         // delivery.
         let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
@@ -215,7 +217,7 @@ impl SessionState {
         let sub = Sub {
             id,
             actor: handle.actor,
-            cursor: Arc::new(AtomicU64::new(joined.ack_floor)),
+            cursor,
             epoch: joined.epoch,
             kind: SubKind::Consumer { name },
         };
