@@ -196,96 +196,34 @@ impl FlushTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{
-        RetentionPolicy, SledLog, SledOptions, StorageError, StoredMessage, TopicMeta,
-    };
+    use crate::storage::testing::{Faults, HookedLog};
+    use crate::storage::{SledLog, SledOptions, StorageError};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tempfile::TempDir;
 
-    /// Delegates to a real [`SledLog`], counting (and optionally slowing or failing) flushes.
-    struct CountingLog {
-        inner: SledLog,
+    /// Counts (and optionally slows or fails) the flushes of a real [`SledLog`].
+    struct Counting {
         started: AtomicUsize,
         finished: AtomicUsize,
         delay: Duration,
         fail: AtomicBool,
     }
 
-    impl TopicLog for CountingLog {
-        fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError> {
-            self.inner.meta(topic)
-        }
-        fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-            self.inner.create(topic, epoch)
-        }
-        fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-            self.inner.set_epoch(topic, epoch)
-        }
-        fn topics(&self) -> Result<Vec<String>, StorageError> {
-            self.inner.topics()
-        }
-        fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
-            self.inner.append(topic, msgs)
-        }
-        fn read(
-            &self,
-            topic: &str,
-            from: u64,
-            to: u64,
-            max_count: usize,
-            max_bytes: usize,
-        ) -> Result<Vec<StoredMessage>, StorageError> {
-            self.inner.read(topic, from, to, max_count, max_bytes)
-        }
-        fn apply_retention(
-            &self,
-            topic: &str,
-            policy: &RetentionPolicy,
-            now_ms: u64,
-        ) -> Result<TopicMeta, StorageError> {
-            self.inner.apply_retention(topic, policy, now_ms)
-        }
-        fn remember_id(
-            &self,
-            topic: &str,
-            id: &str,
-            offset: u64,
-            now: u64,
-        ) -> Result<(), StorageError> {
-            self.inner.remember_id(topic, id, offset, now)
-        }
-        fn lookup_id(&self, topic: &str, id: &str, now: u64) -> Result<Option<u64>, StorageError> {
-            self.inner.lookup_id(topic, id, now)
-        }
-        fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
-            self.inner.expire_ids(now_ms)
-        }
-        fn flush(&self) -> Result<(), StorageError> {
+    impl Faults for Counting {
+        fn flush(&self, flush: &dyn Fn() -> Result<(), StorageError>) -> Result<(), StorageError> {
             self.started.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.delay);
             let result = if self.fail.load(Ordering::SeqCst) {
                 Err(StorageError::NoSuchTopic("injected failure".into()))
             } else {
-                self.inner.flush()
+                flush()
             };
             self.finished.fetch_add(1, Ordering::SeqCst);
             result
         }
-        fn mark_running(&self) -> Result<bool, StorageError> {
-            self.inner.mark_running()
-        }
-        fn mark_clean(&self) -> Result<(), StorageError> {
-            self.inner.mark_clean()
-        }
-
-        fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError> {
-            self.inner.save_consumer(topic, name, state)
-        }
-
-        fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-            self.inner.consumers(topic)
-        }
     }
+
+    type CountingLog = HookedLog<Counting>;
 
     fn counting_log(dir: &TempDir, delay: Duration) -> Arc<CountingLog> {
         let opts = SledOptions {
@@ -295,12 +233,14 @@ mod tests {
         };
         let inner = SledLog::open(dir.path(), opts).expect("open");
         inner.create("t", "e1").expect("create");
-        Arc::new(CountingLog {
+        Arc::new(HookedLog {
             inner,
-            started: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
-            delay,
-            fail: AtomicBool::new(false),
+            faults: Counting {
+                started: AtomicUsize::new(0),
+                finished: AtomicUsize::new(0),
+                delay,
+                fail: AtomicBool::new(false),
+            },
         })
     }
 

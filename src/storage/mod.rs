@@ -19,6 +19,8 @@ pub mod flusher;
 pub mod retention;
 mod sled_codec;
 mod sled_log;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use sled_log::{SledLog, SledOptions};
 

@@ -143,26 +143,11 @@ async fn topic_restart_during_a_replay_read_delivers_each_offset_once() {
     let (session, mut reader) = h.session().await;
     h.log.hold_next_read(&t);
     // From the oldest retained offset: the replay reads 1..=4 and is held in that read.
-    let reply = session
-        .call(
-            |reply| SessionMsg::Subscribe {
-                topic: t.clone(),
-                position: Position {
-                    after: Some(0),
-                    epoch: None,
-                },
-                consumer: None,
-                options: Default::default(),
-                req: None,
-                reply: Some(reply),
-            },
-            Some(DEADLINE),
-        )
-        .await;
-    assert!(
-        matches!(reply, Ok(CallResult::Success(Ok(())))),
-        "subscribe failed"
-    );
+    let from_oldest = Position {
+        after: Some(0),
+        epoch: None,
+    };
+    subscribe_at(&session, &t, from_oldest).await;
     eventually("the replay is inside its log read", || {
         h.log.gate_entered.load(Ordering::SeqCst)
     })

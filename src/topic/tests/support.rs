@@ -9,9 +9,8 @@ use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;
 use crate::storage::flusher::Flusher;
-use crate::storage::{
-    RetentionPolicy, SledLog, SledOptions, StorageError, StoredMessage, TopicLog, TopicMeta,
-};
+use crate::storage::testing::{Faults, HookedLog};
+use crate::storage::{RetentionPolicy, SledLog, SledOptions, StoredMessage, TopicLog};
 use crate::topic::actor::TopicContext;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::{SupervisorMsg, TopicRegistry, TopicSupervisor};
@@ -27,14 +26,16 @@ use tokio::time::Instant;
 /// How long any awaited condition may take before the test fails.
 pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The exact `data` (JSON text) that makes [`FaultyLog::append`] panic, once.
+/// The exact `data` (JSON text) that makes a [`FaultyLog`] append panic, once.
 pub(super) const BOOM: &[u8] = b"\"boom\"";
 
 /// A real [`SledLog`] that panics in `append` the first time a message's data is `"boom"`,
 /// and in `read` whenever the topic is `poison_read_topic`. It can also hold the next read
 /// of one topic (as a slow disk would) until the test opens the gate.
-pub(super) struct FaultyLog {
-    pub(super) inner: SledLog,
+pub(super) type FaultyLog = HookedLog<Boom>;
+
+/// The faults of [`FaultyLog`].
+pub(super) struct Boom {
     pub(super) boom_armed: AtomicBool,
     pub(super) booms: AtomicUsize,
     pub(super) poison_read_topic: Option<String>,
@@ -45,25 +46,28 @@ pub(super) struct FaultyLog {
     pub(super) gate_open: AtomicBool,
 }
 
-impl FaultyLog {
-    pub(super) fn open(path: &std::path::Path, poison_read_topic: Option<&str>) -> FaultyLog {
-        let opts = SledOptions {
-            dedupe_window_ms: 60_000,
-            segment_messages: 1_000,
-            cache_bytes: 16 * 1024 * 1024,
-        };
-        FaultyLog {
-            inner: SledLog::open(path, opts).expect("open sled log"),
+/// Opens a [`FaultyLog`] at `path`.
+pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str>) -> FaultyLog {
+    let opts = SledOptions {
+        dedupe_window_ms: 60_000,
+        segment_messages: 1_000,
+        cache_bytes: 16 * 1024 * 1024,
+    };
+    HookedLog {
+        inner: SledLog::open(path, opts).expect("open sled log"),
+        faults: Boom {
             boom_armed: AtomicBool::new(true),
             booms: AtomicUsize::new(0),
             poison_read_topic: poison_read_topic.map(str::to_string),
             gate_topic: Mutex::new(None),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
-        }
+        },
     }
+}
 
-    /// Holds the next read of `topic` until [`FaultyLog::open_gate`].
+impl Boom {
+    /// Holds the next read of `topic` until [`Boom::open_gate`].
     pub(super) fn hold_next_read(&self, topic: &TopicName) {
         *self.gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
     }
@@ -72,7 +76,7 @@ impl FaultyLog {
         self.gate_open.store(true, Ordering::SeqCst);
     }
 
-    pub(super) fn gate(&self, topic: &str) {
+    fn gate(&self, topic: &str) {
         let hold = {
             let mut gate = self.gate_topic.lock().unwrap();
             let hold = gate.as_deref() == Some(topic);
@@ -93,92 +97,20 @@ impl FaultyLog {
     }
 }
 
-impl TopicLog for FaultyLog {
-    fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError> {
-        self.inner.meta(topic)
-    }
-
-    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-        self.inner.create(topic, epoch)
-    }
-
-    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-        self.inner.set_epoch(topic, epoch)
-    }
-
-    fn topics(&self) -> Result<Vec<String>, StorageError> {
-        self.inner.topics()
-    }
-
-    fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
+impl Faults for Boom {
+    fn append(&self, topic: &str, msgs: &[StoredMessage]) {
         if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
         {
             self.booms.fetch_add(1, Ordering::SeqCst);
             panic!("FaultyLog: injected append panic on topic {topic}");
         }
-        self.inner.append(topic, msgs)
     }
 
-    fn read(
-        &self,
-        topic: &str,
-        from: u64,
-        to: u64,
-        max_count: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredMessage>, StorageError> {
+    fn read(&self, topic: &str) {
         if self.poison_read_topic.as_deref() == Some(topic) {
             panic!("FaultyLog: injected read panic on topic {topic}");
         }
         self.gate(topic);
-        self.inner.read(topic, from, to, max_count, max_bytes)
-    }
-
-    fn apply_retention(
-        &self,
-        topic: &str,
-        policy: &RetentionPolicy,
-        now_ms: u64,
-    ) -> Result<TopicMeta, StorageError> {
-        self.inner.apply_retention(topic, policy, now_ms)
-    }
-
-    fn remember_id(
-        &self,
-        topic: &str,
-        id: &str,
-        offset: u64,
-        now_ms: u64,
-    ) -> Result<(), StorageError> {
-        self.inner.remember_id(topic, id, offset, now_ms)
-    }
-
-    fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError> {
-        self.inner.lookup_id(topic, id, now_ms)
-    }
-
-    fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
-        self.inner.expire_ids(now_ms)
-    }
-
-    fn flush(&self) -> Result<(), StorageError> {
-        self.inner.flush()
-    }
-
-    fn mark_running(&self) -> Result<bool, StorageError> {
-        self.inner.mark_running()
-    }
-
-    fn mark_clean(&self) -> Result<(), StorageError> {
-        self.inner.mark_clean()
-    }
-
-    fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError> {
-        self.inner.save_consumer(topic, name, state)
-    }
-
-    fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
-        self.inner.consumers(topic)
     }
 }
 
@@ -201,7 +133,7 @@ pub(super) struct Harness {
 impl Harness {
     pub(super) async fn start(poison_read_topic: Option<&str>) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(FaultyLog::open(dir.path(), poison_read_topic));
+        let log = Arc::new(open_faulty(dir.path(), poison_read_topic));
         log.mark_running().expect("mark running");
         let dyn_log: Arc<dyn TopicLog> = log.clone();
         let storage_stop = Shutdown::new();
@@ -312,11 +244,20 @@ impl Harness {
 
 /// Subscribes `session` to `topic`, live only, and waits for the outcome.
 pub(super) async fn subscribe_live(session: &ActorRef<SessionMsg>, topic: &TopicName) {
+    subscribe_at(session, topic, Position::default()).await
+}
+
+/// Subscribes `session` to `topic` from `position`; panics unless it is accepted.
+pub(super) async fn subscribe_at(
+    session: &ActorRef<SessionMsg>,
+    topic: &TopicName,
+    position: Position,
+) {
     let reply = session
         .call(
             |reply| SessionMsg::Subscribe {
                 topic: topic.clone(),
-                position: Position::default(),
+                position,
                 consumer: None,
                 options: Default::default(),
                 req: None,
