@@ -40,6 +40,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub heartbeat: HeartbeatConfig,
     pub consumers: ConsumersConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -48,6 +49,48 @@ pub struct NodeConfig {
     pub id: String,
     /// Where the node serves HTTP, WebSocket and SSE. Port 0 picks a free port.
     pub http_addr: SocketAddr,
+    /// UDP address of the node's gossip (membership and failure detection). Required when
+    /// the config lists more than one node or any seed.
+    #[serde(default)]
+    pub gossip_addr: Option<SocketAddr>,
+    /// TCP address of the node's cluster transport (ractor_cluster). Required with
+    /// `gossip_addr`.
+    #[serde(default)]
+    pub cluster_addr: Option<SocketAddr>,
+}
+
+/// How nodes find each other, detect failures and authenticate.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Gossip ignores nodes of another cluster name.
+    pub name: String,
+    /// Shared secret: a node must present it to be admitted (ractor_cluster's cookie
+    /// handshake).
+    pub cookie: String,
+    /// Gossip addresses to join through. Empty: every listed node's `gossip_addr`.
+    pub seeds: Vec<SocketAddr>,
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold above which a silent member is marked down.
+    pub phi_threshold: f64,
+    /// How long a starting node looks for peers before it serves alone.
+    pub join_timeout_ms: u64,
+    /// How long a node-to-node request may take.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "starling".into(),
+            cookie: "starling-dev-cookie".into(),
+            seeds: Vec::new(),
+            gossip_interval_ms: 100,
+            phi_threshold: 8.0,
+            join_timeout_ms: 3_000,
+            rpc_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// When a publish is acknowledged, relative to the disk.
@@ -143,12 +186,15 @@ impl Default for Config {
             nodes: vec![NodeConfig {
                 id: "n1".into(),
                 http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                gossip_addr: None,
+                cluster_addr: None,
             }],
             storage: StorageConfig::default(),
             retention: RetentionConfig::default(),
             limits: LimitsConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             consumers: ConsumersConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -304,8 +350,99 @@ impl Config {
             return Err(invalid("limits.max_poll_limit", "must be greater than 0"));
         }
         self.validate_consumers()?;
+        self.validate_cluster()?;
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
+        }
+        Ok(())
+    }
+
+    /// Whether this config describes a cluster (more than one node, or seeds to join).
+    pub fn clustered(&self) -> bool {
+        self.nodes.len() > 1 || !self.cluster.seeds.is_empty()
+    }
+
+    /// The gossip seeds: the configured ones, or every listed node's gossip address.
+    pub fn seeds(&self) -> Vec<SocketAddr> {
+        if self.cluster.seeds.is_empty() {
+            self.nodes.iter().filter_map(|n| n.gossip_addr).collect()
+        } else {
+            self.cluster.seeds.clone()
+        }
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let name_ok = !c.name.is_empty()
+            && c.name.len() <= 64
+            && c.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(invalid(
+                "cluster.name",
+                "1-64 characters of A-Z a-z 0-9 - _",
+            ));
+        }
+        if c.cookie.is_empty() || c.cookie.len() > 256 {
+            return Err(invalid("cluster.cookie", "must be 1-256 characters"));
+        }
+        for (key, value) in [
+            ("cluster.gossip_interval_ms", c.gossip_interval_ms),
+            ("cluster.join_timeout_ms", c.join_timeout_ms),
+            ("cluster.rpc_timeout_ms", c.rpc_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if !(c.phi_threshold.is_finite() && c.phi_threshold > 0.0) {
+            return Err(invalid(
+                "cluster.phi_threshold",
+                "must be a positive number",
+            ));
+        }
+        let clustered = self.clustered();
+        for (i, node) in self.nodes.iter().enumerate() {
+            match (node.gossip_addr, node.cluster_addr) {
+                (Some(g), Some(t)) => {
+                    if g.port() == 0 || t.port() == 0 {
+                        return Err(invalid(
+                            format!("nodes[{i}].gossip_addr"),
+                            "gossip_addr and cluster_addr need fixed ports (peers dial them)",
+                        ));
+                    }
+                    let taken = self.nodes[..i].iter().any(|n| {
+                        [n.gossip_addr, n.cluster_addr].contains(&Some(g))
+                            || [n.gossip_addr, n.cluster_addr].contains(&Some(t))
+                    });
+                    if taken || g == t {
+                        return Err(invalid(
+                            format!("nodes[{i}].gossip_addr"),
+                            "every node needs its own gossip_addr and cluster_addr",
+                        ));
+                    }
+                }
+                (None, None) if !clustered => {}
+                (None, None) => {
+                    return Err(invalid(
+                        format!("nodes[{i}].gossip_addr"),
+                        "a cluster needs gossip_addr and cluster_addr for every node",
+                    ))
+                }
+                (Some(_), None) => {
+                    return Err(invalid(
+                        format!("nodes[{i}].cluster_addr"),
+                        "set together with gossip_addr",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        format!("nodes[{i}].gossip_addr"),
+                        "set together with cluster_addr",
+                    ))
+                }
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! log), [`protocol`] (wire types, pure).
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod consumer;
 pub mod http;

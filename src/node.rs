@@ -13,6 +13,7 @@
 //! └── HTTP server (warp)    transports: WS, SSE, polling, publish, info
 //! ```
 
+use crate::cluster::membership::Membership;
 use crate::config::{Config, FsyncMode};
 use crate::http::{routes, AppState};
 use crate::metrics_setup::install_metrics;
@@ -51,6 +52,8 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot start actor system: {0}")]
     Actors(String),
 }
@@ -84,6 +87,17 @@ impl Node {
         .await
         .map_err(|e| NodeError::Actors(format!("storage open task failed: {e}")))??;
         let metrics = install_metrics();
+        let listener = listen(node_cfg.http_addr).map_err(|source| NodeError::Bind {
+            addr: node_cfg.http_addr,
+            source,
+        })?;
+        let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: node_cfg.http_addr,
+            source,
+        })?;
+        let membership = Membership::start(&config, &node_cfg, http_addr, shutdown.clone())
+            .await
+            .map_err(|e| NodeError::Cluster(e.to_string()))?;
 
         let storage_stop = Shutdown::new();
         let (flusher, flusher_task) = Flusher::spawn(
@@ -121,14 +135,6 @@ impl Node {
             shutdown.clone(),
         );
 
-        let listener = listen(node_cfg.http_addr).map_err(|source| NodeError::Bind {
-            addr: node_cfg.http_addr,
-            source,
-        })?;
-        let http_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-            addr: node_cfg.http_addr,
-            source,
-        })?;
         let connections = TaskTracker::new();
         let state = AppState {
             node_id: Arc::from(id),
@@ -138,6 +144,7 @@ impl Node {
             sessions,
             metrics,
             connections: connections.clone(),
+            view: membership.view(),
         };
         let server = warp::serve(routes(state))
             .incoming(listener)
@@ -174,6 +181,7 @@ impl Node {
                 .await;
             topic_sup.stop(None);
             let _ = topic_sup_task.await;
+            membership.stop().await;
             maintenance.abort();
             storage_stop.trigger();
             let _ = flusher_task.await;

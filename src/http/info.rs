@@ -2,6 +2,7 @@
 
 use super::reply;
 use super::AppState;
+use crate::cluster::view::MemberStatus;
 use crate::protocol::{ApiError, ErrorCode, TopicName};
 use warp::http::header;
 use warp::reply::Response;
@@ -32,15 +33,31 @@ pub async fn topic(topic: String, state: AppState) -> Response {
     }
 }
 
+/// `GET /v1/cluster`: this node's id, whether it has joined, and every member it knows.
 pub fn cluster(state: AppState) -> Response {
-    let members = vec![serde_json::json!({
-        "id": &*state.node_id,
-        "http_addr": state.http_addr.to_string(),
-        "status": "up",
-    })];
+    let view = state.view.borrow().clone();
+    let members: Vec<_> = view
+        .members
+        .values()
+        .map(|m| {
+            let status = if m.id == view.me && !view.ready {
+                MemberStatus::Joining
+            } else {
+                m.status
+            };
+            serde_json::json!({
+                "id": m.id,
+                "http_addr": m.http_addr.map(|a| a.to_string()),
+                "gossip_addr": m.gossip_addr.to_string(),
+                "cluster_addr": m.cluster_addr.map(|a| a.to_string()),
+                "status": status,
+                "self": m.id == view.me,
+            })
+        })
+        .collect();
     reply::json(
         200,
-        serde_json::json!({"node": &*state.node_id, "members": members}).to_string(),
+        serde_json::json!({"node": view.me, "ready": view.ready, "members": members}).to_string(),
     )
 }
 
@@ -51,6 +68,9 @@ pub fn healthz() -> Response {
 pub fn readyz(state: AppState) -> Response {
     if state.sessions.shutdown().is_triggered() {
         return reply::error(&ApiError::unavailable("node is shutting down"));
+    }
+    if !state.view.borrow().ready {
+        return reply::error(&ApiError::unavailable("node is joining the cluster"));
     }
     reply::json(200, r#"{"status":"ready"}"#.to_string())
 }

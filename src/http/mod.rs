@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Long-lived connection tasks (WebSocket), waited for on shutdown.
     pub connections: TaskTracker,
+    /// The cluster membership as this node sees it.
+    pub view: tokio::sync::watch::Receiver<Arc<crate::cluster::view::View>>,
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {

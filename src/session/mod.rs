@@ -83,3 +83,6 @@ pub enum SessionMsg {
         sub: SubId,
     },
 }
+
+// Local only: never sent to another node (see `cluster::router`).
+impl ractor::Message for SessionMsg {}

@@ -185,3 +185,6 @@ pub fn now_ms() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+// Local only: never sent to another node (see `cluster::router`).
+impl ractor::Message for TopicMsg {}

@@ -213,3 +213,6 @@ impl SupervisorState {
         }
     }
 }
+
+// Local only: never sent to another node (see `cluster::router`).
+impl ractor::Message for SupervisorMsg {}

@@ -1,0 +1,14 @@
+//! The cluster: membership by gossip with failure detection ([`membership`]), topic
+//! placement by rendezvous hashing ([`placement`]), and node-to-node routing over
+//! ractor_cluster ([`router`]).
+//!
+//! Only one actor per node is remotable: the [`router::NodeRouter`], registered in the
+//! process group [`router_group`] of its node id. Topic and session actors stay local.
+
+pub mod membership;
+pub mod view;
+
+/// The `ractor::pg` group that holds node `id`'s router (one member).
+pub fn router_group(id: &str) -> String {
+    format!("starling.router.{id}")
+}
