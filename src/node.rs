@@ -13,7 +13,9 @@
 //! └── HTTP server (warp)    transports: WS, SSE, polling, publish, info
 //! ```
 
+use crate::cluster::client::Cluster;
 use crate::cluster::membership::Membership;
+use crate::cluster::router::{NodeRouter, RouterArgs};
 use crate::config::{Config, FsyncMode};
 use crate::http::{routes, AppState};
 use crate::metrics_setup::install_metrics;
@@ -24,7 +26,7 @@ use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageEr
 use crate::topic::actor::TopicContext;
 use crate::topic::new_epoch;
 use crate::topic::service::Topics;
-use crate::topic::supervisor::{TopicRegistry, TopicSupervisor};
+use crate::topic::supervisor::{follow_membership, TopicRegistry, TopicSupervisor};
 use ractor::Actor;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,6 +101,10 @@ impl Node {
             .await
             .map_err(|e| NodeError::Cluster(e.to_string()))?;
 
+        let cluster = Cluster::new(
+            membership.view(),
+            Duration::from_millis(config.cluster.rpc_timeout_ms),
+        );
         let storage_stop = Shutdown::new();
         let (flusher, flusher_task) = Flusher::spawn(
             log.clone(),
@@ -116,6 +122,8 @@ impl Node {
             },
             consumers: config.consumers.clone(),
             topics: Arc::new(std::sync::OnceLock::new()),
+            cluster: cluster.clone(),
+            dedupe_window_ms: config.storage.dedupe_window_ms,
         };
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
@@ -126,8 +134,16 @@ impl Node {
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
-        let topics = Topics::new(topic_sup.clone(), registry, log.clone());
+        let topics = Topics::new(topic_sup.clone(), registry, log.clone(), cluster.clone());
         let _ = dlq_topics.set(topics.clone());
+        let rebalancer = follow_membership(topic_sup.clone(), &cluster, shutdown.clone());
+        let router_args = RouterArgs {
+            me: id.to_string(),
+            topics: topics.clone(),
+        };
+        let (router, router_task) = Actor::spawn(None, NodeRouter, router_args)
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
         let sessions = Sessions::new(
             session_sup.clone(),
             topics.clone(),
@@ -181,6 +197,9 @@ impl Node {
                 .await;
             topic_sup.stop(None);
             let _ = topic_sup_task.await;
+            rebalancer.abort();
+            router.stop(None);
+            let _ = router_task.await;
             membership.stop().await;
             maintenance.abort();
             storage_stop.trigger();
@@ -237,7 +256,7 @@ fn recover(log: &dyn TopicLog, fsync: FsyncMode) -> Result<(), StorageError> {
         "unclean stop with fsync=\"none\": starting a new epoch for every topic"
     );
     for topic in topics {
-        log.set_epoch(&topic, &new_epoch())?;
+        log.set_epoch(&topic, &new_epoch(), crate::topic::now_ms())?;
     }
     log.flush()
 }

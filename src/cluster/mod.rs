@@ -5,8 +5,12 @@
 //! Only one actor per node is remotable: the [`router::NodeRouter`], registered in the
 //! process group [`router_group`] of its node id. Topic and session actors stay local.
 
+pub mod client;
 pub mod membership;
+pub mod placement;
+pub mod router;
 pub mod view;
+pub mod wire;
 
 /// The `ractor::pg` group that holds node `id`'s router (one member).
 pub fn router_group(id: &str) -> String {

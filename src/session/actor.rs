@@ -10,7 +10,7 @@ use super::subscribe::{Sub, SubKind};
 use super::{SessionMsg, Transport};
 use crate::config::LimitsConfig;
 use crate::protocol::frames::{error_frame, reply_frame, Position};
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::{ApiError, ErrorCode, TopicName};
 use crate::shutdown::Shutdown;
 use crate::topic::service::Topics;
 use crate::topic::TopicMsg;
@@ -18,11 +18,17 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub struct SessionActor;
 
 /// Publishes and acks one connection may have waiting for their outcome.
 const MAX_IN_FLIGHT: usize = 4096;
+
+/// How long a subscription keeps trying to resume while its topic changes hands (failure
+/// detection, then the takeover), and how often it tries.
+const RESUBSCRIBE_PATIENCE: Duration = Duration::from_secs(15);
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 
 /// Counts one request in flight until dropped.
 struct InFlightGuard(Arc<AtomicUsize>);
@@ -231,8 +237,21 @@ impl Actor for SessionActor {
                             }
                         };
                         if let Err(e) = r {
-                            tracing::warn!(topic = %topic, error = %e, "resubscribe failed; closing session");
-                            state.outbound.close(CloseReason::Internal);
+                            let since = *old.retry_since.get_or_insert_with(Instant::now);
+                            if e.code == ErrorCode::Unavailable
+                                && since.elapsed() < RESUBSCRIBE_PATIENCE
+                            {
+                                // The topic is changing hands: try again shortly, from the
+                                // same cursor.
+                                old.kind.finish_replay();
+                                state.subs.insert(topic.clone(), old);
+                                myself.send_after(RESUBSCRIBE_PAUSE, move || {
+                                    SessionMsg::Resubscribe { topic, sub }
+                                });
+                            } else {
+                                tracing::warn!(topic = %topic, error = %e, "resubscribe failed; closing session");
+                                state.outbound.close(CloseReason::Internal);
+                            }
                         }
                     }
                 }

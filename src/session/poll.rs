@@ -108,13 +108,10 @@ pub async fn poll(
     }
     let head = head.max(info.head);
     let stored = if head >= start {
-        topics
-            .log()
-            .read(req.topic.as_str(), start, head, req.limit, max_bytes)
-            .map_err(|e| {
-                tracing::error!(topic = %req.topic, error = %e, "poll read failed");
-                ApiError::internal()
-            })?
+        info.history
+            .read(&req.topic, &info.epoch, start, head, req.limit, max_bytes)
+            .await?
+            .messages
     } else {
         Vec::new()
     };

@@ -8,7 +8,7 @@ use super::SessionMsg;
 use crate::protocol::envelope::Delivery;
 use crate::protocol::resume::{ResetReason, ResumePlan};
 use crate::protocol::TopicName;
-use crate::storage::TopicLog;
+use crate::topic::history::History;
 use crate::topic::service::call_topic;
 use crate::topic::{GoLive, SubId, TopicMsg};
 use ractor::ActorRef;
@@ -23,7 +23,7 @@ pub struct Replay {
     pub sub: SubId,
     pub epoch: Arc<str>,
     pub actor: ActorRef<TopicMsg>,
-    pub log: Arc<dyn TopicLog>,
+    pub history: History,
     pub outbound: Arc<Outbound>,
     pub cursor: Arc<AtomicU64>,
     pub session: ActorRef<SessionMsg>,
@@ -40,30 +40,40 @@ impl Replay {
                 if !self.outbound.wait_for_room().await {
                     return;
                 }
-                let batch =
-                    match self
-                        .log
-                        .read(self.topic.as_str(), next, head, BATCH, self.batch_bytes)
-                    {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::error!(topic = %self.topic, error = %e, "replay read failed");
-                            let _ = self.session.cast(SessionMsg::ReplayFailed {
+                let read = self
+                    .history
+                    .read(
+                        &self.topic,
+                        &self.epoch,
+                        next,
+                        head,
+                        BATCH,
+                        self.batch_bytes,
+                    )
+                    .await;
+                let (batch, first) = match read {
+                    Ok(b) => (b.messages, b.first),
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, error = %e, "replay read failed");
+                        // A remote history may have moved: start over from the cursor.
+                        let msg = match self.history {
+                            History::Local(_) => SessionMsg::ReplayFailed {
                                 topic: self.topic.clone(),
                                 sub: self.sub,
-                            });
-                            return;
-                        }
-                    };
+                            },
+                            History::Remote { .. } => SessionMsg::Resubscribe {
+                                topic: self.topic.clone(),
+                                sub: self.sub,
+                            },
+                        };
+                        let _ = self.session.cast(msg);
+                        return;
+                    }
+                };
                 let first_read = batch.first().map_or(head + 1, |m| m.offset);
                 if first_read > next {
                     // Retention removed messages while we were replaying: say so.
-                    let first = self
-                        .log
-                        .meta(self.topic.as_str())
-                        .ok()
-                        .flatten()
-                        .map_or(first_read, |m| m.first.min(first_read));
+                    let first = first.min(first_read);
                     let reset = Subscribed {
                         topic: self.topic.clone(),
                         req: None,

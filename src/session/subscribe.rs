@@ -25,6 +25,15 @@ pub(super) enum SubKind {
     Consumer { name: String },
 }
 
+impl SubKind {
+    /// After `stop_replay`: a finished replay (a handle is awaited only once).
+    pub fn finish_replay(&mut self) {
+        if let SubKind::Stream { replay } = self {
+            *replay = tokio::spawn(async {});
+        }
+    }
+}
+
 /// One subscription of a session.
 pub(super) struct Sub {
     pub id: SubId,
@@ -32,6 +41,8 @@ pub(super) struct Sub {
     pub cursor: Arc<AtomicU64>,
     pub epoch: Arc<str>,
     pub kind: SubKind,
+    /// Set while a resubscription keeps failing: when it first failed.
+    pub retry_since: Option<std::time::Instant>,
 }
 
 impl Sub {
@@ -163,7 +174,7 @@ impl SessionState {
             sub: id,
             epoch: info.epoch.clone(),
             actor: handle.actor.clone(),
-            log: self.topics.log().clone(),
+            history: info.history.clone(),
             outbound: self.outbound.clone(),
             cursor: cursor.clone(),
             session: myself.clone(),
@@ -176,6 +187,7 @@ impl SessionState {
             cursor,
             epoch: info.epoch,
             kind: SubKind::Stream { replay: task },
+            retry_since: None,
         };
         self.subs.insert(topic, sub);
         Ok(())
@@ -220,6 +232,7 @@ impl SessionState {
             cursor,
             epoch: joined.epoch,
             kind: SubKind::Consumer { name },
+            retry_since: None,
         };
         self.subs.insert(topic, sub);
         Ok(())

@@ -232,7 +232,7 @@ mod tests {
             cache_bytes: 8 * 1024 * 1024,
         };
         let inner = SledLog::open(dir.path(), opts).expect("open");
-        inner.create("t", "e1").expect("create");
+        inner.create("t", "e1", 1).expect("create");
         Arc::new(HookedLog {
             inner,
             faults: Counting {

@@ -41,6 +41,8 @@ pub enum StorageError {
     },
     #[error("topic {0} does not exist")]
     NoSuchTopic(String),
+    #[error("topic {0} was handed to another owner on this node; it is read-only here")]
+    Sealed(String),
 }
 
 /// One message as stored: its offset, id, owner time and the raw JSON text of `data`.
@@ -70,6 +72,15 @@ pub struct TopicMeta {
     pub head: u64,
 }
 
+/// Who may write a topic's copy on this node. Each epoch is created by one node with a
+/// `term` above every term that node knew of for the topic; a copy handed to another owner is
+/// `sealed` and never appended to again, so no two nodes ever append to one epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub term: u64,
+    pub sealed: bool,
+}
+
 /// How much history a topic keeps: whichever limit is reached first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -82,10 +93,29 @@ pub struct RetentionPolicy {
 pub trait TopicLog: Send + Sync + 'static {
     /// The topic's meta, or `None` if it was never created.
     fn meta(&self, topic: &str) -> Result<Option<TopicMeta>, StorageError>;
-    /// Creates the topic with `epoch` unless it exists; returns its meta either way.
-    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError>;
-    /// Replaces the epoch of an existing topic (its history can no longer be trusted).
-    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError>;
+    /// Creates the topic with `epoch` and `term` unless it exists; returns its meta either
+    /// way.
+    fn create(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError>;
+    /// Replaces the epoch and term of an existing topic (its history can no longer be
+    /// trusted).
+    fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError>;
+    /// The topic's lease, or `None` if it was never created.
+    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError>;
+    /// Seals this copy (durable with the next flush): it is never appended to again. Returns
+    /// its meta and lease as they were, or `None` if the topic does not exist.
+    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError>;
+    /// Replaces everything stored for the topic (messages, consumers, publish ids) with an
+    /// empty copy of `epoch` at `term` whose next offset is `first`. The copy is sealed until
+    /// [`TopicLog::unseal`]: an import cut short is never appended to.
+    fn replace(
+        &self,
+        topic: &str,
+        epoch: &str,
+        term: u64,
+        first: u64,
+    ) -> Result<TopicMeta, StorageError>;
+    /// Opens a replaced copy for appends once it is complete.
+    fn unseal(&self, topic: &str) -> Result<(), StorageError>;
     /// Every topic that exists.
     fn topics(&self) -> Result<Vec<String>, StorageError>;
     /// Appends messages whose offsets continue the topic's head with no gap. Visible to

@@ -12,6 +12,10 @@ pub(super) const SEGMENT_PREFIX: &str = "seg:";
 pub(super) struct MetaRecord {
     pub(super) epoch: String,
     pub(super) first: u64,
+    /// Orders epochs of one topic across nodes (see [`super::Lease`]).
+    pub(super) term: u64,
+    /// This copy was handed to another owner: never appended to again.
+    pub(super) sealed: bool,
 }
 
 /// Value of an offset in a segment tree; borrowed so `data` is written and read as one

@@ -7,7 +7,7 @@
 
 use super::retention::{self, SegmentInfo};
 use super::sled_codec::*;
-use super::{RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
+use super::{Lease, RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -43,6 +43,7 @@ struct Topic {
 struct TopicState {
     epoch: String,
     first: u64,
+    lease: Lease,
     segments: BTreeMap<u64, sled::Tree>,
 }
 
@@ -85,6 +86,10 @@ impl SledLog {
             let state = TopicState {
                 epoch: rec.epoch,
                 first: rec.first,
+                lease: Lease {
+                    term: rec.term,
+                    sealed: rec.sealed,
+                },
                 segments: BTreeMap::new(),
             };
             states.insert(name, state);
@@ -127,7 +132,7 @@ impl SledLog {
             };
             // Offsets below `first` were assigned even if their segments are gone.
             let head = last.max(state.first.saturating_sub(1));
-            let topic = Topic::new(state.epoch, state.first, head, state.segments);
+            let topic = Topic::new(state.epoch, state.first, state.lease, head, state.segments);
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(path = %path.display(), topics = topics.len(), "storage opened");
@@ -148,10 +153,18 @@ impl SledLog {
             .ok_or_else(|| StorageError::NoSuchTopic(name.to_string()))
     }
 
-    fn put_meta(&self, name: &str, epoch: &str, first: u64) -> Result<(), StorageError> {
+    fn put_meta(
+        &self,
+        name: &str,
+        epoch: &str,
+        first: u64,
+        lease: Lease,
+    ) -> Result<(), StorageError> {
         let rec = MetaRecord {
             epoch: epoch.to_string(),
             first,
+            term: lease.term,
+            sealed: lease.sealed,
         };
         self.meta.insert(name.as_bytes(), encode("meta", &rec)?)?;
         Ok(())
@@ -163,13 +176,20 @@ impl SledLog {
 }
 
 impl Topic {
-    fn new(epoch: String, first: u64, head: u64, segments: BTreeMap<u64, sled::Tree>) -> Topic {
+    fn new(
+        epoch: String,
+        first: u64,
+        lease: Lease,
+        head: u64,
+        segments: BTreeMap<u64, sled::Tree>,
+    ) -> Topic {
         Topic {
             writer: Mutex::new(()),
             head: AtomicU64::new(head),
             state: RwLock::new(TopicState {
                 epoch,
                 first,
+                lease,
                 segments,
             }),
         }
@@ -227,25 +247,37 @@ impl TopicLog for SledLog {
         Ok(read(&self.topics).get(topic).map(|t| t.meta()))
     }
 
-    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+    fn create(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError> {
         let mut topics = write(&self.topics);
         if let Some(t) = topics.get(topic) {
             return Ok(t.meta());
         }
-        self.put_meta(topic, epoch, 1)?;
-        let t = Topic::new(epoch.to_string(), 1, 0, BTreeMap::new());
+        let lease = Lease {
+            term,
+            sealed: false,
+        };
+        self.put_meta(topic, epoch, 1, lease)?;
+        let t = Topic::new(epoch.to_string(), 1, lease, 0, BTreeMap::new());
         let meta = t.meta();
         topics.insert(topic.to_string(), Arc::new(t));
         tracing::debug!(topic, epoch, "topic created");
         Ok(meta)
     }
 
-    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
+    fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
-        let first = read(&t.state).first;
-        self.put_meta(topic, epoch, first)?;
-        write(&t.state).epoch = epoch.to_string();
+        let (first, sealed) = {
+            let state = read(&t.state);
+            (state.first, state.lease.sealed)
+        };
+        let lease = Lease { term, sealed };
+        self.put_meta(topic, epoch, first, lease)?;
+        {
+            let mut state = write(&t.state);
+            state.epoch = epoch.to_string();
+            state.lease = lease;
+        }
         tracing::info!(topic, epoch, "topic epoch replaced");
         Ok(t.meta())
     }
@@ -259,6 +291,9 @@ impl TopicLog for SledLog {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
+        if read(&t.state).lease.sealed {
+            return Err(StorageError::Sealed(topic.to_string()));
+        }
         let head = t.head.load(Ordering::Acquire);
         for (expected, msg) in (head + 1..).zip(msgs) {
             if msg.offset != expected {
@@ -360,14 +395,14 @@ impl TopicLog for SledLog {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
         let head = t.head.load(Ordering::Acquire);
-        let (epoch, current_first, trees) = {
+        let (epoch, current_first, lease, trees) = {
             let state = read(&t.state);
             let trees: Vec<(u64, sled::Tree)> = state
                 .segments
                 .iter()
                 .map(|(s, tree)| (*s, tree.clone()))
                 .collect();
-            (state.epoch.clone(), state.first, trees)
+            (state.epoch.clone(), state.first, state.lease, trees)
         };
         let mut infos = Vec::with_capacity(trees.len());
         for (start, tree) in &trees {
@@ -392,7 +427,7 @@ impl TopicLog for SledLog {
         )?;
         if decision.first != current_first {
             // Persisted before any tree goes, so a crash never leaves `first` below a hole.
-            self.put_meta(topic, &epoch, decision.first)?;
+            self.put_meta(topic, &epoch, decision.first, lease)?;
         }
         {
             let mut state = write(&t.state);
@@ -489,6 +524,28 @@ impl TopicLog for SledLog {
         Ok(out)
     }
 
+    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError> {
+        Ok(read(&self.topics).get(topic).map(|t| read(&t.state).lease))
+    }
+
+    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
+        self.seal_copy(topic)
+    }
+
+    fn replace(
+        &self,
+        topic: &str,
+        epoch: &str,
+        term: u64,
+        first: u64,
+    ) -> Result<TopicMeta, StorageError> {
+        self.replace_copy(topic, epoch, term, first)
+    }
+
+    fn unseal(&self, topic: &str) -> Result<(), StorageError> {
+        self.unseal_copy(topic)
+    }
+
     fn flush(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         Ok(())
@@ -506,6 +563,9 @@ impl TopicLog for SledLog {
         Ok(())
     }
 }
+
+#[path = "sled_ownership.rs"]
+mod ownership;
 
 #[cfg(test)]
 #[path = "sled_log_tests.rs"]

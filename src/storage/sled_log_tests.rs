@@ -95,7 +95,7 @@ fn segment_names_parse_from_the_right() {
 fn append_and_read_across_segments() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir, 4);
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     append_range(&log, "t", 1, 10, 3);
     assert_eq!(log.segment_starts("t"), vec![1, 5, 9]);
     let all = log.read("t", 0, u64::MAX, 100, usize::MAX).unwrap();
@@ -117,7 +117,7 @@ fn append_and_read_across_segments() {
 fn out_of_sequence_append_is_rejected() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir, 4);
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     let err = log.append("t", &[msg(2)]).unwrap_err();
     assert!(
         matches!(
@@ -158,10 +158,10 @@ fn topics_create_and_epochs() {
     let log = open(&dir, 4);
     assert_eq!(log.meta("a").unwrap(), None);
     assert!(matches!(
-        log.set_epoch("a", "x"),
+        log.set_epoch("a", "x", 2),
         Err(StorageError::NoSuchTopic(_))
     ));
-    let created = log.create("a", "e1").unwrap();
+    let created = log.create("a", "e1", 1).unwrap();
     assert_eq!(
         created,
         TopicMeta {
@@ -171,17 +171,17 @@ fn topics_create_and_epochs() {
         }
     );
     assert_eq!(
-        log.create("a", "e2").unwrap(),
+        log.create("a", "e2", 1).unwrap(),
         created,
         "create keeps an existing topic"
     );
-    log.create("$sys:b", "e1").unwrap();
+    log.create("$sys:b", "e1", 1).unwrap();
     assert!(log.mark_running().unwrap());
     assert_eq!(
         log.topics().unwrap(),
         vec!["$sys:b".to_string(), "a".to_string()]
     );
-    assert_eq!(log.set_epoch("a", "e3").unwrap().epoch, "e3");
+    assert_eq!(log.set_epoch("a", "e3", 2).unwrap().epoch, "e3");
 }
 
 #[test]
@@ -194,9 +194,9 @@ fn reopen_keeps_data_head_epoch_and_first() {
     let before = {
         let log = open(&dir, 4);
         assert!(log.mark_running().unwrap(), "first run counts as clean");
-        log.create("t:x", "e1").unwrap();
+        log.create("t:x", "e1", 1).unwrap();
         append_range(&log, "t:x", 1, 10, 4);
-        log.set_epoch("t:x", "e2").unwrap();
+        log.set_epoch("t:x", "e2", 2).unwrap();
         let meta = log.apply_retention("t:x", &policy, 0).unwrap();
         assert_eq!(
             meta,
@@ -231,7 +231,7 @@ fn head_survives_when_everything_expired() {
     let dir = TempDir::new().unwrap();
     {
         let log = open(&dir, 4);
-        log.create("t", "e1").unwrap();
+        log.create("t", "e1", 1).unwrap();
         append_range(&log, "t", 1, 9, 9);
         let policy = RetentionPolicy {
             max_messages: 0,
@@ -258,7 +258,7 @@ fn head_survives_when_everything_expired() {
 fn retention_by_count_frees_segments() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir, 10);
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     append_range(&log, "t", 1, 100, 7);
     assert_eq!(log.segment_trees(), 10);
     let policy = RetentionPolicy {
@@ -284,7 +284,7 @@ fn retention_by_count_frees_segments() {
 fn retention_by_age() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir, 10);
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     append_range(&log, "t", 1, 100, 100);
     // Times are offset * 10: at 1000 with max age 450, offsets from 55 are young enough.
     let policy = RetentionPolicy {
@@ -354,7 +354,7 @@ fn dedupe_window_expires() {
 fn corrupt_records_give_errors_not_panics() {
     let dir = TempDir::new().unwrap();
     let log = open(&dir, 4);
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     append_range(&log, "t", 1, 8, 8);
     log.put_raw("t", 3, &[0xff, 0xff, 0xff]);
     let err = log.read("t", 1, 8, 100, usize::MAX).unwrap_err();
@@ -399,7 +399,7 @@ fn corrupt_records_give_errors_not_panics() {
 fn concurrent_reads_see_contiguous_retained_messages() {
     let dir = TempDir::new().unwrap();
     let log = Arc::new(open(&dir, 16));
-    log.create("t", "e1").unwrap();
+    log.create("t", "e1", 1).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
         .map(|_| {

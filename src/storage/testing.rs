@@ -2,7 +2,7 @@
 //! can change at the three points faults come from (append, read, flush). Everything else
 //! is delegated unchanged.
 
-use super::{RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
+use super::{Lease, RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
 
 /// What a test injects. Every hook defaults to doing nothing extra.
 pub trait Faults: Send + Sync + 'static {
@@ -35,12 +35,34 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.meta(topic)
     }
 
-    fn create(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-        self.inner.create(topic, epoch)
+    fn create(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError> {
+        self.inner.create(topic, epoch, term)
     }
 
-    fn set_epoch(&self, topic: &str, epoch: &str) -> Result<TopicMeta, StorageError> {
-        self.inner.set_epoch(topic, epoch)
+    fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError> {
+        self.inner.set_epoch(topic, epoch, term)
+    }
+
+    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError> {
+        self.inner.lease(topic)
+    }
+
+    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
+        self.inner.seal(topic)
+    }
+
+    fn replace(
+        &self,
+        topic: &str,
+        epoch: &str,
+        term: u64,
+        first: u64,
+    ) -> Result<TopicMeta, StorageError> {
+        self.inner.replace(topic, epoch, term, first)
+    }
+
+    fn unseal(&self, topic: &str) -> Result<(), StorageError> {
+        self.inner.unseal(topic)
     }
 
     fn topics(&self) -> Result<Vec<String>, StorageError> {

@@ -1,12 +1,17 @@
-//! The topic actor: the single writer of one topic. It assigns offsets, appends to the
-//! log, asks the flusher for durability, and only then acknowledges the publishers and
-//! pushes the message to live subscribers (so no subscriber ever sees an offset that a
-//! crash could take back).
+//! The topic actor on the topic's owner: the single writer of one topic. It takes the topic
+//! over from the other members first ([`super::takeover`]), then assigns offsets, appends
+//! to the log, asks the flusher for durability, and only then acknowledges the publishers
+//! and pushes the message to live subscribers and, once per node, to the nodes that follow
+//! the topic (so no subscriber ever sees an offset that a crash could take back).
 
+use super::history::History;
+use super::takeover::{durable, takeover};
 use super::{
-    new_epoch, now_ms, GoLive, PublishAck, PublishReply, SubId, SubscribeInfo, Subscriber,
-    TopicInfo, TopicMsg, TopicShared,
+    now_ms, GoLive, PublishAck, PublishReply, SubId, SubscribeInfo, Subscriber, TopicInfo,
+    TopicMsg, TopicShared,
 };
+use crate::cluster::client::Cluster;
+use crate::cluster::wire::{Cast, WireMessage, WireMeta};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::protocol::envelope::Delivery;
@@ -20,7 +25,7 @@ use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::service::Topics;
 use crate::topic::supervisor::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -36,6 +41,10 @@ pub struct TopicContext {
     pub consumers: ConsumersConfig,
     /// Where dead letters are published (set once the node's `Topics` exists).
     pub topics: Arc<OnceLock<Topics>>,
+    /// Membership, placement and the other nodes.
+    pub cluster: Cluster,
+    /// How long publish ids are remembered (an imported topic brings its recent ones).
+    pub dedupe_window_ms: u64,
 }
 
 pub struct TopicActor;
@@ -84,6 +93,12 @@ pub struct TopicState {
     )>,
     /// Ticks consumer deadlines while any consumer exists.
     pub(super) consumer_timer: Option<tokio::task::JoinHandle<()>>,
+    /// Nodes that follow this topic: each gets every durable message once.
+    followers: HashSet<String>,
+    /// The term a new topic is created with (see [`crate::storage::Lease`]).
+    term: u64,
+    /// The takeover failed: this actor serves nothing and is being retired.
+    failed: bool,
 }
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
@@ -98,56 +113,68 @@ impl Actor for TopicActor {
         myself: ActorRef<TopicMsg>,
         args: TopicArgs,
     ) -> Result<TopicState, ActorProcessingErr> {
-        let log = &args.ctx.log;
-        let (meta, exists) = match log.meta(args.topic.as_str())? {
-            Some(meta) => {
-                // Appends of a previous incarnation may not be durable yet; make them so
-                // before anything is delivered from them.
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                args.ctx.flusher.after_flush(Box::new(move |r| {
-                    let _ = tx.send(r);
-                }));
-                rx.await.map_err(|_| "flusher stopped")??;
-                (meta, true)
-            }
-            None => (
-                TopicMeta {
-                    epoch: new_epoch(),
-                    first: 1,
-                    head: 0,
-                },
-                false,
-            ),
-        };
-        tracing::debug!(topic = %args.topic, epoch = %meta.epoch, head = meta.head, "topic actor started");
-        args.shared.head.send_replace(meta.head);
         let tick = RETENTION_TICK
             .min(args.ctx.idle / 2)
             .max(Duration::from_millis(100));
         myself.send_interval(tick, || TopicMsg::Tick);
-        let groups = super::consumers::load(&*args.ctx.log, &args.topic)?;
-        let mut state = TopicState {
+        Ok(TopicState {
             topic: args.topic,
             ctx: args.ctx,
             shared: args.shared,
-            epoch: Arc::from(meta.epoch.as_str()),
-            exists,
-            first: meta.first,
-            head: meta.head,
-            durable: meta.head,
+            epoch: Arc::from(""),
+            exists: false,
+            first: 1,
+            head: 0,
+            durable: 0,
             last_time_ms: 0,
             unflushed: VecDeque::new(),
             pending: VecDeque::new(),
             live: Vec::new(),
             catching_up: HashMap::new(),
-            groups,
+            groups: HashMap::new(),
             last_used: Instant::now(),
             dead_queue: Vec::new(),
             ack_replies: Vec::new(),
             consumer_timer: None,
+            followers: HashSet::new(),
+            term: 0,
+            failed: true,
+        })
+    }
+
+    /// Takes the topic over (messages queue meanwhile), then loads it: its meta, and its
+    /// consumers.
+    async fn post_start(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        state: &mut TopicState,
+    ) -> Result<(), ActorProcessingErr> {
+        let start = match takeover(&state.topic, &state.ctx).await {
+            Ok(start) => start,
+            Err(e) => {
+                tracing::info!(topic = %state.topic, error = %e, "takeover not possible yet");
+                state.retire_now(&myself);
+                return Ok(());
+            }
         };
+        if start.exists {
+            // Appends of a previous incarnation may not be durable yet; make them so
+            // before anything is delivered from them.
+            durable(&state.ctx).await?;
+        }
+        let meta = start.meta;
+        tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
+        state.shared.head.send_replace(meta.head);
+        state.groups = super::consumers::load(&*state.ctx.log, &state.topic)?;
+        state.epoch = Arc::from(meta.epoch.as_str());
+        state.exists = start.exists;
+        state.first = meta.first;
+        state.head = meta.head;
+        state.durable = meta.head;
+        state.term = start.term;
+        state.failed = false;
         state.start_consumer_timer(&myself);
-        Ok(state)
+        Ok(())
     }
 
     async fn post_stop(
@@ -160,6 +187,10 @@ impl Actor for TopicActor {
         }
         // Whoever subscribed after the topic decided to retire resumes on its successor.
         tell_resubscribe(&state.topic, &state.shared);
+        state.tell_followers_gone();
+        if state.failed {
+            return Ok(());
+        }
         // Every handled message already settled; only unpublished dead letters could be
         // pending, and those must not be recorded as done.
         if state.dead_queue.is_empty() {
@@ -176,6 +207,10 @@ impl Actor for TopicActor {
     ) -> Result<(), ActorProcessingErr> {
         if !matches!(msg, TopicMsg::Tick | TopicMsg::ConsumerTick) {
             state.last_used = Instant::now();
+        }
+        if state.failed {
+            refuse(msg);
+            return Ok(());
         }
         match msg {
             TopicMsg::Publish { data, id, reply } => state.publish(&myself, data, id, reply)?,
@@ -208,7 +243,24 @@ impl Actor for TopicActor {
                             .map(|g| g.members.len())
                             .sum::<usize>(),
                     exists: state.exists,
+                    history: History::Local(state.ctx.log.clone()),
+                    owner: state.ctx.cluster.me().to_string(),
                 });
+            }
+            TopicMsg::Follow { from, reply } => {
+                state.followers.insert(from);
+                let _ = reply.send(Ok(WireMeta {
+                    epoch: state.epoch.to_string(),
+                    first: state.first.min(state.durable + 1),
+                    head: state.durable,
+                    exists: state.exists,
+                }));
+            }
+            TopicMsg::Unfollow { from } => {
+                state.followers.remove(&from);
+            }
+            TopicMsg::Deliver { .. } | TopicMsg::OwnerGone { .. } => {
+                // Meant for a follower that this node no longer has.
             }
             TopicMsg::Durable { upto, ok } => {
                 if !ok {
@@ -265,7 +317,8 @@ impl TopicState {
             }
         }
         if !self.exists {
-            let meta = log.create(topic, &self.epoch)?;
+            let term = self.term.max(now);
+            let meta = log.create(topic, &self.epoch, term)?;
             self.epoch = Arc::from(meta.epoch.as_str());
             self.exists = true;
         }
@@ -317,6 +370,7 @@ impl TopicState {
             return Ok(());
         }
         self.durable = upto;
+        let mut remote = Vec::new();
         while self
             .unflushed
             .front()
@@ -327,8 +381,12 @@ impl TopicState {
             };
             let delivery =
                 Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
-            self.fan_out(&delivery);
+            fan_out(&mut self.live, &self.shared, &delivery);
+            if !self.followers.is_empty() {
+                remote.push(WireMessage::from(&msg));
+            }
         }
+        self.send_to_followers(remote);
         self.pump_consumers()?;
         while self.pending.front().is_some_and(|p| p.offset <= upto) {
             if let Some(p) = self.pending.pop_front() {
@@ -339,28 +397,47 @@ impl TopicState {
         Ok(())
     }
 
-    fn fan_out(&mut self, delivery: &Arc<Delivery>) {
-        let offset = delivery.offset;
-        let mut gone = Vec::new();
-        self.live.retain(
-            |sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
-                Ok(()) => {
-                    sub.cursor.store(offset, Ordering::Release);
-                    true
-                }
-                Err(_) => {
-                    // Overflowed (closed as a slow consumer) or gone: the session ends and its
-                    // client resumes by offset.
-                    gone.push(sub.id);
-                    false
-                }
-            },
-        );
-        if !gone.is_empty() {
-            let mut subs = self.shared.subscribers();
-            for id in gone {
-                subs.remove(&id);
+    /// Casts newly durable messages to every follower node, encoded once.
+    fn send_to_followers(&mut self, messages: Vec<WireMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        let cast = Cast::Deliver {
+            topic: self.topic.as_str().to_string(),
+            epoch: self.epoch.to_string(),
+            first: self.first,
+            messages,
+        };
+        let Some(bytes) = Cluster::encode_cast(&cast) else {
+            return;
+        };
+        let cluster = &self.ctx.cluster;
+        self.followers.retain(|node| {
+            let sent = cluster.cast(node, bytes.clone());
+            if !sent {
+                tracing::info!(node, "follower node unreachable; dropped");
             }
+            sent
+        });
+    }
+
+    fn tell_followers_gone(&mut self) {
+        let cast = Cast::OwnerGone {
+            topic: self.topic.as_str().to_string(),
+            epoch: self.epoch.to_string(),
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            for node in self.followers.drain() {
+                self.ctx.cluster.cast(&node, bytes.clone());
+            }
+        }
+    }
+
+    /// Asks the supervisor to stop this actor at once (a failed takeover).
+    fn retire_now(&self, myself: &ActorRef<TopicMsg>) {
+        if let Some(sup) = myself.try_get_supervisor() {
+            let sup: ActorRef<SupervisorMsg> = sup.into();
+            let _ = sup.cast(SupervisorMsg::Retire(self.topic.clone(), myself.get_id()));
         }
     }
 
@@ -382,6 +459,7 @@ impl TopicState {
             first: meta.first,
             head: meta.head,
             plan,
+            history: History::Local(self.ctx.log.clone()),
         })
     }
 
@@ -405,7 +483,8 @@ impl TopicState {
     /// no subscription, no consumer holding or owing anything, no publish in flight, no
     /// long poll waiting. The supervisor stops it; the next use starts a fresh one.
     fn retire_if_idle(&self, myself: &ActorRef<TopicMsg>) {
-        let unused = self.live.is_empty()
+        let unused = self.followers.is_empty()
+            && self.live.is_empty()
             && self.catching_up.is_empty()
             && self.pending.is_empty()
             && self.unflushed.is_empty()
@@ -415,12 +494,8 @@ impl TopicState {
                 .values()
                 .all(|g| g.members.is_empty() && g.window.pending() == 0)
             && self.last_used.elapsed() >= self.ctx.idle;
-        if !unused {
-            return;
-        }
-        if let Some(sup) = myself.try_get_supervisor() {
-            let sup: ActorRef<SupervisorMsg> = sup.into();
-            let _ = sup.cast(SupervisorMsg::Retire(self.topic.clone(), myself.get_id()));
+        if unused {
+            self.retire_now(myself);
         }
     }
 
@@ -434,6 +509,72 @@ impl TopicState {
                 .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
         self.first = self.first.max(meta.first);
         Ok(())
+    }
+}
+
+/// Pushes `delivery` to every live subscriber; drops those whose queue refused it.
+pub fn fan_out(live: &mut Vec<Subscriber>, shared: &TopicShared, delivery: &Arc<Delivery>) {
+    let offset = delivery.offset;
+    let mut gone = Vec::new();
+    live.retain(
+        |sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
+            Ok(()) => {
+                sub.cursor.store(offset, Ordering::Release);
+                true
+            }
+            Err(_) => {
+                // Overflowed (closed as a slow consumer) or gone: the session ends and its
+                // client resumes by offset.
+                gone.push(sub.id);
+                false
+            }
+        },
+    );
+    if !gone.is_empty() {
+        let mut subs = shared.subscribers();
+        for id in gone {
+            subs.remove(&id);
+        }
+    }
+}
+
+/// Answers a message with "moving" (or nothing, for those without a reply): the actor that
+/// got it does not serve the topic.
+pub fn refuse(msg: TopicMsg) {
+    let moving = super::moving;
+    match msg {
+        TopicMsg::Publish { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::Subscribe { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::ConsumerJoin { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::ConsumerAck {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::ConsumerLease { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::Follow { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::GoLive { reply, .. } => {
+            let _ = reply.send(GoLive::Behind { head: 0 });
+        }
+        TopicMsg::Unsubscribe {
+            reply: Some(reply), ..
+        }
+        | TopicMsg::ConsumerLeave {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(());
+        }
+        _ => {}
     }
 }
 

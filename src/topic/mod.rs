@@ -4,8 +4,12 @@
 
 pub mod actor;
 mod consumers;
+pub mod follower;
+pub mod history;
+mod remote;
 pub mod service;
 pub mod supervisor;
+pub mod takeover;
 
 use crate::consumer::options::ConsumerOptions;
 use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
@@ -77,6 +81,8 @@ pub struct SubscribeInfo {
     /// The durable head: replay reads up to here, then asks to go live.
     pub head: u64,
     pub plan: ResumePlan,
+    /// Where replay reads from.
+    pub history: history::History,
 }
 
 /// The answer to "may I go live at `next`?".
@@ -98,6 +104,25 @@ pub struct TopicInfo {
     pub subscribers: usize,
     /// False while nothing was ever published (the topic does not exist yet).
     pub exists: bool,
+    /// Where retained messages are read from.
+    pub history: history::History,
+    /// The node that owns the topic.
+    pub owner: String,
+}
+
+/// What a topic actor is on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Sequences, persists and fans out to this node and every follower node.
+    Owner,
+    /// Follows the owner node named here.
+    Follower(String),
+}
+
+/// The answer to a request that had no effect because the topic is changing hands (or this
+/// node is still joining): the caller may retry, here or at the new owner.
+pub fn moving() -> ApiError {
+    ApiError::unavailable("topic is moving between nodes; try again")
 }
 
 /// Messages of a topic actor.
@@ -168,6 +193,25 @@ pub enum TopicMsg {
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,
+    /// (Owner) node `from` follows: every durable message is cast to it from now on.
+    Follow {
+        from: String,
+        reply: RpcReplyPort<Result<crate::cluster::wire::WireMeta, ApiError>>,
+    },
+    /// (Owner) node `from` stopped following.
+    Unfollow {
+        from: String,
+    },
+    /// (Follower) durable messages from the owner, in offset order.
+    Deliver {
+        epoch: String,
+        first: u64,
+        messages: Vec<crate::storage::StoredMessage>,
+    },
+    /// (Follower) the owner stopped owning `epoch`.
+    OwnerGone {
+        epoch: String,
+    },
 }
 
 /// A new epoch: 16 random alphanumerics.

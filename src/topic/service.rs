@@ -1,8 +1,12 @@
-//! [`Topics`]: what sessions and HTTP handlers use to reach topic actors, with one retry when
-//! a topic actor was restarted under them.
+//! [`Topics`]: what sessions and HTTP handlers use to reach topics, wherever they are owned.
+//! A publish goes to the owner (this node's topic actor, or another node's over the
+//! cluster); while a topic is changing hands it is retried for a bounded time.
 
+use super::history::{unexpected, History};
 use super::supervisor::{SupervisorMsg, TopicHandle, TopicRegistry, TopicSupervisor};
-use super::{PublishAck, TopicInfo, TopicMsg};
+use super::{moving, PublishAck, TopicInfo, TopicMsg};
+use crate::cluster::client::{CallError, Cluster};
+use crate::cluster::wire::{Call, Reply};
 use crate::protocol::{ApiError, TopicName};
 use crate::storage::TopicLog;
 use bytes::Bytes;
@@ -14,11 +18,16 @@ use std::time::Duration;
 /// How long a call to a topic actor may take before the caller gives up with `unavailable`.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a publish keeps trying while its topic changes hands (failure detection plus
+/// takeover fit well within it).
+const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
+
 #[derive(Clone)]
 pub struct Topics {
-    supervisor: ActorRef<SupervisorMsg>,
-    registry: TopicRegistry,
-    log: Arc<dyn TopicLog>,
+    pub(super) supervisor: ActorRef<SupervisorMsg>,
+    pub(super) registry: TopicRegistry,
+    pub(super) log: Arc<dyn TopicLog>,
+    pub(super) cluster: Cluster,
 }
 
 fn gone() -> ApiError {
@@ -30,12 +39,18 @@ impl Topics {
         supervisor: ActorRef<SupervisorMsg>,
         registry: TopicRegistry,
         log: Arc<dyn TopicLog>,
+        cluster: Cluster,
     ) -> Topics {
         Topics {
             supervisor,
             registry,
             log,
+            cluster,
         }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     pub fn log(&self) -> &Arc<dyn TopicLog> {
@@ -47,8 +62,71 @@ impl Topics {
         TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await
     }
 
-    /// Publishes and waits until the message is durable as configured.
+    /// Publishes at the topic's owner and waits until the message is durable as configured
+    /// there. Retried while the topic is changing hands, up to [`ROUTE_PATIENCE`].
     pub async fn publish(
+        &self,
+        topic: &TopicName,
+        data: Bytes,
+        id: Option<String>,
+    ) -> Result<PublishAck, ApiError> {
+        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let r = match self.cluster.owner(topic.as_str()) {
+                None => Err(moving()),
+                Some(owner) if owner == self.cluster.me() => {
+                    self.publish_here(topic, data.clone(), id.clone()).await
+                }
+                Some(owner) => self.publish_at(&owner, topic, &data, &id).await,
+            };
+            match r {
+                Err(e) if e == moving() && tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn publish_at(
+        &self,
+        owner: &str,
+        topic: &TopicName,
+        data: &Bytes,
+        id: &Option<String>,
+    ) -> Result<PublishAck, ApiError> {
+        let call = Call::Publish {
+            topic: topic.as_str().to_string(),
+            data: data.to_vec(),
+            id: id.clone(),
+        };
+        match self.cluster.call(owner, &call).await {
+            Ok(Reply::Published {
+                offset,
+                epoch,
+                id,
+                duplicate,
+            }) => Ok(PublishAck {
+                offset,
+                epoch: Arc::from(epoch.as_str()),
+                id,
+                duplicate,
+            }),
+            Ok(Reply::Error { retry: true, .. }) | Err(CallError::NoRoute(_)) => Err(moving()),
+            Ok(other) => Err(unexpected(owner, other)),
+            Err(e) => {
+                tracing::warn!(topic = %topic, owner, error = %e, "forwarded publish failed");
+                Err(ApiError::unavailable(
+                    "the topic's owner did not answer; the outcome is unknown (retry with the same id)",
+                ))
+            }
+        }
+    }
+
+    /// Publishes on this node, which owns the topic.
+    pub(super) async fn publish_here(
         &self,
         topic: &TopicName,
         data: Bytes,
@@ -74,11 +152,41 @@ impl Topics {
                 Err(_) => Err(gone()),
             };
         }
-        Err(gone())
+        Err(moving())
     }
 
-    /// The topic's info, or `None` if it never existed. Starts no actor for unknown topics.
+    /// The topic's info (from its owner), or `None` if it never existed.
     pub async fn info(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
+        let owner = match self.cluster.owner(topic.as_str()) {
+            Some(owner) if owner != self.cluster.me() => owner,
+            _ => return self.info_here(topic).await,
+        };
+        let call = Call::Info {
+            topic: topic.as_str().to_string(),
+        };
+        match self.cluster.call(&owner, &call).await {
+            Ok(Reply::Info { meta, subscribers }) => {
+                Ok(meta.filter(|m| m.exists).map(|m| TopicInfo {
+                    epoch: Arc::from(m.epoch.as_str()),
+                    first: m.first,
+                    head: m.head,
+                    subscribers: usize::try_from(subscribers).unwrap_or(usize::MAX),
+                    exists: true,
+                    history: History::Remote {
+                        cluster: self.cluster.clone(),
+                        owner: owner.clone(),
+                    },
+                    owner,
+                }))
+            }
+            Ok(other) => Err(unexpected(&owner, other)),
+            Err(_) => Err(ApiError::unavailable("the topic's owner is unreachable")),
+        }
+    }
+
+    /// The info of this node's copy, or `None` if it never existed. Starts no actor for
+    /// unknown topics.
+    pub(super) async fn info_here(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
         if let Some(h) = self.registry.get(topic) {
             if let Ok(CallResult::Success(info)) =
                 h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await

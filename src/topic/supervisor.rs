@@ -1,13 +1,24 @@
-//! The topic supervisor: spawns a topic actor the first time a topic is used, and restarts
-//! one that failed, from its log. A restart loses no acknowledged message (the log has them)
+//! The topic supervisor: spawns a topic actor the first time a topic is used — an owner
+//! ([`TopicActor`]) or a follower ([`FollowerActor`]), as placement says — and restarts one
+//! that failed, from its log. A restart loses no acknowledged message (the log has them)
 //! and no subscription (every subscriber is told to resume from its cursor).
+//!
+//! When membership changes, every running actor whose role changed is stopped (an owner is
+//! waited for, so a node never has two writers of a topic); its subscribers resume on a
+//! fresh actor of the right role. A peer's takeover request (`Relinquish`) is served here
+//! too, so that it is ordered with every spawn and stop.
 //!
 //! Lookups go through a read-mostly [`TopicRegistry`]; only a miss costs a message to the
 //! supervisor, which is the one writer of the registry.
 
 use super::actor::{tell_resubscribe, TopicActor, TopicArgs, TopicContext};
-use super::{TopicMsg, TopicShared};
+use super::follower::{FollowerActor, FollowerArgs};
+use super::takeover::{durable, Copy};
+use super::{Role, TopicMsg, TopicShared};
+use crate::cluster::client::Cluster;
+use crate::cluster::wire::CopyDesc;
 use crate::protocol::{ApiError, TopicName};
+use crate::shutdown::Shutdown;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -19,6 +30,7 @@ use std::sync::{Arc, RwLock};
 pub struct TopicHandle {
     pub actor: ActorRef<TopicMsg>,
     pub shared: Arc<TopicShared>,
+    pub role: Role,
 }
 
 /// Topic name to running actor, readable by anyone.
@@ -62,6 +74,12 @@ pub enum SupervisorMsg {
     Get(TopicName, RpcReplyPort<Result<TopicHandle, ApiError>>),
     /// An idle topic actor asks to be retired.
     Retire(TopicName, ActorId),
+    /// Membership changed: stop every actor whose role changed.
+    Rebalance,
+    /// Another node takes the topic over: stop owning it, seal this node's copy durably, and
+    /// describe the copy as it was (`None` if this node has none). Refused with "moving" if
+    /// this node still owns the topic in its own view.
+    Relinquish(TopicName, RpcReplyPort<Result<Option<Copy>, ApiError>>),
 }
 
 pub struct TopicSupervisor;
@@ -130,6 +148,10 @@ impl Actor for TopicSupervisor {
                 };
                 let _ = reply.send(result);
             }
+            SupervisorMsg::Rebalance => state.rebalance().await,
+            SupervisorMsg::Relinquish(topic, reply) => {
+                let _ = reply.send(state.relinquish(&topic).await);
+            }
             SupervisorMsg::Retire(topic, id) => {
                 let Some(h) = state
                     .registry
@@ -194,14 +216,33 @@ impl SupervisorState {
         topic: TopicName,
         shared: Arc<TopicShared>,
     ) -> Result<TopicHandle, ApiError> {
-        let args = TopicArgs {
-            topic: topic.clone(),
-            ctx: self.ctx.clone(),
-            shared: shared.clone(),
+        let role = self.role(&topic)?;
+        let spawned = match &role {
+            Role::Owner => {
+                let args = TopicArgs {
+                    topic: topic.clone(),
+                    ctx: self.ctx.clone(),
+                    shared: shared.clone(),
+                };
+                Actor::spawn_linked(None, TopicActor, args, sup).await
+            }
+            Role::Follower(owner) => {
+                let args = FollowerArgs {
+                    topic: topic.clone(),
+                    owner: owner.clone(),
+                    ctx: self.ctx.clone(),
+                    shared: shared.clone(),
+                };
+                Actor::spawn_linked(None, FollowerActor, args, sup).await
+            }
         };
-        match Actor::spawn_linked(None, TopicActor, args, sup).await {
+        match spawned {
             Ok((actor, _)) => {
-                let handle = TopicHandle { actor, shared };
+                let handle = TopicHandle {
+                    actor,
+                    shared,
+                    role,
+                };
                 self.by_actor.insert(handle.actor.get_id(), topic.clone());
                 self.registry.insert(topic, handle.clone());
                 Ok(handle)
@@ -216,3 +257,105 @@ impl SupervisorState {
 
 // Local only: never sent to another node (see `cluster::router`).
 impl ractor::Message for SupervisorMsg {}
+
+impl SupervisorState {
+    /// What this node should run for `topic` now.
+    fn role(&self, topic: &TopicName) -> Result<Role, ApiError> {
+        match self.ctx.cluster.owner(topic.as_str()) {
+            None => Err(ApiError::unavailable("node is joining the cluster")),
+            Some(owner) if owner == self.ctx.cluster.me() => Ok(Role::Owner),
+            Some(owner) => Ok(Role::Follower(owner)),
+        }
+    }
+
+    /// Takes `topic`'s actor out of the registry and stops it; an owner is waited for.
+    async fn stop(&mut self, topic: &TopicName, reason: &str) {
+        let Some(h) = self.registry.get(topic) else {
+            return;
+        };
+        self.registry.remove(topic);
+        self.by_actor.remove(&h.actor.get_id());
+        if h.role == Role::Owner {
+            let _ = h
+                .actor
+                .stop_and_wait(Some(reason.into()), Some(RETIRE_TIMEOUT))
+                .await;
+        } else {
+            h.actor.stop(Some(reason.into()));
+        }
+    }
+
+    async fn rebalance(&mut self) {
+        let running: Vec<(TopicName, Role)> = self
+            .registry
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(t, h)| (t.clone(), h.role.clone()))
+            .collect();
+        let mut moved = 0;
+        for (topic, role) in running {
+            if self.role(&topic).ok() != Some(role) {
+                self.stop(&topic, "placement changed").await;
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "topics moved after a membership change");
+        }
+    }
+
+    async fn relinquish(&mut self, topic: &TopicName) -> Result<Option<Copy>, ApiError> {
+        if self.role(topic).ok() == Some(Role::Owner) {
+            return Err(super::moving());
+        }
+        if self
+            .registry
+            .get(topic)
+            .is_some_and(|h| h.role == Role::Owner)
+        {
+            self.stop(topic, "handed over").await;
+        }
+        let sealed = self.ctx.log.seal(topic.as_str()).map_err(|e| {
+            tracing::error!(topic = %topic, error = %e, "sealing failed");
+            ApiError::internal()
+        })?;
+        let Some((meta, lease)) = sealed else {
+            return Ok(None);
+        };
+        if !lease.sealed {
+            durable(&self.ctx).await?;
+        }
+        Ok(Some((
+            meta.epoch,
+            CopyDesc {
+                term: lease.term,
+                first: meta.first,
+                head: meta.head,
+                sealed: lease.sealed,
+            },
+        )))
+    }
+}
+
+/// Asks the supervisor to rebalance after every membership change, until shutdown.
+pub fn follow_membership(
+    sup: ActorRef<SupervisorMsg>,
+    cluster: &Cluster,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let mut view = cluster.watch();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = view.changed() => {
+                    if changed.is_err() || sup.cast(SupervisorMsg::Rebalance).is_err() {
+                        return;
+                    }
+                }
+                _ = shutdown.wait() => return,
+            }
+        }
+    })
+}

@@ -1,5 +1,6 @@
 //! Test support: a fault-injecting TopicLog and an in-process node without sockets.
 
+use crate::cluster::client::Cluster;
 use crate::config::{FsyncMode, LimitsConfig};
 use crate::protocol::envelope::Delivery;
 use crate::protocol::frames::Position;
@@ -153,6 +154,8 @@ impl Harness {
             },
             consumers: crate::config::ConsumersConfig::default(),
             topics: Arc::new(std::sync::OnceLock::new()),
+            cluster: Cluster::alone("n1"),
+            dedupe_window_ms: 120_000,
         };
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =
@@ -162,7 +165,12 @@ impl Harness {
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
             .await
             .expect("spawn session supervisor");
-        let topics = Topics::new(topic_sup.clone(), registry.clone(), dyn_log);
+        let topics = Topics::new(
+            topic_sup.clone(),
+            registry.clone(),
+            dyn_log,
+            Cluster::alone("n1"),
+        );
         let sessions = Sessions::new(
             session_sup.clone(),
             topics.clone(),

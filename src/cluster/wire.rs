@@ -1,0 +1,226 @@
+//! What nodes say to each other, inside the router's two remotable messages: a request
+//! ([`Call`] → [`Reply`]) or a one-way [`Cast`]. Encoded with bincode; topics travel as
+//! names and are validated again on arrival.
+
+use crate::protocol::{ApiError, ErrorCode};
+use crate::storage::StoredMessage;
+use bincode::{Decode, Encode};
+
+/// Why a node could not be reached or a message not decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("cannot encode a cluster message: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("cannot decode a cluster message: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+}
+
+pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, WireError> {
+    Ok(bincode::encode_to_vec(value, bincode::config::standard())?)
+}
+
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, WireError> {
+    let (value, _) = bincode::decode_from_slice(bytes, bincode::config::standard())?;
+    Ok(value)
+}
+
+/// A stored message on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct WireMessage {
+    pub offset: u64,
+    pub id: String,
+    pub time_ms: u64,
+    pub data: Vec<u8>,
+}
+
+impl From<&StoredMessage> for WireMessage {
+    fn from(m: &StoredMessage) -> Self {
+        WireMessage {
+            offset: m.offset,
+            id: m.id.clone(),
+            time_ms: m.time_ms,
+            data: m.data.to_vec(),
+        }
+    }
+}
+
+impl From<WireMessage> for StoredMessage {
+    fn from(m: WireMessage) -> Self {
+        StoredMessage {
+            offset: m.offset,
+            id: m.id,
+            time_ms: m.time_ms,
+            data: m.data.into(),
+        }
+    }
+}
+
+/// A topic's state as its owner (or a copy's holder) sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct WireMeta {
+    pub epoch: String,
+    pub first: u64,
+    pub head: u64,
+    /// False while nothing was ever published.
+    pub exists: bool,
+}
+
+/// One node's copy of a topic, as a takeover sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct CopyDesc {
+    pub term: u64,
+    pub first: u64,
+    pub head: u64,
+    /// Sealed before this request: superseded, not a candidate.
+    pub sealed: bool,
+}
+
+/// Requests to another node.
+#[derive(Clone, Debug, Encode, Decode)]
+pub enum Call {
+    /// Publish on the owner (refused with `retry` if the receiver does not own the topic).
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        id: Option<String>,
+    },
+    /// Node `from` follows the topic: every durable message is cast to it from now on.
+    Follow { topic: String, from: String },
+    /// Retained messages `from..=to` of the receiver's copy.
+    Read {
+        topic: String,
+        from: u64,
+        to: u64,
+        max_count: u32,
+        max_bytes: u32,
+    },
+    /// Topic info from the owner.
+    Info { topic: String },
+    /// Stop owning the topic, seal the local copy durably, and describe it (as it was).
+    Relinquish { topic: String },
+    /// The consumers stored with the receiver's copy.
+    Consumers { topic: String },
+}
+
+/// Answers, one per [`Call`] variant.
+#[derive(Clone, Debug, Encode, Decode)]
+pub enum Reply {
+    Published {
+        offset: u64,
+        epoch: String,
+        id: String,
+        duplicate: bool,
+    },
+    Followed(WireMeta),
+    Messages {
+        epoch: String,
+        first: u64,
+        head: u64,
+        messages: Vec<WireMessage>,
+    },
+    Info {
+        meta: Option<WireMeta>,
+        subscribers: u64,
+    },
+    Relinquished(Option<(String, CopyDesc)>),
+    Consumers(Vec<(String, Vec<u8>)>),
+    /// The request failed; `retry`: it had no effect and may be sent again (to the new owner
+    /// once membership settles).
+    Error {
+        code: String,
+        message: String,
+        retry: bool,
+    },
+}
+
+/// One-way messages.
+#[derive(Clone, Debug, Encode, Decode)]
+pub enum Cast {
+    /// Durable messages for the receiver's follower, in offset order.
+    Deliver {
+        topic: String,
+        epoch: String,
+        first: u64,
+        messages: Vec<WireMessage>,
+    },
+    /// The owner stopped owning (or restarted): followers start over.
+    OwnerGone { topic: String, epoch: String },
+    /// Node `from` no longer follows the topic.
+    Unfollow { topic: String, from: String },
+}
+
+impl Reply {
+    pub fn error(e: &ApiError, retry: bool) -> Reply {
+        Reply::Error {
+            code: e.code.as_str().to_string(),
+            message: e.message.clone(),
+            retry,
+        }
+    }
+}
+
+/// Maps a code name back to the protocol's code (unknown ones are internal errors).
+pub fn error_code(name: &str) -> ErrorCode {
+    [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidTopic,
+        ErrorCode::TooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == name)
+    .unwrap_or(ErrorCode::Internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_and_casts_round_trip() {
+        let call = Call::Read {
+            topic: "t".into(),
+            from: 1,
+            to: 9,
+            max_count: 3,
+            max_bytes: 100,
+        };
+        let back: Call = decode(&encode(&call).unwrap()).unwrap();
+        assert!(matches!(back, Call::Read { from: 1, to: 9, .. }));
+        let cast = Cast::Deliver {
+            topic: "t".into(),
+            epoch: "e".into(),
+            first: 1,
+            messages: vec![WireMessage {
+                offset: 1,
+                id: "i".into(),
+                time_ms: 5,
+                data: b"{}".to_vec(),
+            }],
+        };
+        let back: Cast = decode(&encode(&cast).unwrap()).unwrap();
+        assert!(matches!(back, Cast::Deliver { messages, .. } if messages[0].data == b"{}"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<Call>(&[0xff, 0xff, 0xff]).is_err());
+        assert!(decode::<Reply>(&[]).is_err());
+    }
+
+    #[test]
+    fn error_codes_map_back() {
+        for code in [
+            ErrorCode::Unavailable,
+            ErrorCode::NotFound,
+            ErrorCode::TooLarge,
+        ] {
+            assert_eq!(error_code(code.as_str()), code);
+        }
+        assert_eq!(error_code("nonsense"), ErrorCode::Internal);
+    }
+}

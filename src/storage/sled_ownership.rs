@@ -1,0 +1,87 @@
+//! Handing a topic between owners: sealing this node's copy, and replacing it wholesale
+//! with a copy taken over from another node.
+
+use super::{dedupe_key, lock, read, segment_name, write, SledLog, Topic};
+use crate::storage::{Lease, StorageError, TopicMeta};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl SledLog {
+    pub(super) fn seal_copy(
+        &self,
+        topic: &str,
+    ) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
+        let Ok(t) = self.topic(topic) else {
+            return Ok(None);
+        };
+        let _writer = lock(&t.writer);
+        let (epoch, first, lease) = {
+            let state = read(&t.state);
+            (state.epoch.clone(), state.first, state.lease)
+        };
+        let meta = t.meta();
+        if !lease.sealed {
+            let sealed = Lease {
+                sealed: true,
+                ..lease
+            };
+            self.put_meta(topic, &epoch, first, sealed)?;
+            write(&t.state).lease = sealed;
+            tracing::info!(topic, epoch, head = meta.head, "topic copy sealed");
+        }
+        Ok(Some((meta, lease)))
+    }
+
+    pub(super) fn replace_copy(
+        &self,
+        topic: &str,
+        epoch: &str,
+        term: u64,
+        first: u64,
+    ) -> Result<TopicMeta, StorageError> {
+        let first = first.max(1);
+        // Sealed until the import completes: a copy cut short by a crash is never written to.
+        let lease = Lease { term, sealed: true };
+        let mut topics = write(&self.topics);
+        let old = topics.remove(topic);
+        let _writer = old.as_ref().map(|t| lock(&t.writer));
+        if let Some(t) = &old {
+            let starts: Vec<u64> = read(&t.state).segments.keys().copied().collect();
+            write(&t.state).segments.clear();
+            for start in starts {
+                self.db.drop_tree(segment_name(topic, start))?;
+            }
+        }
+        let prefix = dedupe_key(topic, "");
+        for item in self.consumers.scan_prefix(&prefix).keys() {
+            self.consumers.remove(item?)?;
+        }
+        for tree in read(&self.dedupe).values() {
+            for key in tree.scan_prefix(&prefix).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        self.put_meta(topic, epoch, first, lease)?;
+        let t = Topic::new(epoch.to_string(), first, lease, first - 1, BTreeMap::new());
+        let meta = t.meta();
+        topics.insert(topic.to_string(), Arc::new(t));
+        tracing::info!(topic, epoch, term, first, "topic copy replaced");
+        Ok(meta)
+    }
+
+    pub(super) fn unseal_copy(&self, topic: &str) -> Result<(), StorageError> {
+        let t = self.topic(topic)?;
+        let _writer = lock(&t.writer);
+        let (epoch, first, lease) = {
+            let state = read(&t.state);
+            (state.epoch.clone(), state.first, state.lease)
+        };
+        let open = Lease {
+            sealed: false,
+            ..lease
+        };
+        self.put_meta(topic, &epoch, first, open)?;
+        write(&t.state).lease = open;
+        Ok(())
+    }
+}

@@ -1,0 +1,340 @@
+//! The follower actor: a topic's local presence on a node that does not own it. It follows
+//! the owner (which then casts every durable message to this node once), fans the messages
+//! out to this node's subscribers, and serves subscribe/go-live exactly like the owner, with
+//! history read from the owner. Anything it cannot vouch for — a gap in what the owner sent,
+//! a new epoch, the owner leaving — ends it: its subscribers resume from their cursors on
+//! a fresh actor, which follows whoever owns the topic then.
+
+use super::actor::{fan_out, tell_resubscribe, TopicContext};
+use super::history::{unexpected, History};
+use super::supervisor::SupervisorMsg;
+use super::{GoLive, SubId, SubscribeInfo, Subscriber, TopicInfo, TopicMsg, TopicShared};
+use crate::cluster::client::Cluster;
+use crate::cluster::wire::{Call, Cast, Reply};
+use crate::protocol::envelope::Delivery;
+use crate::protocol::frames::Position;
+use crate::protocol::resume;
+use crate::protocol::{ApiError, TopicName};
+use crate::storage::{StoredMessage, TopicMeta};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct FollowerActor;
+
+pub struct FollowerArgs {
+    pub topic: TopicName,
+    pub owner: String,
+    pub ctx: TopicContext,
+    pub shared: Arc<TopicShared>,
+}
+
+pub struct FollowerState {
+    topic: TopicName,
+    owner: String,
+    ctx: TopicContext,
+    shared: Arc<TopicShared>,
+    epoch: Arc<str>,
+    exists: bool,
+    first: u64,
+    /// Last offset the owner sent (durable there).
+    durable: u64,
+    live: Vec<Subscriber>,
+    catching_up: HashMap<SubId, Subscriber>,
+    last_used: Instant,
+    /// The owner was told; it casts every durable message here.
+    following: bool,
+    /// Asked to be retired: serves nothing more.
+    retiring: bool,
+}
+
+impl Actor for FollowerActor {
+    type Msg = TopicMsg;
+    type State = FollowerState;
+    type Arguments = FollowerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        args: FollowerArgs,
+    ) -> Result<FollowerState, ActorProcessingErr> {
+        let tick = Duration::from_secs(5)
+            .min(args.ctx.idle / 2)
+            .max(Duration::from_millis(100));
+        myself.send_interval(tick, || TopicMsg::Tick);
+        Ok(FollowerState {
+            topic: args.topic,
+            owner: args.owner,
+            ctx: args.ctx,
+            shared: args.shared,
+            epoch: Arc::from(""),
+            exists: false,
+            first: 1,
+            durable: 0,
+            live: Vec::new(),
+            catching_up: HashMap::new(),
+            last_used: Instant::now(),
+            following: false,
+            retiring: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        state: &mut FollowerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let call = Call::Follow {
+            topic: state.topic.as_str().to_string(),
+            from: state.ctx.cluster.me().to_string(),
+        };
+        match state.ctx.cluster.call(&state.owner, &call).await {
+            Ok(Reply::Followed(meta)) => {
+                state.epoch = Arc::from(meta.epoch.as_str());
+                state.exists = meta.exists;
+                state.first = meta.first;
+                state.durable = meta.head;
+                state.following = true;
+                state.shared.head.send_replace(meta.head);
+                tracing::debug!(topic = %state.topic, owner = state.owner, epoch = meta.epoch, head = meta.head, "following");
+            }
+            other => {
+                let detail = match other {
+                    Ok(reply) => unexpected(&state.owner, reply).to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::info!(topic = %state.topic, owner = state.owner, detail, "cannot follow the owner yet");
+                state.retire(&myself);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<TopicMsg>,
+        state: &mut FollowerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.following {
+            let cast = Cast::Unfollow {
+                topic: state.topic.as_str().to_string(),
+                from: state.ctx.cluster.me().to_string(),
+            };
+            if let Some(bytes) = Cluster::encode_cast(&cast) {
+                state.ctx.cluster.cast(&state.owner, bytes);
+            }
+        }
+        tell_resubscribe(&state.topic, &state.shared);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<TopicMsg>,
+        msg: TopicMsg,
+        state: &mut FollowerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if !matches!(msg, TopicMsg::Tick | TopicMsg::Deliver { .. }) {
+            state.last_used = Instant::now();
+        }
+        if state.retiring {
+            // Whoever asks now is told to try again, and gets a fresh actor.
+            state.refuse(msg);
+            return Ok(());
+        }
+        match msg {
+            TopicMsg::Deliver {
+                epoch,
+                first,
+                messages,
+            } => state.deliver(&myself, &epoch, first, messages),
+            TopicMsg::OwnerGone { epoch } => {
+                if *epoch == *state.epoch || !state.exists {
+                    tracing::debug!(topic = %state.topic, owner = state.owner, "owner gone; following anew");
+                    state.retire(&myself);
+                }
+            }
+            TopicMsg::Subscribe {
+                sub,
+                position,
+                reply,
+            } => {
+                let _ = reply.send(state.subscribe(sub, &position));
+            }
+            TopicMsg::GoLive { sub, next, reply } => {
+                let _ = reply.send(if next != state.durable + 1 {
+                    GoLive::Behind {
+                        head: state.durable,
+                    }
+                } else {
+                    if let Some(s) = state.catching_up.remove(&sub) {
+                        state.live.push(s);
+                    }
+                    GoLive::Live
+                });
+            }
+            TopicMsg::Unsubscribe { sub, reply } => {
+                state.catching_up.remove(&sub);
+                state.live.retain(|s| s.id != sub);
+                state.shared.subscribers().remove(&sub);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            TopicMsg::Info(reply) => {
+                let _ = reply.send(state.info());
+            }
+            TopicMsg::Tick => {
+                let unused = state.live.is_empty()
+                    && state.catching_up.is_empty()
+                    && state.shared.head.receiver_count() == 0
+                    && state.last_used.elapsed() >= state.ctx.idle;
+                if unused {
+                    state.retire(&myself);
+                }
+            }
+            other => state.refuse(other),
+        }
+        Ok(())
+    }
+}
+
+impl FollowerState {
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            epoch: self.epoch.to_string(),
+            first: self.first.min(self.durable + 1),
+            head: self.durable,
+        }
+    }
+
+    fn info(&self) -> TopicInfo {
+        TopicInfo {
+            epoch: self.epoch.clone(),
+            first: self.first.min(self.durable + 1),
+            head: self.durable,
+            subscribers: self.live.len() + self.catching_up.len(),
+            exists: self.exists,
+            history: self.history(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    fn history(&self) -> History {
+        History::Remote {
+            cluster: self.ctx.cluster.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        sub: Subscriber,
+        position: &Position,
+    ) -> Result<SubscribeInfo, ApiError> {
+        let meta = self.meta();
+        let plan = resume::plan(position, &meta)?;
+        sub.cursor
+            .store(plan.start.saturating_sub(1), Ordering::Release);
+        self.shared
+            .subscribers()
+            .insert(sub.id, sub.session.clone());
+        self.catching_up.insert(sub.id, sub);
+        Ok(SubscribeInfo {
+            epoch: self.epoch.clone(),
+            first: meta.first,
+            head: meta.head,
+            plan,
+            history: self.history(),
+        })
+    }
+
+    fn deliver(
+        &mut self,
+        myself: &ActorRef<TopicMsg>,
+        epoch: &str,
+        first: u64,
+        messages: Vec<StoredMessage>,
+    ) {
+        if epoch != &*self.epoch {
+            if self.exists || self.durable > 0 {
+                tracing::info!(topic = %self.topic, "owner changed epoch; following anew");
+                self.retire(myself);
+                return;
+            }
+            // The topic was created by this message.
+            self.epoch = Arc::from(epoch);
+        }
+        self.exists = true;
+        self.first = self.first.max(first);
+        for msg in messages {
+            if msg.offset <= self.durable {
+                continue;
+            }
+            if msg.offset != self.durable + 1 {
+                tracing::warn!(topic = %self.topic, expected = self.durable + 1, got = msg.offset, "gap in what the owner sent; following anew");
+                self.retire(myself);
+                return;
+            }
+            self.durable = msg.offset;
+            let d = Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None));
+            fan_out(&mut self.live, &self.shared, &d);
+        }
+        self.shared.head.send_replace(self.durable);
+    }
+
+    /// Answers a message this actor does not serve (or no longer serves).
+    fn refuse(&self, msg: TopicMsg) {
+        let err = if !self.retiring {
+            ApiError::unavailable(format!(
+                "consumers of this topic are served by its owner, node {}",
+                self.owner
+            ))
+        } else {
+            super::moving()
+        };
+        match msg {
+            TopicMsg::Publish { reply, .. } => {
+                let _ = reply.send(Err(super::moving()));
+            }
+            TopicMsg::Subscribe { reply, .. } => {
+                let _ = reply.send(Err(super::moving()));
+            }
+            TopicMsg::ConsumerJoin { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            TopicMsg::ConsumerAck {
+                reply: Some(reply), ..
+            } => {
+                let _ = reply.send(Err(err));
+            }
+            TopicMsg::ConsumerLease { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            TopicMsg::Follow { reply, .. } => {
+                let _ = reply.send(Err(super::moving()));
+            }
+            TopicMsg::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            TopicMsg::GoLive { reply, .. } => {
+                let _ = reply.send(GoLive::Behind { head: self.durable });
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops following and asks the supervisor to let this actor go; the subscribers
+    /// resume on a fresh one.
+    fn retire(&mut self, myself: &ActorRef<TopicMsg>) {
+        self.live.clear();
+        self.catching_up.clear();
+        if let Some(sup) = myself.try_get_supervisor() {
+            let sup: ActorRef<SupervisorMsg> = sup.into();
+            let _ = sup.cast(SupervisorMsg::Retire(self.topic.clone(), myself.get_id()));
+        }
+        self.retiring = true;
+    }
+}

@@ -1,0 +1,101 @@
+//! Where a topic's retained messages are read from: this node's log when it owns the topic,
+//! the owner's log (over the cluster) when it only follows it.
+
+use crate::cluster::client::Cluster;
+use crate::cluster::wire::{Call, Reply};
+use crate::protocol::{ApiError, TopicName};
+use crate::storage::{StoredMessage, TopicLog};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub enum History {
+    Local(Arc<dyn TopicLog>),
+    Remote { cluster: Cluster, owner: String },
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            History::Local(_) => f.write_str("Local"),
+            History::Remote { owner, .. } => write!(f, "Remote({owner})"),
+        }
+    }
+}
+
+/// Messages read, and the copy's oldest retained offset at the time.
+pub struct Batch {
+    pub messages: Vec<StoredMessage>,
+    pub first: u64,
+}
+
+impl History {
+    /// Retained messages `from..=to` of `topic` in `epoch`, as [`TopicLog::read`] bounds
+    /// them. An error if the history is unreadable or no longer of `epoch`.
+    pub async fn read(
+        &self,
+        topic: &TopicName,
+        epoch: &str,
+        from: u64,
+        to: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Batch, ApiError> {
+        match self {
+            History::Local(log) => {
+                let messages = log
+                    .read(topic.as_str(), from, to, max_count, max_bytes)
+                    .map_err(|e| {
+                        tracing::error!(topic = %topic, error = %e, "reading the log failed");
+                        ApiError::internal()
+                    })?;
+                let first = log
+                    .meta(topic.as_str())
+                    .ok()
+                    .flatten()
+                    .map_or(from, |m| m.first);
+                Ok(Batch { messages, first })
+            }
+            History::Remote { cluster, owner } => {
+                let call = Call::Read {
+                    topic: topic.as_str().to_string(),
+                    from,
+                    to,
+                    max_count: u32::try_from(max_count).unwrap_or(u32::MAX),
+                    max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+                };
+                match cluster.call(owner, &call).await {
+                    Ok(Reply::Messages {
+                        epoch: e,
+                        first,
+                        messages,
+                        ..
+                    }) if e == epoch => Ok(Batch {
+                        messages: messages.into_iter().map(StoredMessage::from).collect(),
+                        first,
+                    }),
+                    Ok(Reply::Messages { .. }) => Err(ApiError::unavailable(
+                        "the topic changed epoch while reading; resubscribe",
+                    )),
+                    Ok(other) => Err(unexpected(owner, other)),
+                    Err(e) => {
+                        tracing::warn!(topic = %topic, owner, error = %e, "remote read failed");
+                        Err(ApiError::unavailable("the topic's owner is unreachable"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An answer that does not fit the request: an error reply, or a confused peer.
+pub fn unexpected(node: &str, reply: Reply) -> ApiError {
+    match reply {
+        Reply::Error { code, message, .. } => {
+            ApiError::new(crate::cluster::wire::error_code(&code), message)
+        }
+        other => {
+            tracing::error!(node, reply = ?other, "unexpected cluster reply");
+            ApiError::internal()
+        }
+    }
+}

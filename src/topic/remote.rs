@@ -1,0 +1,153 @@
+//! Serving other nodes: the calls and casts a node's router hands to the topic layer.
+
+use super::service::{call_topic, Topics};
+use super::supervisor::SupervisorMsg;
+use super::{moving, Role, TopicMsg};
+use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
+use crate::protocol::{ApiError, TopicName};
+use crate::storage::StoredMessage;
+use ractor::rpc::CallResult;
+
+impl Topics {
+    /// Answers a call from another node.
+    pub async fn serve(&self, call: Call) -> Reply {
+        self.answer(call)
+            .await
+            .unwrap_or_else(|e| Reply::error(&e, e == moving()))
+    }
+
+    async fn answer(&self, call: Call) -> Result<Reply, ApiError> {
+        match call {
+            Call::Publish { topic, data, id } => self.serve_publish(&topic, data, id).await,
+            Call::Follow { topic, from } => self.serve_follow(&topic, from).await,
+            Call::Read {
+                topic,
+                from,
+                to,
+                max_count,
+                max_bytes,
+            } => self.serve_read(&topic, from, to, max_count, max_bytes),
+            Call::Info { topic } => {
+                let info = self.info_here(&parse(&topic)?).await?;
+                Ok(Reply::Info {
+                    subscribers: info.as_ref().map_or(0, |i| i.subscribers as u64),
+                    meta: info.map(|i| WireMeta {
+                        epoch: i.epoch.to_string(),
+                        first: i.first,
+                        head: i.head,
+                        exists: i.exists,
+                    }),
+                })
+            }
+            Call::Relinquish { topic } => {
+                let topic = parse(&topic)?;
+                match self
+                    .supervisor
+                    .call(|r| SupervisorMsg::Relinquish(topic, r), None)
+                    .await
+                {
+                    Ok(CallResult::Success(r)) => r.map(Reply::Relinquished),
+                    _ => Err(ApiError::unavailable("node is shutting down")),
+                }
+            }
+            Call::Consumers { topic } => self
+                .log
+                .consumers(&topic)
+                .map(Reply::Consumers)
+                .map_err(|e| storage(&topic, e)),
+        }
+    }
+
+    async fn serve_publish(
+        &self,
+        topic: &str,
+        data: Vec<u8>,
+        id: Option<String>,
+    ) -> Result<Reply, ApiError> {
+        let topic = parse(topic)?;
+        if self.cluster.owner(topic.as_str()).as_deref() != Some(self.cluster.me()) {
+            return Err(moving());
+        }
+        let ack = self.publish_here(&topic, data.into(), id).await?;
+        Ok(Reply::Published {
+            offset: ack.offset,
+            epoch: ack.epoch.to_string(),
+            id: ack.id,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    async fn serve_follow(&self, topic: &str, from: String) -> Result<Reply, ApiError> {
+        let topic = parse(topic)?;
+        let handle = self.handle(&topic).await?;
+        if handle.role != Role::Owner {
+            return Err(moving());
+        }
+        let meta = call_topic(&handle.actor, |reply| TopicMsg::Follow { from, reply }).await??;
+        Ok(Reply::Followed(meta))
+    }
+
+    fn serve_read(
+        &self,
+        topic: &str,
+        from: u64,
+        to: u64,
+        max_count: u32,
+        max_bytes: u32,
+    ) -> Result<Reply, ApiError> {
+        let meta = self
+            .log
+            .meta(topic)
+            .map_err(|e| storage(topic, e))?
+            .ok_or_else(|| ApiError::unavailable("no copy of this topic here"))?;
+        let messages = self
+            .log
+            .read(topic, from, to, max_count as usize, max_bytes as usize)
+            .map_err(|e| storage(topic, e))?;
+        Ok(Reply::Messages {
+            epoch: meta.epoch,
+            first: meta.first,
+            head: meta.head,
+            messages: messages.iter().map(WireMessage::from).collect(),
+        })
+    }
+
+    /// Hands a cast from another node to the topic actor it is for, if it still runs.
+    pub fn receive(&self, cast: Cast) {
+        let (topic, msg, for_owner) = match cast {
+            Cast::Deliver {
+                topic,
+                epoch,
+                first,
+                messages,
+            } => {
+                let messages = messages.into_iter().map(StoredMessage::from).collect();
+                let msg = TopicMsg::Deliver {
+                    epoch,
+                    first,
+                    messages,
+                };
+                (topic, msg, false)
+            }
+            Cast::OwnerGone { topic, epoch } => (topic, TopicMsg::OwnerGone { epoch }, false),
+            Cast::Unfollow { topic, from } => (topic, TopicMsg::Unfollow { from }, true),
+        };
+        let Ok(topic) = TopicName::parse(&topic) else {
+            return;
+        };
+        if let Some(h) = self.registry.get(&topic) {
+            if (h.role == Role::Owner) == for_owner {
+                let _ = h.actor.cast(msg);
+            }
+        }
+    }
+}
+
+fn parse(topic: &str) -> Result<TopicName, ApiError> {
+    TopicName::parse(topic)
+}
+
+fn storage(topic: &str, e: crate::storage::StorageError) -> ApiError {
+    tracing::error!(topic, error = %e, "storage error serving a peer");
+    ApiError::internal()
+}
