@@ -2,6 +2,8 @@
 //! ([`Call`] → [`Reply`]) or a one-way [`Cast`]. Encoded with bincode; topics travel as
 //! names and are validated again on arrival.
 
+use crate::consumer::options::ConsumerOptions;
+use crate::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::storage::StoredMessage;
 use bincode::{Decode, Encode};
@@ -85,7 +87,10 @@ pub enum Call {
         id: Option<String>,
     },
     /// Node `from` follows the topic: every durable message is cast to it from now on.
-    Follow { topic: String, from: String },
+    Follow {
+        topic: String,
+        from: String,
+    },
     /// Retained messages `from..=to` of the receiver's copy.
     Read {
         topic: String,
@@ -95,11 +100,72 @@ pub enum Call {
         max_bytes: u32,
     },
     /// Topic info from the owner.
-    Info { topic: String },
+    Info {
+        topic: String,
+    },
     /// Stop owning the topic, seal the local copy durably, and describe it (as it was).
-    Relinquish { topic: String },
+    Relinquish {
+        topic: String,
+    },
     /// The consumers stored with the receiver's copy.
-    Consumers { topic: String },
+    Consumers {
+        topic: String,
+    },
+    /// Member `member` (a subscription on node `from`) joins consumer `name`; its frames
+    /// are cast back to `from`.
+    ConsumerJoin {
+        topic: String,
+        name: String,
+        options: ConsumerOptions,
+        after: Option<u64>,
+        announce: bool,
+        req: Option<String>,
+        from: String,
+        member: u64,
+    },
+    ConsumerAck {
+        topic: String,
+        name: String,
+        ack: AckRequest,
+    },
+    ConsumerLease {
+        topic: String,
+        name: String,
+        options: ConsumerOptions,
+        after: Option<u64>,
+        limit: u32,
+    },
+    ConsumerInfo {
+        topic: String,
+        name: String,
+    },
+}
+
+/// A frame for a consumer member on another node.
+#[derive(Clone, Debug, Encode, Decode)]
+pub enum WireFrame {
+    Message {
+        offset: u64,
+        time_ms: u64,
+        envelope: Vec<u8>,
+    },
+    Subscribed {
+        epoch: String,
+        first: u64,
+        head: u64,
+        start: u64,
+        req: Option<String>,
+        consumer: Option<String>,
+    },
+    Text(String),
+}
+
+/// A consumer delivery leased to a pull consumer on another node.
+#[derive(Clone, Debug, Encode, Decode)]
+pub struct WireLeased {
+    pub offset: u64,
+    pub time_ms: u64,
+    pub envelope: Vec<u8>,
 }
 
 /// Answers, one per [`Call`] variant.
@@ -124,6 +190,18 @@ pub enum Reply {
     },
     Relinquished(Option<(String, CopyDesc)>),
     Consumers(Vec<(String, Vec<u8>)>),
+    Joined {
+        epoch: String,
+        ack_floor: u64,
+        first: u64,
+        head: u64,
+    },
+    Acked(AckReport),
+    Leased {
+        epoch: String,
+        messages: Vec<WireLeased>,
+    },
+    ConsumerInfo(Option<ConsumerInfo>),
     /// The request failed; `retry`: it had no effect and may be sent again (to the new owner
     /// once membership settles).
     Error {
@@ -147,6 +225,20 @@ pub enum Cast {
     OwnerGone { topic: String, epoch: String },
     /// Node `from` no longer follows the topic.
     Unfollow { topic: String, from: String },
+    /// Frames for consumer member `member` (on the receiving node), in order.
+    MemberFrames {
+        topic: String,
+        member: u64,
+        frames: Vec<WireFrame>,
+    },
+    /// The owner let go of member `member`: it should join again.
+    MemberGone { topic: String, member: u64 },
+    /// Member `member` left consumer `name`.
+    ConsumerLeave {
+        topic: String,
+        name: String,
+        member: u64,
+    },
 }
 
 impl Reply {

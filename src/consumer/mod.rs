@@ -7,7 +7,7 @@ pub mod options;
 pub mod window;
 
 /// An ack, cumulative ack or nack from a client.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub enum AckRequest {
     Offsets(Vec<u64>),
     Upto(u64),
@@ -15,7 +15,7 @@ pub enum AckRequest {
 }
 
 /// What an ack request did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct AckReport {
     /// Offsets newly acked (or nacked).
     pub done: usize,
@@ -24,7 +24,7 @@ pub struct AckReport {
 }
 
 /// What `GET /v1/topics/{topic}/consumers/{name}` shows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ConsumerInfo {
     pub ack_floor: u64,
     pub next: u64,

@@ -5,7 +5,7 @@ use crate::config::ConsumersConfig;
 use crate::protocol::ApiError;
 
 /// What a subscription asked for; `None` takes the configured default.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ConsumerOptions {
     pub ack_wait_ms: Option<u64>,
     pub max_deliver: Option<u32>,

@@ -62,6 +62,28 @@ impl Delivery {
         }
     }
 
+    /// A delivery from its envelope (as another node serialized it).
+    pub fn from_envelope(
+        topic: &TopicName,
+        epoch: &Arc<str>,
+        offset: u64,
+        time_ms: u64,
+        envelope: Bytes,
+    ) -> Delivery {
+        let mut ws = Vec::with_capacity(envelope.len() + 17);
+        ws.extend_from_slice(b"{\"type\":\"message\",");
+        ws.extend_from_slice(envelope.get(1..).unwrap_or_default());
+        Delivery {
+            topic: topic.clone(),
+            epoch: epoch.clone(),
+            offset,
+            time_ms,
+            envelope,
+            ws_frame: Bytes::from(ws),
+            received: None,
+        }
+    }
+
     /// Marks a delivery as live, published at `received`.
     pub fn live(mut self, received: std::time::Instant) -> Delivery {
         self.received = Some(received);

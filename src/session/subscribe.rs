@@ -20,6 +20,14 @@ use tokio::task::JoinHandle;
 
 static NEXT_SUB: AtomicU64 = AtomicU64::new(1);
 
+/// A subscription id unique across the cluster (a consumer member is known by it on the
+/// topic's owner too): a random per-process base plus a counter.
+fn next_sub_id() -> SubId {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0 & !0xffff_ffff);
+    base | (NEXT_SUB.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+}
+
 pub(super) enum SubKind {
     Stream { replay: JoinHandle<()> },
     Consumer { name: String },
@@ -109,7 +117,7 @@ impl SessionState {
         self.check_room(topic)?;
         let handle = self.topics.handle(topic).await?;
         let subscriber = Subscriber {
-            id: NEXT_SUB.fetch_add(1, Ordering::Relaxed),
+            id: next_sub_id(),
             outbound: self.outbound.clone(),
             cursor: Arc::new(AtomicU64::new(0)),
             session: myself.clone(),

@@ -48,7 +48,12 @@ pub struct FollowerState {
     following: bool,
     /// Asked to be retired: serves nothing more.
     retiring: bool,
+    /// Consumer members connected here, by subscription: their consumer name and queue.
+    members: HashMap<SubId, (String, Subscriber)>,
 }
+
+#[path = "follower_consumers.rs"]
+mod consumers;
 
 impl Actor for FollowerActor {
     type Msg = TopicMsg;
@@ -78,6 +83,7 @@ impl Actor for FollowerActor {
             last_used: Instant::now(),
             following: false,
             retiring: false,
+            members: HashMap::new(),
         })
     }
 
@@ -117,6 +123,14 @@ impl Actor for FollowerActor {
         _myself: ActorRef<TopicMsg>,
         state: &mut FollowerState,
     ) -> Result<(), ActorProcessingErr> {
+        let members: Vec<(SubId, String)> = state
+            .members
+            .iter()
+            .map(|(id, (name, _))| (*id, name.clone()))
+            .collect();
+        for (id, name) in members {
+            state.leave_member(&name, id);
+        }
         if state.following {
             let cast = Cast::Unfollow {
                 topic: state.topic.as_str().to_string(),
@@ -188,6 +202,7 @@ impl Actor for FollowerActor {
             }
             TopicMsg::Tick => {
                 let unused = state.live.is_empty()
+                    && state.members.is_empty()
                     && state.catching_up.is_empty()
                     && state.shared.head.receiver_count() == 0
                     && state.last_used.elapsed() >= state.ctx.idle;
@@ -195,7 +210,11 @@ impl Actor for FollowerActor {
                     state.retire(&myself);
                 }
             }
-            other => state.refuse(other),
+            other => {
+                if let Some(other) = state.handle_consumer(&myself, other) {
+                    state.refuse(other);
+                }
+            }
         }
         Ok(())
     }
@@ -287,14 +306,7 @@ impl FollowerState {
 
     /// Answers a message this actor does not serve (or no longer serves).
     fn refuse(&self, msg: TopicMsg) {
-        let err = if !self.retiring {
-            ApiError::unavailable(format!(
-                "consumers of this topic are served by its owner, node {}",
-                self.owner
-            ))
-        } else {
-            super::moving()
-        };
+        let err = super::moving;
         match msg {
             TopicMsg::Publish { reply, .. } => {
                 let _ = reply.send(Err(super::moving()));
@@ -303,15 +315,15 @@ impl FollowerState {
                 let _ = reply.send(Err(super::moving()));
             }
             TopicMsg::ConsumerJoin { reply, .. } => {
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(err()));
             }
             TopicMsg::ConsumerAck {
                 reply: Some(reply), ..
             } => {
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(err()));
             }
             TopicMsg::ConsumerLease { reply, .. } => {
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(err()));
             }
             TopicMsg::Follow { reply, .. } => {
                 let _ = reply.send(Err(super::moving()));

@@ -6,6 +6,7 @@ pub mod actor;
 mod consumers;
 pub mod follower;
 pub mod history;
+mod relay;
 mod remote;
 pub mod service;
 pub mod supervisor;
@@ -211,6 +212,15 @@ pub enum TopicMsg {
     /// (Follower) the owner stopped owning `epoch`.
     OwnerGone {
         epoch: String,
+    },
+    /// (Follower) frames from the owner for consumer member `member` of this node.
+    MemberFrames {
+        member: SubId,
+        frames: Vec<crate::cluster::wire::WireFrame>,
+    },
+    /// (Follower) the owner let go of consumer member `member`.
+    MemberGone {
+        member: SubId,
     },
 }
 

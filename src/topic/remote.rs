@@ -1,5 +1,6 @@
 //! Serving other nodes: the calls and casts a node's router hands to the topic layer.
 
+use super::relay::RemoteJoin;
 use super::service::{call_topic, Topics};
 use super::supervisor::SupervisorMsg;
 use super::{moving, Role, TopicMsg};
@@ -50,6 +51,42 @@ impl Topics {
                     _ => Err(ApiError::unavailable("node is shutting down")),
                 }
             }
+            Call::ConsumerJoin {
+                topic,
+                name,
+                options,
+                after,
+                announce,
+                req,
+                from,
+                member,
+            } => {
+                let join = RemoteJoin {
+                    topic,
+                    name,
+                    options,
+                    after,
+                    announce,
+                    req,
+                    from,
+                    member,
+                };
+                self.serve_consumer_join(join).await
+            }
+            Call::ConsumerAck { topic, name, ack } => {
+                self.serve_consumer_ack(&topic, name, ack).await
+            }
+            Call::ConsumerLease {
+                topic,
+                name,
+                options,
+                after,
+                limit,
+            } => {
+                self.serve_consumer_lease(&topic, name, options, after, limit)
+                    .await
+            }
+            Call::ConsumerInfo { topic, name } => self.serve_consumer_info(&topic, name).await,
             Call::Consumers { topic } => self
                 .log
                 .consumers(&topic)
@@ -131,6 +168,24 @@ impl Topics {
             }
             Cast::OwnerGone { topic, epoch } => (topic, TopicMsg::OwnerGone { epoch }, false),
             Cast::Unfollow { topic, from } => (topic, TopicMsg::Unfollow { from }, true),
+            Cast::MemberFrames {
+                topic,
+                member,
+                frames,
+            } => (topic, TopicMsg::MemberFrames { member, frames }, false),
+            Cast::MemberGone { topic, member } => (topic, TopicMsg::MemberGone { member }, false),
+            Cast::ConsumerLeave {
+                topic,
+                name,
+                member,
+            } => {
+                let msg = TopicMsg::ConsumerLeave {
+                    name,
+                    member,
+                    reply: None,
+                };
+                (topic, msg, true)
+            }
         };
         let Ok(topic) = TopicName::parse(&topic) else {
             return;

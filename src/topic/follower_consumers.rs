@@ -1,0 +1,227 @@
+//! Consumers on a follower: a member connected here joins the owner's consumer group
+//! through the owner's relay ([`super::super::relay`]); the frames the owner casts back
+//! are pushed into the member's queue in order. Acks, leases and info are forwarded as calls,
+//! each in its own task so that the follower keeps delivering meanwhile.
+
+use super::FollowerState;
+use crate::cluster::client::Cluster;
+use crate::cluster::wire::{Call, Cast, Reply, WireFrame};
+use crate::consumer::Joined;
+use crate::protocol::envelope::Delivery;
+use crate::protocol::resume::ResumePlan;
+use crate::protocol::ApiError;
+use crate::session::outbound::{OutFrame, Subscribed};
+use crate::session::SessionMsg;
+use crate::topic::history::unexpected;
+use crate::topic::{SubId, TopicMsg};
+use ractor::ActorRef;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+impl FollowerState {
+    /// Serves the consumer messages; gives back any other message.
+    pub(super) fn handle_consumer(
+        &mut self,
+        myself: &ActorRef<TopicMsg>,
+        msg: TopicMsg,
+    ) -> Option<TopicMsg> {
+        let (cluster, owner) = (self.ctx.cluster.clone(), self.owner.clone());
+        let topic = self.topic.as_str().to_string();
+        match msg {
+            TopicMsg::ConsumerJoin {
+                name,
+                member,
+                options,
+                after,
+                announce,
+                req,
+                reply,
+            } => {
+                let id = member.id;
+                self.shared.subscribers().insert(id, member.session.clone());
+                self.members.insert(id, (name.clone(), member));
+                let call = Call::ConsumerJoin {
+                    topic,
+                    name: name.clone(),
+                    options,
+                    after,
+                    announce,
+                    req: req.map(|r| r.get().to_string()),
+                    from: cluster.me().to_string(),
+                    member: id,
+                };
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let r = match cluster.call(&owner, &call).await {
+                        Ok(Reply::Joined {
+                            epoch,
+                            ack_floor,
+                            first,
+                            head,
+                        }) => Ok(Joined {
+                            epoch: Arc::from(epoch.as_str()),
+                            ack_floor,
+                            first,
+                            head,
+                        }),
+                        other => Err(failure(&owner, other)),
+                    };
+                    if r.is_err() {
+                        let _ = me.cast(TopicMsg::ConsumerLeave {
+                            name,
+                            member: id,
+                            reply: None,
+                        });
+                    }
+                    let _ = reply.send(r);
+                });
+            }
+            TopicMsg::ConsumerLeave {
+                name,
+                member,
+                reply,
+            } => {
+                self.leave_member(&name, member);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            TopicMsg::ConsumerAck { name, ack, reply } => {
+                tokio::spawn(async move {
+                    let call = Call::ConsumerAck { topic, name, ack };
+                    let r = match cluster.call(&owner, &call).await {
+                        Ok(Reply::Acked(report)) => Ok(report),
+                        other => Err(failure(&owner, other)),
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(r);
+                    }
+                });
+            }
+            TopicMsg::ConsumerLease {
+                name,
+                options,
+                after,
+                limit,
+                reply,
+            } => {
+                let t = self.topic.clone();
+                tokio::spawn(async move {
+                    let call = Call::ConsumerLease {
+                        topic,
+                        name,
+                        options,
+                        after,
+                        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    };
+                    let r = match cluster.call(&owner, &call).await {
+                        Ok(Reply::Leased { epoch, messages }) => {
+                            let epoch: Arc<str> = Arc::from(epoch.as_str());
+                            Ok(messages
+                                .into_iter()
+                                .map(|m| {
+                                    let env = m.envelope.into();
+                                    Delivery::from_envelope(&t, &epoch, m.offset, m.time_ms, env)
+                                })
+                                .collect())
+                        }
+                        other => Err(failure(&owner, other)),
+                    };
+                    let _ = reply.send(r);
+                });
+            }
+            TopicMsg::ConsumerInfo { name, reply } => {
+                tokio::spawn(async move {
+                    let call = Call::ConsumerInfo { topic, name };
+                    if let Ok(Reply::ConsumerInfo(info)) = cluster.call(&owner, &call).await {
+                        let _ = reply.send(info);
+                    }
+                });
+            }
+            TopicMsg::MemberFrames { member, frames } => self.member_frames(member, frames),
+            TopicMsg::MemberGone { member } => {
+                if self.members.remove(&member).is_some() {
+                    if let Some(session) = self.shared.subscribers().remove(&member) {
+                        let _ = session.cast(SessionMsg::Resubscribe {
+                            topic: self.topic.clone(),
+                            sub: member,
+                        });
+                    }
+                }
+            }
+            TopicMsg::ConsumerTick => {}
+            other => return Some(other),
+        }
+        None
+    }
+
+    fn member_frames(&mut self, member: SubId, frames: Vec<WireFrame>) {
+        let Some((name, sub)) = self.members.get(&member) else {
+            return;
+        };
+        for frame in frames {
+            let frame = match frame {
+                WireFrame::Message {
+                    offset,
+                    time_ms,
+                    envelope,
+                } => OutFrame::Message(Arc::new(Delivery::from_envelope(
+                    &self.topic,
+                    &self.epoch,
+                    offset,
+                    time_ms,
+                    envelope.into(),
+                ))),
+                WireFrame::Text(t) => OutFrame::Text(t),
+                WireFrame::Subscribed {
+                    epoch,
+                    first,
+                    head,
+                    start,
+                    req,
+                    consumer,
+                } => OutFrame::Subscribed(Box::new(Subscribed {
+                    topic: self.topic.clone(),
+                    req: req.and_then(|r| RawValue::from_string(r).ok()),
+                    epoch: Arc::from(epoch.as_str()),
+                    first,
+                    head,
+                    plan: ResumePlan { start, reset: None },
+                    consumer,
+                })),
+            };
+            if sub.outbound.push(frame).is_err() {
+                // The member's connection is gone: the owner redelivers its messages.
+                let name = name.clone();
+                self.leave_member(&name, member);
+                return;
+            }
+        }
+    }
+
+    pub(super) fn leave_member(&mut self, name: &str, member: SubId) {
+        self.shared.subscribers().remove(&member);
+        if self.members.remove(&member).is_none() {
+            return;
+        }
+        let cast = Cast::ConsumerLeave {
+            topic: self.topic.as_str().to_string(),
+            name: name.to_string(),
+            member,
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            self.ctx.cluster.cast(&self.owner, bytes);
+        }
+    }
+}
+
+fn failure(owner: &str, r: Result<Reply, crate::cluster::client::CallError>) -> ApiError {
+    match r {
+        Ok(reply) => unexpected(owner, reply),
+        Err(crate::cluster::client::CallError::NoRoute(_)) => crate::topic::moving(),
+        Err(e) => {
+            tracing::warn!(owner, error = %e, "consumer call to the owner failed");
+            ApiError::unavailable("the topic's owner did not answer")
+        }
+    }
+}
