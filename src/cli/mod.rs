@@ -1,6 +1,8 @@
-//! Command-line interface: `starling node`, `starling pub`, `starling sub`.
+//! Command-line interface: `starling up`, `starling node`, `starling pub`, `starling sub`.
 
 mod client;
+#[cfg(unix)]
+mod up;
 
 use crate::config::Config;
 use crate::node::Node;
@@ -22,6 +24,17 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Start every node listed in the config file and wait until the cluster has formed.
+    ///
+    /// Each node runs as a child process (`starling node <id>`), its output prefixed with its
+    /// id. Ctrl-C or SIGTERM stops every node gracefully. `up` supervises only the nodes it
+    /// started and never restarts one: a node that exits is reported and the others keep
+    /// running, so you can kill a node and restart it by hand with `starling node <id>`.
+    #[cfg(unix)]
+    Up {
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
     /// Start the node with this id from the config file.
     Node {
         /// Node id, as listed under [[nodes]] in the config.
@@ -70,6 +83,8 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            #[cfg(unix)]
+            Command::Up { config } => up::run(&config).await.map_err(|e| e.to_string()),
             Command::Node { id, config } => run_node(&id, &config).await,
             Command::Pub {
                 topic,

@@ -7,4 +7,5 @@ mod lifecycle;
 mod robustness;
 mod smoke;
 mod sse_poll;
+mod up;
 mod ws;
