@@ -1,4 +1,5 @@
-//! Load generator for one running node: the figures of the single-node issue.
+//! Load generator for a running node or cluster: the figures of the single-node and cluster
+//! issues.
 //!
 //! ```text
 //! cargo run --release -- node n1 &                      # the node under test
@@ -8,6 +9,9 @@
 //! cargo run --release --example bench -- latency        # publish-to-deliver p50/p99 at a fixed rate
 //! cargo run --release --example bench -- connections --pid $(pgrep -f 'starling node')
 //! cargo run --release --example bench -- consumer --consumers 8 # acked consumer deliveries/s
+//! # cross-node, on a `starling up` cluster: publish on n1, subscribe on n2 and n3
+//! cargo run --release --example bench -- fanout --url http://127.0.0.1:8080 \
+//!     --sub-url http://127.0.0.1:8081 --sub-url http://127.0.0.1:8082
 //! ```
 //! Every scenario talks to the node through its real endpoints. Latency is measured in the
 //! client (publish time carried in the message), open loop: publishes go out on a fixed
@@ -34,8 +38,13 @@ enum Scenario {
 #[derive(Parser, Debug)]
 struct Args {
     scenario: Scenario,
+    /// The node publishers (and, without --sub-url, subscribers) talk to.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Nodes the subscribers connect to, round robin (fanout and latency): e.g. the other
+    /// nodes of a cluster, to measure cross-node delivery. Repeatable; default: --url.
+    #[arg(long = "sub-url")]
+    sub_urls: Vec<String>,
     #[arg(long, default_value_t = 64)]
     publishers: usize,
     #[arg(long, default_value_t = 1000)]
@@ -70,6 +79,14 @@ type Ws =
 
 fn ws_url(base: &str) -> String {
     format!("{}/v1/ws", base.replacen("http", "ws", 1))
+}
+
+/// Where subscriber `i` connects.
+fn sub_url(a: &Args, i: usize) -> &str {
+    match a.sub_urls.len() {
+        0 => &a.url,
+        n => &a.sub_urls[i % n],
+    }
 }
 
 fn topic(prefix: &str) -> String {
@@ -197,7 +214,7 @@ async fn ws_publish(a: &Args) {
 async fn subscribers(a: &Args, t: &str, n: usize) -> Arc<AtomicU64> {
     let delivered = Arc::new(AtomicU64::new(0));
     for i in 0..n {
-        let mut ws = connect(&a.url).await;
+        let mut ws = connect(sub_url(a, i)).await;
         subscribe(&mut ws, t).await;
         let delivered = delivered.clone();
         tokio::spawn(async move {
@@ -244,8 +261,8 @@ async fn latency(a: &Args) {
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
     ));
     let n = a.subscribers.min(100);
-    for _ in 0..n {
-        let mut ws = connect(&a.url).await;
+    for i in 0..n {
+        let mut ws = connect(sub_url(a, i)).await;
         subscribe(&mut ws, &t).await;
         let hist = hist.clone();
         tokio::spawn(async move {

@@ -402,6 +402,7 @@ impl TopicState {
         if messages.is_empty() {
             return;
         }
+        let count = messages.len() as u64;
         let cast = Cast::Deliver {
             topic: self.topic.as_str().to_string(),
             epoch: self.epoch.to_string(),
@@ -414,6 +415,9 @@ impl TopicState {
         let cluster = &self.ctx.cluster;
         self.followers.retain(|node| {
             let sent = cluster.cast(node, bytes.clone());
+            if sent {
+                metrics::counter!("starling_cluster_messages_sent_total").increment(count);
+            }
             if !sent {
                 tracing::info!(node, "follower node unreachable; dropped");
             }

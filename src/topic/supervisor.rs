@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 /// A running topic actor and the state that survives it.
@@ -91,6 +91,8 @@ pub struct SupervisorState {
     ctx: TopicContext,
     registry: TopicRegistry,
     by_actor: HashMap<ActorId, TopicName>,
+    /// The members that were up at the last rebalance.
+    last_up: BTreeSet<String>,
 }
 
 impl TopicSupervisor {
@@ -124,6 +126,7 @@ impl Actor for TopicSupervisor {
         (ctx, registry): Self::Arguments,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
+            last_up: ctx.cluster.view().up().map(str::to_string).collect(),
             ctx,
             registry,
             by_actor: HashMap::new(),
@@ -285,7 +288,13 @@ impl SupervisorState {
         }
     }
 
+    /// Stops every actor whose role changed. When a member joined (or came back), every
+    /// owner actor is restarted too: the newcomer may hold a newer copy of a topic (it took
+    /// the topic over while this node was cut off), and only a fresh takeover asks it.
     async fn rebalance(&mut self) {
+        let up: BTreeSet<String> = self.ctx.cluster.view().up().map(str::to_string).collect();
+        let joined = up.difference(&self.last_up).count();
+        self.last_up = up;
         let running: Vec<(TopicName, Role)> = self
             .registry
             .0
@@ -296,7 +305,7 @@ impl SupervisorState {
             .collect();
         let mut moved = 0;
         for (topic, role) in running {
-            if self.role(&topic).ok() != Some(role) {
+            if self.role(&topic).ok() != Some(role.clone()) || (joined > 0 && role == Role::Owner) {
                 self.stop(&topic, "placement changed").await;
                 moved += 1;
             }
