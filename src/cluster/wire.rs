@@ -75,6 +75,8 @@ pub struct CopyDesc {
     pub head: u64,
     /// Sealed before this request: superseded, not a candidate.
     pub sealed: bool,
+    /// (This node's own copy only) an import into it was cut short.
+    pub importing: bool,
 }
 
 /// Requests to another node.

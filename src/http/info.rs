@@ -20,7 +20,7 @@ pub async fn topic(topic: String, state: AppState) -> Response {
                 "epoch": &*info.epoch,
                 "first": info.first,
                 "head": info.head,
-                "owner": &*state.node_id,
+                "owner": info.owner,
                 "subscribers": info.subscribers,
             })
             .to_string(),

@@ -79,6 +79,8 @@ pub struct TopicMeta {
 pub struct Lease {
     pub term: u64,
     pub sealed: bool,
+    /// An import into this copy started and has not completed (it is sealed meanwhile).
+    pub importing: bool,
 }
 
 /// How much history a topic keeps: whichever limit is reached first.

@@ -16,6 +16,7 @@ pub(super) struct MetaRecord {
     pub(super) term: u64,
     /// This copy was handed to another owner: never appended to again.
     pub(super) sealed: bool,
+    pub(super) importing: bool,
 }
 
 /// Value of an offset in a segment tree; borrowed so `data` is written and read as one

@@ -89,6 +89,7 @@ impl SledLog {
                 lease: Lease {
                     term: rec.term,
                     sealed: rec.sealed,
+                    importing: rec.importing,
                 },
                 segments: BTreeMap::new(),
             };
@@ -165,6 +166,7 @@ impl SledLog {
             first,
             term: lease.term,
             sealed: lease.sealed,
+            importing: lease.importing,
         };
         self.meta.insert(name.as_bytes(), encode("meta", &rec)?)?;
         Ok(())
@@ -255,6 +257,7 @@ impl TopicLog for SledLog {
         let lease = Lease {
             term,
             sealed: false,
+            importing: false,
         };
         self.put_meta(topic, epoch, 1, lease)?;
         let t = Topic::new(epoch.to_string(), 1, lease, 0, BTreeMap::new());
@@ -267,11 +270,11 @@ impl TopicLog for SledLog {
     fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
-        let (first, sealed) = {
+        let (first, lease) = {
             let state = read(&t.state);
-            (state.first, state.lease.sealed)
+            (state.first, state.lease)
         };
-        let lease = Lease { term, sealed };
+        let lease = Lease { term, ..lease };
         self.put_meta(topic, epoch, first, lease)?;
         {
             let mut state = write(&t.state);
@@ -291,7 +294,8 @@ impl TopicLog for SledLog {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
-        if read(&t.state).lease.sealed {
+        let lease = read(&t.state).lease;
+        if lease.sealed && !lease.importing {
             return Err(StorageError::Sealed(topic.to_string()));
         }
         let head = t.head.load(Ordering::Acquire);

@@ -20,9 +20,11 @@ impl SledLog {
             (state.epoch.clone(), state.first, state.lease)
         };
         let meta = t.meta();
-        if !lease.sealed {
+        if !lease.sealed || lease.importing {
+            // An import cut short by this request is never completed either.
             let sealed = Lease {
                 sealed: true,
+                importing: false,
                 ..lease
             };
             self.put_meta(topic, &epoch, first, sealed)?;
@@ -41,7 +43,11 @@ impl SledLog {
     ) -> Result<TopicMeta, StorageError> {
         let first = first.max(1);
         // Sealed until the import completes: a copy cut short by a crash is never written to.
-        let lease = Lease { term, sealed: true };
+        let lease = Lease {
+            term,
+            sealed: true,
+            importing: true,
+        };
         let mut topics = write(&self.topics);
         let old = topics.remove(topic);
         let _writer = old.as_ref().map(|t| lock(&t.writer));
@@ -78,6 +84,7 @@ impl SledLog {
         };
         let open = Lease {
             sealed: false,
+            importing: false,
             ..lease
         };
         self.put_meta(topic, &epoch, first, open)?;

@@ -343,6 +343,7 @@ impl SupervisorState {
                 first: meta.first,
                 head: meta.head,
                 sealed: lease.sealed,
+                importing: false,
             },
         )))
     }

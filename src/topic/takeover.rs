@@ -40,8 +40,43 @@ pub enum Decision {
     Fresh { term: u64, existed: bool },
 }
 
-/// Picks the newest unsealed copy (by term, then head; this node's wins a tie).
+/// Picks the newest unsealed copy (by term, then head; this node's wins a tie). One sealed
+/// copy may be taken too: the source of this node's own import that was cut short. That
+/// source was sealed for this node, which never appended to the epoch, so the source still
+/// holds all of it.
 pub fn decide(local: Option<&Copy>, remote: &[(String, Option<Copy>)], now_ms: u64) -> Decision {
+    let resumable = local.filter(|(_, d)| d.importing).and_then(|(epoch, d)| {
+        remote.iter().find_map(|(node, c)| {
+            c.as_ref()
+                .filter(|(e, r)| e == epoch && r.term == d.term)
+                .map(|(e, r)| (node, e, r))
+        })
+    });
+    let decision = decide_unsealed(local, remote, now_ms);
+    match (resumable, &decision) {
+        (Some((node, epoch, desc)), Decision::Fresh { .. }) => Decision::Import {
+            node: node.clone(),
+            epoch: epoch.clone(),
+            desc: *desc,
+        },
+        (Some((node, epoch, desc)), Decision::Import { desc: best, .. })
+            if best.term <= desc.term =>
+        {
+            Decision::Import {
+                node: node.clone(),
+                epoch: epoch.clone(),
+                desc: *desc,
+            }
+        }
+        _ => decision,
+    }
+}
+
+fn decide_unsealed(
+    local: Option<&Copy>,
+    remote: &[(String, Option<Copy>)],
+    now_ms: u64,
+) -> Decision {
     let mut best: Option<(u64, u64, bool, Option<&str>, &Copy)> = None;
     let mut max_term = 0;
     let mut existed = false;
@@ -125,6 +160,7 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
                 first: m.first,
                 head: m.head,
                 sealed: l.sealed,
+                importing: l.importing,
             },
         )),
         _ => None,
@@ -261,6 +297,7 @@ mod tests {
                 first: 1,
                 head,
                 sealed,
+                importing: false,
             },
         )
     }
@@ -330,6 +367,28 @@ mod tests {
                 existed: true
             }
         );
+    }
+
+    #[test]
+    fn an_import_cut_short_resumes_from_its_sealed_source() {
+        let mut local = copy("b", 6, 2, true);
+        local.1.importing = true;
+        let remote = [
+            ("n2".into(), Some(copy("b", 6, 9, true))),
+            ("n3".into(), Some(copy("a", 5, 20, true))),
+        ];
+        match decide(Some(&local), &remote, 1) {
+            Decision::Import { node, epoch, desc } => {
+                assert_eq!((node.as_str(), epoch.as_str(), desc.head), ("n2", "b", 9));
+            }
+            d => panic!("{d:?}"),
+        }
+        // Without the cut-short import, the same sealed copies are history lost.
+        local.1.importing = false;
+        assert!(matches!(
+            decide(Some(&local), &remote, 1),
+            Decision::Fresh { existed: true, .. }
+        ));
     }
 
     #[test]
