@@ -6,9 +6,12 @@
 //! process group [`router_group`] of its node id. Topic and session actors stay local.
 
 pub mod client;
+mod gossip;
+mod links;
 pub mod membership;
 pub mod placement;
 pub mod router;
+mod status;
 pub mod view;
 pub mod wire;
 
