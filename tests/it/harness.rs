@@ -44,6 +44,8 @@ pub struct TestNode {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     extra: String,
+    /// Node id and config file of a node started from a multi-node config.
+    configured: Option<(String, PathBuf)>,
 }
 
 impl TestNode {
@@ -57,50 +59,54 @@ impl TestNode {
     }
 
     fn spawn(dir: &Path, extra: &str) -> TestNode {
-        let config = format!(
-            "data_dir = {:?}\n{extra}\n[[nodes]]\nid = \"n1\"\nhttp_addr = \"127.0.0.1:0\"\n",
-            dir.join("data").display().to_string()
-        );
-        let path = dir.join("cluster.toml");
-        std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-            .args(["node", "n1", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn starling");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Some(Ok(line)) = lines.next() {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(rest.trim().to_string());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(DEADLINE)
-            .expect("node did not print its address")
-            .parse()
-            .expect("address");
+        let path = write_single_config(dir, extra);
+        let (child, addr) = spawn_node("n1", &path, "warn");
         TestNode {
             child,
             addr,
             dir: dir.to_path_buf(),
             _tmp: None,
             extra: extra.to_string(),
+            configured: None,
+        }
+    }
+
+    /// Starts node `id` of the multi-node config file `config` (see `cluster_harness`);
+    /// `dir` is where the cluster keeps its files.
+    pub fn start_configured(id: &str, config: &Path, dir: &Path) -> TestNode {
+        let (child, addr) = spawn_node(id, config, CLUSTER_LOG);
+        TestNode {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            extra: String::new(),
+            configured: Some((id.to_string(), config.to_path_buf())),
         }
     }
 
     /// Restarts the node on the same data directory (after `kill9` or `terminate`).
     pub fn restart(&mut self) {
-        let mut fresh = TestNode::spawn(&self.dir, &self.extra);
-        std::mem::swap(&mut self.child, &mut fresh.child);
-        self.addr = fresh.addr;
-        fresh.child = Command::new("true").spawn().expect("true");
+        let (child, addr) = match &self.configured {
+            Some((id, config)) => spawn_node(id, config, CLUSTER_LOG),
+            None => spawn_node("n1", &write_single_config(&self.dir, &self.extra), "warn"),
+        };
+        self.child = child;
+        self.addr = addr;
+    }
+
+    /// `kill -STOP`: the process hangs with its sockets open.
+    pub fn stop(&self) {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGSTOP);
+        }
+    }
+
+    /// `kill -CONT`: a stopped process runs again.
+    pub fn cont(&self) {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGCONT);
+        }
     }
 
     pub fn http(&self) -> String {
@@ -159,6 +165,49 @@ impl TestNode {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// Log filter for nodes of a multi-node cluster: ractor_cluster warns about every session
+/// that ends, which the cluster tests cause on purpose.
+const CLUSTER_LOG: &str = "warn,ractor_cluster=error";
+
+/// Writes the one-node config used by `TestNode::start`; returns its path.
+fn write_single_config(dir: &Path, extra: &str) -> PathBuf {
+    let config = format!(
+        "data_dir = {:?}\n{extra}\n[[nodes]]\nid = \"n1\"\nhttp_addr = \"127.0.0.1:0\"\n",
+        dir.join("data").display().to_string()
+    );
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, config).expect("write config");
+    path
+}
+
+/// Spawns `starling node <id> --config <config>` and reads the HTTP address it prints.
+fn spawn_node(id: &str, config: &Path, log: &str) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(["node", id, "--config"])
+        .arg(config)
+        .env("RUST_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn starling");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(DEADLINE)
+        .expect("node did not print its address")
+        .parse()
+        .expect("address");
+    (child, addr)
 }
 
 impl Drop for TestNode {

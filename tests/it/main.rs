@@ -1,9 +1,11 @@
 //! Black-box tests: real `starling` node processes on free ports, real WebSocket, SSE and
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
+mod cluster_harness;
 mod consumers;
 mod harness;
 mod lifecycle;
+mod membership;
 mod robustness;
 mod smoke;
 mod sse_poll;
