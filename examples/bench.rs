@@ -45,6 +45,9 @@ struct Args {
     /// nodes of a cluster, to measure cross-node delivery. Repeatable; default: --url.
     #[arg(long = "sub-url")]
     sub_urls: Vec<String>,
+    /// Topic to use (default: a fresh one per run); e.g. one owned by a chosen node.
+    #[arg(long)]
+    topic: Option<String>,
     #[arg(long, default_value_t = 64)]
     publishers: usize,
     #[arg(long, default_value_t = 1000)]
@@ -89,8 +92,10 @@ fn sub_url(a: &Args, i: usize) -> &str {
     }
 }
 
-fn topic(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
+fn topic(a: &Args, prefix: &str) -> String {
+    a.topic
+        .clone()
+        .unwrap_or_else(|| format!("{prefix}-{}", std::process::id()))
 }
 
 async fn connect(base: &str) -> Ws {
@@ -139,7 +144,7 @@ async fn run_for(label: &str, counter: Arc<AtomicU64>, secs: u64) -> f64 {
 async fn http_publish(a: &Args) {
     let done = Arc::new(AtomicU64::new(0));
     let body = serde_json::json!({"data": "x".repeat(a.size)}).to_string();
-    let t = topic("bench-http");
+    let t = topic(a, "bench-http");
     for _ in 0..a.publishers {
         let (done, body, url) = (
             done.clone(),
@@ -194,7 +199,7 @@ async fn ws_publisher(base: String, t: String, size: usize, window: usize, done:
 
 async fn ws_publish(a: &Args) {
     let done = Arc::new(AtomicU64::new(0));
-    let t = topic("bench-ws");
+    let t = topic(a, "bench-ws");
     for _ in 0..a.publishers {
         tokio::spawn(ws_publisher(
             a.url.clone(),
@@ -233,7 +238,7 @@ async fn subscribers(a: &Args, t: &str, n: usize) -> Arc<AtomicU64> {
 }
 
 async fn fanout(a: &Args) {
-    let t = topic("bench-fanout");
+    let t = topic(a, "bench-fanout");
     let delivered = subscribers(a, &t, a.subscribers).await;
     let published = Arc::new(AtomicU64::new(0));
     for _ in 0..a.publishers.min(4) {
@@ -255,7 +260,7 @@ async fn fanout(a: &Args) {
 }
 
 async fn latency(a: &Args) {
-    let t = topic("bench-latency");
+    let t = topic(a, "bench-latency");
     let origin = Instant::now();
     let hist = Arc::new(std::sync::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
@@ -448,7 +453,7 @@ async fn consumer_run(a: &Args, t: &str, name: &str, conns: usize, inflight: usi
 /// Drains a backlog three ways: stream replay, acked consumer with `--consumers`
 /// connections, and a consumer with max_inflight 1 (one ack round trip per message).
 async fn consumer(a: &Args) {
-    let t = topic("bench-consumer");
+    let t = topic(a, "bench-consumer");
     prefill(a, &t, a.messages).await;
     let mut ws = connect(&a.url).await;
     let f = serde_json::json!({"type": "subscribe", "topic": t, "after": 0, "req": 0});
