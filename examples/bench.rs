@@ -9,6 +9,8 @@
 //! cargo run --release --example bench -- latency        # publish-to-deliver p50/p99 at a fixed rate
 //! cargo run --release --example bench -- connections --pid $(pgrep -f 'starling node')
 //! cargo run --release --example bench -- consumer --consumers 8 # acked consumer deliveries/s
+//! cargo run --release --example bench -- failover --url http://127.0.0.1:8081 --topic t
+//! #   (then kill -9 or kill -STOP the owner of t: prints how long publishes stalled)
 //! # cross-node, on a `starling up` cluster: publish on n1, subscribe on n2 and n3
 //! cargo run --release --example bench -- fanout --url http://127.0.0.1:8080 \
 //!     --sub-url http://127.0.0.1:8081 --sub-url http://127.0.0.1:8082
@@ -33,6 +35,7 @@ enum Scenario {
     Latency,
     Connections,
     Consumer,
+    Failover,
 }
 
 #[derive(Parser, Debug)]
@@ -313,6 +316,44 @@ async fn latency(a: &Args) {
     );
 }
 
+/// Publishes every 5 ms (each with its own id) for the duration; kill or hang the topic's
+/// owner meanwhile. Reports every window in which publishes failed or the epoch changed:
+/// the time between the last publish acked before it and the first one acked after it.
+async fn failover(a: &Args) {
+    let t = topic(a, "bench-failover");
+    let url = format!("{}/v1/topics/{t}/messages", a.url);
+    let client = reqwest::Client::new();
+    let end = Instant::now() + Duration::from_secs(a.duration_secs);
+    let (mut last_ok, mut epoch, mut failed) = (Instant::now(), String::new(), 0u32);
+    eprintln!("publishing to {t} every 5 ms for {} s: kill the owner now", a.duration_secs);
+    let mut k = 0u64;
+    while Instant::now() < end {
+        k += 1;
+        let body = serde_json::json!({"data": k, "id": format!("f-{}-{k}", std::process::id())});
+        let r = client.post(&url).body(body.to_string()).send().await;
+        let v: Option<serde_json::Value> = match r {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        };
+        match v {
+            Some(v) => {
+                let e = v["epoch"].as_str().unwrap_or_default().to_string();
+                if (failed > 0 || (!epoch.is_empty() && e != epoch)) && !epoch.is_empty() {
+                    println!(
+                        "failover: {:.0} ms without an accepted publish ({failed} failed), epoch {} -> {e}, offset {}",
+                        last_ok.elapsed().as_secs_f64() * 1000.0,
+                        epoch,
+                        v["offset"]
+                    );
+                }
+                (last_ok, epoch, failed) = (Instant::now(), e, 0);
+            }
+            None => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -499,5 +540,6 @@ async fn main() {
         Scenario::Latency => latency(&a).await,
         Scenario::Connections => connections(&a).await,
         Scenario::Consumer => consumer(&a).await,
+        Scenario::Failover => failover(&a).await,
     }
 }
