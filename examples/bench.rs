@@ -325,7 +325,10 @@ async fn failover(a: &Args) {
     let client = reqwest::Client::new();
     let end = Instant::now() + Duration::from_secs(a.duration_secs);
     let (mut last_ok, mut epoch, mut failed) = (Instant::now(), String::new(), 0u32);
-    eprintln!("publishing to {t} every 5 ms for {} s: kill the owner now", a.duration_secs);
+    eprintln!(
+        "publishing to {t} every 5 ms for {} s: kill the owner now",
+        a.duration_secs
+    );
     let mut k = 0u64;
     while Instant::now() < end {
         k += 1;
