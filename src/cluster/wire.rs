@@ -17,12 +17,20 @@ pub enum WireError {
     Decode(#[from] bincode::error::DecodeError),
 }
 
+/// The largest message a node encodes or decodes: a corrupt length prefix must not make a
+/// node allocate without bound.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
 pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, WireError> {
-    Ok(bincode::encode_to_vec(value, bincode::config::standard())?)
+    Ok(bincode::encode_to_vec(value, config())?)
 }
 
 pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, WireError> {
-    let (value, _) = bincode::decode_from_slice(bytes, bincode::config::standard())?;
+    let (value, _) = bincode::decode_from_slice(bytes, config())?;
     Ok(value)
 }
 
@@ -68,15 +76,15 @@ pub struct WireMeta {
 }
 
 /// One node's copy of a topic, as a takeover sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct CopyDesc {
     pub term: u64,
     pub first: u64,
     pub head: u64,
-    /// Sealed before this request: superseded, not a candidate.
+    /// Sealed before this request (handed over, or an import cut short).
     pub sealed: bool,
-    /// (This node's own copy only) an import into it was cut short.
-    pub importing: bool,
+    /// Whose takeover sealed it, if any.
+    pub sealed_for: Option<String>,
 }
 
 /// Requests to another node.
@@ -105,9 +113,11 @@ pub enum Call {
     Info {
         topic: String,
     },
-    /// Stop owning the topic, seal the local copy durably, and describe it (as it was).
+    /// Stop owning the topic, seal the local copy durably for `from`, and describe it (as
+    /// it was).
     Relinquish {
         topic: String,
+        from: String,
     },
     /// The consumers stored with the receiver's copy.
     Consumers {
@@ -227,9 +237,10 @@ pub enum Cast {
     OwnerGone { topic: String, epoch: String },
     /// Node `from` no longer follows the topic.
     Unfollow { topic: String, from: String },
-    /// Frames for consumer member `member` (on the receiving node), in order.
+    /// Frames for member `member` of consumer `name` (on the receiving node), in order.
     MemberFrames {
         topic: String,
+        name: String,
         member: u64,
         frames: Vec<WireFrame>,
     },
@@ -304,6 +315,16 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode::<Call>(&[0xff, 0xff, 0xff]).is_err());
         assert!(decode::<Reply>(&[]).is_err());
+        // A Publish whose data claims 2^60 bytes: refused, not allocated.
+        let mut huge = encode(&Call::Publish {
+            topic: "t".into(),
+            data: vec![],
+            id: None,
+        })
+        .unwrap();
+        huge.truncate(3);
+        huge.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        assert!(decode::<Call>(&huge).is_err());
     }
 
     #[test]

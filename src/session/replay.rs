@@ -7,6 +7,7 @@ use super::outbound::{OutFrame, Outbound, Subscribed};
 use super::SessionMsg;
 use crate::protocol::envelope::Delivery;
 use crate::protocol::resume::{ResetReason, ResumePlan};
+use crate::protocol::ErrorCode;
 use crate::protocol::TopicName;
 use crate::topic::history::History;
 use crate::topic::service::call_topic;
@@ -55,16 +56,18 @@ impl Replay {
                     Ok(b) => (b.messages, b.first),
                     Err(e) => {
                         tracing::warn!(topic = %self.topic, error = %e, "replay read failed");
-                        // A remote history may have moved: start over from the cursor.
-                        let msg = match self.history {
-                            History::Local(_) => SessionMsg::ReplayFailed {
+                        // A history that moved (another epoch, another owner): start over
+                        // from the cursor. Anything else ends the session.
+                        let msg = if e.code == ErrorCode::Unavailable {
+                            SessionMsg::Resubscribe {
                                 topic: self.topic.clone(),
                                 sub: self.sub,
-                            },
-                            History::Remote { .. } => SessionMsg::Resubscribe {
+                            }
+                        } else {
+                            SessionMsg::ReplayFailed {
                                 topic: self.topic.clone(),
                                 sub: self.sub,
-                            },
+                            }
                         };
                         let _ = self.session.cast(msg);
                         return;

@@ -75,12 +75,14 @@ pub struct TopicMeta {
 /// Who may write a topic's copy on this node. Each epoch is created by one node with a
 /// `term` above every term that node knew of for the topic; a copy handed to another owner is
 /// `sealed` and never appended to again, so no two nodes ever append to one epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub term: u64,
     pub sealed: bool,
     /// An import into this copy started and has not completed (it is sealed meanwhile).
     pub importing: bool,
+    /// The node whose takeover sealed this copy.
+    pub sealed_for: Option<String>,
 }
 
 /// How much history a topic keeps: whichever limit is reached first.
@@ -103,9 +105,10 @@ pub trait TopicLog: Send + Sync + 'static {
     fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError>;
     /// The topic's lease, or `None` if it was never created.
     fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError>;
-    /// Seals this copy (durable with the next flush): it is never appended to again. Returns
-    /// its meta and lease as they were, or `None` if the topic does not exist.
-    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError>;
+    /// Seals this copy for node `taker` (durable with the next flush): it is never appended
+    /// to again. Returns its meta and lease as they were, or `None` if the topic does not
+    /// exist.
+    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError>;
     /// Replaces everything stored for the topic (messages, consumers, publish ids) with an
     /// empty copy of `epoch` at `term` whose next offset is `first`. The copy is sealed until
     /// [`TopicLog::unseal`]: an import cut short is never appended to.
@@ -116,8 +119,12 @@ pub trait TopicLog: Send + Sync + 'static {
         term: u64,
         first: u64,
     ) -> Result<TopicMeta, StorageError>;
-    /// Opens a replaced copy for appends once it is complete.
+    /// Opens a replaced copy for appends once its import is complete; refused if the import
+    /// was cut short meanwhile.
     fn unseal(&self, topic: &str) -> Result<(), StorageError>;
+    /// Opens again a copy sealed for `taker`, whose takeover never continued it; refused if
+    /// it is no longer sealed for `taker`.
+    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError>;
     /// Every topic that exists.
     fn topics(&self) -> Result<Vec<String>, StorageError>;
     /// Appends messages whose offsets continue the topic's head with no gap. Visible to

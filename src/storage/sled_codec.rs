@@ -17,6 +17,7 @@ pub(super) struct MetaRecord {
     /// This copy was handed to another owner: never appended to again.
     pub(super) sealed: bool,
     pub(super) importing: bool,
+    pub(super) sealed_for: Option<String>,
 }
 
 /// Value of an offset in a segment tree; borrowed so `data` is written and read as one

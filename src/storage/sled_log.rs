@@ -90,6 +90,7 @@ impl SledLog {
                     term: rec.term,
                     sealed: rec.sealed,
                     importing: rec.importing,
+                    sealed_for: rec.sealed_for,
                 },
                 segments: BTreeMap::new(),
             };
@@ -159,7 +160,7 @@ impl SledLog {
         name: &str,
         epoch: &str,
         first: u64,
-        lease: Lease,
+        lease: &Lease,
     ) -> Result<(), StorageError> {
         let rec = MetaRecord {
             epoch: epoch.to_string(),
@@ -167,6 +168,7 @@ impl SledLog {
             term: lease.term,
             sealed: lease.sealed,
             importing: lease.importing,
+            sealed_for: lease.sealed_for.clone(),
         };
         self.meta.insert(name.as_bytes(), encode("meta", &rec)?)?;
         Ok(())
@@ -258,8 +260,9 @@ impl TopicLog for SledLog {
             term,
             sealed: false,
             importing: false,
+            sealed_for: None,
         };
-        self.put_meta(topic, epoch, 1, lease)?;
+        self.put_meta(topic, epoch, 1, &lease)?;
         let t = Topic::new(epoch.to_string(), 1, lease, 0, BTreeMap::new());
         let meta = t.meta();
         topics.insert(topic.to_string(), Arc::new(t));
@@ -272,10 +275,10 @@ impl TopicLog for SledLog {
         let _writer = lock(&t.writer);
         let (first, lease) = {
             let state = read(&t.state);
-            (state.first, state.lease)
+            (state.first, state.lease.clone())
         };
         let lease = Lease { term, ..lease };
-        self.put_meta(topic, epoch, first, lease)?;
+        self.put_meta(topic, epoch, first, &lease)?;
         {
             let mut state = write(&t.state);
             state.epoch = epoch.to_string();
@@ -294,8 +297,11 @@ impl TopicLog for SledLog {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
-        let lease = read(&t.state).lease;
-        if lease.sealed && !lease.importing {
+        let writable = {
+            let state = read(&t.state);
+            !state.lease.sealed || state.lease.importing
+        };
+        if !writable {
             return Err(StorageError::Sealed(topic.to_string()));
         }
         let head = t.head.load(Ordering::Acquire);
@@ -406,7 +412,7 @@ impl TopicLog for SledLog {
                 .iter()
                 .map(|(s, tree)| (*s, tree.clone()))
                 .collect();
-            (state.epoch.clone(), state.first, state.lease, trees)
+            (state.epoch.clone(), state.first, state.lease.clone(), trees)
         };
         let mut infos = Vec::with_capacity(trees.len());
         for (start, tree) in &trees {
@@ -431,7 +437,7 @@ impl TopicLog for SledLog {
         )?;
         if decision.first != current_first {
             // Persisted before any tree goes, so a crash never leaves `first` below a hole.
-            self.put_meta(topic, &epoch, decision.first, lease)?;
+            self.put_meta(topic, &epoch, decision.first, &lease)?;
         }
         {
             let mut state = write(&t.state);
@@ -529,11 +535,13 @@ impl TopicLog for SledLog {
     }
 
     fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError> {
-        Ok(read(&self.topics).get(topic).map(|t| read(&t.state).lease))
+        Ok(read(&self.topics)
+            .get(topic)
+            .map(|t| read(&t.state).lease.clone()))
     }
 
-    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
-        self.seal_copy(topic)
+    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
+        self.seal_copy(topic, taker)
     }
 
     fn replace(
@@ -547,7 +555,13 @@ impl TopicLog for SledLog {
     }
 
     fn unseal(&self, topic: &str) -> Result<(), StorageError> {
-        self.unseal_copy(topic)
+        self.open_copy(topic, |l| l.importing)
+    }
+
+    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError> {
+        self.open_copy(topic, |l| {
+            l.sealed && l.sealed_for.as_deref() == Some(taker)
+        })
     }
 
     fn flush(&self) -> Result<(), StorageError> {

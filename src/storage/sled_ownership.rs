@@ -10,6 +10,7 @@ impl SledLog {
     pub(super) fn seal_copy(
         &self,
         topic: &str,
+        taker: &str,
     ) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
         let Ok(t) = self.topic(topic) else {
             return Ok(None);
@@ -17,7 +18,7 @@ impl SledLog {
         let _writer = lock(&t.writer);
         let (epoch, first, lease) = {
             let state = read(&t.state);
-            (state.epoch.clone(), state.first, state.lease)
+            (state.epoch.clone(), state.first, state.lease.clone())
         };
         let meta = t.meta();
         if !lease.sealed || lease.importing {
@@ -25,11 +26,12 @@ impl SledLog {
             let sealed = Lease {
                 sealed: true,
                 importing: false,
-                ..lease
+                sealed_for: Some(taker.to_string()),
+                ..lease.clone()
             };
-            self.put_meta(topic, &epoch, first, sealed)?;
+            self.put_meta(topic, &epoch, first, &sealed)?;
             write(&t.state).lease = sealed;
-            tracing::info!(topic, epoch, head = meta.head, "topic copy sealed");
+            tracing::info!(topic, epoch, head = meta.head, taker, "topic copy sealed");
         }
         Ok(Some((meta, lease)))
     }
@@ -47,6 +49,7 @@ impl SledLog {
             term,
             sealed: true,
             importing: true,
+            sealed_for: None,
         };
         let mut topics = write(&self.topics);
         let old = topics.remove(topic);
@@ -67,7 +70,7 @@ impl SledLog {
                 tree.remove(key?)?;
             }
         }
-        self.put_meta(topic, epoch, first, lease)?;
+        self.put_meta(topic, epoch, first, &lease)?;
         let t = Topic::new(epoch.to_string(), first, lease, first - 1, BTreeMap::new());
         let meta = t.meta();
         topics.insert(topic.to_string(), Arc::new(t));
@@ -75,19 +78,29 @@ impl SledLog {
         Ok(meta)
     }
 
-    pub(super) fn unseal_copy(&self, topic: &str) -> Result<(), StorageError> {
+    /// Opens the copy for appends if `expected` still holds of its lease (compare and set:
+    /// another node may have sealed it meanwhile).
+    pub(super) fn open_copy(
+        &self,
+        topic: &str,
+        expected: impl Fn(&Lease) -> bool,
+    ) -> Result<(), StorageError> {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
         let (epoch, first, lease) = {
             let state = read(&t.state);
-            (state.epoch.clone(), state.first, state.lease)
+            (state.epoch.clone(), state.first, state.lease.clone())
         };
+        if !expected(&lease) {
+            return Err(StorageError::Sealed(topic.to_string()));
+        }
         let open = Lease {
             sealed: false,
             importing: false,
+            sealed_for: None,
             ..lease
         };
-        self.put_meta(topic, &epoch, first, open)?;
+        self.put_meta(topic, &epoch, first, &open)?;
         write(&t.state).lease = open;
         Ok(())
     }

@@ -47,8 +47,8 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.lease(topic)
     }
 
-    fn seal(&self, topic: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
-        self.inner.seal(topic)
+    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
+        self.inner.seal(topic, taker)
     }
 
     fn replace(
@@ -63,6 +63,10 @@ impl<F: Faults> TopicLog for HookedLog<F> {
 
     fn unseal(&self, topic: &str) -> Result<(), StorageError> {
         self.inner.unseal(topic)
+    }
+
+    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError> {
+        self.inner.reopen(topic, taker)
     }
 
     fn topics(&self) -> Result<Vec<String>, StorageError> {

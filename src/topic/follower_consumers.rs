@@ -138,7 +138,11 @@ impl FollowerState {
                     }
                 });
             }
-            TopicMsg::MemberFrames { member, frames } => self.member_frames(member, frames),
+            TopicMsg::MemberFrames {
+                name,
+                member,
+                frames,
+            } => self.member_frames(&name, member, frames),
             TopicMsg::MemberGone { member } => {
                 if self.members.remove(&member).is_some() {
                     if let Some(session) = self.shared.subscribers().remove(&member) {
@@ -155,8 +159,11 @@ impl FollowerState {
         None
     }
 
-    fn member_frames(&mut self, member: SubId, frames: Vec<WireFrame>) {
-        let Some((name, sub)) = self.members.get(&member) else {
+    fn member_frames(&mut self, name: &str, member: SubId, frames: Vec<WireFrame>) {
+        let Some((_, sub)) = self.members.get(&member) else {
+            // A member the owner still feeds but this node no longer has (its join
+            // answered late, or it left): let the owner redeliver its messages.
+            self.tell_owner_left(name, member);
             return;
         };
         for frame in frames {
@@ -192,8 +199,7 @@ impl FollowerState {
             };
             if sub.outbound.push(frame).is_err() {
                 // The member's connection is gone: the owner redelivers its messages.
-                let name = name.clone();
-                self.leave_member(&name, member);
+                self.leave_member(name, member);
                 return;
             }
         }
@@ -201,9 +207,12 @@ impl FollowerState {
 
     pub(super) fn leave_member(&mut self, name: &str, member: SubId) {
         self.shared.subscribers().remove(&member);
-        if self.members.remove(&member).is_none() {
-            return;
+        if self.members.remove(&member).is_some() {
+            self.tell_owner_left(name, member);
         }
+    }
+
+    fn tell_owner_left(&self, name: &str, member: SubId) {
         let cast = Cast::ConsumerLeave {
             topic: self.topic.as_str().to_string(),
             name: name.to_string(),

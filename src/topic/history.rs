@@ -42,17 +42,20 @@ impl History {
     ) -> Result<Batch, ApiError> {
         match self {
             History::Local(log) => {
+                let meta = log.meta(topic.as_str()).ok().flatten();
+                if meta.as_ref().is_none_or(|m| m.epoch != epoch) {
+                    // Taken over or replaced under this reader: start over from the cursor.
+                    return Err(ApiError::unavailable(
+                        "the topic changed epoch while reading; resubscribe",
+                    ));
+                }
                 let messages = log
                     .read(topic.as_str(), from, to, max_count, max_bytes)
                     .map_err(|e| {
                         tracing::error!(topic = %topic, error = %e, "reading the log failed");
                         ApiError::internal()
                     })?;
-                let first = log
-                    .meta(topic.as_str())
-                    .ok()
-                    .flatten()
-                    .map_or(from, |m| m.first);
+                let first = meta.map_or(from, |m| m.first);
                 Ok(Batch { messages, first })
             }
             History::Remote { cluster, owner } => {

@@ -213,8 +213,10 @@ pub enum TopicMsg {
     OwnerGone {
         epoch: String,
     },
-    /// (Follower) frames from the owner for consumer member `member` of this node.
+    /// (Follower) frames from the owner for member `member` (of consumer `name`) on this
+    /// node.
     MemberFrames {
+        name: String,
         member: SubId,
         frames: Vec<crate::cluster::wire::WireFrame>,
     },

@@ -43,6 +43,7 @@ impl Topics {
         let outbound = Outbound::new(RELAY_QUEUE_BYTES);
         let args = RelayArgs {
             topic: j.topic.clone(),
+            name: j.name.clone(),
             node: j.from,
             member: j.member,
             outbound: outbound.clone(),
@@ -161,6 +162,7 @@ struct Relay;
 
 struct RelayArgs {
     topic: String,
+    name: String,
     node: String,
     member: u64,
     outbound: Arc<Outbound>,
@@ -184,11 +186,13 @@ impl Actor for Relay {
     ) -> Result<RelayState, ActorProcessingErr> {
         let (outbound, cluster) = (args.outbound.clone(), args.cluster.clone());
         let (topic, node, member) = (args.topic.clone(), args.node.clone(), args.member);
+        let name = args.name.clone();
         let drain = tokio::spawn(async move {
             let mut frames = Vec::new();
             while outbound.drain(&mut frames).await.is_ok() {
                 let cast = Cast::MemberFrames {
                     topic: topic.clone(),
+                    name: name.clone(),
                     member,
                     frames: frames.drain(..).filter_map(wire_frame).collect(),
                 };

@@ -40,11 +40,11 @@ impl Topics {
                     }),
                 })
             }
-            Call::Relinquish { topic } => {
+            Call::Relinquish { topic, from } => {
                 let topic = parse(&topic)?;
                 match self
                     .supervisor
-                    .call(|r| SupervisorMsg::Relinquish(topic, r), None)
+                    .call(|r| SupervisorMsg::Relinquish(topic, from, r), None)
                     .await
                 {
                     Ok(CallResult::Success(r)) => r.map(Reply::Relinquished),
@@ -137,6 +137,10 @@ impl Topics {
             .meta(topic)
             .map_err(|e| storage(topic, e))?
             .ok_or_else(|| ApiError::unavailable("no copy of this topic here"))?;
+        let lease = self.log.lease(topic).map_err(|e| storage(topic, e))?;
+        if lease.is_some_and(|l| l.importing) {
+            return Err(moving());
+        }
         let messages = self
             .log
             .read(topic, from, to, max_count as usize, max_bytes as usize)
@@ -170,9 +174,17 @@ impl Topics {
             Cast::Unfollow { topic, from } => (topic, TopicMsg::Unfollow { from }, true),
             Cast::MemberFrames {
                 topic,
+                name,
                 member,
                 frames,
-            } => (topic, TopicMsg::MemberFrames { member, frames }, false),
+            } => {
+                let msg = TopicMsg::MemberFrames {
+                    name,
+                    member,
+                    frames,
+                };
+                (topic, msg, false)
+            }
             Cast::MemberGone { topic, member } => (topic, TopicMsg::MemberGone { member }, false),
             Cast::ConsumerLeave {
                 topic,

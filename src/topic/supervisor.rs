@@ -16,6 +16,7 @@ use super::follower::{FollowerActor, FollowerArgs};
 use super::takeover::{durable, Copy};
 use super::{Role, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
+use crate::cluster::view::View;
 use crate::cluster::wire::CopyDesc;
 use crate::protocol::{ApiError, TopicName};
 use crate::shutdown::Shutdown;
@@ -74,12 +75,17 @@ pub enum SupervisorMsg {
     Get(TopicName, RpcReplyPort<Result<TopicHandle, ApiError>>),
     /// An idle topic actor asks to be retired.
     Retire(TopicName, ActorId),
-    /// Membership changed: stop every actor whose role changed.
-    Rebalance,
+    /// Membership changed: stop every actor whose role changed, or every actor if a member
+    /// joined (or came back).
+    Rebalance { joined: bool },
     /// Another node takes the topic over: stop owning it, seal this node's copy durably, and
     /// describe the copy as it was (`None` if this node has none). Refused with "moving" if
     /// this node still owns the topic in its own view.
-    Relinquish(TopicName, RpcReplyPort<Result<Option<Copy>, ApiError>>),
+    Relinquish(
+        TopicName,
+        String,
+        RpcReplyPort<Result<Option<Copy>, ApiError>>,
+    ),
 }
 
 pub struct TopicSupervisor;
@@ -91,8 +97,6 @@ pub struct SupervisorState {
     ctx: TopicContext,
     registry: TopicRegistry,
     by_actor: HashMap<ActorId, TopicName>,
-    /// The members that were up at the last rebalance.
-    last_up: BTreeSet<String>,
 }
 
 impl TopicSupervisor {
@@ -126,7 +130,6 @@ impl Actor for TopicSupervisor {
         (ctx, registry): Self::Arguments,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
-            last_up: ctx.cluster.view().up().map(str::to_string).collect(),
             ctx,
             registry,
             by_actor: HashMap::new(),
@@ -151,9 +154,9 @@ impl Actor for TopicSupervisor {
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Rebalance => state.rebalance().await,
-            SupervisorMsg::Relinquish(topic, reply) => {
-                let _ = reply.send(state.relinquish(&topic).await);
+            SupervisorMsg::Rebalance { joined } => state.rebalance(joined).await,
+            SupervisorMsg::Relinquish(topic, taker, reply) => {
+                let _ = reply.send(state.relinquish(&topic, &taker).await);
             }
             SupervisorMsg::Retire(topic, id) => {
                 let Some(h) = state
@@ -167,10 +170,7 @@ impl Actor for TopicSupervisor {
                 // supervisor hands out the topic again: never two writers for one topic.
                 state.registry.remove(&topic);
                 state.by_actor.remove(&id);
-                let _ = h
-                    .actor
-                    .stop_and_wait(Some("idle".into()), Some(RETIRE_TIMEOUT))
-                    .await;
+                stop_for_sure(&h.actor, "idle").await;
                 tracing::debug!(topic = %topic, "idle topic retired");
             }
         }
@@ -279,22 +279,17 @@ impl SupervisorState {
         self.registry.remove(topic);
         self.by_actor.remove(&h.actor.get_id());
         if h.role == Role::Owner {
-            let _ = h
-                .actor
-                .stop_and_wait(Some(reason.into()), Some(RETIRE_TIMEOUT))
-                .await;
+            stop_for_sure(&h.actor, reason).await;
         } else {
             h.actor.stop(Some(reason.into()));
         }
     }
 
     /// Stops every actor whose role changed. When a member joined (or came back), every
-    /// owner actor is restarted too: the newcomer may hold a newer copy of a topic (it took
-    /// the topic over while this node was cut off), and only a fresh takeover asks it.
-    async fn rebalance(&mut self) {
-        let up: BTreeSet<String> = self.ctx.cluster.view().up().map(str::to_string).collect();
-        let joined = up.difference(&self.last_up).count();
-        self.last_up = up;
+    /// actor is restarted: the newcomer may hold a newer copy of a topic (it took the topic
+    /// over while this node was cut off), and only a fresh takeover asks it; and an owner
+    /// that lost the connection to this node meanwhile has dropped it as a follower.
+    async fn rebalance(&mut self, joined: bool) {
         let running: Vec<(TopicName, Role)> = self
             .registry
             .0
@@ -305,7 +300,7 @@ impl SupervisorState {
             .collect();
         let mut moved = 0;
         for (topic, role) in running {
-            if self.role(&topic).ok() != Some(role.clone()) || (joined > 0 && role == Role::Owner) {
+            if joined || self.role(&topic).ok() != Some(role) {
                 self.stop(&topic, "placement changed").await;
                 moved += 1;
             }
@@ -315,7 +310,11 @@ impl SupervisorState {
         }
     }
 
-    async fn relinquish(&mut self, topic: &TopicName) -> Result<Option<Copy>, ApiError> {
+    async fn relinquish(
+        &mut self,
+        topic: &TopicName,
+        taker: &str,
+    ) -> Result<Option<Copy>, ApiError> {
         if self.role(topic).ok() == Some(Role::Owner) {
             return Err(super::moving());
         }
@@ -326,14 +325,14 @@ impl SupervisorState {
         {
             self.stop(topic, "handed over").await;
         }
-        let sealed = self.ctx.log.seal(topic.as_str()).map_err(|e| {
+        let sealed = self.ctx.log.seal(topic.as_str(), taker).map_err(|e| {
             tracing::error!(topic = %topic, error = %e, "sealing failed");
             ApiError::internal()
         })?;
         let Some((meta, lease)) = sealed else {
             return Ok(None);
         };
-        if !lease.sealed {
+        if !lease.sealed || lease.importing {
             durable(&self.ctx).await?;
         }
         Ok(Some((
@@ -343,24 +342,47 @@ impl SupervisorState {
                 first: meta.first,
                 head: meta.head,
                 sealed: lease.sealed,
-                importing: false,
+                sealed_for: lease.sealed_for,
             },
         )))
     }
 }
 
-/// Asks the supervisor to rebalance after every membership change, until shutdown.
+/// Stops an actor and waits for it; one that does not stop in time (stuck in a takeover) is
+/// killed, so that a node never runs two actors of one topic.
+async fn stop_for_sure(actor: &ActorRef<TopicMsg>, reason: &str) {
+    if actor
+        .stop_and_wait(Some(reason.into()), Some(RETIRE_TIMEOUT))
+        .await
+        .is_err()
+    {
+        tracing::warn!(reason, "topic actor did not stop in time; killing it");
+        let _ = actor.kill_and_wait(Some(RETIRE_TIMEOUT)).await;
+    }
+}
+
+/// Asks the supervisor to rebalance after every membership change, until shutdown. Joins
+/// are detected here, view by view, so that a member that went down and came back between
+/// two rebalances is not missed.
 pub fn follow_membership(
     sup: ActorRef<SupervisorMsg>,
     cluster: &Cluster,
     shutdown: Shutdown,
 ) -> tokio::task::JoinHandle<()> {
     let mut view = cluster.watch();
+    let up = |v: &View| v.up().map(str::to_string).collect::<BTreeSet<String>>();
+    let mut last = up(&view.borrow());
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 changed = view.changed() => {
-                    if changed.is_err() || sup.cast(SupervisorMsg::Rebalance).is_err() {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = up(&view.borrow_and_update());
+                    let joined = now.difference(&last).next().is_some();
+                    last = now;
+                    if sup.cast(SupervisorMsg::Rebalance { joined }).is_err() {
                         return;
                     }
                 }

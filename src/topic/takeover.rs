@@ -27,57 +27,48 @@ pub type Copy = (String, CopyDesc);
 /// What the new owner does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// This node's copy is the newest: keep it.
-    Keep,
+    /// This node's copy is the newest: keep it. `reopen`: it was sealed for that node,
+    /// whose takeover never continued it; open it again (only if still sealed for it).
+    Keep { reopen: Option<String> },
     /// `node` holds the newest copy: take it over.
     Import {
         node: String,
         epoch: String,
         desc: CopyDesc,
     },
-    /// No live node holds an unsealed copy. `existed`: some copy was seen, so the topic's
-    /// history is lost and a new epoch at `term` replaces it; otherwise the topic is new.
+    /// No live node holds a copy that may be continued. `existed`: some copy was seen, so
+    /// the topic's history is lost and a new epoch at `term` replaces it; otherwise the
+    /// topic is new.
     Fresh { term: u64, existed: bool },
 }
 
-/// Picks the newest unsealed copy (by term, then head; this node's wins a tie). One sealed
-/// copy may be taken too: the source of this node's own import that was cut short. That
-/// source was sealed for this node, which never appended to the epoch, so the source still
-/// holds all of it.
-pub fn decide(local: Option<&Copy>, remote: &[(String, Option<Copy>)], now_ms: u64) -> Decision {
-    let resumable = local.filter(|(_, d)| d.importing).and_then(|(epoch, d)| {
-        remote.iter().find_map(|(node, c)| {
-            c.as_ref()
-                .filter(|(e, r)| e == epoch && r.term == d.term)
-                .map(|(e, r)| (node, e, r))
-        })
-    });
-    let decision = decide_unsealed(local, remote, now_ms);
-    match (resumable, &decision) {
-        (Some((node, epoch, desc)), Decision::Fresh { .. }) => Decision::Import {
-            node: node.clone(),
-            epoch: epoch.clone(),
-            desc: *desc,
-        },
-        (Some((node, epoch, desc)), Decision::Import { desc: best, .. })
-            if best.term <= desc.term =>
-        {
-            Decision::Import {
-                node: node.clone(),
-                epoch: epoch.clone(),
-                desc: *desc,
-            }
-        }
-        _ => decision,
-    }
-}
+/// A candidate copy: its rank (term, head, is ours), its node (`None`: ours), the copy.
+type Ranked<'a> = ((u64, u64, bool), Option<&'a str>, &'a Copy);
 
-fn decide_unsealed(
+/// Picks the newest copy that may be continued (by term, then head; this node's wins a
+/// tie). A copy may be continued when it is unsealed, or when it was sealed for a takeover
+/// that provably never continued it: this node's own (it competes with its own copy), or
+/// that of a peer that answered now without an unsealed copy of that epoch. A copy sealed
+/// for a node that did not answer is not: that node may have appended to the epoch.
+pub fn decide(
+    me: &str,
     local: Option<&Copy>,
     remote: &[(String, Option<Copy>)],
     now_ms: u64,
 ) -> Decision {
-    let mut best: Option<(u64, u64, bool, Option<&str>, &Copy)> = None;
+    let continued_by = |peer: &str, epoch: &str| {
+        remote
+            .iter()
+            .any(|(n, c)| n == peer && c.as_ref().is_some_and(|(e, d)| e == epoch && !d.sealed))
+    };
+    let answered = |peer: &str| remote.iter().any(|(n, _)| n == peer);
+    let may_continue = |(epoch, d): &Copy| match (&d.sealed_for, d.sealed) {
+        (_, false) => true,
+        (Some(taker), true) if taker == me => true,
+        (Some(taker), true) => answered(taker) && !continued_by(taker, epoch),
+        (None, true) => false,
+    };
+    let mut best: Option<Ranked> = None;
     let mut max_term = 0;
     let mut existed = false;
     let all = local.map(|c| (None, c)).into_iter().chain(
@@ -88,20 +79,22 @@ fn decide_unsealed(
     for (node, copy) in all {
         existed = true;
         max_term = max_term.max(copy.1.term);
-        if copy.1.sealed {
+        if !may_continue(copy) {
             continue;
         }
         let key = (copy.1.term, copy.1.head, node.is_none());
-        if best.is_none_or(|b| key > (b.0, b.1, b.2)) {
-            best = Some((key.0, key.1, key.2, node, copy));
+        if best.is_none_or(|b| key > b.0) {
+            best = Some((key, node, copy));
         }
     }
     match best {
-        Some((_, _, _, None, _)) => Decision::Keep,
-        Some((_, _, _, Some(node), (epoch, desc))) => Decision::Import {
+        Some((_, None, (_, desc))) => Decision::Keep {
+            reopen: desc.sealed.then(|| desc.sealed_for.clone()).flatten(),
+        },
+        Some((_, Some(node), (epoch, desc))) => Decision::Import {
             node: node.to_string(),
             epoch: epoch.clone(),
-            desc: *desc,
+            desc: desc.clone(),
         },
         None => Decision::Fresh {
             term: now_ms.max(max_term + 1),
@@ -129,6 +122,7 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
                 p,
                 &Call::Relinquish {
                     topic: name.to_string(),
+                    from: ctx.cluster.me().to_string(),
                 },
             )
             .await;
@@ -160,14 +154,20 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
                 first: m.first,
                 head: m.head,
                 sealed: l.sealed,
-                importing: l.importing,
+                sealed_for: l.sealed_for,
             },
         )),
         _ => None,
     };
-    let decision = decide(local.as_ref(), &remote, super::now_ms());
+    let decision = decide(ctx.cluster.me(), local.as_ref(), &remote, super::now_ms());
     match &decision {
-        Decision::Keep => {}
+        Decision::Keep { reopen: None } => {}
+        Decision::Keep {
+            reopen: Some(taker),
+        } => {
+            tracing::info!(topic = %topic, taker, "reopening a copy whose takeover never continued it");
+            log.reopen(name, taker).map_err(|_| super::moving())?;
+        }
         Decision::Import { node, epoch, desc } => {
             import(topic, ctx, node, epoch, desc).await?;
         }
@@ -181,7 +181,7 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
             }
         }
     }
-    if !matches!(decision, Decision::Keep) {
+    if decision != (Decision::Keep { reopen: None }) {
         durable(ctx).await?;
     }
     let term = match decision {
@@ -289,22 +289,24 @@ pub async fn durable(ctx: &TopicContext) -> Result<(), ApiError> {
 mod tests {
     use super::*;
 
-    fn copy(epoch: &str, term: u64, head: u64, sealed: bool) -> Copy {
+    fn copy(epoch: &str, term: u64, head: u64, sealed_for: Option<&str>) -> Copy {
         (
             epoch.to_string(),
             CopyDesc {
                 term,
                 first: 1,
                 head,
-                sealed,
-                importing: false,
+                sealed: sealed_for.is_some(),
+                sealed_for: sealed_for.map(str::to_string),
             },
         )
     }
 
+    const KEEP: Decision = Decision::Keep { reopen: None };
+
     #[test]
     fn a_new_topic_is_fresh_and_not_lost() {
-        let d = decide(None, &[("n2".into(), None)], 1000);
+        let d = decide("n1", None, &[("n2".into(), None)], 1000);
         assert_eq!(
             d,
             Decision::Fresh {
@@ -316,20 +318,20 @@ mod tests {
 
     #[test]
     fn own_copy_is_kept_when_no_one_has_a_newer_one() {
-        let local = copy("a", 5, 10, false);
+        let local = copy("a", 5, 10, None);
         let remote = [
             ("n2".into(), None),
-            ("n3".into(), Some(copy("old", 3, 99, false))),
+            ("n3".into(), Some(copy("old", 3, 99, None))),
         ];
-        assert_eq!(decide(Some(&local), &remote, 1), Decision::Keep);
+        assert_eq!(decide("n1", Some(&local), &remote, 1), KEEP);
     }
 
     #[test]
     fn a_returning_owner_imports_the_interim_owners_newer_copy() {
         // n1 crashed owning epoch a (term 5); n2 took over with a new epoch b (term 6).
-        let local = copy("a", 5, 10, false);
-        let remote = [("n2".into(), Some(copy("b", 6, 3, false)))];
-        match decide(Some(&local), &remote, 1) {
+        let local = copy("a", 5, 10, None);
+        let remote = [("n2".into(), Some(copy("b", 6, 3, None)))];
+        match decide("n1", Some(&local), &remote, 1) {
             Decision::Import { node, epoch, desc } => {
                 assert_eq!((node.as_str(), epoch.as_str(), desc.head), ("n2", "b", 3));
             }
@@ -339,17 +341,18 @@ mod tests {
 
     #[test]
     fn a_handover_between_live_nodes_keeps_the_epoch() {
-        let remote = [("n1".into(), Some(copy("a", 5, 10, false)))];
-        assert!(matches!(decide(None, &remote, 1), Decision::Import { epoch, .. } if epoch == "a"));
+        let remote = [("n1".into(), Some(copy("a", 5, 10, None)))];
+        let d = decide("n4", None, &remote, 1);
+        assert!(matches!(d, Decision::Import { epoch, .. } if epoch == "a"));
     }
 
     #[test]
-    fn sealed_copies_are_never_candidates_and_raise_the_next_term() {
-        // Our copy was handed over earlier; the node that took it is gone.
-        let local = copy("a", 5, 10, true);
-        let remote = [("n3".into(), Some(copy("b", 9, 2, true)))];
+    fn a_copy_sealed_for_a_node_that_is_gone_is_lost_with_it() {
+        // Our copy went to n3, which may have appended to epoch a before it died.
+        let local = copy("a", 5, 10, Some("n3"));
+        let remote = [("n2".into(), Some(copy("b", 9, 2, Some("n9"))))];
         assert_eq!(
-            decide(Some(&local), &remote, 7),
+            decide("n1", Some(&local), &remote, 7),
             Decision::Fresh {
                 term: 10,
                 existed: true
@@ -359,9 +362,9 @@ mod tests {
 
     #[test]
     fn lost_history_gets_a_term_above_every_known_one_even_with_a_slow_clock() {
-        let remote = [("n2".into(), Some(copy("b", 1_000, 2, true)))];
+        let remote = [("n2".into(), Some(copy("b", 1_000, 2, Some("n9"))))];
         assert_eq!(
-            decide(None, &remote, 5),
+            decide("n1", None, &remote, 5),
             Decision::Fresh {
                 term: 1_001,
                 existed: true
@@ -370,36 +373,59 @@ mod tests {
     }
 
     #[test]
-    fn an_import_cut_short_resumes_from_its_sealed_source() {
-        let mut local = copy("b", 6, 2, true);
-        local.1.importing = true;
+    fn a_takeover_cut_short_is_resumed_from_the_copy_sealed_for_it() {
+        // Our earlier attempt sealed n2's copy for us, then failed (or our import did).
+        let mut local = copy("b", 6, 2, None);
+        local.1.sealed = true;
         let remote = [
-            ("n2".into(), Some(copy("b", 6, 9, true))),
-            ("n3".into(), Some(copy("a", 5, 20, true))),
+            ("n2".into(), Some(copy("b", 6, 9, Some("n1")))),
+            ("n3".into(), Some(copy("a", 5, 20, Some("n2")))),
         ];
-        match decide(Some(&local), &remote, 1) {
+        match decide("n1", Some(&local), &remote, 1) {
             Decision::Import { node, epoch, desc } => {
                 assert_eq!((node.as_str(), epoch.as_str(), desc.head), ("n2", "b", 9));
             }
             d => panic!("{d:?}"),
         }
-        // Without the cut-short import, the same sealed copies are history lost.
-        local.1.importing = false;
-        assert!(matches!(
-            decide(Some(&local), &remote, 1),
-            Decision::Fresh { existed: true, .. }
-        ));
+    }
+
+    #[test]
+    fn a_copy_sealed_for_a_peer_that_never_continued_it_is_still_the_newest() {
+        // n4 sealed n2's copy, then gave up; n4 answers now without a copy of epoch b.
+        let remote = [
+            ("n2".into(), Some(copy("b", 6, 9, Some("n4")))),
+            ("n4".into(), None),
+        ];
+        assert!(
+            matches!(decide("n5", None, &remote, 1), Decision::Import { node, .. } if node == "n2")
+        );
+        // Unless n4 did continue it: then n4's copy is the one.
+        let remote = [
+            ("n2".into(), Some(copy("b", 6, 9, Some("n4")))),
+            ("n4".into(), Some(copy("b", 6, 12, None))),
+        ];
+        assert!(
+            matches!(decide("n5", None, &remote, 1), Decision::Import { node, .. } if node == "n4")
+        );
+        // And our own copy, sealed for n4 that never continued it, is reopened.
+        let local = copy("b", 6, 9, Some("n4"));
+        assert_eq!(
+            decide("n2", Some(&local), &[("n4".into(), None)], 1),
+            Decision::Keep {
+                reopen: Some("n4".into())
+            }
+        );
     }
 
     #[test]
     fn a_tie_prefers_the_longer_copy_then_our_own() {
-        let local = copy("a", 5, 10, false);
-        let longer = [("n2".into(), Some(copy("a", 5, 12, false)))];
+        let local = copy("a", 5, 10, None);
+        let longer = [("n2".into(), Some(copy("a", 5, 12, None)))];
         assert!(matches!(
-            decide(Some(&local), &longer, 1),
+            decide("n1", Some(&local), &longer, 1),
             Decision::Import { .. }
         ));
-        let same = [("n2".into(), Some(copy("a", 5, 10, false)))];
-        assert_eq!(decide(Some(&local), &same, 1), Decision::Keep);
+        let same = [("n2".into(), Some(copy("a", 5, 10, None)))];
+        assert_eq!(decide("n1", Some(&local), &same, 1), KEEP);
     }
 }
