@@ -4,21 +4,16 @@
 //! and pushes the message to live subscribers and, once per node, to the nodes that follow
 //! the topic (so no subscriber ever sees an offset that a crash could take back).
 
+use super::audience::Audience;
 use super::history::History;
 use super::takeover::{durable, takeover};
-use super::{
-    now_ms, GoLive, PublishAck, PublishReply, SubId, SubscribeInfo, Subscriber, TopicInfo,
-    TopicMsg, TopicShared,
-};
+use super::{now_ms, GoLive, PublishAck, PublishReply, SubId, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Cast, WireMessage, WireMeta};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::protocol::envelope::Delivery;
-use crate::protocol::frames::Position;
-use crate::protocol::resume;
 use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::OutFrame;
 use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
@@ -26,7 +21,6 @@ use crate::topic::service::Topics;
 use crate::topic::supervisor::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -78,8 +72,7 @@ pub struct TopicState {
     /// Appended, not yet durable.
     pub(super) unflushed: VecDeque<(StoredMessage, Instant)>,
     pending: VecDeque<Pending>,
-    pub(super) live: Vec<Subscriber>,
-    pub(super) catching_up: HashMap<SubId, Subscriber>,
+    pub(super) audience: Audience,
     /// Consumers by name (see `consumers.rs`).
     pub(super) groups: HashMap<String, Group>,
     /// Last message other than a tick: an unused topic retires after `ctx.idle`.
@@ -129,8 +122,7 @@ impl Actor for TopicActor {
             last_time_ms: 0,
             unflushed: VecDeque::new(),
             pending: VecDeque::new(),
-            live: Vec::new(),
-            catching_up: HashMap::new(),
+            audience: Audience::default(),
             groups: HashMap::new(),
             last_used: Instant::now(),
             dead_queue: Vec::new(),
@@ -219,13 +211,17 @@ impl Actor for TopicActor {
                 position,
                 reply,
             } => {
-                let _ = reply.send(state.subscribe(sub, &position));
+                let (meta, history) = (state.meta(), History::Local(state.ctx.log.clone()));
+                let r = state
+                    .audience
+                    .subscribe(&state.shared, sub, &position, &meta, history);
+                let _ = reply.send(r);
             }
             TopicMsg::GoLive { sub, next, reply } => {
-                let _ = reply.send(state.go_live(sub, next));
+                let _ = reply.send(state.audience.go_live(sub, next, state.durable));
             }
             TopicMsg::Unsubscribe { sub, reply } => {
-                state.unsubscribe(sub);
+                state.audience.unsubscribe(&state.shared, sub);
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
@@ -235,8 +231,7 @@ impl Actor for TopicActor {
                     epoch: state.epoch.clone(),
                     first: state.first,
                     head: state.durable,
-                    subscribers: state.live.len()
-                        + state.catching_up.len()
+                    subscribers: state.audience.len()
                         + state
                             .groups
                             .values()
@@ -381,7 +376,7 @@ impl TopicState {
             };
             let delivery =
                 Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
-            fan_out(&mut self.live, &self.shared, &delivery);
+            self.audience.fan_out(&self.shared, &delivery);
             if !self.followers.is_empty() {
                 remote.push(WireMessage::from(&msg));
             }
@@ -445,51 +440,12 @@ impl TopicState {
         }
     }
 
-    fn subscribe(
-        &mut self,
-        sub: Subscriber,
-        position: &Position,
-    ) -> Result<SubscribeInfo, ApiError> {
-        let meta = self.meta();
-        let plan = resume::plan(position, &meta)?;
-        sub.cursor
-            .store(plan.start.saturating_sub(1), Ordering::Release);
-        self.shared
-            .subscribers()
-            .insert(sub.id, sub.session.clone());
-        self.catching_up.insert(sub.id, sub);
-        Ok(SubscribeInfo {
-            epoch: self.epoch.clone(),
-            first: meta.first,
-            head: meta.head,
-            plan,
-            history: History::Local(self.ctx.log.clone()),
-        })
-    }
-
-    fn go_live(&mut self, id: SubId, next: u64) -> GoLive {
-        if next != self.durable + 1 {
-            return GoLive::Behind { head: self.durable };
-        }
-        if let Some(sub) = self.catching_up.remove(&id) {
-            self.live.push(sub);
-        }
-        GoLive::Live
-    }
-
-    fn unsubscribe(&mut self, id: SubId) {
-        self.catching_up.remove(&id);
-        self.live.retain(|s| s.id != id);
-        self.shared.subscribers().remove(&id);
-    }
-
     /// Asks the supervisor to retire this actor once nobody has used it for `ctx.idle`:
     /// no subscription, no consumer holding or owing anything, no publish in flight, no
     /// long poll waiting. The supervisor stops it; the next use starts a fresh one.
     fn retire_if_idle(&self, myself: &ActorRef<TopicMsg>) {
         let unused = self.followers.is_empty()
-            && self.live.is_empty()
-            && self.catching_up.is_empty()
+            && self.audience.is_empty()
             && self.pending.is_empty()
             && self.unflushed.is_empty()
             && self.shared.head.receiver_count() == 0
@@ -513,32 +469,6 @@ impl TopicState {
                 .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
         self.first = self.first.max(meta.first);
         Ok(())
-    }
-}
-
-/// Pushes `delivery` to every live subscriber; drops those whose queue refused it.
-pub fn fan_out(live: &mut Vec<Subscriber>, shared: &TopicShared, delivery: &Arc<Delivery>) {
-    let offset = delivery.offset;
-    let mut gone = Vec::new();
-    live.retain(
-        |sub| match sub.outbound.push(OutFrame::Message(delivery.clone())) {
-            Ok(()) => {
-                sub.cursor.store(offset, Ordering::Release);
-                true
-            }
-            Err(_) => {
-                // Overflowed (closed as a slow consumer) or gone: the session ends and its
-                // client resumes by offset.
-                gone.push(sub.id);
-                false
-            }
-        },
-    );
-    if !gone.is_empty() {
-        let mut subs = shared.subscribers();
-        for id in gone {
-            subs.remove(&id);
-        }
     }
 }
 

@@ -5,20 +5,18 @@
 //! a new epoch, the owner leaving — ends it: its subscribers resume from their cursors on
 //! a fresh actor, which follows whoever owns the topic then.
 
-use super::actor::{fan_out, tell_resubscribe, TopicContext};
+use super::actor::{refuse, tell_resubscribe, TopicContext};
+use super::audience::Audience;
 use super::history::{unexpected, History};
 use super::supervisor::SupervisorMsg;
-use super::{GoLive, SubId, SubscribeInfo, Subscriber, TopicInfo, TopicMsg, TopicShared};
+use super::{GoLive, SubId, Subscriber, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, Reply};
 use crate::protocol::envelope::Delivery;
-use crate::protocol::frames::Position;
-use crate::protocol::resume;
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::storage::{StoredMessage, TopicMeta};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,8 +39,7 @@ pub struct FollowerState {
     first: u64,
     /// Last offset the owner sent (durable there).
     durable: u64,
-    live: Vec<Subscriber>,
-    catching_up: HashMap<SubId, Subscriber>,
+    audience: Audience,
     last_used: Instant,
     /// The owner was told; it casts every durable message here.
     following: bool,
@@ -78,8 +75,7 @@ impl Actor for FollowerActor {
             exists: false,
             first: 1,
             durable: 0,
-            live: Vec::new(),
-            catching_up: HashMap::new(),
+            audience: Audience::default(),
             last_used: Instant::now(),
             following: false,
             retiring: false,
@@ -175,24 +171,17 @@ impl Actor for FollowerActor {
                 position,
                 reply,
             } => {
-                let _ = reply.send(state.subscribe(sub, &position));
+                let (meta, history) = (state.meta(), state.history());
+                let r = state
+                    .audience
+                    .subscribe(&state.shared, sub, &position, &meta, history);
+                let _ = reply.send(r);
             }
             TopicMsg::GoLive { sub, next, reply } => {
-                let _ = reply.send(if next != state.durable + 1 {
-                    GoLive::Behind {
-                        head: state.durable,
-                    }
-                } else {
-                    if let Some(s) = state.catching_up.remove(&sub) {
-                        state.live.push(s);
-                    }
-                    GoLive::Live
-                });
+                let _ = reply.send(state.audience.go_live(sub, next, state.durable));
             }
             TopicMsg::Unsubscribe { sub, reply } => {
-                state.catching_up.remove(&sub);
-                state.live.retain(|s| s.id != sub);
-                state.shared.subscribers().remove(&sub);
+                state.audience.unsubscribe(&state.shared, sub);
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
@@ -201,9 +190,8 @@ impl Actor for FollowerActor {
                 let _ = reply.send(state.info());
             }
             TopicMsg::Tick => {
-                let unused = state.live.is_empty()
+                let unused = state.audience.is_empty()
                     && state.members.is_empty()
-                    && state.catching_up.is_empty()
                     && state.shared.head.receiver_count() == 0
                     && state.last_used.elapsed() >= state.ctx.idle;
                 if unused {
@@ -234,7 +222,7 @@ impl FollowerState {
             epoch: self.epoch.clone(),
             first: self.first.min(self.durable + 1),
             head: self.durable,
-            subscribers: self.live.len() + self.catching_up.len(),
+            subscribers: self.audience.len(),
             exists: self.exists,
             history: self.history(),
             owner: self.owner.clone(),
@@ -246,28 +234,6 @@ impl FollowerState {
             cluster: self.ctx.cluster.clone(),
             owner: self.owner.clone(),
         }
-    }
-
-    fn subscribe(
-        &mut self,
-        sub: Subscriber,
-        position: &Position,
-    ) -> Result<SubscribeInfo, ApiError> {
-        let meta = self.meta();
-        let plan = resume::plan(position, &meta)?;
-        sub.cursor
-            .store(plan.start.saturating_sub(1), Ordering::Release);
-        self.shared
-            .subscribers()
-            .insert(sub.id, sub.session.clone());
-        self.catching_up.insert(sub.id, sub);
-        Ok(SubscribeInfo {
-            epoch: self.epoch.clone(),
-            first: meta.first,
-            head: meta.head,
-            plan,
-            history: self.history(),
-        })
     }
 
     fn deliver(
@@ -299,50 +265,28 @@ impl FollowerState {
             }
             self.durable = msg.offset;
             let d = Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None));
-            fan_out(&mut self.live, &self.shared, &d);
+            self.audience.fan_out(&self.shared, &d);
         }
         self.shared.head.send_replace(self.durable);
     }
 
     /// Answers a message this actor does not serve (or no longer serves).
     fn refuse(&self, msg: TopicMsg) {
-        let err = super::moving;
         match msg {
-            TopicMsg::Publish { reply, .. } => {
-                let _ = reply.send(Err(super::moving()));
-            }
-            TopicMsg::Subscribe { reply, .. } => {
-                let _ = reply.send(Err(super::moving()));
-            }
-            TopicMsg::ConsumerJoin { reply, .. } => {
-                let _ = reply.send(Err(err()));
-            }
-            TopicMsg::ConsumerAck {
-                reply: Some(reply), ..
-            } => {
-                let _ = reply.send(Err(err()));
-            }
-            TopicMsg::ConsumerLease { reply, .. } => {
-                let _ = reply.send(Err(err()));
-            }
-            TopicMsg::Follow { reply, .. } => {
-                let _ = reply.send(Err(super::moving()));
-            }
             TopicMsg::Info(reply) => {
                 let _ = reply.send(self.info());
             }
             TopicMsg::GoLive { reply, .. } => {
                 let _ = reply.send(GoLive::Behind { head: self.durable });
             }
-            _ => {}
+            other => refuse(other),
         }
     }
 
     /// Stops following and asks the supervisor to let this actor go; the subscribers
     /// resume on a fresh one.
     fn retire(&mut self, myself: &ActorRef<TopicMsg>) {
-        self.live.clear();
-        self.catching_up.clear();
+        self.audience.clear();
         if let Some(sup) = myself.try_get_supervisor() {
             let sup: ActorRef<SupervisorMsg> = sup.into();
             let _ = sup.cast(SupervisorMsg::Retire(self.topic.clone(), myself.get_id()));

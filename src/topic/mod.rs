@@ -3,6 +3,7 @@
 //! log. Delivery logic only; no transport types here.
 
 pub mod actor;
+mod audience;
 mod consumers;
 pub mod follower;
 pub mod history;

@@ -177,8 +177,11 @@ impl Publisher {
         let (s, a) = (stop.clone(), acks.clone());
         let task = tokio::spawn(async move {
             let client = reqwest::Client::new();
+            // The offered load: one publish every 5 ms (a pace, not a wait for state).
+            let mut pace = tokio::time::interval(Duration::from_millis(5));
             let mut k = 0u64;
             while !s.load(Ordering::Relaxed) {
+                pace.tick().await;
                 k += 1;
                 let body = json!({"data": {"k": k}, "id": format!("p-{k}")});
                 let res = client
@@ -196,7 +199,6 @@ impl Publisher {
                             .push((epoch, v["offset"].as_u64().unwrap_or(0), id));
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
         Publisher { stop, acks, task }
