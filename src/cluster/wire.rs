@@ -123,18 +123,8 @@ pub enum Call {
     Consumers {
         topic: String,
     },
-    /// Member `member` (a subscription on node `from`) joins consumer `name`; its frames
-    /// are cast back to `from`.
-    ConsumerJoin {
-        topic: String,
-        name: String,
-        options: ConsumerOptions,
-        after: Option<u64>,
-        announce: bool,
-        req: Option<String>,
-        from: String,
-        member: u64,
-    },
+    /// A consumer member on another node joins.
+    ConsumerJoin(JoinRequest),
     ConsumerAck {
         topic: String,
         name: String,
@@ -151,6 +141,20 @@ pub enum Call {
         topic: String,
         name: String,
     },
+}
+
+/// Member `member` (a subscription on node `from`) joins consumer `name` of `topic`; its
+/// frames are cast back to `from`.
+#[derive(Clone, Debug, Encode, Decode)]
+pub struct JoinRequest {
+    pub topic: String,
+    pub name: String,
+    pub options: ConsumerOptions,
+    pub after: Option<u64>,
+    pub announce: bool,
+    pub req: Option<String>,
+    pub from: String,
+    pub member: u64,
 }
 
 /// A frame for a consumer member on another node.

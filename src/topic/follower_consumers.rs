@@ -5,7 +5,7 @@
 
 use super::FollowerState;
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Call, Cast, Reply, WireFrame};
+use crate::cluster::wire::{Call, Cast, JoinRequest, Reply, WireFrame};
 use crate::consumer::Joined;
 use crate::protocol::envelope::Delivery;
 use crate::protocol::resume::ResumePlan;
@@ -40,7 +40,7 @@ impl FollowerState {
                 let id = member.id;
                 self.shared.subscribers().insert(id, member.session.clone());
                 self.members.insert(id, (name.clone(), member));
-                let call = Call::ConsumerJoin {
+                let call = Call::ConsumerJoin(JoinRequest {
                     topic,
                     name: name.clone(),
                     options,
@@ -49,7 +49,7 @@ impl FollowerState {
                     req: req.map(|r| r.get().to_string()),
                     from: cluster.me().to_string(),
                     member: id,
-                };
+                });
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let r = match cluster.call(&owner, &call).await {

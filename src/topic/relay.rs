@@ -7,7 +7,7 @@
 use super::service::{call_topic, Topics};
 use super::{moving, Role, Subscriber, TopicMsg};
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, Reply, WireFrame, WireLeased};
+use crate::cluster::wire::{Cast, JoinRequest, Reply, WireFrame, WireLeased};
 use crate::consumer::options::ConsumerOptions;
 use crate::consumer::AckRequest;
 use crate::protocol::{ApiError, TopicName};
@@ -21,20 +21,8 @@ use std::sync::Arc;
 /// Bytes a relay queues for its member before the group stops feeding it.
 const RELAY_QUEUE_BYTES: usize = 4 << 20;
 
-/// A consumer join from another node.
-pub struct RemoteJoin {
-    pub topic: String,
-    pub name: String,
-    pub options: ConsumerOptions,
-    pub after: Option<u64>,
-    pub announce: bool,
-    pub req: Option<String>,
-    pub from: String,
-    pub member: u64,
-}
-
 impl Topics {
-    pub(super) async fn serve_consumer_join(&self, j: RemoteJoin) -> Result<Reply, ApiError> {
+    pub(super) async fn serve_consumer_join(&self, j: JoinRequest) -> Result<Reply, ApiError> {
         let topic = TopicName::parse(&j.topic)?;
         let handle = self.handle(&topic).await?;
         if handle.role != Role::Owner {

@@ -1,6 +1,5 @@
 //! Serving other nodes: the calls and casts a node's router hands to the topic layer.
 
-use super::relay::RemoteJoin;
 use super::service::{call_topic, Topics};
 use super::supervisor::SupervisorMsg;
 use super::{moving, Role, TopicMsg};
@@ -51,28 +50,7 @@ impl Topics {
                     _ => Err(ApiError::unavailable("node is shutting down")),
                 }
             }
-            Call::ConsumerJoin {
-                topic,
-                name,
-                options,
-                after,
-                announce,
-                req,
-                from,
-                member,
-            } => {
-                let join = RemoteJoin {
-                    topic,
-                    name,
-                    options,
-                    after,
-                    announce,
-                    req,
-                    from,
-                    member,
-                };
-                self.serve_consumer_join(join).await
-            }
+            Call::ConsumerJoin(join) => self.serve_consumer_join(join).await,
             Call::ConsumerAck { topic, name, ack } => {
                 self.serve_consumer_ack(&topic, name, ack).await
             }
