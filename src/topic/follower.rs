@@ -119,13 +119,10 @@ impl Actor for FollowerActor {
         _myself: ActorRef<TopicMsg>,
         state: &mut FollowerState,
     ) -> Result<(), ActorProcessingErr> {
-        let members: Vec<(SubId, String)> = state
-            .members
-            .iter()
-            .map(|(id, (name, _))| (*id, name.clone()))
-            .collect();
-        for (id, name) in members {
-            state.leave_member(&name, id);
+        // The owner releases this node's consumer members at once; their sessions (still
+        // in `shared`) rejoin through the actor that follows.
+        for (id, (name, _)) in &state.members {
+            state.tell_owner_left(name, *id);
         }
         if state.following {
             let cast = Cast::Unfollow {

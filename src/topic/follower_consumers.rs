@@ -212,7 +212,7 @@ impl FollowerState {
         }
     }
 
-    fn tell_owner_left(&self, name: &str, member: SubId) {
+    pub(super) fn tell_owner_left(&self, name: &str, member: SubId) {
         let cast = Cast::ConsumerLeave {
             topic: self.topic.as_str().to_string(),
             name: name.to_string(),

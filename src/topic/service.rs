@@ -184,8 +184,8 @@ impl Topics {
         }
     }
 
-    /// The info of this node's copy, or `None` if it never existed. Starts no actor for
-    /// unknown topics.
+    /// The info of this node's copy, or `None` if it never existed. A node alone starts no
+    /// actor for unknown topics.
     pub(super) async fn info_here(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
         if let Some(h) = self.registry.get(topic) {
             if let Ok(CallResult::Success(info)) =
@@ -195,11 +195,13 @@ impl Topics {
             }
         }
         match self.log.meta(topic.as_str()) {
-            Ok(None) => Ok(None),
-            Ok(Some(_)) => {
+            // Alone, the log is the whole truth. In a cluster the topic may live on the
+            // node that owned it before this one: only the takeover (the actor) knows.
+            Ok(None) if self.cluster.peers().is_empty() => Ok(None),
+            Ok(_) => {
                 let h = self.handle(topic).await?;
                 match h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await {
-                    Ok(CallResult::Success(info)) => Ok(Some(info)),
+                    Ok(CallResult::Success(info)) => Ok(info.exists.then_some(info)),
                     _ => Err(gone()),
                 }
             }

@@ -447,3 +447,57 @@ async fn a_consumer_on_one_node_consumes_a_topic_owned_by_another() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn consumer_positions_move_with_the_topic() {
+    let mut c = Cluster::start(3, "").await;
+    let t = owned_by(&c, "cpos", 0);
+    // n1 is away: the topic and its consumer live on the runner-up meanwhile.
+    c.kill9(0);
+    c.wait_status(1, 0, "down").await;
+    c.wait_status(2, 0, "down").await;
+    let mut w = WsClient::connect(c.node(2)).await;
+    w.send(json!({"type": "subscribe", "topic": t, "consumer": "c1", "req": 1}))
+        .await;
+    w.recv_type("subscribed").await;
+    for k in 1..=4u64 {
+        let (status, body) = publish(c.node(1), &t, json!({ "k": k }), None).await;
+        assert_eq!((status, body["offset"].as_u64()), (201, Some(k)), "{body}");
+    }
+    for k in 1..=4u64 {
+        assert_eq!(w.recv_type("message").await["offset"], k);
+    }
+    w.send(json!({"type": "ack", "topic": t, "consumer": "c1", "upto": 3}))
+        .await;
+    let info_path = format!("/v1/topics/{}/consumers/c1", enc(&t));
+    wait_for("the ack to be recorded", || async {
+        let (_, info) = get_json(c.node(1), &info_path).await;
+        (info["ack_floor"] == 3).then_some(())
+    })
+    .await;
+
+    // n1 returns and takes the topic back, consumer position included.
+    c.restart(0);
+    c.wait_formed().await;
+    wait_for(
+        "n1 to own the topic with the consumer's position",
+        || async {
+            let (_, topic) = get_json(c.node(0), &format!("/v1/topics/{}", enc(&t))).await;
+            let (_, info) = get_json(c.node(0), &info_path).await;
+            (topic["owner"] == c.id(0) && info["ack_floor"] == 3).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = publish(c.node(0), &t, json!({ "k": 5 }), None).await;
+    assert_eq!((status, body["offset"].as_u64()), (201, Some(5)), "{body}");
+    // The member (still connected to n3) gets the unacked 4 again and then 5; nothing
+    // at or below the acked position comes back.
+    let mut got = Vec::new();
+    while !got.contains(&5) {
+        let m = w.recv_type("message").await;
+        let offset = m["offset"].as_u64().expect("offset");
+        assert!(offset > 3, "acked offset {offset} delivered again: {m}");
+        got.push(offset);
+    }
+    assert!(got.contains(&4), "unacked 4 was not redelivered: {got:?}");
+}

@@ -187,7 +187,10 @@ fn spawn_node(id: &str, config: &Path, log: &str) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .args(["node", id, "--config"])
         .arg(config)
-        .env("RUST_LOG", log)
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or_else(|_| log.to_string()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
