@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 pub struct FollowerActor;
 
+/// How long the owner may stay silent before a follower checks that it missed nothing.
+const OWNER_CHECK: Duration = Duration::from_secs(5);
+
 pub struct FollowerArgs {
     pub topic: TopicName,
     pub owner: String,
@@ -45,6 +48,8 @@ pub struct FollowerState {
     following: bool,
     /// Asked to be retired: serves nothing more.
     retiring: bool,
+    /// When the owner last sent something (or was last checked).
+    last_heard: Instant,
     /// Consumer members connected here, by subscription: their consumer name and queue.
     members: HashMap<SubId, (String, Subscriber)>,
 }
@@ -79,6 +84,7 @@ impl Actor for FollowerActor {
             last_used: Instant::now(),
             following: false,
             retiring: false,
+            last_heard: Instant::now(),
             members: HashMap::new(),
         })
     }
@@ -193,6 +199,8 @@ impl Actor for FollowerActor {
                     && state.last_used.elapsed() >= state.ctx.idle;
                 if unused {
                     state.retire(&myself);
+                } else {
+                    state.check_owner(&myself);
                 }
             }
             other => {
@@ -233,6 +241,28 @@ impl FollowerState {
         }
     }
 
+    /// A safety net for casts that never arrived (at most once across nodes): when the
+    /// owner has been silent for a while, ask it for its head; if it is ahead of what reached
+    /// this node (or in another epoch), start over — the subscribers catch up by replay.
+    fn check_owner(&mut self, myself: &ActorRef<TopicMsg>) {
+        if self.last_heard.elapsed() < OWNER_CHECK {
+            return;
+        }
+        self.last_heard = Instant::now();
+        let (cluster, owner, me) = (self.ctx.cluster.clone(), self.owner.clone(), myself.clone());
+        let call = Call::Info {
+            topic: self.topic.as_str().to_string(),
+        };
+        let (epoch, durable) = (self.epoch.to_string(), self.durable);
+        tokio::spawn(async move {
+            if let Ok(Reply::Info { meta: Some(m), .. }) = cluster.call(&owner, &call).await {
+                if m.exists && (m.epoch != epoch || m.head > durable) {
+                    let _ = me.cast(TopicMsg::OwnerGone { epoch });
+                }
+            }
+        });
+    }
+
     fn deliver(
         &mut self,
         myself: &ActorRef<TopicMsg>,
@@ -240,6 +270,7 @@ impl FollowerState {
         first: u64,
         messages: Vec<StoredMessage>,
     ) {
+        self.last_heard = Instant::now();
         if epoch != &*self.epoch {
             if self.exists || self.durable > 0 {
                 tracing::info!(topic = %self.topic, "owner changed epoch; following anew");

@@ -3,6 +3,7 @@
 use super::service::{call_topic, Topics};
 use super::supervisor::SupervisorMsg;
 use super::{moving, Role, TopicMsg};
+use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
 use crate::protocol::{ApiError, TopicName};
 use crate::storage::StoredMessage;
@@ -180,10 +181,27 @@ impl Topics {
         let Ok(topic) = TopicName::parse(&topic) else {
             return;
         };
-        if let Some(h) = self.registry.get(&topic) {
-            if (h.role == Role::Owner) == for_owner {
+        let follower = matches!(msg, TopicMsg::Deliver { .. });
+        match self.registry.get(&topic) {
+            Some(h) if (h.role == Role::Owner) == for_owner => {
                 let _ = h.actor.cast(msg);
             }
+            _ if follower => self.unfollow(&topic),
+            _ => {}
+        }
+    }
+
+    /// Deliveries came for a topic this node no longer follows: tell its owner to stop.
+    fn unfollow(&self, topic: &TopicName) {
+        let Some(owner) = self.cluster.owner(topic.as_str()) else {
+            return;
+        };
+        let cast = Cast::Unfollow {
+            topic: topic.as_str().to_string(),
+            from: self.cluster.me().to_string(),
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            self.cluster.cast(&owner, bytes);
         }
     }
 }
