@@ -1,5 +1,8 @@
-//! Command-line interface: `starling up`, `starling node`, `starling pub`, `starling sub`.
+//! Command-line interface: `starling up`, `starling node`, `starling pub`, `starling sub`,
+//! `starling bench`.
 
+#[cfg(unix)]
+mod bench;
 mod client;
 #[cfg(unix)]
 mod up;
@@ -67,6 +70,13 @@ pub enum Command {
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
+    /// Drive a running node or cluster (or one it starts) with many concurrent clients and
+    /// report throughput and latency: a table, and a JSON record with --json FILE.
+    #[cfg(unix)]
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
 }
 
 /// Runs a parsed command; the process exit code.
@@ -99,6 +109,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 url,
                 config,
             } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
+            #[cfg(unix)]
+            Command::Bench { scenario } => bench::run(scenario).await.map_err(|e| e.to_string()),
         }
     });
     match result {
