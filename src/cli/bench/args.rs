@@ -63,6 +63,24 @@ pub struct Load {
     pub warmup: Duration,
 }
 
+/// The server under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    Starling,
+    /// A NATS server's WebSocket listener (`--url ws://HOST:PORT`), for comparison: core
+    /// NATS subjects for fanout and connections, a JetStream file stream for durable.
+    Nats,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Starling => "starling",
+            Target::Nats => "nats",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
     Ws,
@@ -83,6 +101,9 @@ pub struct FanoutArgs {
     /// How subscribers receive.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
+    /// The server under test.
+    #[arg(long, value_enum, default_value_t = Target::Starling)]
+    pub target: Target,
     #[command(flatten)]
     pub load: Load,
     #[command(flatten)]
@@ -133,6 +154,12 @@ pub struct DurableArgs {
     /// How publishes are sent.
     #[arg(long, value_enum, default_value_t = Via::Ws)]
     pub via: Via,
+    /// The server under test.
+    #[arg(long, value_enum, default_value_t = Target::Starling)]
+    pub target: Target,
+    /// JetStream stream replicas (--target nats; needs a cluster for more than 1).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     #[command(flatten)]
     pub load: Load,
     #[command(flatten)]
@@ -180,6 +207,9 @@ pub struct ConnectionsArgs {
     /// Topics the connections subscribe to, round robin.
     #[arg(long, default_value_t = 100)]
     pub topics: usize,
+    /// The server under test.
+    #[arg(long, value_enum, default_value_t = Target::Starling)]
+    pub target: Target,
     #[command(flatten)]
     pub out: Output,
 }

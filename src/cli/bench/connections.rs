@@ -2,7 +2,7 @@
 //! 127.0.0.2, 127.0.0.3, … (each address has its own ephemeral ports, so they do not run
 //! out); the server's resident memory per connection from `/proc/<pid>/status`.
 
-use super::args::ConnectionsArgs;
+use super::args::{ConnectionsArgs, Target};
 use super::clients::{self, topic_names, ws_url};
 use super::report::{count, Report};
 use super::spawn::OwnNode;
@@ -24,6 +24,11 @@ pub async fn run(a: &ConnectionsArgs) -> Result<Report, BenchError> {
                 "--pid <node pid> is needed with --url, to read the node's memory".into(),
             ))
         }
+        (None, _) if a.target == Target::Nats => {
+            return Err(BenchError::Setup(
+                "--target nats needs --url ws://HOST:PORT and --pid".into(),
+            ))
+        }
         (None, _) => {
             let node = OwnNode::start("connections", "").await?;
             eprintln!("node started on {}", node.url);
@@ -32,6 +37,7 @@ pub async fn run(a: &ConnectionsArgs) -> Result<Report, BenchError> {
     };
     let addr: SocketAddr = url
         .trim_start_matches("http://")
+        .trim_start_matches("ws://")
         .parse()
         .map_err(|_| BenchError::Setup(format!("--url must be http://IP:PORT, not {url}")))?;
     let spread = addr.ip() == IpAddr::V4(Ipv4Addr::LOCALHOST) && a.sources > 0;
@@ -46,8 +52,15 @@ pub async fn run(a: &ConnectionsArgs) -> Result<Report, BenchError> {
             let src = spread.then(|| Ipv4Addr::new(127, 0, 0, 2 + (i % a.sources as usize) as u8));
             let (url, topic, opened) = (&url, &topics[i % topics.len()], &opened);
             async move {
-                let mut ws = open(addr, src, url).await?;
-                clients::subscribe(&mut ws, topic, json!({})).await?;
+                let mut ws = open(addr, src, url, a.target).await?;
+                match a.target {
+                    Target::Starling => clients::subscribe(&mut ws, topic, json!({})).await?,
+                    Target::Nats => {
+                        let mut parser = super::nats_proto::Parser::default();
+                        super::nats::handshake(&mut ws, &mut parser, std::slice::from_ref(topic))
+                            .await?
+                    }
+                }
                 let n = opened.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(500) || n as usize == a.connections {
                     eprint!("\rconnections: {n}   ");
@@ -66,6 +79,7 @@ pub async fn run(a: &ConnectionsArgs) -> Result<Report, BenchError> {
     let mut r = Report::new(
         "connections",
         json!({
+            "target": a.target.name(),
             "url": url,
             "connections": a.connections,
             "sources": if spread { a.sources } else { 0 },
@@ -104,6 +118,7 @@ async fn open(
     addr: SocketAddr,
     src: Option<Ipv4Addr>,
     url: &str,
+    target: Target,
 ) -> Result<clients::Ws, BenchError> {
     let fail = |e: String| BenchError::Connect {
         url: url.to_string(),
@@ -120,7 +135,11 @@ async fn open(
         .map_err(|e| fail(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (ws, _) = tokio_tungstenite::client_async(ws_url(url), stream)
+    let ws_url = match target {
+        Target::Starling => ws_url(url),
+        Target::Nats => super::nats::ws_url(url),
+    };
+    let (ws, _) = tokio_tungstenite::client_async(ws_url, stream)
         .await
         .map_err(|e| fail(e.to_string()))?;
     Ok(ws)

@@ -1,7 +1,7 @@
 //! `bench durable`: acked publishes/s and ack latency for each fsync level, each on a node
 //! of its own (or once on --url).
 
-use super::args::{DurableArgs, Load, Via};
+use super::args::{DurableArgs, Load, Target, Via};
 use super::clients::{progress, settle, topic_names, Live, Window};
 use super::publish::{self, Pace, Plan, Published};
 use super::report::{count, latency_cell, latency_json, Report};
@@ -13,15 +13,27 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(a: &DurableArgs) -> Result<Report, BenchError> {
     let l = &a.load;
-    let levels: Vec<&str> = match &a.url {
-        Some(_) => vec![a.fsync_label.as_str()],
-        None => a.levels.iter().map(|f| f.name()).collect(),
+    let nats_level = format!("jetstream-file-r{}", a.replicas);
+    let levels: Vec<&str> = match (&a.url, a.target) {
+        (Some(_), Target::Nats) => vec![nats_level.as_str()],
+        (Some(_), Target::Starling) => vec![a.fsync_label.as_str()],
+        (None, Target::Nats) => {
+            return Err(BenchError::Setup(
+                "--target nats needs --url ws://HOST:PORT".into(),
+            ))
+        }
+        (None, Target::Starling) => a.levels.iter().map(|f| f.name()).collect(),
     };
+    if a.target == Target::Nats && a.via == Via::Http {
+        return Err(BenchError::Setup("--target nats is WebSocket only".into()));
+    }
     let mut r = Report::new(
         "durable",
         json!({
+            "target": a.target.name(),
             "url": a.url,
             "levels": levels,
+            "replicas": (a.target == Target::Nats).then_some(a.replicas),
             "via": match a.via { Via::Ws => "ws", Via::Http => "http" },
             "publishers": l.publishers,
             "topics": l.topics,
@@ -35,12 +47,18 @@ pub async fn run(a: &DurableArgs) -> Result<Report, BenchError> {
     let mut results = serde_json::Map::new();
     for level in levels {
         let (p, secs) = match &a.url {
-            Some(url) => measure(url.trim_end_matches('/'), l, a.via, level).await?,
+            Some(url) if a.target == Target::Nats => {
+                let url = url.trim_end_matches('/');
+                super::nats::create_stream(url, "BENCH", a.replicas).await?;
+                eprintln!("JetStream stream BENCH created ({} replicas)", a.replicas);
+                measure(url, l, a.via, level, a.target).await?
+            }
+            Some(url) => measure(url.trim_end_matches('/'), l, a.via, level, a.target).await?,
             None => {
                 let node =
                     OwnNode::start(level, &format!("[storage]\nfsync = \"{level}\"\n")).await?;
                 eprintln!("fsync = {level}: node started on {}", node.url);
-                let m = measure(&node.url, l, a.via, level).await;
+                let m = measure(&node.url, l, a.via, level, a.target).await;
                 node.stop().await;
                 m?
             }
@@ -75,8 +93,16 @@ async fn measure(
     l: &Load,
     via: Via,
     level: &str,
+    target: Target,
 ) -> Result<(Published, f64), BenchError> {
-    let topics = Arc::new(topic_names(l.topic.as_deref(), "bench-durable", l.topics));
+    let mut topics = topic_names(l.topic.as_deref(), "bench-durable", l.topics);
+    if target == Target::Nats {
+        topics = topics
+            .iter()
+            .map(|t| super::nats::durable_subject(t))
+            .collect();
+    }
+    let topics = Arc::new(topics);
     let live = Arc::new(Live::default());
     let (stop_send, stop_all) = (CancellationToken::new(), CancellationToken::new());
     let window = Window::after(l.warmup, l.duration);
@@ -93,9 +119,13 @@ async fn measure(
             };
             let (live, stop_send, stop_all) = (live.clone(), stop_send.clone(), stop_all.clone());
             tokio::spawn(async move {
-                match via {
-                    Via::Ws => publish::ws(plan, live, stop_send, stop_all).await,
-                    Via::Http => Ok(publish::http(plan, live, stop_send).await),
+                match (target, via) {
+                    (Target::Nats, _) => {
+                        let ack = super::nats::Ack::JetStream;
+                        super::nats::publish(plan, ack, live, stop_send, stop_all).await
+                    }
+                    (_, Via::Ws) => publish::ws(plan, live, stop_send, stop_all).await,
+                    (_, Via::Http) => Ok(publish::http(plan, live, stop_send).await),
                 }
             })
         })

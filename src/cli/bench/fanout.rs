@@ -1,7 +1,7 @@
 //! `bench fanout`: subscribers (WS or SSE) on the sub URLs, WebSocket publishers on --url at
 //! a fixed offered rate; deliveries/s, acked publishes/s and publish-to-deliver latency.
 
-use super::args::{FanoutArgs, Load, Transport};
+use super::args::{FanoutArgs, Load, Target, Transport};
 use super::clients::{topic_names, Live, Window};
 use super::publish::{self, Pace, Plan, Published};
 use super::report::{count, histogram, latency_cell, latency_json, Report};
@@ -18,6 +18,9 @@ const CONNECT_PARALLEL: usize = 32;
 
 pub async fn run(a: &FanoutArgs) -> Result<Report, BenchError> {
     let l = &a.load;
+    if a.target == Target::Nats && a.transport == Transport::Sse {
+        return Err(BenchError::Setup("--target nats is WebSocket only".into()));
+    }
     let url = a.url.trim_end_matches('/').to_string();
     let sub_urls: Vec<String> = match a.sub_urls.is_empty() {
         true => vec![url.clone()],
@@ -37,7 +40,13 @@ pub async fn run(a: &FanoutArgs) -> Result<Report, BenchError> {
             let (base, topic) = (&sub_urls[i % sub_urls.len()], &topics[i % topics.len()]);
             let connected = &connected;
             async move {
-                let c = subscribe::open(a.transport, base, topic).await?;
+                let c = match a.target {
+                    Target::Starling => subscribe::open(a.transport, base, topic).await?,
+                    Target::Nats => {
+                        let (ws, parser) = super::nats::open_sub(base, topic).await?;
+                        subscribe::Conn::Nats(Box::new(ws), parser)
+                    }
+                };
                 let n = connected.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(100) || n as usize == a.subscribers {
                     eprint!("\rsubscribers connected: {n}   ");
@@ -68,12 +77,17 @@ pub async fn run(a: &FanoutArgs) -> Result<Report, BenchError> {
                 pace,
                 window,
             };
-            tokio::spawn(publish::ws(
-                plan,
-                live.clone(),
-                stop_send.clone(),
-                stop_all.clone(),
-            ))
+            let (live, stop_send, stop_all) = (live.clone(), stop_send.clone(), stop_all.clone());
+            let target = a.target;
+            tokio::spawn(async move {
+                match target {
+                    Target::Starling => publish::ws(plan, live, stop_send, stop_all).await,
+                    Target::Nats => {
+                        let ack = super::nats::Ack::Pong;
+                        super::nats::publish(plan, ack, live, stop_send, stop_all).await
+                    }
+                }
+            })
         })
         .collect();
     let stop_progress = CancellationToken::new();
@@ -124,6 +138,7 @@ fn report(
     let mut r = Report::new(
         "fanout",
         json!({
+            "target": a.target.name(),
             "url": a.url,
             "sub_urls": a.sub_urls,
             "subscribers": a.subscribers,
@@ -155,6 +170,7 @@ fn report(
         0 => format!("closed loop, {} in flight per publisher", l.window),
         r => format!("{} msg/s", count(r as f64)),
     };
+    r.row("target", a.target.name());
     r.row("offered", offered);
     r.row(
         "subscribers",
@@ -169,8 +185,12 @@ fn report(
         },
     );
     r.row("publishes sent/s", count(sent_total as f64 / secs));
+    let acked = match a.target {
+        Target::Starling => "publishes acked/s",
+        Target::Nats => "publishes acked/s (PONG after each)",
+    };
     r.row(
-        "publishes acked/s",
+        acked,
         format!(
             "{} ({} errors)",
             count(sent.acked as f64 / secs),

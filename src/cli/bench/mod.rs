@@ -10,7 +10,8 @@
 //!
 //! Files: `args` (flags), `clients` (connections, stamps, progress), `publish` and
 //! `subscribe` (the load's two ends), `spawn` (a node of its own), `report` (table and
-//! JSON), and one file per scenario.
+//! JSON), one file per scenario, and `nats` + `nats_proto` (`--target nats`: the same load
+//! against a NATS server, for the comparison).
 
 mod args;
 mod clients;
@@ -19,6 +20,8 @@ mod consumer;
 mod durable;
 mod failover;
 mod fanout;
+mod nats;
+mod nats_proto;
 mod publish;
 mod report;
 mod spawn;

@@ -77,7 +77,7 @@ impl Published {
 }
 
 /// Waits until publish number `k` is due (rate) or a credit is free (window).
-async fn ready(pace: Pace, start: Instant, k: u64, credits: &Semaphore) {
+pub async fn ready(pace: Pace, start: Instant, k: u64, credits: &Semaphore) {
     match pace {
         Pace::Rate(r) => {
             tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / r)).into()).await

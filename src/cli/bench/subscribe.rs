@@ -22,14 +22,14 @@ pub struct Received {
 }
 
 impl Received {
-    fn new() -> Received {
+    pub fn new() -> Received {
         Received {
             delivered: 0,
             latency_us: histogram(),
         }
     }
 
-    fn record(&mut self, frame: &str, window: Window, live: &Live) {
+    pub fn record(&mut self, frame: &str, window: Window, live: &Live) {
         let Some(sent) = clients::stamp(frame) else {
             return;
         };
@@ -54,6 +54,8 @@ pub enum Conn {
         body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
         buf: Vec<u8>,
     },
+    /// A NATS subscription (`--target nats`).
+    Nats(Box<Ws>, super::nats_proto::Parser),
 }
 
 /// Connects to `base` and subscribes to `topic`.
@@ -133,6 +135,9 @@ pub fn spawn(
                     Some(Err(_)) | None => break,
                 }
             },
+            Conn::Nats(ws, parser) => {
+                super::nats::read_sub(*ws, parser, window, &live, &stop, &mut got).await
+            }
         }
         got
     })
