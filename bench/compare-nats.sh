@@ -176,6 +176,8 @@ start_starling 3
 # A topic owned by n1, so the publisher talks to the owner (as in BENCHMARKS.md).
 TOPIC=""
 for k in $(seq 0 50); do
+    # A topic exists (and has an owner to report) once something was published to it.
+    curl -s -o /dev/null -X POST -d '{"data":"probe"}' "${ST_URL[1]}/v1/topics/xnode-$k/messages"
     owner=$(curl -s "${ST_URL[1]}/v1/topics/xnode-$k" |
         python3 -c 'import json,sys; print(json.load(sys.stdin).get("owner",""))' 2>/dev/null || true)
     if [ "$owner" = "n1" ]; then
