@@ -18,16 +18,7 @@ OUT=${OUT:-$WORK/results}
 mkdir -p "$OUT"
 PIDS=()
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK/nats" "$WORK/starling"
-}
-trap cleanup EXIT
+trap 'stop_all' EXIT
 
 if ! command -v nats-server >/dev/null; then
     echo "installing nats-server (Debian package)" >&2

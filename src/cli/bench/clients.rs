@@ -27,8 +27,13 @@ pub fn topic_path(topic: &str) -> String {
     percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Opens Starling's WebSocket at node `base`.
 pub async fn connect(base: &str) -> Result<Ws, BenchError> {
-    let url = ws_url(base);
+    dial(ws_url(base)).await
+}
+
+/// Opens a WebSocket to `url`, within the setup timeout.
+pub async fn dial(url: String) -> Result<Ws, BenchError> {
     let fail = |reason: String| BenchError::Connect {
         url: url.clone(),
         reason,

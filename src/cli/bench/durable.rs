@@ -109,14 +109,7 @@ async fn measure(
     let pace = Pace::of(l.rate, l.publishers, l.window);
     let publishers: Vec<_> = (0..l.publishers)
         .map(|p| {
-            let plan = Plan {
-                base: url.to_string(),
-                topics: topics.clone(),
-                first: p % topics.len(),
-                size: l.size,
-                pace,
-                window,
-            };
+            let plan = Plan::of(p, url, &topics, l.size, pace, window);
             let (live, stop_send, stop_all) = (live.clone(), stop_send.clone(), stop_all.clone());
             tokio::spawn(async move {
                 match (target, via) {

@@ -69,14 +69,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Report, BenchError> {
     let pace = Pace::of(l.rate, l.publishers, l.window);
     let publishers: Vec<_> = (0..l.publishers)
         .map(|p| {
-            let plan = Plan {
-                base: url.clone(),
-                topics: topics.clone(),
-                first: p % topics.len(),
-                size: l.size,
-                pace,
-                window,
-            };
+            let plan = Plan::of(p, &url, &topics, l.size, pace, window);
             let (live, stop_send, stop_all) = (live.clone(), stop_send.clone(), stop_all.clone());
             let target = a.target;
             tokio::spawn(async move {

@@ -43,21 +43,7 @@ fn lost(what: &str, e: impl std::fmt::Display) -> BenchError {
 
 /// Opens a WebSocket to the NATS server at `base`.
 pub async fn connect(base: &str) -> Result<clients::Ws, BenchError> {
-    let url = ws_url(base);
-    let fail = |reason: String| BenchError::Connect {
-        url: url.clone(),
-        reason,
-    };
-    match tokio::time::timeout(
-        SETUP_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(&url, None, true),
-    )
-    .await
-    {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(e)) => Err(fail(e.to_string())),
-        Err(_) => Err(fail("timed out".into())),
-    }
+    clients::dial(ws_url(base)).await
 }
 
 async fn send<S>(ws: &mut WebSocketStream<S>, bytes: Vec<u8>) -> Result<(), BenchError>

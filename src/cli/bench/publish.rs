@@ -46,6 +46,27 @@ pub struct Plan {
     pub window: Window,
 }
 
+impl Plan {
+    /// The plan of publisher number `p`: its first topic is `p` (round robin after that).
+    pub fn of(
+        p: usize,
+        base: &str,
+        topics: &Arc<Vec<String>>,
+        size: usize,
+        pace: Pace,
+        window: Window,
+    ) -> Plan {
+        Plan {
+            base: base.to_string(),
+            topics: topics.clone(),
+            first: p % topics.len(),
+            size,
+            pace,
+            window,
+        }
+    }
+}
+
 /// What one publisher did inside the window.
 pub struct Published {
     /// Publishes sent, per topic.
