@@ -8,6 +8,7 @@ mod publish;
 mod reply;
 mod sse;
 mod ws;
+mod ws_upgrade;
 
 use crate::config::Config;
 use crate::session::supervisor::Sessions;
@@ -116,7 +117,7 @@ pub fn routes(
         .and(s())
         .then(consumers::info);
     let websocket = warp::path!("v1" / "ws")
-        .and(warp::ws())
+        .and(ws_upgrade::handshake())
         .and(s())
         .map(ws::upgrade);
     let cluster = warp::path!("v1" / "cluster")

@@ -39,6 +39,11 @@ pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
         )
     } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
         (415, ApiError::bad_request("unsupported content type"))
+    } else if r.find::<super::ws_upgrade::NotUpgrade>().is_some() {
+        (
+            400,
+            ApiError::bad_request("expected a WebSocket upgrade (Connection: upgrade)"),
+        )
     } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
         (400, ApiError::bad_request(e.to_string()))
     } else if r.find::<warp::reject::MissingHeader>().is_some()

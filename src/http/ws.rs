@@ -1,6 +1,7 @@
 //! `GET /v1/ws`: one task per connection reads frames into the session and writes the
 //! session's outbound queue in batches, with server pings and a pong deadline.
 
+use super::ws_upgrade::{Handshake, Socket};
 use super::AppState;
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
 use crate::protocol::ApiError;
@@ -11,9 +12,10 @@ use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use warp::reply::Response;
-use warp::ws::{Message, WebSocket, Ws};
-use warp::Reply;
 
 /// Close codes of the contract.
 const CLOSE_SHUTDOWN: u16 = 1001;
@@ -22,23 +24,29 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_MALFORMED: u16 = 4000;
 const CLOSE_SLOW: u16 = 4008;
 
-pub fn upgrade(ws: Ws, state: AppState) -> Response {
+pub fn upgrade(handshake: Handshake, state: AppState) -> Response {
     let frame_limit = state.config.limits.max_ws_frame_bytes;
     let tracker = state.connections.clone();
-    ws.max_frame_size(frame_limit)
-        .max_message_size(frame_limit)
-        .on_upgrade(move |socket| tracker.track_future(serve(socket, state)))
-        .into_response()
+    handshake.accept(frame_limit, move |socket| {
+        tracker.track_future(serve(socket, state))
+    })
 }
 
-async fn serve(socket: WebSocket, state: AppState) {
+fn close_with(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+async fn serve(socket: Socket, state: AppState) {
     let outbound = Outbound::new(state.config.limits.max_outbound_queue_bytes);
     let session = match state.sessions.start(Transport::Ws, outbound.clone()).await {
         Ok(s) => s,
         Err(_) => {
             let mut socket = socket;
             let _ = socket
-                .send(Message::close_with(CLOSE_SHUTDOWN, "node shutting down"))
+                .send(close_with(CLOSE_SHUTDOWN, "node shutting down"))
                 .await;
             return;
         }
@@ -68,7 +76,7 @@ enum Step {
 }
 
 impl Conn {
-    async fn run(mut self, socket: WebSocket) {
+    async fn run(mut self, socket: Socket) {
         let hb = &self.state.config.heartbeat;
         let ping_every = Duration::from_millis(hb.ws_ping_interval_ms);
         let pong_timeout = Duration::from_millis(hb.ws_pong_timeout_ms);
@@ -115,7 +123,7 @@ impl Conn {
                     if pong_deadline.is_none() {
                         pong_deadline = Some(Instant::now() + pong_timeout);
                     }
-                    match tokio::time::timeout(write_timeout, tx.send(Message::ping(Vec::new()))).await {
+                    match tokio::time::timeout(write_timeout, tx.send(Message::Ping(bytes::Bytes::new()))).await {
                         Ok(Ok(())) => Step::Continue,
                         _ => Step::End,
                     }
@@ -133,7 +141,7 @@ impl Conn {
         };
         self.outbound.close(CloseReason::Gone);
         if let Step::Close(code, reason) = step {
-            let close = tx.send(Message::close_with(code, reason));
+            let close = tx.send(close_with(code, reason));
             let _ = tokio::time::timeout(pong_timeout, close).await;
             // Give the client a moment to answer the close, then drop.
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -144,19 +152,18 @@ impl Conn {
     }
 
     fn on_message(&mut self, msg: Message) -> Step {
-        if msg.is_close() {
-            return Step::End;
-        }
-        if msg.is_ping() || msg.is_pong() {
-            return Step::Continue;
-        }
-        let limits = &self.state.config.limits;
-        let Ok(text) = msg.to_str() else {
-            return self.malformed(
-                None,
-                ApiError::bad_request("binary frames are not supported; send JSON text"),
-            );
+        let text = match &msg {
+            Message::Close(_) => return Step::End,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Step::Continue,
+            Message::Binary(_) => {
+                return self.malformed(
+                    None,
+                    ApiError::bad_request("binary frames are not supported; send JSON text"),
+                )
+            }
+            Message::Text(text) => text.as_str(),
         };
+        let limits = &self.state.config.limits;
         let frame = match parse_client_frame(text, limits.max_message_bytes) {
             Ok(f) => f,
             Err(e) => return self.malformed(e.req, e.error),
@@ -233,14 +240,17 @@ fn close_for(reason: CloseReason) -> Step {
     }
 }
 
-fn is_capacity(e: &warp::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("capacity") || text.contains("too long") || text.contains("too big")
+fn is_capacity(e: &WsError) -> bool {
+    matches!(e, WsError::Capacity(_))
 }
 
+/// A delivery's frame is shared by every subscriber: sending it copies no bytes.
 fn render(frame: OutFrame) -> Message {
     match frame {
-        OutFrame::Message(d) => Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned()),
+        OutFrame::Message(d) => match Utf8Bytes::try_from(d.ws_frame.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::text(String::from_utf8_lossy(&d.ws_frame).into_owned()),
+        },
         OutFrame::Text(t) => Message::text(t),
         OutFrame::Subscribed(s) => Message::text(subscribed_frame(&s)),
     }

@@ -2,9 +2,10 @@
 //!
 //! Layout (sled 0.34.7, one database per node at `data_dir/<node id>`):
 //! - tree `meta`: topic name -> bincode `MetaRecord` (epoch, first retained offset);
-//! - trees `seg:<topic>:<start offset, 20 digits>`: one per segment of offsets, key = offset
-//!   (u64 big-endian), value = bincode `StoredRecord`; retention drops whole segment trees
-//!   (`drop_tree` is what gives disk space back in sled);
+//! - trees `seg:<topic>:<start offset, 20 digits>`: one per segment of offsets; each value
+//!   is a chunk of up to 256 consecutive messages (one append batch, split), key = the
+//!   chunk's first offset (u64 big-endian), value = bincode `Vec<StoredRecord>`; retention
+//!   drops whole segment trees (`drop_tree` is what gives disk space back in sled);
 //! - trees `dedupe:<bucket>`: idempotency index, key = topic, 0x00, id; value = offset and
 //!   time; a bucket spans one dedupe window and is dropped two windows later;
 //! - tree `consumers`: topic, 0x00, consumer name -> the consumer window's snapshot;

@@ -126,10 +126,7 @@ impl SledLog {
         let mut topics = HashMap::with_capacity(states.len());
         for (name, state) in states {
             let last = match state.segments.values().next_back() {
-                Some(tree) => match tree.last()? {
-                    Some((key, _)) => decode_offset(&key)?,
-                    None => 0,
-                },
+                Some(tree) => segment_last(tree)?.map_or(0, |(offset, _)| offset),
                 None => 0,
             };
             // Offsets below `first` were assigned even if their segments are gone.
@@ -214,16 +211,28 @@ fn segment_last(tree: &sled::Tree) -> Result<Option<(u64, u64)>, StorageError> {
     let Some((key, value)) = tree.last()? else {
         return Ok(None);
     };
-    let rec: StoredRecord<'_> = decode("message", &value)?;
-    Ok(Some((decode_offset(&key)?, rec.time_ms)))
+    let records = decode_chunk(&value)?;
+    let last = decode_offset(&key)? + records.len() as u64 - 1;
+    Ok(records.last().map(|rec| (last, rec.time_ms)))
+}
+
+/// The chunk holding `offset`: its first offset and value.
+fn chunk_at(tree: &sled::Tree, offset: u64) -> Result<Option<(u64, sled::IVec)>, StorageError> {
+    match tree.range(..=offset_key(offset)).next_back() {
+        Some(item) => {
+            let (key, value) = item?;
+            Ok(Some((decode_offset(&key)?, value)))
+        }
+        None => Ok(None),
+    }
 }
 
 fn message_time(tree: &sled::Tree, offset: u64) -> Result<u64, StorageError> {
-    let value = tree
-        .get(offset_key(offset))?
-        .ok_or_else(|| corrupt("segment", format!("offset {offset} is missing")))?;
-    let rec: StoredRecord<'_> = decode("message", &value)?;
-    Ok(rec.time_ms)
+    let missing = || corrupt("segment", format!("offset {offset} is missing"));
+    let (start, value) = chunk_at(tree, offset)?.ok_or_else(missing)?;
+    let records = decode_chunk(&value)?;
+    let index = usize::try_from(offset - start).map_err(|_| missing())?;
+    Ok(records.get(index).ok_or_else(missing)?.time_ms)
 }
 
 /// First offset in `from..=to` of `tree` stamped at or after `cutoff_ms`, by binary search
@@ -328,13 +337,8 @@ impl TopicLog for SledLog {
             let room = usize::try_from(per_segment - (next - start)).unwrap_or(usize::MAX);
             let (chunk, later) = rest.split_at(room.min(rest.len()));
             let mut batch = sled::Batch::default();
-            for msg in chunk {
-                let rec = StoredRecord {
-                    id: &msg.id,
-                    time_ms: msg.time_ms,
-                    data: &msg.data,
-                };
-                batch.insert(&offset_key(msg.offset), encode("message", &rec)?);
+            for part in chunks(chunk) {
+                batch.insert(&offset_key(part[0].offset), encode_chunk(part)?);
             }
             tree.apply_batch(batch)?;
             if is_new {
@@ -373,22 +377,28 @@ impl TopicLog for SledLog {
         };
         let mut bytes = 0usize;
         for (_, tree) in state.segments.range(first_segment..=end) {
-            for item in tree.range(offset_key(expected)..=offset_key(end)) {
+            let from_chunk = chunk_at(tree, expected)?.map_or(expected, |(start, _)| start);
+            for item in tree.range(offset_key(from_chunk)..=offset_key(end)) {
                 let (key, value) = item?;
-                let offset = decode_offset(&key)?;
-                if offset != expected {
-                    break;
-                }
-                let msg = decode_message(offset, &value)?;
-                let size = msg.size();
-                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
-                    return Ok(out);
-                }
-                bytes = bytes.saturating_add(size);
-                out.push(msg);
-                expected += 1;
-                if out.len() >= max_count || expected > end {
-                    return Ok(out);
+                let start = decode_offset(&key)?;
+                for (offset, rec) in (start..).zip(decode_chunk(&value)?.iter()) {
+                    if offset < expected {
+                        continue;
+                    }
+                    if offset != expected {
+                        break;
+                    }
+                    let msg = to_message(offset, rec);
+                    let size = msg.size();
+                    if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                        return Ok(out);
+                    }
+                    bytes = bytes.saturating_add(size);
+                    out.push(msg);
+                    expected += 1;
+                    if out.len() >= max_count || expected > end {
+                        return Ok(out);
+                    }
                 }
             }
         }

@@ -22,6 +22,15 @@ impl SledLog {
             .count()
     }
 
+    /// First offsets of the chunks of a topic, over all its segments.
+    fn chunk_starts(&self, topic: &str) -> Vec<u64> {
+        let t = self.topic(topic).expect("topic exists");
+        let state = read(&t.state);
+        let keys = state.segments.values().flat_map(|tree| tree.iter().keys());
+        keys.map(|k| decode_offset(&k.expect("key")).expect("offset"))
+            .collect()
+    }
+
     /// Overwrites the stored value of `offset`, to corrupt it.
     fn put_raw(&self, topic: &str, offset: u64, value: &[u8]) {
         let t = self.topic(topic).expect("topic exists");
@@ -356,19 +365,14 @@ fn corrupt_records_give_errors_not_panics() {
     let log = open(&dir, 4);
     log.create("t", "e1", 1).unwrap();
     append_range(&log, "t", 1, 8, 8);
-    log.put_raw("t", 3, &[0xff, 0xff, 0xff]);
+    // Offsets 1..=4 are one chunk (one segment of 4): garble it.
+    log.put_raw("t", 1, &[0xff, 0xff, 0xff]);
     let err = log.read("t", 1, 8, 100, usize::MAX).unwrap_err();
     assert!(
-        matches!(
-            err,
-            StorageError::Corrupt {
-                what: "message",
-                ..
-            }
-        ),
+        matches!(err, StorageError::Corrupt { what: "chunk", .. }),
         "{err}"
     );
-    assert_eq!(log.read("t", 4, 8, 100, usize::MAX).unwrap().len(), 5);
+    assert_eq!(log.read("t", 5, 8, 100, usize::MAX).unwrap().len(), 4);
     log.put_raw("t", 8, b"");
     let policy = RetentionPolicy {
         max_messages: 100,
@@ -463,4 +467,25 @@ fn consumers_are_stored_per_topic_and_survive_reopen() {
     );
     assert_eq!(log.consumers("ab").unwrap().len(), 1);
     assert!(log.consumers("zz").unwrap().is_empty());
+}
+
+#[test]
+fn one_append_is_stored_as_chunks_and_read_from_any_offset() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 1000);
+    log.create("t", "e1", 1).unwrap();
+    // 600 messages in one append: chunks of 256, 256 and 88.
+    append_range(&log, "t", 1, 600, 600);
+    append_range(&log, "t", 601, 603, 1);
+    let chunks = log.chunk_starts("t");
+    assert_eq!(chunks, vec![1, 257, 513, 601, 602, 603]);
+    for from in [1, 2, 256, 257, 300, 512, 513, 600, 601, 603] {
+        let got = log.read("t", from, 603, 10, usize::MAX).unwrap();
+        let want: Vec<u64> = (from..=603).take(10).collect();
+        assert_eq!(offsets(&got), want, "from {from}");
+        assert_eq!(got[0], msg(from));
+    }
+    drop(log);
+    let log = open(&dir, 1000);
+    assert_eq!(log.meta("t").unwrap().unwrap().head, 603);
 }

@@ -49,6 +49,13 @@ pub struct TopicArgs {
     pub shared: Arc<TopicShared>,
 }
 
+/// A publish waiting for the next [`TopicMsg::Commit`].
+struct Staged {
+    data: bytes::Bytes,
+    id: Option<String>,
+    reply: PublishReply,
+}
+
 struct Pending {
     offset: u64,
     id: String,
@@ -72,6 +79,8 @@ pub struct TopicState {
     /// Appended, not yet durable.
     pub(super) unflushed: VecDeque<(StoredMessage, Instant)>,
     pending: VecDeque<Pending>,
+    /// Publishes received since the last commit.
+    staged: Vec<Staged>,
     pub(super) audience: Audience,
     /// Consumers by name (see `consumers.rs`).
     pub(super) groups: HashMap<String, Group>,
@@ -122,6 +131,7 @@ impl Actor for TopicActor {
             last_time_ms: 0,
             unflushed: VecDeque::new(),
             pending: VecDeque::new(),
+            staged: Vec::new(),
             audience: Audience::default(),
             groups: HashMap::new(),
             last_used: Instant::now(),
@@ -205,7 +215,13 @@ impl Actor for TopicActor {
             return Ok(());
         }
         match msg {
-            TopicMsg::Publish { data, id, reply } => state.publish(&myself, data, id, reply)?,
+            TopicMsg::Publish { data, id, reply } => {
+                state.staged.push(Staged { data, id, reply });
+                if state.staged.len() == 1 {
+                    myself.cast(TopicMsg::Commit)?;
+                }
+            }
+            TopicMsg::Commit => state.commit(&myself)?,
             TopicMsg::Subscribe {
                 sub,
                 position,
@@ -285,70 +301,97 @@ impl TopicState {
         }
     }
 
-    fn publish(
-        &mut self,
-        myself: &ActorRef<TopicMsg>,
-        data: bytes::Bytes,
-        id: Option<String>,
-        reply: PublishReply,
-    ) -> Result<(), ActorProcessingErr> {
-        let now = now_ms().max(self.last_time_ms);
-        let log = &self.ctx.log;
-        let topic = self.topic.as_str();
-        if let Some(id) = &id {
-            if let Some(offset) = log.lookup_id(topic, id, now)? {
-                let p = Pending {
-                    offset,
-                    id: id.clone(),
-                    duplicate: true,
-                    reply,
-                };
-                if offset <= self.durable {
-                    self.complete(p);
-                } else {
-                    self.pending.push_back(p);
-                }
-                return Ok(());
-            }
+    /// Appends every staged publish as one batch and asks for one flush: a repeated id
+    /// (in the dedupe index or earlier in the batch) gets its first offset back instead.
+    fn commit(&mut self, myself: &ActorRef<TopicMsg>) -> Result<(), ActorProcessingErr> {
+        let staged = std::mem::take(&mut self.staged);
+        if staged.is_empty() {
+            return Ok(());
         }
+        let now = now_ms().max(self.last_time_ms);
+        let log = Arc::clone(&self.ctx.log);
+        let name = self.topic.clone();
+        let topic = name.as_str();
+        let mut batch: Vec<StoredMessage> = Vec::with_capacity(staged.len());
+        let mut replies = Vec::with_capacity(staged.len());
+        let mut own_ids: HashMap<String, u64> = HashMap::new();
+        for Staged { data, id, reply } in staged {
+            if let Some(id) = &id {
+                let earlier = match own_ids.get(id) {
+                    Some(offset) => Some(*offset),
+                    None => log.lookup_id(topic, id, now)?,
+                };
+                if let Some(offset) = earlier {
+                    self.duplicate(offset, id.clone(), reply);
+                    continue;
+                }
+            }
+            let offset = self.head + 1 + batch.len() as u64;
+            let id = match id {
+                Some(id) => {
+                    own_ids.insert(id.clone(), offset);
+                    id
+                }
+                None => uuid::Uuid::now_v7().to_string(),
+            };
+            replies.push(reply);
+            batch.push(StoredMessage {
+                offset,
+                id,
+                time_ms: now,
+                data,
+            });
+        }
+        let Some(upto) = batch.last().map(|m| m.offset) else {
+            return Ok(());
+        };
         if !self.exists {
             let term = self.term.max(now);
             let meta = log.create(topic, &self.epoch, term)?;
             self.epoch = Arc::from(meta.epoch.as_str());
             self.exists = true;
         }
-        let offset = self.head + 1;
-        let own_id = id.is_some();
-        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let msg = StoredMessage {
-            offset,
-            id: id.clone(),
-            time_ms: now,
-            data,
-        };
-        log.append(topic, std::slice::from_ref(&msg))?;
+        log.append(topic, &batch)?;
         // Only a publisher's own id can come back; generated ones need no index entry.
-        if own_id {
-            log.remember_id(topic, &id, offset, now)?;
+        for (id, offset) in &own_ids {
+            log.remember_id(topic, id, *offset, now)?;
         }
-        self.head = offset;
+        self.head = upto;
         self.last_time_ms = now;
-        self.unflushed.push_back((msg, Instant::now()));
-        self.pending.push_back(Pending {
-            offset,
-            id,
-            duplicate: false,
-            reply,
-        });
+        let received = Instant::now();
+        metrics::counter!("starling_messages_published_total").increment(batch.len() as u64);
+        for (msg, reply) in batch.into_iter().zip(replies) {
+            self.pending.push_back(Pending {
+                offset: msg.offset,
+                id: msg.id.clone(),
+                duplicate: false,
+                reply,
+            });
+            self.unflushed.push_back((msg, received));
+        }
         let me = myself.clone();
         self.ctx.flusher.after_flush(Box::new(move |r| {
             let _ = me.cast(TopicMsg::Durable {
-                upto: offset,
+                upto,
                 ok: r.is_ok(),
             });
         }));
-        metrics::counter!("starling_messages_published_total").increment(1);
         Ok(())
+    }
+
+    /// Answers a repeated publish id with the offset it first got, once that is durable.
+    fn duplicate(&mut self, offset: u64, id: String, reply: PublishReply) {
+        let p = Pending {
+            offset,
+            id,
+            duplicate: true,
+            reply,
+        };
+        if offset <= self.durable {
+            self.complete(p);
+        } else {
+            self.pending.push_back(p);
+        }
     }
 
     fn complete(&self, p: Pending) {

@@ -150,6 +150,10 @@ pub enum TopicMsg {
         reply: Option<RpcReplyPort<()>>,
     },
     Info(RpcReplyPort<TopicInfo>),
+    /// Appends every publish staged since the last commit, as one batch (the actor sends
+    /// this to itself when the first publish is staged, so it comes after every publish
+    /// already queued).
+    Commit,
     /// The flusher made every append up to `upto` durable (or failed to).
     Durable {
         upto: u64,

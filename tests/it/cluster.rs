@@ -61,7 +61,9 @@ fn saw(seen: &[Seen], epoch: &str, offset: u64) -> bool {
 
 /// The stream checks every subscriber must pass: within an epoch, offsets go up by one with
 /// no hole; a new epoch is announced (`recovered:false`) before its first message, which is
-/// its oldest retained offset or the first after the announced position.
+/// its oldest retained offset or the first after the announced position. An announcement
+/// lets the stream start over (a hung owner that resumes can briefly serve its stale epoch;
+/// its followers are told, and told again when they move back).
 fn assert_never_silent(seen: &[Seen]) {
     let mut epoch: Option<&str> = None;
     let mut last: Option<u64> = None;
@@ -77,6 +79,7 @@ fn assert_never_silent(seen: &[Seen]) {
                     "a resumed subscription re-announced itself: {seen:?}"
                 );
                 announced = Some(e);
+                last = None;
             }
             Seen::Message {
                 epoch: e, offset, ..
