@@ -303,3 +303,33 @@ async fn panicking_session_closes_its_queue_as_internal_error() {
 
     h.stop().await;
 }
+
+/// Publishes that arrive together are appended as one batch: each gets its own offset in
+/// arrival order, and a repeated id within the batch gets the first one's offset back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_that_arrive_together_are_committed_as_one_batch() {
+    let h = Harness::start(None).await;
+    let t = topic("batched");
+    let ids: Vec<String> = (0..60).map(|n| format!("id-{}", n % 40)).collect();
+    let acks = futures_util::future::join_all(ids.iter().map(|id| {
+        let data = Bytes::from(format!("\"{id}\""));
+        h.topics.publish(&t, data, Some(id.clone()))
+    }))
+    .await;
+    let mut first_offset = std::collections::HashMap::new();
+    let mut duplicates = 0;
+    for (id, ack) in ids.iter().zip(acks) {
+        let ack = ack.expect("publish acked");
+        duplicates += usize::from(ack.duplicate);
+        let offset = *first_offset.entry(id.clone()).or_insert(ack.offset);
+        assert_eq!(ack.offset, offset, "{id} got two offsets");
+    }
+    assert_eq!(duplicates, 20);
+    let log = h.log_read(&t, 1, 100);
+    assert_eq!(log.len(), 40);
+    for (n, msg) in log.iter().enumerate() {
+        assert_eq!(msg.offset, n as u64 + 1);
+        assert_eq!(first_offset[&msg.id], msg.offset);
+    }
+    h.stop().await;
+}
