@@ -2,5 +2,30 @@
 //! through the real endpoints while it injects faults, heals, and checks the history.
 //!
 //! - [`history`]: the JSONL events every part agrees on.
+//! - [`scenario`]: the scenario file (TOML), validated; [`schedule`]: the faults in time
+//!   order, drawn from the seed (pure).
+//! - `cluster`: the node processes and what is done to them; `inject`: the schedule carried
+//!   out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
+//!
+//! A run: form the cluster → start subscribers and consumers → publishers → faults until
+//! `duration` → `End` (publishers stop) → every fault ended (`Healed`) → `Converged` →
+//! subscribers catch up → `FinalMeta`/`FinalLog` → nodes stopped → history written and
+//! checked.
 
 pub mod history;
+pub mod scenario;
+pub mod schedule;
+
+#[cfg(unix)]
+mod cluster;
+#[cfg(unix)]
+mod inject;
+#[cfg(unix)]
+mod run;
+#[cfg(unix)]
+mod settle;
+#[cfg(unix)]
+mod workload;
+
+#[cfg(unix)]
+pub use run::{check_file, run, ChaosError, Options};

@@ -2,6 +2,7 @@
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
 mod bench;
+mod chaos;
 mod cluster;
 mod cluster_harness;
 mod consumers;
