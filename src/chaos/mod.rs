@@ -6,15 +6,20 @@
 //!   order, drawn from the seed (pure).
 //! - `cluster`: the node processes and what is done to them; `inject`: the schedule carried
 //!   out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
+//! - [`checker`]: judges a history (silent loss, order, divergence, acked writes kept,
+//!   consumer loss, convergence) and reports availability per fault kind.
+//! - [`svg`]: draws a history and its report as one SVG timeline.
 //!
 //! A run: form the cluster → start subscribers and consumers → publishers → faults until
 //! `duration` → `End` (publishers stop) → every fault ended (`Healed`) → `Converged` →
 //! subscribers catch up → `FinalMeta`/`FinalLog` → nodes stopped → history written and
 //! checked.
 
+pub mod checker;
 pub mod history;
 pub mod scenario;
 pub mod schedule;
+pub mod svg;
 
 #[cfg(unix)]
 mod cluster;
