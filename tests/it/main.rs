@@ -3,6 +3,7 @@
 
 mod bench;
 mod chaos;
+mod chaos_faults;
 mod cluster;
 mod cluster_harness;
 mod consumers;
