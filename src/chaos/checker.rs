@@ -32,7 +32,13 @@
 //! - **convergence**: a `Converged` with `ok: true` at most [`Bounds::convergence_ms`] after
 //!   `Healed`; either event missing is a failure.
 //!
-//! Reported, not judged: **availability** (see [`avail`]) and summary counts.
+//! Reported, not judged: **availability** and summary counts. Per topic, workload publishes
+//! (requested before `End`) are taken in request order; a failure window opens at the request
+//! of a failed publish after the last successful one and closes at the ack of the next
+//! successful one (or at `End`). It is blamed on the fault active at its start (the latest
+//! `Fault` without a matching `FaultEnd` on the same nodes), else on one that ended within 5 s
+//! before, else on `none`; the report gives per fault kind the number of windows and the
+//! longest one.
 
 mod avail;
 mod log;

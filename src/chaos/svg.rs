@@ -13,12 +13,12 @@ use super::checker::{fault_spans, kind_name, Report};
 use super::history::{Event, FaultKind};
 
 const WIDTH: f64 = 1200.0;
-const HEIGHT: f64 = 570.0;
+const HEIGHT: f64 = 590.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const PANEL_H: f64 = 200.0;
 const TOP1: f64 = 60.0;
-const TOP2: f64 = 320.0;
+const TOP2: f64 = 340.0;
 const ACKED_COLOR: &str = "#2ca02c";
 const DELIVERED_COLOR: &str = "#1f77b4";
 const P50_COLOR: &str = "#555555";
@@ -126,9 +126,9 @@ fn legend(out: &mut String, top: f64, items: &[(&str, &str)]) {
         let _ = writeln!(
             out,
             r#"<rect x="{x:.1}" y="{:.1}" width="12" height="4" fill="{color}"/>"#,
-            top + 8.0
+            top - 10.0
         );
-        text(out, x + 16.0, top + 13.0, "start", 11, label);
+        text(out, x + 16.0, top - 5.0, "start", 11, label);
         x += 130.0;
     }
 }
@@ -233,7 +233,7 @@ fn latency(out: &mut String, xs: &XScale, b: &Buckets) {
 /// Fault bands across both panels, and the Healed / Converged markers.
 fn faults_and_markers(out: &mut String, xs: &XScale, events: &[Event]) {
     let bottom = TOP2 + PANEL_H;
-    for f in fault_spans(events) {
+    for (i, f) in fault_spans(events).into_iter().enumerate() {
         let x0 = xs.x(f.start_ms as f64);
         let x1 = xs.x(f.end_ms.unwrap_or(xs.duration_ms as u64) as f64);
         let _ = writeln!(
@@ -244,15 +244,19 @@ fn faults_and_markers(out: &mut String, xs: &XScale, events: &[Event]) {
             bottom - TOP1,
             fault_color(f.kind)
         );
-        text(out, x0 + 2.0, TOP1 + 24.0, "start", 10, &f.label());
+        // Staggered so that labels of faults close in time do not overlap.
+        let y = TOP1 + 14.0 + (i % 3) as f64 * 12.0;
+        text(out, x0 + 2.0, y, "start", 10, &f.label());
     }
     for e in events {
-        let (t, label, color) = match e {
-            Event::Healed { t_ms } => (*t_ms, "healed".to_string(), "#2ca02c"),
+        // Labelled between the panels, left of the line, on rows of their own.
+        let (t, label, color, row) = match e {
+            Event::Healed { t_ms } => (*t_ms, "healed".to_string(), "#2ca02c", 0.0),
             Event::Converged { t_ms, ok, .. } => (
                 *t_ms,
                 format!("converged{}", if *ok { "" } else { " (failed)" }),
                 "#1f77b4",
+                1.0,
             ),
             _ => continue,
         };
@@ -260,9 +264,10 @@ fn faults_and_markers(out: &mut String, xs: &XScale, events: &[Event]) {
         let _ = writeln!(
             out,
             r#"<line class="marker" x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{bottom:.1}" stroke="{color}" stroke-dasharray="4 3"/>"#,
-            TOP1 - 6.0
+            TOP1
         );
-        text(out, x + 2.0, TOP1 - 8.0, "start", 10, &label);
+        let y = TOP1 + PANEL_H + 16.0 + row * 14.0;
+        text(out, x - 3.0, y, "end", 10, &label);
     }
 }
 
@@ -293,25 +298,34 @@ fn x_axis(out: &mut String, xs: &XScale) {
     );
 }
 
-fn title(report: &Report) -> String {
+/// The verdict with the key counts, and the count of every check.
+fn title(report: &Report) -> (String, String) {
     let s = &report.summary;
-    let checks: Vec<String> = report
-        .checks
-        .iter()
-        .map(|c| format!("{} {}", c.name, c.count))
-        .collect();
-    format!(
-        "Starling chaos run: {} | {} s, publishes {} acked {} failed {}, deliveries {}, \
-         faults {} | {}",
+    let headline = format!(
+        "Starling chaos run: {} | {:.1} s, publishes {} (acked {}, failed {}), \
+         stream deliveries {}, consumer deliveries {}, faults {}",
         if report.passed() { "PASS" } else { "FAIL" },
-        s.duration_ms / 1000,
+        s.duration_ms as f64 / 1000.0,
         s.publishes_sent,
         s.publishes_acked,
         s.publishes_failed,
         s.deliveries,
+        s.consumer_deliveries,
         s.faults_by_kind.values().sum::<u64>(),
-        checks.join(", ")
-    )
+    );
+    let checks: Vec<String> = report
+        .checks
+        .iter()
+        .map(|c| {
+            let count = if c.skipped {
+                "skipped".to_string()
+            } else {
+                c.count.to_string()
+            };
+            format!("{} {count}", c.name)
+        })
+        .collect();
+    (headline, checks.join(" · "))
 }
 
 /// The run as an SVG document.
@@ -334,11 +348,13 @@ pub fn timeline(events: &[Event], report: &Report) -> String {
     } else {
         "#d62728"
     };
+    let (headline, checks) = title(report);
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="22" font-size="13" font-weight="bold" fill="{color}">{}</text>"#,
-        esc(&title(report))
+        r#"<text x="{LEFT}" y="18" font-size="13" font-weight="bold" fill="{color}">{}</text>"#,
+        esc(&headline)
     );
+    text(&mut out, LEFT, 34.0, "start", 11, &checks);
     faults_and_markers(&mut out, &xs, events);
     rates(&mut out, &xs, &b);
     latency(&mut out, &xs, &b);

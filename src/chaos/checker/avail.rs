@@ -1,15 +1,17 @@
 //! Availability: how long each topic could not take workload publishes, by fault.
 //!
-//! Only workload publishes count (those recorded before `End`). Per topic, a failure window
-//! opens at the `PubReq` time of a publish sent at or after the topic's last success that
-//! ended in `PubErr` (the earliest such request while the window is open), and closes at the
-//! topic's next `PubOk` (or at `End`, or at the last recorded time without an `End`).
+//! Only workload publishes count (requests recorded before `End`), each judged by its first
+//! reply (`PubOk` or `PubErr`; unanswered ones are ignored). Per topic, in order of request
+//! time: a failure window opens at the `PubReq` time of a failed publish sent after the last
+//! successful one, and closes at the `PubOk` time of the next publish that succeeds (or at
+//! `End`, or at the last recorded time without an `End`). Ordering by request rather than by
+//! reply keeps an outage whose timeouts are reported only after the topic recovered.
 //!
 //! A window is attributed to the fault active at its start: the latest `Fault` not yet ended
 //! by a `FaultEnd` with the same nodes; if none is active, the fault that ended most recently
 //! within [`RECENT_MS`] before; else `none`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{kind_name, t_ms, Availability};
 use crate::chaos::history::{Event, FaultKind};
@@ -88,6 +90,9 @@ fn blame(spans: &[FaultSpan], at: u64) -> &'static str {
 /// One outage: (topic, start, end).
 type Window<'a> = (&'a str, u64, u64);
 
+/// One answered publish: (request time, pid, ack time or `None` if it failed).
+type Sent = (u64, u64, Option<u64>);
+
 fn windows(events: &[Event]) -> Vec<Window<'_>> {
     let end_at = events.iter().position(|e| matches!(e, Event::End { .. }));
     let workload = &events[..end_at.unwrap_or(events.len())];
@@ -95,40 +100,49 @@ fn windows(events: &[Event]) -> Vec<Window<'_>> {
         Some(Event::End { t_ms }) => *t_ms,
         _ => workload.iter().filter_map(t_ms).max().unwrap_or(0),
     };
-    let mut sent: HashMap<u64, u64> = HashMap::new();
-    let mut last_ok: HashMap<&str, u64> = HashMap::new();
-    let mut open: HashMap<&str, u64> = HashMap::new();
-    let mut out = Vec::new();
-    for e in workload {
+    // The first reply to each publish: Some(ack time) or None (failed).
+    let mut outcome: HashMap<u64, Option<u64>> = HashMap::new();
+    for e in events {
         match e {
-            Event::PubReq { t_ms, pid, .. } => {
-                sent.insert(*pid, *t_ms);
+            Event::PubOk { t_ms, pid, .. } => {
+                outcome.entry(*pid).or_insert(Some(*t_ms));
             }
-            Event::PubOk { t_ms, topic, .. } => {
-                last_ok.insert(topic, *t_ms);
-                if let Some(start) = open.remove(topic.as_str()) {
-                    out.push((topic.as_str(), start, *t_ms));
-                }
-            }
-            Event::PubErr {
-                t_ms, pid, topic, ..
-            } => {
-                let req = sent.get(pid).copied().unwrap_or(*t_ms);
-                if last_ok.get(topic.as_str()).is_none_or(|ok| req >= *ok) {
-                    let start = open.entry(topic).or_insert(req);
-                    *start = (*start).min(req);
-                }
+            Event::PubErr { pid, .. } => {
+                outcome.entry(*pid).or_insert(None);
             }
             _ => {}
         }
     }
-    let mut still_open: Vec<_> = open.into_iter().collect();
-    still_open.sort();
-    out.extend(
-        still_open
-            .into_iter()
-            .map(|(topic, start)| (topic, start, close_at)),
-    );
+    // Per topic, the answered workload publishes in request order.
+    let mut sent: BTreeMap<&str, Vec<Sent>> = BTreeMap::new();
+    for e in workload {
+        if let Event::PubReq {
+            t_ms, pid, topic, ..
+        } = e
+        {
+            if let Some(acked) = outcome.get(pid) {
+                sent.entry(topic).or_default().push((*t_ms, *pid, *acked));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (topic, mut pubs) in sent {
+        pubs.sort_unstable();
+        let mut open: Option<u64> = None;
+        for (req, _, acked) in pubs {
+            match (open, acked) {
+                (None, None) => open = Some(req),
+                (Some(start), Some(ok)) => {
+                    out.push((topic, start, ok.min(close_at)));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = open {
+            out.push((topic, start, close_at));
+        }
+    }
     out
 }
 
