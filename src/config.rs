@@ -41,6 +41,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub consumers: ConsumersConfig,
     pub cluster: ClusterConfig,
+    pub chaos: ChaosConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -91,6 +92,16 @@ impl Default for ClusterConfig {
             rpc_timeout_ms: 5_000,
         }
     }
+}
+
+/// Settings that exist only for `starling chaos`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChaosConfig {
+    /// Serves `POST /v1/chaos/partition`, which makes this node drop gossip and cluster
+    /// traffic to and from named peers. Anyone who can reach the HTTP port can then cut
+    /// this node off from its peers: off unless a chaos run starts the node.
+    pub fault_injection: bool,
 }
 
 /// When a publish is acknowledged, relative to the disk.
@@ -195,6 +206,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             consumers: ConsumersConfig::default(),
             cluster: ClusterConfig::default(),
+            chaos: ChaosConfig::default(),
         }
     }
 }
@@ -522,6 +534,17 @@ mod tests {
         let err =
             Config::parse("[[nodes]]\nid = \"a b\"\nhttp_addr = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(err.to_string().contains("nodes[0].id"), "{err}");
+    }
+
+    #[test]
+    fn fault_injection_is_off_unless_set() {
+        assert!(!Config::parse("").unwrap().chaos.fault_injection);
+        let c = Config::parse("[chaos]\nfault_injection = true\n").unwrap();
+        assert!(c.chaos.fault_injection);
+        let err = Config::parse("[chaos]\nfault_injection = \"yes\"\n").unwrap_err();
+        assert!(err.to_string().contains("fault_injection"), "{err}");
+        let err = Config::parse("[chaos]\nfault_injecton = true\n").unwrap_err();
+        assert!(err.to_string().contains("fault_injecton"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! (transports), [`session`] and [`topic`] (delivery logic, actors), [`storage`] (the
 //! log), [`protocol`] (wire types, pure).
 
+#[cfg(unix)]
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -14,6 +14,7 @@
 //! ```
 
 use crate::cluster::client::Cluster;
+use crate::cluster::faults::Faults;
 use crate::cluster::membership::Membership;
 use crate::cluster::router::{NodeRouter, RouterArgs};
 use crate::config::{Config, FsyncMode};
@@ -97,9 +98,22 @@ impl Node {
             addr: node_cfg.http_addr,
             source,
         })?;
-        let membership = Membership::start(&config, &node_cfg, http_addr, shutdown.clone())
-            .await
-            .map_err(|e| NodeError::Cluster(e.to_string()))?;
+        let faults = config.chaos.fault_injection.then(|| {
+            tracing::warn!(
+                node = id,
+                "fault injection is on ([chaos] fault_injection): anyone who can reach the HTTP port can cut this node off from its peers"
+            );
+            Faults::new(&config, id)
+        });
+        let membership = Membership::start(
+            &config,
+            &node_cfg,
+            http_addr,
+            faults.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Cluster(e.to_string()))?;
 
         let cluster = Cluster::new(
             membership.view(),
@@ -161,6 +175,7 @@ impl Node {
             metrics,
             connections: connections.clone(),
             view: membership.view(),
+            faults,
         };
         let server = warp::serve(routes(state))
             .incoming(listener)

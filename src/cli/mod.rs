@@ -1,11 +1,11 @@
 //! Command-line interface: `starling up`, `starling node`, `starling pub`, `starling sub`,
-//! `starling bench`.
+//! `starling bench`, `starling chaos`.
 
 #[cfg(unix)]
 mod bench;
 mod client;
 #[cfg(unix)]
-mod up;
+pub(crate) mod up;
 
 use crate::config::Config;
 use crate::node::Node;
@@ -77,6 +77,26 @@ pub enum Command {
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
+    /// Start a local cluster of its own, run a recorded workload while injecting faults
+    /// (kill -9, kill -STOP, SIGTERM, partitions), heal, check the history, and write
+    /// history.jsonl, report.svg and report.json. Exits non-zero on any violation.
+    #[cfg(unix)]
+    Chaos {
+        /// Scenario file (TOML, see examples/chaos/); default: examples/chaos/random.toml.
+        scenario: Option<PathBuf>,
+        /// Seed of the random fault schedule (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Overrides the scenario's duration_s, e.g. 60s.
+        #[arg(long, value_parser = bench::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Output directory (default: a fresh one under the system temp dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only re-check this recorded history (prints the table; same exit code).
+        #[arg(long, conflicts_with_all = ["scenario", "seed", "duration", "out"])]
+        check: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command; the process exit code.
@@ -111,6 +131,14 @@ pub fn main(cli: Cli) -> ExitCode {
             } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
             #[cfg(unix)]
             Command::Bench { scenario } => bench::run(scenario).await.map_err(|e| e.to_string()),
+            #[cfg(unix)]
+            Command::Chaos {
+                scenario,
+                seed,
+                duration,
+                out,
+                check,
+            } => chaos(scenario, seed, duration, out, check).await,
         }
     });
     match result {
@@ -119,6 +147,32 @@ pub fn main(cli: Cli) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(unix)]
+async fn chaos(
+    scenario: Option<PathBuf>,
+    seed: Option<u64>,
+    duration: Option<std::time::Duration>,
+    out: Option<PathBuf>,
+    check: Option<PathBuf>,
+) -> Result<(), String> {
+    let passed = match check {
+        Some(history) => crate::chaos::check_file(&history),
+        None => {
+            let opts = crate::chaos::Options {
+                scenario,
+                seed,
+                duration,
+                out,
+            };
+            crate::chaos::run(opts).await
+        }
+    };
+    match passed.map_err(|e| e.to_string())? {
+        true => Ok(()),
+        false => Err("the chaos check failed: see the table above".into()),
     }
 }
 

@@ -310,7 +310,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("signal {sig}"),
@@ -319,7 +319,7 @@ fn describe(status: ExitStatus) -> String {
 }
 
 /// What one node answered.
-struct Probe {
+pub(crate) struct Probe {
     ready: bool,
     /// The members it sees `up`; `None` if it did not answer.
     sees_up: Option<BTreeSet<String>>,
@@ -351,11 +351,11 @@ fn nodes_up<'a>(ids: &'a [String], probes: &[Probe]) -> Vec<&'a str> {
 }
 
 /// Formed: every node answered, and every node is up in every view.
-fn formed(ids: &[String], probes: &[Probe]) -> bool {
+pub(crate) fn formed(ids: &[String], probes: &[Probe]) -> bool {
     probes.iter().all(|p| p.sees_up.is_some()) && nodes_up(ids, probes).len() == ids.len()
 }
 
-async fn probe(client: &reqwest::Client, addr: SocketAddr) -> Probe {
+pub(crate) async fn probe(client: &reqwest::Client, addr: SocketAddr) -> Probe {
     let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
     let ready = matches!(get("/readyz").await, Ok(r) if r.status().is_success());
     let sees_up = match get("/v1/cluster").await {

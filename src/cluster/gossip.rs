@@ -1,6 +1,7 @@
 //! Gossip: a chitchat instance (scuttlebutt gossip over UDP with a phi-accrual failure
 //! detector) and the reading of its state into one [`GossipPeer`] per node id.
 
+use super::faults::{Faults, FaultyTransport};
 use super::membership::MembershipError;
 use super::status::{GossipPeer, Liveness};
 use chitchat::transport::UdpTransport;
@@ -57,8 +58,9 @@ pub struct Gossip {
 
 impl Gossip {
     /// Binds the gossip socket and starts gossiping. The generation is the start time, so a
-    /// restarted node is a new generation.
-    pub async fn start(a: Announce) -> Result<Gossip, MembershipError> {
+    /// restarted node is a new generation. With `faults`, the socket drops the gossip of
+    /// the peers it names.
+    pub async fn start(a: Announce, faults: Option<Faults>) -> Result<Gossip, MembershipError> {
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -90,12 +92,17 @@ impl Gossip {
             (HTTP_ADDR_KEY.to_string(), a.http_addr.to_string()),
             (CLUSTER_ADDR_KEY.to_string(), a.cluster_addr.to_string()),
         ];
-        let handle = chitchat::spawn_chitchat(config, keys, &UdpTransport)
-            .await
-            .map_err(|e| MembershipError::Gossip {
-                addr: a.gossip_addr,
-                message: format!("{e:#}"),
-            })?;
+        let spawned = match faults {
+            Some(faults) => {
+                let transport = FaultyTransport::new(UdpTransport, faults);
+                chitchat::spawn_chitchat(config, keys, &transport).await
+            }
+            None => chitchat::spawn_chitchat(config, keys, &UdpTransport).await,
+        };
+        let handle = spawned.map_err(|e| MembershipError::Gossip {
+            addr: a.gossip_addr,
+            message: format!("{e:#}"),
+        })?;
         Ok(Gossip {
             handle,
             me,

@@ -18,7 +18,12 @@
 //! election, so a peer is refused only after [`REFUSE_AFTER`] failures in a row. Both ends
 //! see this and both warn. A refused peer is retried every [`REFUSED_RETRY`] in case it was
 //! fixed. An authenticated session clears the refusal.
+//!
+//! Fault injection (`starling chaos` only, see faults.rs): a peer that [`Faults`] drops is
+//! never dialed, and every session with it is closed as soon as the session is known to be
+//! the peer's (dialed by us, or named in the handshake). On heal the usual dialing resumes.
 
+use super::faults::{Dropped, Faults};
 use super::membership::MembershipError;
 use super::status::{GossipPeer, LinkState, Liveness};
 use ractor::{ActorId, ActorRef};
@@ -26,6 +31,7 @@ use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -89,6 +95,7 @@ pub struct Links {
     sessions: HashMap<ActorId, Session>,
     peers: HashMap<String, PeerLink>,
     handshake_timeout: Duration,
+    faults: Option<Faults>,
 }
 
 impl Links {
@@ -98,6 +105,7 @@ impl Links {
         addr: SocketAddr,
         cookie: &str,
         handshake_timeout: Duration,
+        faults: Option<Faults>,
     ) -> Result<(Links, mpsc::UnboundedReceiver<LinkEvent>), MembershipError> {
         let server = NodeServer::new(
             addr.port(),
@@ -132,6 +140,7 @@ impl Links {
             sessions: HashMap::new(),
             peers: HashMap::new(),
             handshake_timeout,
+            faults,
         };
         Ok((links, rx))
     }
@@ -244,8 +253,14 @@ impl Links {
     }
 
     /// Makes the sessions follow gossip: dials live peers this node is to dial, stops the
-    /// sessions of peers declared dead, and gives up on handshakes that stalled.
+    /// sessions of peers declared dead or dropped by fault injection, and gives up on
+    /// handshakes that stalled.
     pub fn reconcile(&mut self, peers: &[GossipPeer], now: Instant) {
+        let dropped = self
+            .faults
+            .as_ref()
+            .map_or_else(Arc::default, Faults::dropped);
+        self.cut(&dropped);
         let mut dials = Vec::new();
         for p in peers {
             let link = self.peers.entry(p.id.clone()).or_default();
@@ -274,7 +289,8 @@ impl Links {
             {
                 link.dial_failed(now);
             }
-            if let (true, Some(addr)) = (live && self.me < p.id && !has_session, p.cluster_addr) {
+            let dial = live && self.me < p.id && !has_session && !dropped.drops_id(&p.id);
+            if let (true, Some(addr)) = (dial, p.cluster_addr) {
                 if link.should_dial(now) {
                     link.dialing = Some((addr, now));
                     dials.push((p.id.clone(), addr));
@@ -291,6 +307,17 @@ impl Links {
             {
                 tracing::debug!(addr = %s.addr, "cluster handshake timed out");
                 s.actor.stop(Some("handshake timeout".into()));
+                s.abandoned = true;
+            }
+        }
+    }
+
+    /// Closes every session with a peer that fault injection drops.
+    fn cut(&mut self, dropped: &Dropped) {
+        for s in self.sessions.values_mut().filter(|s| !s.abandoned) {
+            if let Some(peer) = s.peer.as_deref().filter(|p| dropped.drops_id(p)) {
+                tracing::info!(peer = %peer, addr = %s.addr, "peer dropped by fault injection: closing its cluster session");
+                s.actor.stop(Some("dropped by fault injection".into()));
                 s.abandoned = true;
             }
         }

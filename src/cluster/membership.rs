@@ -12,6 +12,7 @@
 //! session event. It reads gossip, makes the sessions follow it, and derives the view with
 //! the pure [`status::derive`].
 
+use super::faults::Faults;
 use super::gossip::{Announce, Gossip};
 use super::links::{LinkEvent, Links};
 use super::router_group;
@@ -59,10 +60,13 @@ impl Membership {
     ///
     /// Node shutdown does not end membership, [`Membership::stop`] does: a draining node
     /// stays reachable to its peers.
+    ///
+    /// With `faults` (chaos runs only), gossip and sessions with the peers it names are cut.
     pub async fn start(
         config: &Config,
         me: &NodeConfig,
         http_addr: SocketAddr,
+        faults: Option<Faults>,
         _shutdown: Shutdown,
     ) -> Result<Membership, MembershipError> {
         if !config.clustered() {
@@ -91,22 +95,26 @@ impl Membership {
         let interval = Duration::from_millis(c.gossip_interval_ms);
         let rpc_timeout = Duration::from_millis(c.rpc_timeout_ms);
         // The transport listens before gossip announces it.
-        let (links, events) = Links::start(&me.id, cluster_addr, &c.cookie, rpc_timeout).await?;
+        let (links, events) =
+            Links::start(&me.id, cluster_addr, &c.cookie, rpc_timeout, faults.clone()).await?;
         let seeds: Vec<SocketAddr> = config
             .seeds()
             .into_iter()
             .filter(|s| *s != gossip_addr)
             .collect();
-        let gossip = match Gossip::start(Announce {
-            cluster: c.name.clone(),
-            node_id: me.id.clone(),
-            gossip_addr,
-            http_addr,
-            cluster_addr,
-            seeds: seeds.clone(),
-            interval,
-            phi_threshold: c.phi_threshold,
-        })
+        let gossip = match Gossip::start(
+            Announce {
+                cluster: c.name.clone(),
+                node_id: me.id.clone(),
+                gossip_addr,
+                http_addr,
+                cluster_addr,
+                seeds: seeds.clone(),
+                interval,
+                phi_threshold: c.phi_threshold,
+            },
+            faults,
+        )
         .await
         {
             Ok(g) => g,

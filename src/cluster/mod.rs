@@ -6,6 +6,7 @@
 //! process group [`router_group`] of its node id. Topic and session actors stay local.
 
 pub mod client;
+pub mod faults;
 mod gossip;
 mod links;
 pub mod membership;

@@ -1,6 +1,7 @@
 //! The HTTP layer (warp): routes of `PROTOCOL.md`, each a thin adapter from requests to
 //! sessions and topics. Nothing below this module sees a warp type.
 
+mod chaos;
 mod consumers;
 mod info;
 mod poll;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// The cluster membership as this node sees it.
     pub view: tokio::sync::watch::Receiver<Arc<crate::cluster::view::View>>,
+    /// Fault injection, only with `[chaos] fault_injection = true`.
+    pub faults: Option<crate::cluster::faults::Faults>,
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
@@ -124,6 +127,12 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .map(info::cluster);
+    let partition = warp::path!("v1" / "chaos" / "partition")
+        .and(warp::post())
+        .and(s())
+        .and(warp::body::content_length_limit(body_limit))
+        .and(warp::body::bytes())
+        .map(chaos::partition);
     let healthz = warp::path!("healthz").and(warp::get()).map(info::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
@@ -150,6 +159,8 @@ pub fn routes(
         .or(websocket)
         .unify()
         .or(cluster)
+        .unify()
+        .or(partition)
         .unify()
         .or(healthz)
         .unify()

@@ -2,6 +2,8 @@
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
 mod bench;
+mod chaos;
+mod chaos_faults;
 mod cluster;
 mod cluster_harness;
 mod consumers;

@@ -27,7 +27,7 @@ mod report;
 mod spawn;
 mod subscribe;
 
-pub use args::Scenario;
+pub use args::{parse_duration, Scenario};
 
 /// Why a bench run failed.
 #[derive(Debug, thiserror::Error)]

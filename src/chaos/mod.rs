@@ -1,0 +1,36 @@
+//! Chaos testing: `starling chaos` starts its own local cluster, runs a recorded workload
+//! through the real endpoints while it injects faults, heals, and checks the history.
+//!
+//! - [`history`]: the JSONL events every part agrees on.
+//! - [`scenario`]: the scenario file (TOML), validated; [`schedule`]: the faults in time
+//!   order, drawn from the seed (pure).
+//! - `cluster`: the node processes and what is done to them; `inject`: the schedule carried
+//!   out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
+//! - [`checker`]: judges a history (silent loss, order, divergence, acked writes kept,
+//!   consumer loss, convergence) and reports availability per fault kind.
+//! - [`svg`]: draws a history and its report as one SVG timeline.
+//!
+//! A run: form the cluster → start subscribers and consumers → publishers → faults until
+//! `duration` → `End` (publishers stop) → every fault ended (`Healed`) → `Converged` →
+//! subscribers catch up → `FinalMeta`/`FinalLog` → nodes stopped → history written and
+//! checked.
+
+pub mod checker;
+pub mod history;
+pub mod scenario;
+pub mod schedule;
+pub mod svg;
+
+#[cfg(unix)]
+mod cluster;
+#[cfg(unix)]
+mod inject;
+#[cfg(unix)]
+mod run;
+#[cfg(unix)]
+mod settle;
+#[cfg(unix)]
+mod workload;
+
+#[cfg(unix)]
+pub use run::{check_file, run, ChaosError, Options};
