@@ -158,6 +158,8 @@ pub fn routes(
         .unify()
         .or(websocket)
         .unify()
+        // Boxed so the combined filter type stays within the compiler's recursion limit.
+        .boxed()
         .or(cluster)
         .unify()
         .or(partition)

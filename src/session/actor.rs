@@ -212,13 +212,16 @@ impl Actor for SessionActor {
                         let r = match &old.kind {
                             SubKind::Consumer { name } => {
                                 let name = name.clone();
+                                // The group existed: if the topic's owner does not know
+                                // it (its epoch was lost), it starts over from the oldest
+                                // retained message, never from the head.
                                 state
                                     .subscribe_consumer(
                                         &myself,
                                         topic.clone(),
                                         name,
                                         Default::default(),
-                                        None,
+                                        Some(0),
                                         None,
                                         true,
                                     )
