@@ -163,17 +163,11 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
         eprintln!("  at {:>6.1} s: {:?}", s.at_ms as f64 / 1000.0, s.op);
     }
     let netns = network(opts.net, &ids)?;
-    let network = match netns.is_some() {
-        true => "netns",
-        false => "injector",
+    let (network, described) = match netns.is_some() {
+        true => ("netns", "netns (each node in its own namespace)"),
+        false => ("injector", "fault injector"),
     };
-    eprintln!(
-        "network: {}",
-        match netns.is_some() {
-            true => "netns (each node in its own namespace)",
-            false => "fault injector",
-        }
-    );
+    eprintln!("network: {described}");
     let cluster = Cluster::start(&out, &ids, netns)?;
     eprintln!("cluster config: {}", cluster.config_path().display());
     cluster.wait_formed(FORM_TIMEOUT).await?;
