@@ -1,10 +1,14 @@
-//! The run's own cluster: N `starling node` child processes on free ports, with data under
-//! the run directory and fault injection on, and the faults done to them (`kill -9`,
-//! `kill -STOP`/`-CONT`, SIGTERM, restart, partitions through the node's chaos endpoint).
+//! The run's own cluster: N `starling node` child processes with data under the run
+//! directory, and the faults done to them (`kill -9`, `kill -STOP`/`-CONT`, SIGTERM,
+//! restart, partitions). Two networks: with [`Netns`] every node runs in its own network
+//! namespace on fixed ports and a partition is made of routes; without, the nodes listen
+//! on free localhost ports with fault injection on, and a partition goes through each
+//! node's chaos endpoint.
 //!
 //! Only the processes started here are ever signalled, by pid. Dropping the cluster
-//! continues the stopped ones and kills every one still running.
+//! continues the stopped ones, kills every one still running, then removes the namespaces.
 
+use super::netns::{Netns, NetnsError};
 use crate::cli::up::{describe, formed, probe};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -21,6 +25,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a partition request may take.
 const PARTITION_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// The HTTP, gossip and cluster ports of every node in netns mode (each namespace has its
+/// own ports).
+const NETNS_PORTS: [u16; 3] = [7400, 7401, 7402];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -35,6 +42,8 @@ pub enum ClusterError {
     NotFormed(Duration, String),
     #[error("partition request to {node} failed: {reason}")]
     Partition { node: String, reason: String },
+    #[error(transparent)]
+    Net(#[from] NetnsError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -56,20 +65,29 @@ pub struct Cluster {
     logs: PathBuf,
     nodes: Vec<NodeProc>,
     http: reqwest::Client,
+    /// Dropped after the nodes are killed (fields drop after `Drop::drop`).
+    net: Option<Netns>,
 }
 
 impl Cluster {
-    /// Writes `<dir>/cluster.toml` for `ids` and starts every node; returns at once.
-    pub fn start(dir: &Path, ids: &[String]) -> Result<Cluster, ClusterError> {
+    /// Writes `<dir>/cluster.toml` for `ids` and starts every node, in `net`'s namespaces
+    /// if given; returns at once.
+    pub fn start(dir: &Path, ids: &[String], net: Option<Netns>) -> Result<Cluster, ClusterError> {
         let logs = dir.join("nodes");
         std::fs::create_dir_all(&logs).map_err(io(format!("create {}", logs.display())))?;
-        let addrs: Vec<[SocketAddr; 3]> = ids
-            .iter()
-            .map(|_| [free_addr(), free_addr(), free_addr()])
-            .collect();
+        let addrs: Vec<[SocketAddr; 3]> = match &net {
+            Some(net) => (0..ids.len())
+                .map(|i| NETNS_PORTS.map(|port| SocketAddr::from((net.node_ip(i), port))))
+                .collect(),
+            None => ids
+                .iter()
+                .map(|_| [free_addr(), free_addr(), free_addr()])
+                .collect(),
+        };
         let mut text = format!(
-            "# Written by `starling chaos`.\ndata_dir = {:?}\n\n[chaos]\nfault_injection = true\n\n",
-            dir.join("data").display().to_string()
+            "# Written by `starling chaos`.\ndata_dir = {:?}\n\n[chaos]\nfault_injection = {}\n\n",
+            dir.join("data").display().to_string(),
+            net.is_none()
         );
         for (id, [http, gossip, cluster]) in ids.iter().zip(&addrs) {
             text += &format!(
@@ -97,6 +115,7 @@ impl Cluster {
                 })
                 .collect(),
             http,
+            net,
         };
         for id in ids {
             cluster.spawn(id)?;
@@ -156,7 +175,10 @@ impl Cluster {
             .open(&log_path)
             .map_err(io(format!("open {}", log_path.display())))?;
         let err: File = log.try_clone().map_err(io("duplicate the log file"))?;
-        let mut command = Command::new(&self.exe);
+        let mut command = match &self.net {
+            Some(net) => net.command(i, &self.exe),
+            None => Command::new(&self.exe),
+        };
         command
             .arg("node")
             .arg(id)
@@ -244,8 +266,11 @@ impl Cluster {
     }
 
     /// Cuts `isolated` off from the rest: each side drops the other's gossip and cluster
-    /// traffic. An empty list heals.
-    pub async fn partition(&self, isolated: &[String]) -> Result<(), ClusterError> {
+    /// traffic (in the network, or in the node's fault injector). An empty list heals.
+    pub async fn partition(&mut self, isolated: &[String]) -> Result<(), ClusterError> {
+        if let Some(net) = &mut self.net {
+            return Ok(net.partition(isolated).await?);
+        }
         for node in &self.nodes {
             let drop: Vec<&String> = match isolated.contains(&node.id) {
                 true => self

@@ -4,8 +4,9 @@
 //! - [`history`]: the JSONL events every part agrees on.
 //! - [`scenario`]: the scenario file (TOML), validated; [`schedule`]: the faults in time
 //!   order, drawn from the seed (pure).
-//! - `cluster`: the node processes and what is done to them; `inject`: the schedule carried
-//!   out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
+//! - `cluster`: the node processes and what is done to them; `netplan` (pure) and `netns`:
+//!   each node in its own network namespace, partitions as routes, when run as root;
+//!   `inject`: the schedule carried out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
 //! - [`checker`]: judges a history (silent loss, order, divergence, acked writes kept,
 //!   consumer loss, convergence) and reports availability per fault kind.
 //! - [`svg`]: draws a history and its report as one SVG timeline.
@@ -26,6 +27,10 @@ mod cluster;
 #[cfg(unix)]
 mod inject;
 #[cfg(unix)]
+mod netns;
+#[cfg(unix)]
+mod netplan;
+#[cfg(unix)]
 mod run;
 #[cfg(unix)]
 mod settle;
@@ -33,4 +38,4 @@ mod settle;
 mod workload;
 
 #[cfg(unix)]
-pub use run::{check_file, run, ChaosError, Options};
+pub use run::{check_file, run, ChaosError, Network, Options};

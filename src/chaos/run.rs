@@ -4,6 +4,7 @@ use super::checker::{check, Bounds, Report};
 use super::cluster::{Cluster, ClusterError};
 use super::history::{self, Event};
 use super::inject::{Board, Injector};
+use super::netns::{Netns, NetnsError};
 use super::scenario::{Scenario, ScenarioError};
 use super::workload::recorder::Recorder;
 use super::workload::{Ctx, Workload, CONSUMER};
@@ -38,6 +39,8 @@ pub enum ChaosError {
     History(String),
     #[error("interrupted; the nodes were killed")]
     Interrupted,
+    #[error("--net netns: {0}")]
+    Net(#[from] NetnsError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ChaosError {
@@ -53,6 +56,35 @@ pub struct Options {
     /// Overrides the scenario's `duration_s`.
     pub duration: Option<Duration>,
     pub out: Option<PathBuf>,
+    pub net: Network,
+}
+
+/// How partitions are made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Namespaces when running as root and their setup succeeds, else the fault injector.
+    #[default]
+    Auto,
+    /// Each node in its own network namespace; an error if that cannot be set up.
+    Netns,
+    /// The nodes' in-process fault injector.
+    Injector,
+}
+
+/// Sets up the namespaces `net` asks for; `None` means the fault injector.
+fn network(net: Network, ids: &[String]) -> Result<Option<Netns>, ChaosError> {
+    match net {
+        Network::Injector => Ok(None),
+        Network::Netns => Ok(Some(Netns::setup(ids)?)),
+        Network::Auto => match Netns::setup(ids) {
+            Ok(netns) => Ok(Some(netns)),
+            Err(NetnsError::NotRoot(_)) => Ok(None),
+            Err(e) => {
+                eprintln!("network namespaces unavailable ({e})");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Runs a scenario; `Ok(true)` if the checker found no violation. Ctrl-C or SIGTERM kills
@@ -130,7 +162,13 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
     for s in &steps {
         eprintln!("  at {:>6.1} s: {:?}", s.at_ms as f64 / 1000.0, s.op);
     }
-    let cluster = Cluster::start(&out, &ids)?;
+    let netns = network(opts.net, &ids)?;
+    let (network, described) = match netns.is_some() {
+        true => ("netns", "netns (each node in its own namespace)"),
+        false => ("injector", "fault injector"),
+    };
+    eprintln!("network: {described}");
+    let cluster = Cluster::start(&out, &ids, netns)?;
     eprintln!("cluster config: {}", cluster.config_path().display());
     cluster.wait_formed(FORM_TIMEOUT).await?;
     let http = reqwest::Client::builder()
@@ -178,7 +216,7 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
 
     let events = rec.events();
     let report = checked(&events, convergence);
-    write_outputs(&out, &events, &report)?;
+    write_outputs(&out, &events, &report, network)?;
     let faults_ok = injector.errors().is_empty();
     for e in injector.errors() {
         eprintln!("fault injection failed: {e}");
@@ -186,7 +224,20 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
     Ok(report.passed() && faults_ok && final_state.is_ok())
 }
 
-fn write_outputs(out: &Path, events: &[Event], report: &Report) -> Result<(), ChaosError> {
+/// `report.json`: the report and how partitions were made.
+#[derive(serde::Serialize)]
+struct ReportFile<'a> {
+    network: &'a str,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+fn write_outputs(
+    out: &Path,
+    events: &[Event],
+    report: &Report,
+    network: &str,
+) -> Result<(), ChaosError> {
     let mut text = String::new();
     for e in events {
         let line = serde_json::to_string(e).map_err(|e| ChaosError::History(e.to_string()))?;
@@ -200,8 +251,9 @@ fn write_outputs(out: &Path, events: &[Event], report: &Report) -> Result<(), Ch
     );
     std::fs::write(&history, text).map_err(io("write the history"))?;
     std::fs::write(&svg_path, svg::timeline(events, report)).map_err(io("write the SVG"))?;
+    let file = ReportFile { network, report };
     let report_json =
-        serde_json::to_string_pretty(report).map_err(|e| ChaosError::History(e.to_string()))?;
+        serde_json::to_string_pretty(&file).map_err(|e| ChaosError::History(e.to_string()))?;
     std::fs::write(&json, report_json).map_err(io("write the JSON report"))?;
     println!("{}", report.table());
     println!("history: {}", history.display());

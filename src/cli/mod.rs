@@ -93,10 +93,23 @@ pub enum Command {
         /// Output directory (default: a fresh one under the system temp dir).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// How partitions are made: netns (each node in its own network namespace; needs
+        /// root), injector (the nodes' fault injector), or auto (netns when possible).
+        #[arg(long, value_enum, default_value_t = Net::Auto)]
+        net: Net,
         /// Only re-check this recorded history (prints the table; same exit code).
         #[arg(long, conflicts_with_all = ["scenario", "seed", "duration", "out"])]
         check: Option<PathBuf>,
     },
+}
+
+/// `starling chaos --net`.
+#[cfg(unix)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Net {
+    Auto,
+    Netns,
+    Injector,
 }
 
 /// Runs a parsed command; the process exit code.
@@ -137,8 +150,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 seed,
                 duration,
                 out,
+                net,
                 check,
-            } => chaos(scenario, seed, duration, out, check).await,
+            } => chaos(scenario, seed, duration, out, net, check).await,
         }
     });
     match result {
@@ -156,6 +170,7 @@ async fn chaos(
     seed: Option<u64>,
     duration: Option<std::time::Duration>,
     out: Option<PathBuf>,
+    net: Net,
     check: Option<PathBuf>,
 ) -> Result<(), String> {
     let passed = match check {
@@ -166,6 +181,11 @@ async fn chaos(
                 seed,
                 duration,
                 out,
+                net: match net {
+                    Net::Auto => crate::chaos::Network::Auto,
+                    Net::Netns => crate::chaos::Network::Netns,
+                    Net::Injector => crate::chaos::Network::Injector,
+                },
             };
             crate::chaos::run(opts).await
         }

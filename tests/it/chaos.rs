@@ -1,6 +1,7 @@
 //! `starling chaos`: the CI scenario on a cluster of its own (every kind of fault, every
-//! transport, a consumer group; the checker must pass), and `--check` of hand-written
-//! histories (a hole fails, a clean one passes).
+//! transport, a consumer group; the checker must pass; partitions in network namespaces
+//! when run as root), a short partition through the fault injector, and `--check` of
+//! hand-written histories (a hole fails, a clean one passes).
 
 use starling::chaos::history::{self, Event, FaultKind, Transport};
 use starling::chaos::scenario::Scenario;
@@ -11,6 +12,26 @@ use std::process::{Command, Output};
 
 const CI_SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/chaos/ci.toml");
 const SEED: u64 = 7;
+/// A short run with one partition, for `--net injector`.
+const SHORT_PARTITION: &str = r#"
+nodes = 3
+duration_s = 12
+topics = 2
+
+[workload]
+http_publishers = 1
+ws_publishers = 1
+publish_rate = 10
+
+[[faults.step]]
+at_s = 3
+action = "partition"
+nodes = ["n3"]
+
+[[faults.step]]
+at_s = 8
+action = "heal"
+"#;
 
 fn chaos(args: &[&str], out: Option<&Path>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_starling"));
@@ -19,6 +40,28 @@ fn chaos(args: &[&str], out: Option<&Path>) -> Output {
         command.arg("--out").arg(out);
     }
     command.output().expect("run starling chaos")
+}
+
+/// The `network` the run recorded in `report.json`.
+fn network(dir: &Path) -> String {
+    let json = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("report.json parses");
+    report["network"].as_str().expect("a network").to_string()
+}
+
+fn partitions(dir: &Path) -> usize {
+    let jsonl = std::fs::read_to_string(dir.join("history.jsonl")).expect("history");
+    let events = history::parse(&jsonl).expect("history parses");
+    let partition = |e: &Event| {
+        matches!(
+            e,
+            Event::Fault {
+                kind: FaultKind::Partition,
+                ..
+            }
+        )
+    };
+    events.iter().filter(|e| partition(e)).count()
 }
 
 fn text(out: &Output) -> String {
@@ -35,6 +78,17 @@ fn the_ci_scenario_passes_with_every_fault_kind_and_transport() {
     let seed = SEED.to_string();
     let out = chaos(&[CI_SCENARIO, "--seed", &seed], Some(dir.path()));
     assert!(out.status.success(), "chaos run failed:\n{}", text(&out));
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let want = match unsafe { libc::geteuid() } {
+        0 => "netns",
+        _ => "injector",
+    };
+    assert_eq!(network(dir.path()), want, "{}", text(&out));
+    let printed = match want {
+        "netns" => "network: netns (each node in its own namespace)",
+        _ => "network: fault injector",
+    };
+    assert!(text(&out).contains(printed), "{}", text(&out));
 
     let scenario = Scenario::parse(&std::fs::read_to_string(CI_SCENARIO).expect("scenario"))
         .expect("the CI scenario parses");
@@ -79,6 +133,23 @@ fn the_ci_scenario_passes_with_every_fault_kind_and_transport() {
     let svg = std::fs::read_to_string(dir.path().join("report.svg")).expect("report.svg");
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
     assert!(dir.path().join("report.json").exists());
+}
+
+#[test]
+fn a_partition_through_the_fault_injector_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = dir.path().join("partition.toml");
+    std::fs::write(&scenario, SHORT_PARTITION).expect("write the scenario");
+    let out_dir = dir.path().join("out");
+    let args = [scenario.to_str().expect("utf-8 path"), "--seed", "3"];
+    let out = chaos(
+        &[&args[..], &["--net", "injector"]].concat(),
+        Some(&out_dir),
+    );
+    assert!(out.status.success(), "chaos run failed:\n{}", text(&out));
+    assert_eq!(network(&out_dir), "injector");
+    assert!(text(&out).contains("network: fault injector"));
+    assert_eq!(partitions(&out_dir), 1, "{}", text(&out));
 }
 
 /// Three messages published and acked, delivered to a WS subscriber and the consumer group;
