@@ -2,18 +2,14 @@
 //! join creates the group there; later ones join it where it is), acks every delivery at
 //! once, and rejoins after a disconnect like a stream subscriber.
 
-use super::ws_sub::{reconnect, Ended};
-use super::{backoff, frame_json, str_field, Ctx, CONSUMER};
+use super::ws_sub::{reconnect, Ended, Frames};
+use super::{backoff, str_field, Ctx, CONSUMER};
 use crate::chaos::history::Event;
-use futures_util::{SinkExt, StreamExt};
-use std::time::Duration;
+use futures_util::SinkExt;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-const PING_EVERY: Duration = Duration::from_secs(2);
-const IDLE: Duration = Duration::from_secs(6);
 const SUBSCRIBE_REQ: u64 = 1;
 
 pub struct Member {
@@ -54,36 +50,12 @@ async fn session(
     if let Err(e) = ws.send(Message::text(frame.to_string())).await {
         return Ended::Lost(format!("send: {e}"));
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
-    let mut last_frame = Instant::now();
+    let mut frames = Frames::new();
     loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = ws.close(None).await;
-                return Ended::Stopped;
-            }
-            _ = ping.tick() => {
-                if last_frame.elapsed() > IDLE {
-                    return Ended::Lost(format!("silent for {} s", IDLE.as_secs()));
-                }
-                if let Err(e) = ws.send(Message::text(r#"{"type":"ping","req":0}"#)).await {
-                    return Ended::Lost(format!("send: {e}"));
-                }
-                continue;
-            }
-            msg = ws.next() => msg,
+        let v = match frames.next(&mut ws, stop).await {
+            Ok(v) => v,
+            Err(ended) => return ended,
         };
-        let msg = match msg {
-            None => return Ended::Lost("connection closed".into()),
-            Some(Err(e)) => return Ended::Lost(e.to_string()),
-            Some(Ok(Message::Close(c))) => {
-                let code = c.map(|c| u16::from(c.code)).unwrap_or_default();
-                return Ended::Lost(format!("close {code}"));
-            }
-            Some(Ok(msg)) => msg,
-        };
-        last_frame = Instant::now();
-        let Some(v) = frame_json(&msg) else { continue };
         let solicited = v["req"].as_u64() == Some(SUBSCRIBE_REQ);
         match v["type"].as_str() {
             Some("subscribed") if solicited => {

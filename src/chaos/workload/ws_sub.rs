@@ -91,37 +91,12 @@ async fn session(
     if let Err(e) = ws.send(Message::text(frame.to_string())).await {
         return Ended::Lost(format!("send: {e}"));
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
-    let mut last_frame = Instant::now();
+    let mut frames = Frames::new();
     loop {
-        let m = tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = ws.close(None).await;
-                return Ended::Stopped;
-            }
-            _ = ping.tick() => {
-                if last_frame.elapsed() > IDLE {
-                    return Ended::Lost(format!("silent for {} s", IDLE.as_secs()));
-                }
-                let ping = Message::text(r#"{"type":"ping","req":0}"#);
-                if let Err(e) = ws.send(ping).await {
-                    return Ended::Lost(format!("send: {e}"));
-                }
-                continue;
-            }
-            m = ws.next() => m,
+        let v = match frames.next(&mut ws, stop).await {
+            Ok(v) => v,
+            Err(ended) => return ended,
         };
-        let m = match m {
-            None => return Ended::Lost("connection closed".into()),
-            Some(Err(e)) => return Ended::Lost(e.to_string()),
-            Some(Ok(Message::Close(c))) => {
-                let code = c.map(|c| u16::from(c.code)).unwrap_or_default();
-                return Ended::Lost(format!("close {code}"));
-            }
-            Some(Ok(m)) => m,
-        };
-        last_frame = Instant::now();
-        let Some(v) = frame_json(&m) else { continue };
         let (epoch, first) = (str_field(&v, "epoch"), v["first"].as_u64().unwrap_or(0));
         let solicited = v["req"].as_u64() == Some(SUBSCRIBE_REQ);
         match v["type"].as_str() {
@@ -168,6 +143,62 @@ async fn session(
                 return Ended::Refused(format!("subscribe: {}", str_field(&v, "code")));
             }
             _ => {}
+        }
+    }
+}
+
+/// Reads a client WebSocket's JSON frames, pinging the server every [`PING_EVERY`] and
+/// giving up after [`IDLE`] of silence (a hung node keeps its sockets open).
+pub(super) struct Frames {
+    ping: tokio::time::Interval,
+    last_frame: Instant,
+}
+
+impl Frames {
+    pub(super) fn new() -> Frames {
+        Frames {
+            ping: tokio::time::interval(PING_EVERY),
+            last_frame: Instant::now(),
+        }
+    }
+
+    /// The next JSON frame, or how the session ended.
+    pub(super) async fn next(
+        &mut self,
+        ws: &mut super::Ws,
+        stop: &CancellationToken,
+    ) -> Result<serde_json::Value, Ended> {
+        loop {
+            let m = tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Err(Ended::Stopped);
+                }
+                _ = self.ping.tick() => {
+                    if self.last_frame.elapsed() > IDLE {
+                        return Err(Ended::Lost(format!("silent for {} s", IDLE.as_secs())));
+                    }
+                    let ping = Message::text(r#"{"type":"ping","req":0}"#);
+                    if let Err(e) = ws.send(ping).await {
+                        return Err(Ended::Lost(format!("send: {e}")));
+                    }
+                    continue;
+                }
+                m = ws.next() => m,
+            };
+            let m = match m {
+                None => return Err(Ended::Lost("connection closed".into())),
+                Some(Err(e)) => return Err(Ended::Lost(e.to_string())),
+                Some(Ok(Message::Close(c))) => {
+                    let code = c.map(|c| u16::from(c.code)).unwrap_or_default();
+                    return Err(Ended::Lost(format!("close {code}")));
+                }
+                Some(Ok(m)) => m,
+            };
+            self.last_frame = Instant::now();
+            if let Some(v) = frame_json(&m) {
+                return Ok(v);
+            }
         }
     }
 }
