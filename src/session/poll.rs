@@ -47,11 +47,6 @@ pub async fn poll(
 ) -> Result<PollResponse, ApiError> {
     let handle = topics.handle(&req.topic).await?;
     let info = call_topic(&handle.actor, TopicMsg::Info).await?;
-    if info.epoch.is_empty() {
-        // A follower that could not reach the owner yet knows no epoch: an answer now
-        // would tell the client to continue in an epoch that does not exist.
-        return Err(crate::topic::moving());
-    }
     if let Some((name, options)) = &req.consumer {
         let deadline = tokio::time::Instant::now() + req.timeout;
         let mut head_rx = handle.shared.head.subscribe();

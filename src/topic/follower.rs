@@ -301,6 +301,10 @@ impl FollowerState {
     /// Answers a message this actor does not serve (or no longer serves).
     fn refuse(&self, msg: TopicMsg) {
         match msg {
+            // Without ever reaching the owner it knows no epoch: its info would tell
+            // readers to continue in an epoch that does not exist. Dropping the reply
+            // makes the caller retry (503), on a fresh actor.
+            TopicMsg::Info(_) if !self.following => {}
             TopicMsg::Info(reply) => {
                 let _ = reply.send(self.info());
             }
