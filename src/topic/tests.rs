@@ -310,25 +310,46 @@ async fn panicking_session_closes_its_queue_as_internal_error() {
 async fn publishes_that_arrive_together_are_committed_as_one_batch() {
     let h = Harness::start(None).await;
     let t = topic("batched");
-    let ids: Vec<String> = (0..60).map(|n| format!("id-{}", n % 40)).collect();
-    let acks = futures_util::future::join_all(ids.iter().map(|id| {
-        let data = Bytes::from(format!("\"{id}\""));
-        h.topics.publish(&t, data, Some(id.clone()))
-    }))
+    assert_eq!(h.publish_ok(&t, "0").await, 1);
+    let actor = h.registry.get(&t).expect("topic actor").actor;
+    let publish = |id: Option<String>| {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let data = Bytes::from_static(b"1");
+        actor
+            .cast(TopicMsg::Publish { data, id, reply })
+            .expect("cast");
+        rx
+    };
+    // Hold the next append, so that everything cast meanwhile waits in the mailbox.
+    h.log.hold_next_append(&t);
+    let held = publish(None);
+    eventually("the append is held", || {
+        h.log.gate_entered.load(Ordering::SeqCst)
+    })
     .await;
+    let appends_before = h.log.appends.load(Ordering::SeqCst);
+    let ids: Vec<String> = (0..60).map(|n| format!("id-{}", n % 40)).collect();
+    let replies: Vec<_> = ids.iter().map(|id| publish(Some(id.clone()))).collect();
+    h.log.open_gate();
+    assert_eq!(held.await.expect("reply").expect("ack").offset, 2);
     let mut first_offset = std::collections::HashMap::new();
     let mut duplicates = 0;
-    for (id, ack) in ids.iter().zip(acks) {
-        let ack = ack.expect("publish acked");
+    for (id, rx) in ids.iter().zip(replies) {
+        let ack = rx.await.expect("reply").expect("publish acked");
         duplicates += usize::from(ack.duplicate);
         let offset = *first_offset.entry(id.clone()).or_insert(ack.offset);
         assert_eq!(ack.offset, offset, "{id} got two offsets");
     }
     assert_eq!(duplicates, 20);
-    let log = h.log_read(&t, 1, 100);
+    assert_eq!(
+        h.log.appends.load(Ordering::SeqCst),
+        appends_before + 1,
+        "the 60 publishes that waited were not one append"
+    );
+    let log = h.log_read(&t, 3, 100);
     assert_eq!(log.len(), 40);
     for (n, msg) in log.iter().enumerate() {
-        assert_eq!(msg.offset, n as u64 + 1);
+        assert_eq!(msg.offset, n as u64 + 3);
         assert_eq!(first_offset[&msg.id], msg.offset);
     }
     h.stop().await;

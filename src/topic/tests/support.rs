@@ -42,6 +42,10 @@ pub(super) struct Boom {
     pub(super) poison_read_topic: Option<String>,
     /// The topic whose next read is held.
     pub(super) gate_topic: Mutex<Option<String>>,
+    /// The topic whose next append is held.
+    pub(super) append_gate_topic: Mutex<Option<String>>,
+    /// Appends so far, of any topic.
+    pub(super) appends: AtomicUsize,
     /// A read is held at the gate (or was).
     pub(super) gate_entered: AtomicBool,
     pub(super) gate_open: AtomicBool,
@@ -61,6 +65,8 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
             booms: AtomicUsize::new(0),
             poison_read_topic: poison_read_topic.map(str::to_string),
             gate_topic: Mutex::new(None),
+            append_gate_topic: Mutex::new(None),
+            appends: AtomicUsize::new(0),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
         },
@@ -73,13 +79,18 @@ impl Boom {
         *self.gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
     }
 
+    /// Holds the next append to `topic` until [`Boom::open_gate`].
+    pub(super) fn hold_next_append(&self, topic: &TopicName) {
+        *self.append_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
     pub(super) fn open_gate(&self) {
         self.gate_open.store(true, Ordering::SeqCst);
     }
 
-    fn gate(&self, topic: &str) {
+    fn gate(&self, gate: &Mutex<Option<String>>, topic: &str) {
         let hold = {
-            let mut gate = self.gate_topic.lock().unwrap();
+            let mut gate = gate.lock().unwrap();
             let hold = gate.as_deref() == Some(topic);
             if hold {
                 *gate = None;
@@ -100,6 +111,8 @@ impl Boom {
 
 impl Faults for Boom {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) {
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.gate(&self.append_gate_topic, topic);
         if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
         {
             self.booms.fetch_add(1, Ordering::SeqCst);
@@ -111,7 +124,7 @@ impl Faults for Boom {
         if self.poison_read_topic.as_deref() == Some(topic) {
             panic!("FaultyLog: injected read panic on topic {topic}");
         }
-        self.gate(topic);
+        self.gate(&self.gate_topic, topic);
     }
 }
 
