@@ -18,7 +18,7 @@ use crate::cluster::faults::Faults;
 use crate::cluster::membership::Membership;
 use crate::cluster::router::{NodeRouter, RouterArgs};
 use crate::config::{Config, FsyncMode};
-use crate::http::{routes, AppState};
+use crate::http::{routes, serve, AppState};
 use crate::metrics_setup::install_metrics;
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::shutdown::Shutdown;
@@ -176,10 +176,15 @@ impl Node {
             connections: connections.clone(),
             view: membership.view(),
             faults,
+            origins: crate::http::OriginPolicy::new(&config.http.allowed_origins),
         };
-        let server = warp::serve(routes(state))
-            .incoming(listener)
-            .graceful(shutdown.wait_owned());
+        let server = serve(
+            listener,
+            routes(state),
+            config.http.clone(),
+            shutdown.clone(),
+            DRAIN_TIMEOUT,
+        );
         let maintenance = tokio::spawn(expire_ids(
             log.clone(),
             config.storage.dedupe_window_ms,
@@ -188,17 +193,9 @@ impl Node {
         tracing::info!(node = id, http = %http_addr, fsync = ?config.storage.fsync, "node started");
 
         let node_id = id.to_string();
-        let shutdown_for_server = shutdown.clone();
         let task = tokio::spawn(async move {
             // Connections get a bounded time to finish after shutdown starts.
-            let stop = shutdown_for_server.clone();
-            tokio::select! {
-                _ = server.run() => {}
-                _ = async {
-                    stop.wait().await;
-                    tokio::time::sleep(DRAIN_TIMEOUT).await;
-                } => tracing::warn!("connections still open after the drain timeout; closing them"),
-            }
+            server.await;
             // Upgraded WebSockets are not the server's any more: wait for them to close.
             connections.close();
             let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;

@@ -24,9 +24,4 @@ impl Shutdown {
     pub async fn wait(&self) {
         self.0.cancelled().await
     }
-
-    /// An owned future that resolves on shutdown (for APIs that need `'static`).
-    pub fn wait_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.0.clone().cancelled_owned()
-    }
 }

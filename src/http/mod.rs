@@ -1,12 +1,16 @@
 //! The HTTP layer (warp): routes of `PROTOCOL.md`, each a thin adapter from requests to
 //! sessions and topics. Nothing below this module sees a warp type.
 
+mod body;
 mod chaos;
+mod conn_io;
 mod consumers;
 mod info;
+mod origin;
 mod poll;
 mod publish;
 mod reply;
+mod server;
 mod sse;
 mod ws;
 mod ws_upgrade;
@@ -15,6 +19,8 @@ use crate::config::Config;
 use crate::session::supervisor::Sessions;
 use crate::topic::service::Topics;
 use metrics_exporter_prometheus::PrometheusHandle;
+pub(crate) use origin::OriginPolicy;
+pub(crate) use server::serve;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
@@ -35,6 +41,8 @@ pub struct AppState {
     pub view: tokio::sync::watch::Receiver<Arc<crate::cluster::view::View>>,
     /// Fault injection, only with `[chaos] fault_injection = true`.
     pub faults: Option<crate::cluster::faults::Faults>,
+    /// Which web origins may change state (`[http] allowed_origins`).
+    pub(crate) origins: origin::OriginPolicy,
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
@@ -61,7 +69,7 @@ pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let s = || with_state(state.clone());
-    let body_limit = state.config.limits.max_message_bytes as u64 + 4096;
+    let body = || body::read(&state.config);
 
     // Path filters come before method filters, so that an unknown path is a 404 rather
     // than a 405 collected from a route whose method did not match.
@@ -73,8 +81,7 @@ pub fn routes(
     let publish = messages()
         .and(warp::post())
         .and(s())
-        .and(warp::body::content_length_limit(body_limit))
-        .and(warp::body::bytes())
+        .and(body())
         .then(publish::publish);
     let poll = messages()
         .and(warp::get())
@@ -88,12 +95,14 @@ pub fn routes(
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
+        .and(warp::ext::optional::<server::ConnHandle>())
         .then(sse::topic_events);
     let multi_sse = warp::path!("v1" / "events")
         .and(warp::get())
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
+        .and(warp::ext::optional::<server::ConnHandle>())
         .then(sse::multi_events);
     let topic_info = warp::path!("v1" / "topics" / ..)
         .and(segment())
@@ -111,8 +120,7 @@ pub fn routes(
         .and(warp::path!("ack"))
         .and(warp::post())
         .and(s())
-        .and(warp::body::content_length_limit(body_limit))
-        .and(warp::body::bytes())
+        .and(body())
         .then(consumers::ack);
     let consumer_info = consumer()
         .and(warp::path::end())
@@ -130,8 +138,7 @@ pub fn routes(
     let partition = warp::path!("v1" / "chaos" / "partition")
         .and(warp::post())
         .and(s())
-        .and(warp::body::content_length_limit(body_limit))
-        .and(warp::body::bytes())
+        .and(body())
         .map(chaos::partition);
     let healthz = warp::path!("healthz").and(warp::get()).map(info::healthz);
     let readyz = warp::path!("readyz")
@@ -143,33 +150,36 @@ pub fn routes(
         .and(s())
         .map(info::metrics);
 
-    publish
-        .or(poll)
-        .unify()
-        .or(topic_sse)
-        .unify()
-        .or(multi_sse)
-        .unify()
-        .or(topic_info)
-        .unify()
-        .or(consumer_ack)
-        .unify()
-        .or(consumer_info)
-        .unify()
-        .or(websocket)
-        .unify()
-        // Boxed so the combined filter type stays within the compiler's recursion limit.
-        .boxed()
-        .or(cluster)
-        .unify()
-        .or(partition)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
+    origin::guard(&state)
+        .and(
+            publish
+                .or(poll)
+                .unify()
+                .or(topic_sse)
+                .unify()
+                .or(multi_sse)
+                .unify()
+                .or(topic_info)
+                .unify()
+                .or(consumer_ack)
+                .unify()
+                .or(consumer_info)
+                .unify()
+                .or(websocket)
+                .unify()
+                // Boxed so the combined filter type stays within the compiler's recursion limit.
+                .boxed()
+                .or(cluster)
+                .unify()
+                .or(partition)
+                .unify()
+                .or(healthz)
+                .unify()
+                .or(readyz)
+                .unify()
+                .or(metrics)
+                .unify(),
+        )
         .recover(reply::rejection)
         .unify()
 }

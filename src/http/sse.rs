@@ -7,6 +7,7 @@
 //! parser reads as exactly those events.
 
 use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
+use super::server::ConnHandle;
 use super::AppState;
 use crate::consumer::options::ConsumerOptions;
 use crate::protocol::frames::{parse_epoch, Position};
@@ -32,6 +33,7 @@ pub async fn topic_events(
     state: AppState,
     query: String,
     last_event_id: Option<String>,
+    conn: Option<ConnHandle>,
 ) -> Response {
     let run = async {
         let topic = TopicName::parse(&topic)?;
@@ -43,7 +45,7 @@ pub async fn topic_events(
                 after: query_u64(&q, "after")?,
                 epoch: None,
             };
-            return start(&state, vec![(topic, position)], false, consumer).await;
+            return start(&state, vec![(topic, position)], false, consumer, conn).await;
         }
         let id = last_event_id.or_else(|| query_get(&q, "last_event_id").map(str::to_string));
         let position = match id.filter(|s| !s.is_empty()) {
@@ -59,7 +61,7 @@ pub async fn topic_events(
                 epoch: parse_epoch(query_get(&q, "epoch").map(str::to_string))?,
             },
         };
-        start(&state, vec![(topic, position)], false, None).await
+        start(&state, vec![(topic, position)], false, None, conn).await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
@@ -69,6 +71,7 @@ pub async fn multi_events(
     state: AppState,
     query: String,
     last_event_id: Option<String>,
+    conn: Option<ConnHandle>,
 ) -> Response {
     let run = async {
         let q = query_pairs(&query);
@@ -95,7 +98,7 @@ pub async fn multi_events(
                 }
             }
         }
-        start(&state, topics, true, None).await
+        start(&state, topics, true, None, conn).await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
@@ -105,6 +108,7 @@ async fn start(
     topics: Vec<(TopicName, Position)>,
     multi: bool,
     consumer: Option<(String, ConsumerOptions)>,
+    conn: Option<ConnHandle>,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
     if topics.len() > limits.max_subscriptions_per_connection {
@@ -150,6 +154,7 @@ async fn start(
         positions: Vec::new(),
         keepalive: Duration::from_millis(state.config.heartbeat.sse_keepalive_ms),
         shutdown: state.sessions.shutdown().clone(),
+        conn,
     };
     tokio::spawn(pump.run());
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -169,6 +174,9 @@ struct Pump {
     positions: Vec<(TopicName, EventPos)>,
     keepalive: Duration,
     shutdown: Shutdown,
+    /// The stream's connection: a slow consumer's is dropped at once, so that its socket
+    /// and the data queued in it are freed, not written out over minutes.
+    conn: Option<ConnHandle>,
 }
 
 impl Pump {
@@ -201,6 +209,12 @@ impl Pump {
                 if !sent {
                     break;
                 }
+            }
+        }
+        if self.outbound.closed() == Some(CloseReason::SlowConsumer) {
+            tracing::debug!("slow SSE consumer: dropping its connection");
+            if let Some(conn) = &self.conn {
+                conn.kill();
             }
         }
         self.outbound.close(CloseReason::Gone);

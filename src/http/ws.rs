@@ -23,6 +23,9 @@ const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_MALFORMED: u16 = 4000;
 const CLOSE_SLOW: u16 = 4008;
+/// No pong (nor any frame) within `ws_pong_timeout_ms` of a ping (an extension of the
+/// contract's codes): reconnect and resume.
+const CLOSE_NO_PONG: u16 = 4009;
 
 pub fn upgrade(handshake: Handshake, state: AppState) -> Response {
     let frame_limit = state.config.limits.max_ws_frame_bytes;
@@ -129,8 +132,8 @@ impl Conn {
                     }
                 }
                 _ = sleep_until_opt(pong_deadline) => {
-                    tracing::debug!("no pong in time; dropping connection");
-                    Step::End
+                    tracing::debug!("no pong in time; closing the connection");
+                    Step::Close(CLOSE_NO_PONG, "no pong in time: reconnect and resume")
                 }
                 _ = shutdown.wait() => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
             };
@@ -141,8 +144,14 @@ impl Conn {
         };
         self.outbound.close(CloseReason::Gone);
         if let Step::Close(code, reason) = step {
+            // A client that did not answer pings may not read either: don't wait long.
+            let close_timeout = if code == CLOSE_NO_PONG {
+                Duration::from_secs(1)
+            } else {
+                pong_timeout
+            };
             let close = tx.send(close_with(code, reason));
-            let _ = tokio::time::timeout(pong_timeout, close).await;
+            let _ = tokio::time::timeout(close_timeout, close).await;
             // Give the client a moment to answer the close, then drop.
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 while rx.next().await.is_some() {}

@@ -8,6 +8,7 @@ mod cluster;
 mod cluster_harness;
 mod consumers;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod membership;
 mod robustness;

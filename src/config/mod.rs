@@ -1,6 +1,9 @@
 //! Configuration: `cluster.toml`, every field defaulted, validated with errors that name the
 //! offending key.
 
+mod http;
+
+pub use http::HttpConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,7 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     pub consumers: ConsumersConfig,
     pub cluster: ClusterConfig,
+    pub http: HttpConfig,
     pub chaos: ChaosConfig,
 }
 
@@ -206,6 +210,7 @@ impl Default for Config {
             heartbeat: HeartbeatConfig::default(),
             consumers: ConsumersConfig::default(),
             cluster: ClusterConfig::default(),
+            http: HttpConfig::default(),
             chaos: ChaosConfig::default(),
         }
     }
@@ -363,6 +368,7 @@ impl Config {
         }
         self.validate_consumers()?;
         self.validate_cluster()?;
+        self.http.validate()?;
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
         }
@@ -518,7 +524,7 @@ mod tests {
 
     #[test]
     fn shipped_file_is_valid() {
-        let text = include_str!("../cluster.toml");
+        let text = include_str!("../../cluster.toml");
         let c = Config::parse(text).unwrap();
         assert!(c.node("n1").is_ok());
     }

@@ -1,0 +1,290 @@
+//! The accept loop and one task per connection: hyper's HTTP/1 server with the limits a
+//! public server needs (warp's own `serve` sets none of them).
+//!
+//! - A request head must arrive within `header_read_timeout_ms`, which also ends a
+//!   kept-alive connection that stays silent that long (hyper starts the timer when it
+//!   waits for a head).
+//! - At most `max_pending_connections` connections may be waiting for their first request
+//!   head; past that the oldest of them is dropped, so a flood of silent sockets cannot
+//!   keep real clients out.
+//! - At most `max_connections` are open; more are answered 503 `unavailable` and closed.
+//! - Writes that make no progress for `write_timeout_ms` drop the connection (`ConnIo`).
+//! - A handler can drop its connection at once with the [`ConnHandle`] in the request's
+//!   extensions (a slow SSE consumer).
+
+use super::conn_io::ConnIo;
+use crate::config::HttpConfig;
+use crate::shutdown::Shutdown;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+use warp::Filter;
+
+/// Lets a handler drop its connection at once (with a reset).
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle {
+    kill: CancellationToken,
+}
+
+impl ConnHandle {
+    /// Drops the connection now; what it had not sent yet is discarded.
+    pub(crate) fn kill(&self) {
+        self.kill.cancel();
+    }
+}
+
+/// Counts one open connection for as long as its socket lives.
+pub(crate) struct OpenGuard(Arc<Counts>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("starling_http_connections").decrement(1.0);
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    open: AtomicUsize,
+    /// Connections still waiting for their first request head, oldest first.
+    pending: Mutex<BTreeMap<u64, CancellationToken>>,
+    next_id: AtomicU64,
+}
+
+impl Counts {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown`; then lets open connections finish for
+/// up to `drain` and drops the rest.
+pub(crate) async fn serve<F>(
+    listener: TcpListener,
+    routes: F,
+    cfg: HttpConfig,
+    shutdown: Shutdown,
+    drain: Duration,
+) where
+    F: Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let counts = Arc::new(Counts::default());
+    let tracker = TaskTracker::new();
+    let force = CancellationToken::new();
+    let mut accept_errors = LogEvery::new(Duration::from_secs(5));
+    let mut refusals = LogEvery::new(Duration::from_secs(5));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait() => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like: say so, and give the node a
+                // moment instead of spinning on accept.
+                if let Some(n) = accepted_errors(&mut accept_errors) {
+                    tracing::warn!(error = %e, errors = n, "cannot accept connections");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if counts.open.load(Ordering::Relaxed) >= cfg.max_connections {
+            metrics::counter!("starling_http_refused_total", "reason" => "max_connections")
+                .increment(1);
+            if let Some(n) = refusals.tick() {
+                tracing::warn!(
+                    refused = n,
+                    max_connections = cfg.max_connections,
+                    "connections refused: the node is at [http] max_connections"
+                );
+            }
+            tracker.spawn(refuse(stream));
+            continue;
+        }
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("starling_http_connections").increment(1.0);
+        let open = OpenGuard(counts.clone());
+        let kill = CancellationToken::new();
+        let id = counts.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = counts.lock_pending();
+            while pending.len() >= cfg.max_pending_connections {
+                let Some((_, oldest)) = pending.pop_first() else {
+                    break;
+                };
+                oldest.cancel();
+                metrics::counter!("starling_http_refused_total", "reason" => "pending_evicted")
+                    .increment(1);
+            }
+            pending.insert(id, kill.clone());
+        }
+        let conn = Conn {
+            id,
+            remote,
+            counts: counts.clone(),
+            kill,
+            cfg: cfg.clone(),
+        };
+        tracker.spawn(conn.run(
+            stream,
+            open,
+            routes.clone(),
+            shutdown.clone(),
+            force.clone(),
+        ));
+    }
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+        force.cancel();
+        tracker.wait().await;
+    }
+}
+
+fn accepted_errors(log: &mut LogEvery) -> Option<u64> {
+    metrics::counter!("starling_http_accept_errors_total").increment(1);
+    log.tick()
+}
+
+struct Conn {
+    id: u64,
+    remote: SocketAddr,
+    counts: Arc<Counts>,
+    kill: CancellationToken,
+    cfg: HttpConfig,
+}
+
+impl Conn {
+    async fn run<F>(
+        self,
+        stream: TcpStream,
+        open: OpenGuard,
+        routes: F,
+        shutdown: Shutdown,
+        force: CancellationToken,
+    ) where
+        F: Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        let io = ConnIo::new(
+            stream,
+            Duration::from_millis(self.cfg.write_timeout_ms),
+            self.kill.clone(),
+            open,
+        );
+        let handle = ConnHandle {
+            kill: self.kill.clone(),
+        };
+        let counts = self.counts.clone();
+        let id = self.id;
+        let svc = warp::service(routes);
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // The first head is in: this connection no longer counts as pending.
+            counts.lock_pending().remove(&id);
+            req.extensions_mut().insert(handle.clone());
+            let mut svc = svc.clone();
+            svc.call(req)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.cfg.header_read_timeout_ms))
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.kill.cancelled() => Ok(()),
+            _ = shutdown.wait() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = self.kill.cancelled() => Ok(()),
+                    _ = force.cancelled() => Ok(()),
+                }
+            }
+        };
+        self.counts.lock_pending().remove(&self.id);
+        if let Err(e) = result {
+            if e.is_timeout() {
+                metrics::counter!("starling_http_timeouts_total", "kind" => "header").increment(1);
+            }
+            tracing::debug!(remote = %self.remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Answers a connection past `max_connections` with 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let body = crate::protocol::ApiError::unavailable(
+        "the node has as many connections as it allows; retry later or use another node",
+    )
+    .to_http_body();
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let close = async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing, so the reply is not lost to a reset.
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+}
+
+/// Rate limit for a warning that may repeat thousands of times a second.
+struct LogEvery {
+    every: Duration,
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogEvery {
+    fn new(every: Duration) -> LogEvery {
+        LogEvery {
+            every,
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// Counts one event; returns how many happened since the last log when it is time.
+    fn tick(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}

@@ -1,0 +1,355 @@
+//! Hostile and careless clients: silent and slow sockets, half-sent bodies, connection
+//! floods, readers that stop reading, WebSockets that never answer pings, requests hyper
+//! cannot parse, and cross-site pages. Each test talks to a real node over raw sockets.
+
+use crate::harness::*;
+use serde_json::{json, Value};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// Sends `request` on a fresh connection and reads the reply until the server closes it.
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request).expect("write request");
+    read_reply(&mut s)
+}
+
+/// Reads one reply (head and `content-length` body, or until EOF).
+fn read_reply(s: &mut TcpStream) -> (u16, String, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            if len.is_some_and(|n| body.len() >= n) {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return (status, head.to_string(), body.to_string());
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                return (status, head.to_string(), body.to_string());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn error_code(body: &str) -> String {
+    let v: Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// Whether the server has closed `s` (EOF or reset), without waiting.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+    let mut b = [0u8; 1024];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+const SLOW_LIMITS: &str = "[http]\nheader_read_timeout_ms = 1000\nbody_read_timeout_ms = 1000\nmax_pending_connections = 8\nmax_connections = 200\n";
+
+#[tokio::test]
+async fn silent_and_trickling_sockets_are_dropped_and_normal_clients_are_served() {
+    let node = TestNode::start(SLOW_LIMITS);
+    // Far more silent sockets than may wait for a first request head, and some that send a
+    // header byte now and then.
+    let mut silent: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(node.addr).unwrap())
+        .collect();
+    let mut trickle: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(node.addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ").unwrap();
+            s
+        })
+        .collect();
+    // A normal client is served meanwhile: health, a publish, a poll.
+    let (status, _) = get_json(&node, "/healthz").await;
+    assert_eq!(status, 200);
+    let offset = publish_ok(&node, "busy", json!("still here")).await;
+    let (status, body) = get_json(&node, "/v1/topics/busy/messages?after=0&timeout=0").await;
+    assert_eq!((status, body["next"].as_u64()), (200, Some(offset)));
+    // Every slow socket is closed by the server.
+    wait_for(
+        "the server to close every silent and trickling socket",
+        || {
+            for s in &mut trickle {
+                let _ = s.write_all(b"a");
+            }
+            let open = silent
+                .iter_mut()
+                .chain(trickle.iter_mut())
+                .map(closed_by_server)
+                .filter(|closed| !closed)
+                .count();
+            async move { (open == 0).then_some(()) }
+        },
+    )
+    .await;
+    assert!(
+        node.metric("starling_http_timeouts_total", "kind=\"header\"")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_half_sent_body_is_answered_408_and_the_connection_freed() {
+    let node = TestNode::start(SLOW_LIMITS);
+    let (status, _head, body) = raw_exchange(
+        node.addr,
+        b"POST /v1/topics/t/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"data\":",
+    );
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(error_code(&body), "bad_request");
+    assert!(
+        node.metric("starling_http_timeouts_total", "kind=\"body\"")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_maximum_are_refused_with_503_and_counted() {
+    let node = TestNode::start("[http]\nmax_connections = 4\nmax_pending_connections = 4\n");
+    // Four SSE streams hold every connection the node allows.
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(SseClient::connect(&node, "/v1/topics/full/events", None).await);
+    }
+    let (status, _head, body) =
+        raw_exchange(node.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_code(&body), "unavailable");
+    // One leaves: the node serves again, and says how many it refused.
+    streams.pop();
+    let refused = wait_for("a free connection slot", || async {
+        let c = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .ok()?;
+        let text = c
+            .get(format!("{}/metrics", node.http()))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("starling_http_refused_total{reason=\"max_connections\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    })
+    .await;
+    assert!(refused >= 1.0);
+}
+
+#[tokio::test]
+async fn a_slow_sse_reader_is_reset_at_the_socket() {
+    let node =
+        TestNode::start("[limits]\nmax_message_bytes = 65536\nmax_outbound_queue_bytes = 140000\n");
+    // A raw client with a tiny receive buffer that never reads after sending the request.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&node.addr.into()).unwrap();
+    let mut stream: TcpStream = sock.into();
+    write!(
+        stream,
+        "GET /v1/topics/big/events HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let payload = json!("x".repeat(60_000));
+    wait_for("the SSE client to be cut off as a slow consumer", || {
+        let (node, payload) = (&node, payload.clone());
+        async move {
+            publish_ok(node, "big", payload).await;
+            (node
+                .metric("starling_slow_consumer_disconnects_total", "")
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    // The server reset the connection: what it had not sent was discarded, not kept
+    // in a socket that stays open.
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let end = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(_) => continue,
+            Err(e) => break Err(e.kind()),
+        }
+    };
+    assert_eq!(end, Err(ErrorKind::ConnectionReset));
+}
+
+/// Reads raw WebSocket frames until a close frame; returns its code (None: EOF first).
+fn read_close_code(s: &mut TcpStream) -> Option<u16> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Parse whole server frames (never masked) from the front of `buf`.
+        while buf.len() >= 2 {
+            let opcode = buf[0] & 0x0f;
+            let (len, start) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (
+                    u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                126 | 127 => break,
+                n => (n as usize, 2),
+            };
+            if buf.len() < start + len {
+                break;
+            }
+            if opcode == 0x8 {
+                return (len >= 2).then(|| u16::from_be_bytes([buf[start], buf[start + 1]]));
+            }
+            buf.drain(..start + len);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_that_never_answers_pings_gets_a_close_frame() {
+    let node =
+        TestNode::start("[heartbeat]\nws_ping_interval_ms = 200\nws_pong_timeout_ms = 300\n");
+    let mut s = TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(
+        b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    // Skip the 101 head; the frames follow.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(read_close_code(&mut s), Some(4009));
+}
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_the_json_error_body() {
+    let node = TestNode::start("");
+    let (status, _, body) = raw_exchange(node.addr, b"NOT HTTP AT ALL\r\n\r\n");
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "bad_request");
+    let mut big = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 500_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let (status, _, body) = raw_exchange(node.addr, &big);
+    assert_eq!(status, 431);
+    assert_eq!(error_code(&body), "bad_request");
+    // The node goes on serving.
+    assert_eq!(get_json(&node, "/healthz").await.0, 200);
+}
+
+async fn post_with_origin(node: &TestNode, origin: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/topics/site/messages", node.http()))
+        .header("content-type", "text/plain")
+        .body(r#"{"data":"x"}"#);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    let res = req.send().await.expect("post");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn ws_status_with_origin(node: &TestNode, origin: &str) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = node.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert("origin", origin.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, res)) => res.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Err(e) => panic!("websocket: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn cross_site_posts_and_websockets_are_refused_unless_allowed() {
+    let node = TestNode::start("");
+    let (status, body) = post_with_origin(&node, Some("https://evil.example")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    assert_eq!(post_with_origin(&node, Some("null")).await.0, 403);
+    assert_eq!(
+        ws_status_with_origin(&node, "https://evil.example").await,
+        403
+    );
+    // curl and services send no Origin; a page served by the node itself is same-origin.
+    assert_eq!(post_with_origin(&node, None).await.0, 201);
+    assert_eq!(post_with_origin(&node, Some(&node.http())).await.0, 201);
+    assert_eq!(ws_status_with_origin(&node, &node.http()).await, 101);
+    // Nothing refused was published.
+    let (_, info) = get_json(&node, "/v1/topics/site").await;
+    assert_eq!(info["head"], 2);
+
+    let open = TestNode::start("[http]\nallowed_origins = [\"http://localhost:*\"]\n");
+    assert_eq!(
+        post_with_origin(&open, Some("http://localhost:8000"))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        ws_status_with_origin(&open, "http://localhost:8000").await,
+        101
+    );
+    assert_eq!(
+        post_with_origin(&open, Some("http://localhost.evil.example"))
+            .await
+            .0,
+        403
+    );
+}
