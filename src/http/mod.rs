@@ -119,6 +119,13 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .then(consumers::info);
+    let consumer_settings = consumer()
+        .and(warp::path::end())
+        .and(warp::put())
+        .and(s())
+        .and(warp::body::content_length_limit(body_limit))
+        .and(warp::body::bytes())
+        .then(consumers::configure);
     let websocket = warp::path!("v1" / "ws")
         .and(ws_upgrade::handshake())
         .and(s())
@@ -160,6 +167,8 @@ pub fn routes(
         .unify()
         // Boxed so the combined filter type stays within the compiler's recursion limit.
         .boxed()
+        .or(consumer_settings)
+        .unify()
         .or(cluster)
         .unify()
         .or(partition)
