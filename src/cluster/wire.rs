@@ -141,6 +141,12 @@ pub enum Call {
         topic: String,
         name: String,
     },
+    /// Changes the settings of an existing consumer; answered with its info.
+    ConsumerConfigure {
+        topic: String,
+        name: String,
+        options: ConsumerOptions,
+    },
 }
 
 /// Member `member` (a subscription on node `from`) joins consumer `name` of `topic`; its

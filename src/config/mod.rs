@@ -164,7 +164,8 @@ pub struct HeartbeatConfig {
     pub sse_keepalive_ms: u64,
 }
 
-/// Consumer delivery defaults, and the bounds a subscription may override them within.
+/// Consumer group defaults, the bounds a group's settings must lie within, and how many
+/// groups a topic may have for how long.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumersConfig {
@@ -177,6 +178,11 @@ pub struct ConsumersConfig {
     pub max_ack_wait_ms: u64,
     pub max_deliver_limit: u32,
     pub max_inflight_limit: usize,
+    /// A group with no connected member, nothing leased and no delivery, ack, nack or poll
+    /// for this long is deleted (JetStream's `inactive_threshold`).
+    pub idle_expiry_secs: u64,
+    /// Most consumer groups one topic may have; creating one more is refused.
+    pub max_groups_per_topic: usize,
 }
 
 impl Default for ConsumersConfig {
@@ -190,6 +196,8 @@ impl Default for ConsumersConfig {
             max_ack_wait_ms: 3_600_000,
             max_deliver_limit: 100,
             max_inflight_limit: 10_000,
+            idle_expiry_secs: 24 * 3600,
+            max_groups_per_topic: 1_000,
         }
     }
 }
@@ -494,6 +502,18 @@ impl Config {
         if c.backoff_ms.is_empty() {
             return Err(invalid("consumers.backoff_ms", "list at least one delay"));
         }
+        if c.idle_expiry_secs == 0 {
+            return Err(invalid(
+                "consumers.idle_expiry_secs",
+                "must be greater than 0",
+            ));
+        }
+        if c.max_groups_per_topic == 0 {
+            return Err(invalid(
+                "consumers.max_groups_per_topic",
+                "must be greater than 0",
+            ));
+        }
         Ok(())
     }
 
@@ -540,6 +560,17 @@ mod tests {
         let err =
             Config::parse("[[nodes]]\nid = \"a b\"\nhttp_addr = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(err.to_string().contains("nodes[0].id"), "{err}");
+    }
+
+    #[test]
+    fn consumer_group_limits_name_the_key() {
+        for key in ["idle_expiry_secs", "max_groups_per_topic"] {
+            let err = Config::parse(&format!("[consumers]\n{key} = 0\n")).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("consumers.{key}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! messages. The topic actor owns one per consumer name; this module decides who gets what
 //! and never blocks (it reads the log and offers frames to outbound queues).
 
-use super::window::{DeadLetter, Holder, Snapshot, Window, WindowConfig};
+use super::stored::StoredConsumer;
+use super::window::{DeadLetter, Holder, Window, WindowConfig};
 use crate::protocol::envelope::Delivery;
 use crate::protocol::TopicName;
 use crate::session::outbound::{OutFrame, Outbound};
@@ -10,7 +11,6 @@ use crate::session::SessionMsg;
 use crate::storage::{StorageError, TopicLog};
 use crate::topic::SubId;
 use ractor::ActorRef;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A connection taking part in a consumer.
@@ -18,16 +18,8 @@ pub struct Member {
     pub id: SubId,
     pub outbound: Arc<Outbound>,
     pub session: ActorRef<SessionMsg>,
-}
-
-/// What is persisted per consumer: its window and its settings.
-#[derive(Serialize, Deserialize)]
-pub struct StoredConsumer {
-    pub window: Snapshot,
-    pub ack_wait_ms: u64,
-    pub max_deliver: u32,
-    pub max_inflight: usize,
-    pub backoff_ms: Vec<u64>,
+    /// The most this member may hold in flight, if it asked for less than the group's.
+    pub max_inflight: Option<usize>,
 }
 
 pub struct Group {
@@ -35,6 +27,9 @@ pub struct Group {
     pub cfg: WindowConfig,
     pub members: Vec<Member>,
     next_member: usize,
+    /// Unix ms of the last ack, nack, poll, join, leave or settings change. Deliveries need
+    /// no record of their own: they go to members (whose leaving counts) or leases.
+    last_active_ms: u64,
     /// Changed since last persisted.
     pub dirty: bool,
 }
@@ -51,24 +46,21 @@ pub struct TopicView<'a> {
 }
 
 impl Group {
-    pub fn new(window: Window, cfg: WindowConfig) -> Group {
+    /// A new group, active at `now_ms`.
+    pub fn new(window: Window, cfg: WindowConfig, now_ms: u64) -> Group {
         Group {
             window,
             cfg,
             members: Vec::new(),
             next_member: 0,
+            last_active_ms: now_ms,
             dirty: true,
         }
     }
 
     pub fn restore(stored: &StoredConsumer) -> Group {
-        let cfg = WindowConfig {
-            ack_wait_ms: stored.ack_wait_ms,
-            max_deliver: stored.max_deliver,
-            max_inflight: stored.max_inflight,
-            backoff_ms: stored.backoff_ms.clone(),
-        };
-        let mut g = Group::new(Window::restore(&stored.window), cfg);
+        let window = Window::restore(&stored.window);
+        let mut g = Group::new(window, stored.config(), stored.last_active_ms);
         g.dirty = false;
         g
     }
@@ -80,13 +72,37 @@ impl Group {
             max_deliver: self.cfg.max_deliver,
             max_inflight: self.cfg.max_inflight,
             backoff_ms: self.cfg.backoff_ms.clone(),
+            last_active_ms: self.last_active_ms,
         }
     }
 
-    /// Removes member `id`; what it held is due at once (or dead if it was the last try).
-    pub fn leave(&mut self, id: SubId) -> Vec<DeadLetter> {
-        self.members.retain(|m| m.id != id);
+    /// Records activity at `now_ms` (the group changed, so it is persisted).
+    pub fn touch(&mut self, now_ms: u64) {
+        self.last_active_ms = self.last_active_ms.max(now_ms);
         self.dirty = true;
+    }
+
+    /// Whether the group has been idle for `idle_ms` at `now_ms`: no member connected,
+    /// nothing leased, and no activity since.
+    pub fn expired(&self, now_ms: u64, idle_ms: u64) -> bool {
+        self.members.is_empty()
+            && self.window.in_flight() == 0
+            && now_ms.saturating_sub(self.last_active_ms) >= idle_ms
+    }
+
+    /// How many more messages `holder` may take by its own cap (`None`: the group's; never
+    /// above the group's) less what it holds. The window keeps the group's total within
+    /// `max_inflight` besides.
+    pub fn room(&self, holder: Holder, cap: Option<usize>) -> usize {
+        let cap = cap.map_or(self.cfg.max_inflight, |c| c.min(self.cfg.max_inflight));
+        cap.saturating_sub(self.window.held(holder))
+    }
+
+    /// Removes member `id` at `now_ms`; what it held is due at once (or dead if it was the
+    /// last try).
+    pub fn leave(&mut self, id: SubId, now_ms: u64) -> Vec<DeadLetter> {
+        self.members.retain(|m| m.id != id);
+        self.touch(now_ms);
         self.window.release(&self.cfg, Holder::Member(id))
     }
 
@@ -103,14 +119,13 @@ impl Group {
         while !self.members.is_empty() && idle < self.members.len() {
             let i = self.next_member % self.members.len();
             let member = &self.members[i];
-            if !member.outbound.has_room() {
+            let holder = Holder::Member(member.id);
+            if !member.outbound.has_room() || self.room(holder, member.max_inflight) == 0 {
                 self.next_member = i + 1;
                 idle += 1;
                 continue;
             }
-            let taken = self
-                .window
-                .take(&self.cfg, Holder::Member(member.id), t.now_ms, t.head, 1);
+            let taken = self.window.take(&self.cfg, holder, t.now_ms, t.head, 1);
             dead.extend(taken.dead.iter().copied());
             let Some(d) = taken.deliveries.first().copied() else {
                 if taken.dead.is_empty() {
@@ -142,5 +157,55 @@ impl Group {
             self.dirty = true;
         }
         Ok(dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(now_ms: u64) -> Group {
+        let cfg = WindowConfig {
+            ack_wait_ms: 1000,
+            max_deliver: 3,
+            max_inflight: 4,
+            backoff_ms: vec![100],
+        };
+        Group::new(Window::starting_after(0), cfg, now_ms)
+    }
+
+    #[test]
+    fn expires_only_after_a_whole_idle_period_with_nothing_leased() {
+        let mut g = group(1_000);
+        assert!(!g.expired(1_999, 1_000));
+        assert!(g.expired(2_000, 1_000));
+        g.touch(1_500);
+        assert!(
+            !g.expired(2_000, 1_000),
+            "activity restarts the idle period"
+        );
+        g.touch(500);
+        assert!(g.expired(2_500, 1_000), "an older time never moves it back");
+        // A lease holds the group until it is acked or expires.
+        g.window.take(&g.cfg.clone(), Holder::Lease, 2_500, 1, 1);
+        assert!(!g.expired(10_000, 1_000));
+        g.window.ack(1).unwrap();
+        assert!(g.expired(10_000, 1_000));
+    }
+
+    #[test]
+    fn a_member_cap_narrows_only_its_own_room() {
+        let mut g = group(0);
+        let (a, b) = (Holder::Member(1), Holder::Member(2));
+        assert_eq!(g.room(a, None), 4);
+        assert_eq!(g.room(a, Some(1)), 1);
+        assert_eq!(g.room(a, Some(99)), 4, "never above the group's");
+        g.window.take(&g.cfg.clone(), a, 0, 10, 1);
+        assert_eq!(g.room(a, Some(1)), 0);
+        assert_eq!(
+            g.room(b, None),
+            4,
+            "what `a` holds does not count against `b`"
+        );
     }
 }

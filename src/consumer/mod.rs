@@ -4,6 +4,7 @@
 
 pub mod group;
 pub mod options;
+pub mod stored;
 pub mod window;
 
 /// An ack, cumulative ack or nack from a client.
@@ -23,7 +24,7 @@ pub struct AckReport {
     pub already: usize,
 }
 
-/// What `GET /v1/topics/{topic}/consumers/{name}` shows.
+/// What `GET /v1/topics/{topic}/consumers/{name}` (and `PUT`) shows.
 #[derive(Clone, Debug, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ConsumerInfo {
     pub ack_floor: u64,
@@ -37,6 +38,7 @@ pub struct ConsumerInfo {
     pub ack_wait_ms: u64,
     pub max_deliver: u32,
     pub max_inflight: usize,
+    pub backoff_ms: Vec<u64>,
 }
 
 /// What a member learns when it joins.

@@ -1,10 +1,12 @@
-//! Per-subscription consumer settings, checked against the configured bounds.
+//! Consumer settings a subscription, poll or `PUT` names, checked against the configured
+//! bounds and, for a group that exists, against the group's own.
 
 use super::window::WindowConfig;
 use crate::config::ConsumersConfig;
 use crate::protocol::ApiError;
 
-/// What a subscription asked for; `None` takes the configured default.
+/// What a subscription, poll or `PUT` asked for; `None` leaves a setting as it is (or takes
+/// the configured default for a new group).
 #[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct ConsumerOptions {
     pub ack_wait_ms: Option<u64>,
@@ -29,7 +31,45 @@ impl ConsumerOptions {
         self.apply(&defaults, c)
     }
 
-    /// `base` with the values this subscription set, checked against the bounds.
+    /// Whether no setting is named.
+    pub fn is_empty(&self) -> bool {
+        *self == ConsumerOptions::default()
+    }
+
+    /// For a member (or poll) of the existing group with settings `group`: every group
+    /// setting it names must be the group's own, since only `PUT <route>` changes them, and
+    /// its `max_inflight` may only narrow its own window. Returns that cap, if named.
+    pub fn check_join(&self, group: &WindowConfig, route: &str) -> Result<Option<usize>, ApiError> {
+        let differs = |name: &str, asked: String, has: String| {
+            ApiError::bad_request(format!(
+                "`{name}` {asked} differs from the consumer group's {has}: a subscription \
+                 cannot change a group's settings; leave it out, or change the group with \
+                 PUT {route}"
+            ))
+        };
+        if let Some(v) = self.ack_wait_ms.filter(|v| *v != group.ack_wait_ms) {
+            let has = group.ack_wait_ms.to_string();
+            return Err(differs("ack_wait_ms", v.to_string(), has));
+        }
+        if let Some(v) = self.max_deliver.filter(|v| *v != group.max_deliver) {
+            let has = group.max_deliver.to_string();
+            return Err(differs("max_deliver", v.to_string(), has));
+        }
+        if let Some(v) = self.backoff_ms.as_ref().filter(|v| **v != group.backoff_ms) {
+            let has = format!("{:?}", group.backoff_ms);
+            return Err(differs("backoff_ms", format!("{v:?}"), has));
+        }
+        match self.max_inflight {
+            Some(n) if n == 0 || n > group.max_inflight => Err(ApiError::bad_request(format!(
+                "`max_inflight` must be 1..={} (the consumer group's): a member may only \
+                 narrow its own window; change the group's with PUT {route}",
+                group.max_inflight
+            ))),
+            cap => Ok(cap),
+        }
+    }
+
+    /// `base` with the values named here, checked against the bounds.
     pub fn apply(
         &self,
         base: &WindowConfig,
@@ -100,6 +140,79 @@ mod tests {
         // Settings not given keep what the consumer had.
         let kept = ConsumerOptions::default().apply(&w, &c).unwrap();
         assert_eq!(kept, w);
+    }
+
+    #[test]
+    fn joining_a_group_may_repeat_its_settings_and_narrow_its_own_window() {
+        let group = ConsumerOptions::default()
+            .resolve(&ConsumersConfig::default())
+            .unwrap();
+        let same = ConsumerOptions {
+            ack_wait_ms: Some(group.ack_wait_ms),
+            max_deliver: Some(group.max_deliver),
+            backoff_ms: Some(group.backoff_ms.clone()),
+            max_inflight: None,
+        };
+        assert_eq!(same.check_join(&group, "PUT-ROUTE"), Ok(None));
+        let narrow = ConsumerOptions {
+            max_inflight: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(narrow.check_join(&group, "PUT-ROUTE"), Ok(Some(3)));
+        let whole = ConsumerOptions {
+            max_inflight: Some(group.max_inflight),
+            ..Default::default()
+        };
+        assert_eq!(whole.check_join(&group, "PUT-ROUTE"), Ok(Some(100)));
+    }
+
+    #[test]
+    fn joining_with_other_settings_names_the_setting_and_the_route() {
+        let group = ConsumerOptions::default()
+            .resolve(&ConsumersConfig::default())
+            .unwrap();
+        for (o, name) in [
+            (
+                ConsumerOptions {
+                    ack_wait_ms: Some(100),
+                    ..Default::default()
+                },
+                "ack_wait_ms",
+            ),
+            (
+                ConsumerOptions {
+                    max_deliver: Some(1),
+                    ..Default::default()
+                },
+                "max_deliver",
+            ),
+            (
+                ConsumerOptions {
+                    backoff_ms: Some(vec![0]),
+                    ..Default::default()
+                },
+                "backoff_ms",
+            ),
+            (
+                ConsumerOptions {
+                    max_inflight: Some(101),
+                    ..Default::default()
+                },
+                "max_inflight",
+            ),
+            (
+                ConsumerOptions {
+                    max_inflight: Some(0),
+                    ..Default::default()
+                },
+                "max_inflight",
+            ),
+        ] {
+            let e = o.check_join(&group, "PUT-ROUTE").unwrap_err();
+            assert_eq!(e.code, crate::protocol::ErrorCode::BadRequest);
+            assert!(e.message.contains(name), "{e}");
+            assert!(e.message.contains("PUT-ROUTE"), "{e}");
+        }
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub struct Window {
     floor: u64,
     done_above: BTreeSet<u64>,
     in_flight: BTreeMap<u64, InFlight>,
+    /// How many of `in_flight` each holder has (holders with none are absent).
+    held: BTreeMap<Holder, usize>,
     waiting: BTreeMap<u64, Waiting>,
     next: u64,
     stats: Stats,
@@ -133,6 +135,7 @@ impl Window {
             floor: after,
             done_above: BTreeSet::new(),
             in_flight: BTreeMap::new(),
+            held: BTreeMap::new(),
             waiting: BTreeMap::new(),
             next: after + 1,
             stats: Stats::default(),
@@ -216,6 +219,11 @@ impl Window {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// How many messages `holder` has in flight.
+    pub fn held(&self, holder: Holder) -> usize {
+        self.held.get(&holder).copied().unwrap_or(0)
     }
 
     pub fn stats(&self) -> Stats {
@@ -313,14 +321,31 @@ impl Window {
     }
 
     fn fly(&mut self, cfg: &WindowConfig, offset: u64, attempt: u32, holder: Holder, now_ms: u64) {
-        self.in_flight.insert(
-            offset,
-            InFlight {
-                attempt,
-                deadline_ms: now_ms.saturating_add(cfg.ack_wait_ms),
-                holder,
-            },
-        );
+        let f = InFlight {
+            attempt,
+            deadline_ms: now_ms.saturating_add(cfg.ack_wait_ms),
+            holder,
+        };
+        if let Some(old) = self.in_flight.insert(offset, f) {
+            self.unhold(old.holder);
+        }
+        *self.held.entry(holder).or_insert(0) += 1;
+    }
+
+    /// Takes `offset` out of flight (every removal goes through here, so `held` stays true).
+    fn land(&mut self, offset: u64) -> Option<InFlight> {
+        let f = self.in_flight.remove(&offset)?;
+        self.unhold(f.holder);
+        Some(f)
+    }
+
+    fn unhold(&mut self, holder: Holder) {
+        if let Some(n) = self.held.get_mut(&holder) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&holder);
+            }
+        }
     }
 
     /// Acks one offset. Already-done offsets are accepted and change nothing.
@@ -331,7 +356,7 @@ impl Window {
         if offset >= self.next {
             return Err(AckError::NotDelivered(offset));
         }
-        self.in_flight.remove(&offset);
+        self.land(offset);
         self.waiting.remove(&offset);
         self.mark_done(offset);
         Ok(Acked::Done)
@@ -350,7 +375,7 @@ impl Window {
             .chain(self.waiting.range(..=upto).map(|(o, _)| *o))
             .collect();
         for o in pending {
-            self.in_flight.remove(&o);
+            self.land(o);
             self.waiting.remove(&o);
             n += 1;
         }
@@ -375,7 +400,7 @@ impl Window {
         if self.is_done(offset) || offset >= self.next {
             return Err(AckError::NotInFlight(offset));
         }
-        let Some(f) = self.in_flight.remove(&offset) else {
+        let Some(f) = self.land(offset) else {
             return Err(AckError::NotInFlight(offset));
         };
         Ok(self.retry_or_dead(cfg, offset, f.attempt, now_ms.saturating_add(delay_ms)))
@@ -414,7 +439,7 @@ impl Window {
             .collect();
         let mut dead = Vec::new();
         for (offset, attempt) in expired {
-            self.in_flight.remove(&offset);
+            self.land(offset);
             let not_before = now_ms.saturating_add(cfg.backoff(attempt));
             dead.extend(self.retry_or_dead(cfg, offset, attempt, not_before));
         }
@@ -424,7 +449,7 @@ impl Window {
     /// Takes back a delivery that could not be handed over: it is due again at once, and
     /// the attempt does not count.
     pub fn unfly(&mut self, offset: u64) {
-        if let Some(f) = self.in_flight.remove(&offset) {
+        if let Some(f) = self.land(offset) {
             if f.attempt > 1 {
                 self.stats.redelivered = self.stats.redelivered.saturating_sub(1);
             }
@@ -449,7 +474,7 @@ impl Window {
             .collect();
         let mut dead = Vec::new();
         for (offset, attempts) in held {
-            self.in_flight.remove(&offset);
+            self.land(offset);
             dead.extend(self.retry_or_dead(cfg, offset, attempts, 0));
         }
         dead
@@ -467,7 +492,10 @@ impl Window {
             .count() as u64
             + upto.saturating_sub(self.next.saturating_sub(1).max(self.floor));
         self.stats.trimmed += lost;
-        self.in_flight.retain(|o, _| *o > upto);
+        let gone: Vec<u64> = self.in_flight.range(..=upto).map(|(o, _)| *o).collect();
+        for o in gone {
+            self.land(o);
+        }
         self.waiting.retain(|o, _| *o > upto);
         self.done_above.retain(|o| *o > upto);
         self.floor = upto;

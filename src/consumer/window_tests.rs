@@ -37,6 +37,25 @@ fn delivers_new_offsets_up_to_the_inflight_limit() {
 }
 
 #[test]
+fn counts_what_each_holder_has_in_flight() {
+    let mut w = Window::starting_after(0);
+    w.take(&cfg(), A, 0, 10, 2);
+    w.take(&cfg(), B, 0, 10, 1);
+    assert_eq!((w.held(A), w.held(B), w.held(Holder::Lease)), (2, 1, 0));
+    w.ack(1).unwrap();
+    assert_eq!(w.held(A), 1);
+    w.release(&cfg(), A);
+    assert_eq!((w.held(A), w.held(B)), (0, 1));
+    w.expire(&cfg(), 1000);
+    assert_eq!(w.held(B), 0, "an expired delivery is no longer held");
+    // A redelivery to another holder is counted there.
+    w.take(&cfg(), A, 2000, 10, 3);
+    assert_eq!(w.held(A), 3);
+    w.trim(4);
+    assert_eq!(w.held(A), 1, "trimmed offsets are no longer held");
+}
+
+#[test]
 fn expired_messages_come_back_with_backoff_and_a_higher_attempt() {
     let c = cfg();
     let mut w = Window::starting_after(0);
@@ -266,6 +285,8 @@ proptest! {
                 Op::Restore => w = Window::restore(&w.snapshot()),
             }
             prop_assert!(w.in_flight() <= c.max_inflight);
+            let held: usize = (0..3).map(|h| w.held(holder(h))).sum();
+            prop_assert_eq!(held, w.in_flight(), "held per holder must add up to in flight");
             for o in 1..w.next() {
                 let states = [w.is_done(o), w.is_pending(o)].iter().filter(|b| **b).count();
                 prop_assert_eq!(states, 1, "offset {} is in {} states", o, states);

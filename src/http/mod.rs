@@ -127,6 +127,12 @@ pub fn routes(
         .and(warp::get())
         .and(s())
         .then(consumers::info);
+    let consumer_settings = consumer()
+        .and(warp::path::end())
+        .and(warp::put())
+        .and(s())
+        .and(body())
+        .then(consumers::configure);
     let websocket = warp::path!("v1" / "ws")
         .and(ws_upgrade::handshake())
         .and(s())
@@ -169,6 +175,8 @@ pub fn routes(
                 .unify()
                 // Boxed so the combined filter type stays within the compiler's recursion limit.
                 .boxed()
+                .or(consumer_settings)
+                .unify()
                 .or(cluster)
                 .unify()
                 .or(partition)

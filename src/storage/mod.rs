@@ -164,6 +164,8 @@ pub trait TopicLog: Send + Sync + 'static {
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError>;
     /// Stores the state of consumer `name` of `topic` (durable with the next flush).
     fn save_consumer(&self, topic: &str, name: &str, state: &[u8]) -> Result<(), StorageError>;
+    /// Deletes consumer `name` of `topic` (durable with the next flush).
+    fn delete_consumer(&self, topic: &str, name: &str) -> Result<(), StorageError>;
     /// Every stored consumer of `topic`, with its state.
     fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError>;
     /// Makes every write so far durable. Called by one task only.

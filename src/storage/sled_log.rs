@@ -532,6 +532,11 @@ impl TopicLog for SledLog {
         Ok(())
     }
 
+    fn delete_consumer(&self, topic: &str, name: &str) -> Result<(), StorageError> {
+        self.consumers.remove(dedupe_key(topic, name))?;
+        Ok(())
+    }
+
     fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let prefix = dedupe_key(topic, "");
         let mut out = Vec::new();

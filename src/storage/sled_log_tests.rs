@@ -445,7 +445,7 @@ fn concurrent_reads_see_contiguous_retained_messages() {
 }
 
 #[test]
-fn consumers_are_stored_per_topic_and_survive_reopen() {
+fn consumers_are_stored_per_topic_deleted_and_survive_reopen() {
     let dir = TempDir::new().unwrap();
     {
         let log = open(&dir, 64);
@@ -453,6 +453,9 @@ fn consumers_are_stored_per_topic_and_survive_reopen() {
         log.save_consumer("a", "c2", b"two").unwrap();
         log.save_consumer("a", "c1", b"uno").unwrap();
         log.save_consumer("ab", "c3", b"three").unwrap();
+        log.save_consumer("a", "gone", b"four").unwrap();
+        log.delete_consumer("a", "gone").unwrap();
+        log.delete_consumer("a", "never-saved").unwrap();
         log.flush().unwrap();
     }
     let log = open(&dir, 64);

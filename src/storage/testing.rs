@@ -121,6 +121,10 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.save_consumer(topic, name, state)
     }
 
+    fn delete_consumer(&self, topic: &str, name: &str) -> Result<(), StorageError> {
+        self.inner.delete_consumer(topic, name)
+    }
+
     fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         self.inner.consumers(topic)
     }

@@ -13,7 +13,7 @@ use crate::cluster::wire::{Cast, WireMessage, WireMeta};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::protocol::envelope::Delivery;
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
@@ -88,11 +88,9 @@ pub struct TopicState {
     pub(super) last_used: Instant,
     /// Dead letters to publish before the consumers' state is persisted.
     pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
-    /// Ack replies to send once the persisted position is durable.
-    pub(super) ack_replies: Vec<(
-        ractor::RpcReplyPort<Result<crate::consumer::AckReport, ApiError>>,
-        crate::consumer::AckReport,
-    )>,
+    /// Replies (to acks and settings changes) to send once the persisted consumer state is
+    /// durable.
+    pub(super) durable_replies: Vec<DurableReply>,
     /// Ticks consumer deadlines while any consumer exists.
     pub(super) consumer_timer: Option<tokio::task::JoinHandle<()>>,
     /// Nodes that follow this topic: each gets every durable message once.
@@ -105,6 +103,10 @@ pub struct TopicState {
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
 
+/// A reply sent once consumer state is durable (`Sync` because the state is borrowed
+/// across the awaits of dead-letter publishing).
+pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send + Sync>;
+
 impl Actor for TopicActor {
     type Msg = TopicMsg;
     type State = TopicState;
@@ -115,8 +117,10 @@ impl Actor for TopicActor {
         myself: ActorRef<TopicMsg>,
         args: TopicArgs,
     ) -> Result<TopicState, ActorProcessingErr> {
+        let expiry = Duration::from_secs(args.ctx.consumers.idle_expiry_secs);
         let tick = RETENTION_TICK
             .min(args.ctx.idle / 2)
+            .min(expiry / 2)
             .max(Duration::from_millis(100));
         myself.send_interval(tick, || TopicMsg::Tick);
         Ok(TopicState {
@@ -136,7 +140,7 @@ impl Actor for TopicActor {
             groups: HashMap::new(),
             last_used: Instant::now(),
             dead_queue: Vec::new(),
-            ack_replies: Vec::new(),
+            durable_replies: Vec::new(),
             consumer_timer: None,
             followers: HashSet::new(),
             term: 0,
@@ -145,7 +149,7 @@ impl Actor for TopicActor {
     }
 
     /// Takes the topic over (messages queue meanwhile), then loads it: its meta, and its
-    /// consumers.
+    /// consumers (deleting those that expired while the topic was not loaded).
     async fn post_start(
         &self,
         myself: ActorRef<TopicMsg>,
@@ -168,6 +172,7 @@ impl Actor for TopicActor {
         tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
         state.shared.head.send_replace(meta.head);
         state.groups = super::consumers::load(&*state.ctx.log, &state.topic)?;
+        state.expire_idle_groups()?;
         state.epoch = Arc::from(meta.epoch.as_str());
         state.exists = start.exists;
         state.first = meta.first;
@@ -283,6 +288,7 @@ impl Actor for TopicActor {
             }
             TopicMsg::Tick => {
                 state.apply_retention()?;
+                state.expire_idle_groups()?;
                 state.retire_if_idle(&myself);
                 return Ok(());
             }
@@ -535,6 +541,9 @@ pub fn refuse(msg: TopicMsg) {
             let _ = reply.send(Err(moving()));
         }
         TopicMsg::ConsumerLease { reply, .. } => {
+            let _ = reply.send(Err(moving()));
+        }
+        TopicMsg::ConsumerConfigure { reply, .. } => {
             let _ = reply.send(Err(moving()));
         }
         TopicMsg::Follow { reply, .. } => {

@@ -1,10 +1,15 @@
 //! The consumer side of a topic actor: consumer groups live with the topic (so ownership
 //! of a topic covers its consumers), are pumped whenever something changes, and are
-//! persisted after every change. An ack with a reply is answered once it is durable.
+//! persisted after every change. An ack or settings change with a reply is answered once
+//! it is durable. A group's settings are fixed when it is created and change only by an
+//! explicit `ConsumerConfigure`; a topic holds at most `max_groups_per_topic` groups, and a
+//! group idle for `idle_expiry_secs` is deleted.
 
 use super::actor::TopicState;
 use super::{SubId, TopicMsg};
-use crate::consumer::group::{Group, Member, StoredConsumer, TopicView};
+use crate::consumer::group::{Group, Member, TopicView};
+use crate::consumer::options::ConsumerOptions;
+use crate::consumer::stored::StoredConsumer;
 use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
 use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
 use crate::protocol::envelope::Delivery;
@@ -16,6 +21,7 @@ use crate::storage::{StorageError, TopicLog};
 use crate::topic::now_ms;
 use bytes::Bytes;
 use ractor::{ActorProcessingErr, ActorRef};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -27,15 +33,12 @@ pub(super) fn load(
     log: &dyn TopicLog,
     topic: &TopicName,
 ) -> Result<HashMap<String, Group>, StorageError> {
-    let mut groups = HashMap::new();
+    let (mut groups, now) = (HashMap::new(), now_ms());
     for (name, bytes) in log.consumers(topic.as_str())? {
-        let stored: StoredConsumer =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map(|(v, _)| v)
-                .map_err(|e| StorageError::Corrupt {
-                    what: "consumer",
-                    detail: e.to_string(),
-                })?;
+        let stored = StoredConsumer::decode(&bytes, now).map_err(|e| StorageError::Corrupt {
+            what: "consumer",
+            detail: e.to_string(),
+        })?;
         groups.insert(name, Group::restore(&stored));
     }
     Ok(groups)
@@ -46,6 +49,11 @@ fn no_consumer(name: &str) -> ApiError {
         ErrorCode::NotFound,
         format!("consumer {name} does not exist"),
     )
+}
+
+/// The route that changes a group's settings, for error messages.
+fn settings_route(topic: &TopicName, name: &str) -> String {
+    format!("/v1/topics/{topic}/consumers/{name}")
 }
 
 impl TopicState {
@@ -104,14 +112,19 @@ impl TopicState {
             TopicMsg::ConsumerAck { name, ack, reply } => {
                 let r = self.ack(&name, &ack);
                 self.pump_consumers()?;
-                match (reply, r) {
-                    // Answered by `settle_consumers`, once the new position is durable.
-                    (Some(reply), Ok(report)) => self.ack_replies.push((reply, report)),
-                    (Some(reply), Err(e)) => {
-                        let _ = reply.send(Err(e));
-                    }
-                    (None, _) => {}
+                if let Some(reply) = reply {
+                    self.reply_when_durable(reply, r);
                 }
+                return Ok(());
+            }
+            TopicMsg::ConsumerConfigure {
+                name,
+                options,
+                reply,
+            } => {
+                let r = self.configure(&name, &options);
+                self.pump_consumers()?;
+                self.reply_when_durable(reply, r);
                 return Ok(());
             }
             TopicMsg::ConsumerLease {
@@ -135,34 +148,63 @@ impl TopicState {
         self.pump_consumers()
     }
 
-    /// The group `name`, created after `after` (or at the head) if new. Settings the
-    /// caller gave apply; the others stay as they are (or take the configured defaults).
+    /// Sends `reply` once the consumer state this message changed is durable (by
+    /// `settle_consumers`), or at once if the request failed.
+    fn reply_when_durable<T: Send + Sync + 'static>(
+        &mut self,
+        reply: ractor::RpcReplyPort<Result<T, ApiError>>,
+        r: Result<T, ApiError>,
+    ) {
+        match r {
+            Ok(v) => self.durable_replies.push(Box::new(move |f| {
+                let _ = reply.send(
+                    f.map(|_| v)
+                        .map_err(|_| ApiError::unavailable("storage flush failed")),
+                );
+            })),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// The group `name`, and the most the caller may hold in flight if it named less than
+    /// the group's. A new group is created after `after` (or at the head) with the settings
+    /// named and the configured defaults for the rest, unless the topic already has
+    /// `max_groups_per_topic`. An existing group keeps its settings: naming other ones is
+    /// refused (see [`ConsumerOptions::check_join`]).
     fn group(
         &mut self,
         name: String,
-        options: &crate::consumer::options::ConsumerOptions,
+        options: &ConsumerOptions,
         after: Option<u64>,
-    ) -> Result<&mut Group, ApiError> {
+    ) -> Result<(&mut Group, Option<usize>), ApiError> {
         let durable = self.durable;
         let first = self.meta().first;
         let limits = &self.ctx.consumers;
+        let count = self.groups.len();
         match self.groups.entry(name) {
-            std::collections::hash_map::Entry::Occupied(e) => {
-                let group = e.into_mut();
-                let cfg = options.apply(&group.cfg, limits)?;
-                if group.cfg != cfg {
-                    group.cfg = cfg;
-                    group.dirty = true;
-                }
-                Ok(group)
+            Entry::Occupied(e) => {
+                let route = settings_route(&self.topic, e.key());
+                let cap = options.check_join(&e.get().cfg, &route)?;
+                Ok((e.into_mut(), cap))
             }
-            std::collections::hash_map::Entry::Vacant(e) => {
+            Entry::Vacant(e) => {
+                if count >= limits.max_groups_per_topic {
+                    return Err(ApiError::bad_request(format!(
+                        "topic {} already has {count} consumer groups, the most \
+                         [consumers] max_groups_per_topic allows: join an existing group, \
+                         or wait until an idle one expires",
+                        self.topic
+                    )));
+                }
                 let cfg = options.resolve(limits)?;
                 let start = after
                     .unwrap_or(durable)
                     .min(durable)
                     .max(first.saturating_sub(1));
-                Ok(e.insert(Group::new(Window::starting_after(start), cfg)))
+                let group = Group::new(Window::starting_after(start), cfg, now_ms());
+                Ok((e.insert(group), options.max_inflight))
             }
         }
     }
@@ -171,13 +213,13 @@ impl TopicState {
         &mut self,
         name: String,
         member: super::Subscriber,
-        options: &crate::consumer::options::ConsumerOptions,
+        options: &ConsumerOptions,
         after: Option<u64>,
     ) -> Result<Joined, ApiError> {
         let epoch = self.epoch.clone();
         let (first, head) = (self.meta().first, self.durable);
         let shared = self.shared.clone();
-        let group = self.group(name, options, after)?;
+        let (group, cap) = self.group(name, options, after)?;
         shared
             .subscribers()
             .insert(member.id, member.session.clone());
@@ -185,7 +227,9 @@ impl TopicState {
             id: member.id,
             outbound: member.outbound,
             session: member.session,
+            max_inflight: cap,
         });
+        group.touch(now_ms());
         Ok(Joined {
             epoch,
             ack_floor: group.window.floor(),
@@ -197,7 +241,7 @@ impl TopicState {
     fn leave(&mut self, name: &str, member: SubId) {
         self.shared.subscribers().remove(&member);
         if let Some(g) = self.groups.get_mut(name) {
-            let dead = g.leave(member);
+            let dead = g.leave(member, now_ms());
             self.dead_letters(name, dead);
         }
     }
@@ -241,15 +285,53 @@ impl TopicState {
                 }
             }
         }
-        g.dirty = true;
+        g.touch(now);
         self.dead_letters(name, dead);
         Ok(report)
+    }
+
+    /// Changes the settings of an existing group (the ones named; checked against the
+    /// bounds). Messages in flight keep the deadline they were delivered with.
+    fn configure(
+        &mut self,
+        name: &str,
+        options: &ConsumerOptions,
+    ) -> Result<ConsumerInfo, ApiError> {
+        let g = self.groups.get_mut(name).ok_or_else(|| no_consumer(name))?;
+        g.cfg = options.apply(&g.cfg, &self.ctx.consumers)?;
+        g.touch(now_ms());
+        tracing::info!(topic = %self.topic, consumer = name, settings = ?g.cfg, "consumer settings changed");
+        Ok(info(g))
+    }
+
+    /// Deletes, from memory and storage, every group idle for `idle_expiry_secs` (see
+    /// [`Group::expired`]). Runs when the topic is loaded and on every retention tick.
+    pub(super) fn expire_idle_groups(&mut self) -> Result<(), StorageError> {
+        let idle_ms = self.ctx.consumers.idle_expiry_secs.saturating_mul(1000);
+        let now = now_ms();
+        let expired: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.expired(now, idle_ms))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in expired {
+            self.ctx.log.delete_consumer(self.topic.as_str(), &name)?;
+            self.groups.remove(&name);
+            tracing::info!(topic = %self.topic, consumer = name, "idle consumer group expired");
+        }
+        if self.groups.is_empty() {
+            if let Some(t) = self.consumer_timer.take() {
+                t.abort();
+            }
+        }
+        Ok(())
     }
 
     fn lease(
         &mut self,
         name: String,
-        options: &crate::consumer::options::ConsumerOptions,
+        options: &ConsumerOptions,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Delivery>, ApiError> {
@@ -257,9 +339,10 @@ impl TopicState {
         let (topic, epoch, durable) = (self.topic.clone(), self.epoch.clone(), self.durable);
         let log = self.ctx.log.clone();
         let dlq_name = name.clone();
-        let g = self.group(name, options, after)?;
-        let taken = g.window.take(&g.cfg, Holder::Lease, now, durable, limit);
-        g.dirty = true;
+        let (g, cap) = self.group(name, options, after)?;
+        let room = g.room(Holder::Lease, cap).min(limit);
+        let taken = g.window.take(&g.cfg, Holder::Lease, now, durable, room);
+        g.touch(now);
         let mut out = Vec::with_capacity(taken.deliveries.len());
         for d in &taken.deliveries {
             let msg = log
@@ -316,24 +399,18 @@ impl TopicState {
             self.publish_dead_letter(&consumer, d).await?;
         }
         self.persist_consumers()?;
-        for (reply, report) in self.ack_replies.drain(..) {
-            self.ctx.flusher.after_flush(Box::new(move |f| {
-                let _ = reply.send(
-                    f.map(|_| report)
-                        .map_err(|_| ApiError::unavailable("storage flush failed")),
-                );
-            }));
+        for done in self.durable_replies.drain(..) {
+            self.ctx.flusher.after_flush(Box::new(done));
         }
         Ok(())
     }
 
     pub(super) fn persist_consumers(&mut self) -> Result<(), StorageError> {
         for (name, g) in self.groups.iter_mut().filter(|(_, g)| g.dirty) {
-            let bytes = bincode::serde::encode_to_vec(g.stored(), bincode::config::standard())
-                .map_err(|e| StorageError::Corrupt {
-                    what: "consumer",
-                    detail: e.to_string(),
-                })?;
+            let bytes = g.stored().encode().map_err(|e| StorageError::Corrupt {
+                what: "consumer",
+                detail: e.to_string(),
+            })?;
             self.ctx
                 .log
                 .save_consumer(self.topic.as_str(), name, &bytes)?;
@@ -407,5 +484,6 @@ fn info(g: &Group) -> ConsumerInfo {
         ack_wait_ms: g.cfg.ack_wait_ms,
         max_deliver: g.cfg.max_deliver,
         max_inflight: g.cfg.max_inflight,
+        backoff_ms: g.cfg.backoff_ms.clone(),
     }
 }

@@ -1,7 +1,7 @@
 //! Consumers on a follower: a member connected here joins the owner's consumer group
 //! through the owner's relay ([`super::super::relay`]); the frames the owner casts back
-//! are pushed into the member's queue in order. Acks, leases and info are forwarded as calls,
-//! each in its own task so that the follower keeps delivering meanwhile.
+//! are pushed into the member's queue in order. Acks, leases, info and settings changes are
+//! forwarded as calls, each in its own task so that the follower keeps delivering meanwhile.
 
 use super::FollowerState;
 use crate::cluster::client::Cluster;
@@ -136,6 +136,24 @@ impl FollowerState {
                     if let Ok(Reply::ConsumerInfo(info)) = cluster.call(&owner, &call).await {
                         let _ = reply.send(info);
                     }
+                });
+            }
+            TopicMsg::ConsumerConfigure {
+                name,
+                options,
+                reply,
+            } => {
+                tokio::spawn(async move {
+                    let call = Call::ConsumerConfigure {
+                        topic,
+                        name,
+                        options,
+                    };
+                    let r = match cluster.call(&owner, &call).await {
+                        Ok(Reply::ConsumerInfo(Some(info))) => Ok(info),
+                        other => Err(failure(&owner, other)),
+                    };
+                    let _ = reply.send(r);
                 });
             }
             TopicMsg::MemberFrames {

@@ -161,8 +161,8 @@ pub enum TopicMsg {
     },
     /// Periodic retention.
     Tick,
-    /// A connection joins consumer `name` (created at `after`, or the head, if new).
-    /// The topic actor announces the subscription in the member's queue (before any
+    /// A connection joins consumer `name` (created at `after`, or the head, if new; an
+    /// existing one keeps its settings). The topic actor announces the subscription in the member's queue (before any
     /// delivery) when `announce` is set, echoing `req`.
     ConsumerJoin {
         name: String,
@@ -196,6 +196,12 @@ pub enum TopicMsg {
     ConsumerInfo {
         name: String,
         reply: RpcReplyPort<Option<ConsumerInfo>>,
+    },
+    /// Changes the settings of the existing consumer `name` (`PUT .../consumers/{name}`).
+    ConsumerConfigure {
+        name: String,
+        options: ConsumerOptions,
+        reply: RpcReplyPort<Result<ConsumerInfo, ApiError>>,
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,

@@ -2,7 +2,7 @@
 //! node joins the owner's consumer group through a relay: a local outbound queue (so the
 //! group paces it like any member) drained by a task that casts the frames, in order, to the
 //! member's node. The relay is the member's "session" here: when the topic actor lets go of
-//! it, the member's node is told to join again. Acks, leases and info are plain calls.
+//! it, the member's node is told to join again. Acks, leases, info and settings are plain calls.
 
 use super::service::{call_topic, Topics};
 use super::{moving, Role, Subscriber, TopicMsg};
@@ -134,6 +134,22 @@ impl Topics {
         })
         .await?;
         Ok(Reply::ConsumerInfo(info))
+    }
+
+    pub(super) async fn serve_consumer_configure(
+        &self,
+        topic: &str,
+        name: String,
+        options: ConsumerOptions,
+    ) -> Result<Reply, ApiError> {
+        let handle = self.owned(topic).await?;
+        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerConfigure {
+            name,
+            options,
+            reply,
+        })
+        .await??;
+        Ok(Reply::ConsumerInfo(Some(info)))
     }
 
     /// This node's owner actor of `topic`, or "moving".

@@ -66,6 +66,11 @@ impl Topics {
                     .await
             }
             Call::ConsumerInfo { topic, name } => self.serve_consumer_info(&topic, name).await,
+            Call::ConsumerConfigure {
+                topic,
+                name,
+                options,
+            } => self.serve_consumer_configure(&topic, name, options).await,
             Call::Consumers { topic } => self
                 .log
                 .consumers(&topic)

@@ -354,3 +354,52 @@ async fn publishes_that_arrive_together_are_committed_as_one_batch() {
     }
     h.stop().await;
 }
+
+/// A consumer group that went idle while its topic was out of memory is deleted, from
+/// memory and storage, when the topic is next loaded; a recently active one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_idle_while_the_topic_was_unloaded_expire_when_it_loads() {
+    use crate::consumer::stored::StoredConsumer;
+    let h = Harness::start(None).await;
+    let t = topic("reloaded");
+    let stored = |last_active_ms| StoredConsumer {
+        window: Default::default(),
+        ack_wait_ms: 30_000,
+        max_deliver: 5,
+        max_inflight: 100,
+        backoff_ms: vec![1_000],
+        last_active_ms,
+    };
+    let now = crate::topic::now_ms();
+    for (name, last_active_ms) in [("stale", 1), ("recent", now)] {
+        let bytes = stored(last_active_ms).encode().expect("encode");
+        h.log.save_consumer(t.as_str(), name, &bytes).expect("save");
+    }
+    // The first publish loads the topic (before its first retention tick).
+    h.publish_ok(&t, "1").await;
+    let actor = h.registry.get(&t).expect("topic actor").actor;
+    let info = |name: &'static str| {
+        let actor = actor.clone();
+        async move {
+            let msg = |reply| TopicMsg::ConsumerInfo {
+                name: name.to_string(),
+                reply,
+            };
+            match actor.call(msg, Some(DEADLINE)).await {
+                Ok(CallResult::Success(info)) => info,
+                other => panic!("consumer info of {name}: {other:?}"),
+            }
+        }
+    };
+    assert!(info("stale").await.is_none(), "the stale group was loaded");
+    assert!(info("recent").await.is_some(), "the recent group expired");
+    let names: Vec<String> = h
+        .log
+        .consumers(t.as_str())
+        .expect("stored consumers")
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, vec!["recent".to_string()]);
+    h.stop().await;
+}

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A topic name that `owner` owns while every node is up.
-fn owned_by(c: &Cluster, prefix: &str, owner: usize) -> String {
+pub(crate) fn owned_by(c: &Cluster, prefix: &str, owner: usize) -> String {
     let ids: Vec<&str> = (0..c.len()).map(|i| c.id(i)).collect();
     (0..)
         .map(|i| format!("{prefix}-{i}"))

@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 const FAST: &str =
     "[consumers]\nack_wait_ms = 300\nmin_ack_wait_ms = 50\nbackoff_ms = [50]\nmax_deliver = 3\n";
 /// An ack_wait that never expires within a test: only acks, nacks and drops move things.
-const SLOW: &str = "[consumers]\nack_wait_ms = 60000\nmin_ack_wait_ms = 50\nbackoff_ms = [50]\n";
+pub(crate) const SLOW: &str =
+    "[consumers]\nack_wait_ms = 60000\nmin_ack_wait_ms = 50\nbackoff_ms = [50]\n";
 
 /// Subscribes as consumer `name` with extra subscribe fields; checks the `subscribed` reply
 /// and returns it with any messages that (wrongly) came before it.
@@ -40,7 +41,7 @@ async fn join_any(c: &mut WsClient, topic: &str, name: &str, extra: Value) -> (V
 
 /// [`join_any`], and the reply must come before any message (PROTOCOL.md: the reply, then
 /// the messages).
-async fn join(c: &mut WsClient, topic: &str, name: &str, extra: Value) -> Value {
+pub(crate) async fn join(c: &mut WsClient, topic: &str, name: &str, extra: Value) -> Value {
     let (v, early) = join_any(c, topic, name, extra).await;
     assert!(
         early.is_empty(),
@@ -59,14 +60,14 @@ fn oa(v: &Value) -> (u64, u64) {
 }
 
 /// The next frame, which must be a message; returns (offset, attempt).
-async fn next_msg(c: &mut WsClient) -> (u64, u64) {
+pub(crate) async fn next_msg(c: &mut WsClient) -> (u64, u64) {
     let v = c.recv().await;
     assert_eq!(v["type"], "message", "expected a message, got {v}");
     oa(&v)
 }
 
 /// Sends a ping; returns the messages that arrived before its pong.
-async fn until_pong(c: &mut WsClient, req: u64) -> Vec<(u64, u64)> {
+pub(crate) async fn until_pong(c: &mut WsClient, req: u64) -> Vec<(u64, u64)> {
     c.send(json!({"type": "ping", "req": req})).await;
     let mut out = Vec::new();
     loop {
@@ -80,16 +81,16 @@ async fn until_pong(c: &mut WsClient, req: u64) -> Vec<(u64, u64)> {
 }
 
 /// Sends a ping and asserts that the very next frame is its pong (nothing was delivered).
-async fn nothing_pending(c: &mut WsClient, req: u64) {
+pub(crate) async fn nothing_pending(c: &mut WsClient, req: u64) {
     let got = until_pong(c, req).await;
     assert_eq!(got, vec![], "nothing should have been delivered");
 }
 
-fn info_path(topic: &str, name: &str) -> String {
+pub(crate) fn info_path(topic: &str, name: &str) -> String {
     format!("/v1/topics/{}/consumers/{name}", enc(topic))
 }
 
-async fn info(node: &TestNode, topic: &str, name: &str) -> Value {
+pub(crate) async fn info(node: &TestNode, topic: &str, name: &str) -> Value {
     let (status, body) = get_json(node, &info_path(topic, name)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["consumer"], name, "{body}");
@@ -97,7 +98,7 @@ async fn info(node: &TestNode, topic: &str, name: &str) -> Value {
 }
 
 /// Polls the consumer's info until `pred` holds; returns it.
-async fn wait_info(
+pub(crate) async fn wait_info(
     node: &TestNode,
     topic: &str,
     name: &str,
@@ -133,7 +134,7 @@ async fn ack_ok(node: &TestNode, topic: &str, name: &str, body: Value) -> Value 
     reply
 }
 
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
+pub(crate) fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert_ne!(
@@ -144,7 +145,7 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
 }
 
 /// Waits until `$dlq.<topic>` holds at least `n` messages; returns their data.
-async fn dead_letters(node: &TestNode, topic: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn dead_letters(node: &TestNode, topic: &str, n: usize) -> Vec<Value> {
     let dlq = enc(&format!("$dlq.{topic}"));
     let path = format!("/v1/topics/{dlq}/messages?after=0&timeout=0");
     let path = &path;
@@ -158,7 +159,7 @@ async fn dead_letters(node: &TestNode, topic: &str, n: usize) -> Vec<Value> {
 }
 
 /// A pull-consumer poll; returns (offset, attempt) of the leased messages.
-async fn pull(node: &TestNode, topic: &str, query: &str) -> Vec<(u64, u64)> {
+pub(crate) async fn pull(node: &TestNode, topic: &str, query: &str) -> Vec<(u64, u64)> {
     let path = format!("/v1/topics/{}/messages?{query}", enc(topic));
     let (status, body) = get_json(node, &path).await;
     assert_eq!(status, 200, "{query}: {body}");
@@ -167,12 +168,12 @@ async fn pull(node: &TestNode, topic: &str, query: &str) -> Vec<(u64, u64)> {
     msgs.iter().map(oa).collect()
 }
 
-async fn c_ack(c: &mut WsClient, topic: &str, name: &str, offset: u64) {
+pub(crate) async fn c_ack(c: &mut WsClient, topic: &str, name: &str, offset: u64) {
     c.send(json!({"type": "ack", "topic": topic, "consumer": name, "offset": offset}))
         .await;
 }
 
-async fn publish_n(node: &TestNode, topic: &str, n: u64) {
+pub(crate) async fn publish_n(node: &TestNode, topic: &str, n: u64) {
     for _ in 0..n {
         publish_ok(node, topic, json!({"n": 1})).await;
     }

@@ -6,6 +6,7 @@ mod chaos;
 mod chaos_faults;
 mod cluster;
 mod cluster_harness;
+mod consumer_groups;
 mod consumers;
 mod harness;
 mod hostile;

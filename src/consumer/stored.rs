@@ -1,0 +1,113 @@
+//! The persisted form of a consumer group: its window, its settings, and when it was last
+//! active. A record written before `last_active_ms` existed still loads.
+
+use super::window::{Snapshot, WindowConfig};
+use bincode::error::{DecodeError, EncodeError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredConsumer {
+    pub window: Snapshot,
+    pub ack_wait_ms: u64,
+    pub max_deliver: u32,
+    pub max_inflight: usize,
+    pub backoff_ms: Vec<u64>,
+    /// Unix ms of the group's last ack, nack, poll, join, leave or settings change: what
+    /// idle expiry measures from.
+    pub last_active_ms: u64,
+}
+
+/// The record before `last_active_ms` was added.
+#[derive(Deserialize)]
+struct StoredConsumerV1 {
+    window: Snapshot,
+    ack_wait_ms: u64,
+    max_deliver: u32,
+    max_inflight: usize,
+    backoff_ms: Vec<u64>,
+}
+
+impl StoredConsumer {
+    pub fn config(&self) -> WindowConfig {
+        WindowConfig {
+            ack_wait_ms: self.ack_wait_ms,
+            max_deliver: self.max_deliver,
+            max_inflight: self.max_inflight,
+            backoff_ms: self.backoff_ms.clone(),
+        }
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+    }
+
+    /// Decodes a record. One written before `last_active_ms` existed counts as active at
+    /// `now_ms`, so it gets a whole idle period before it can expire.
+    pub fn decode(bytes: &[u8], now_ms: u64) -> Result<StoredConsumer, DecodeError> {
+        let config = bincode::config::standard();
+        let current = bincode::serde::decode_from_slice::<StoredConsumer, _>(bytes, config);
+        let e = match current {
+            Ok((s, _)) => return Ok(s),
+            Err(e) => e,
+        };
+        let (v1, _) = bincode::serde::decode_from_slice::<StoredConsumerV1, _>(bytes, config)
+            .map_err(|_| e)?;
+        Ok(StoredConsumer {
+            window: v1.window,
+            ack_wait_ms: v1.ack_wait_ms,
+            max_deliver: v1.max_deliver,
+            max_inflight: v1.max_inflight,
+            backoff_ms: v1.backoff_ms,
+            last_active_ms: now_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored() -> StoredConsumer {
+        StoredConsumer {
+            window: Snapshot {
+                floor: 3,
+                next: 6,
+                pending: vec![(4, 1)],
+                ..Default::default()
+            },
+            ack_wait_ms: 500,
+            max_deliver: 2,
+            max_inflight: 7,
+            backoff_ms: vec![10, 20],
+            last_active_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = stored();
+        assert_eq!(StoredConsumer::decode(&s.encode().unwrap(), 9).unwrap(), s);
+    }
+
+    #[test]
+    fn a_record_from_before_last_active_loads_as_active_now() {
+        #[derive(Serialize)]
+        struct V1<'a>(&'a Snapshot, u64, u32, usize, &'a [u64]);
+        let s = stored();
+        let old = V1(&s.window, 500, 2, 7, &s.backoff_ms);
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let got = StoredConsumer::decode(&bytes, 42).unwrap();
+        assert_eq!(
+            got,
+            StoredConsumer {
+                last_active_ms: 42,
+                ..s
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(StoredConsumer::decode(&[0xff; 3], 0).is_err());
+    }
+}
