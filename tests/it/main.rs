@@ -8,6 +8,7 @@ mod cluster;
 mod cluster_harness;
 mod consumers;
 mod harness;
+mod hostile_data;
 mod lifecycle;
 mod membership;
 mod robustness;
