@@ -7,6 +7,7 @@ mod chaos_faults;
 mod cluster;
 mod cluster_harness;
 mod consumers;
+mod corrupt_storage;
 mod harness;
 mod hostile_data;
 mod lifecycle;
