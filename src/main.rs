@@ -2,7 +2,14 @@
 
 use clap::Parser;
 
+/// jemalloc, with background threads that return freed memory to the OS (see Cargo.toml).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
+    // Without background threads jemalloc purges only while the process allocates, so an idle
+    // node would keep what a flood used.
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = starling::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

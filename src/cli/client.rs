@@ -54,7 +54,13 @@ pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<()
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                    let v: serde_json::Value = match serde_json::from_str(&t) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!("{}", unparseable(&t, &e));
+                            continue;
+                        }
+                    };
                     match v["type"].as_str() {
                         Some("message") => println!("{t}"),
                         Some("subscribed") => eprintln!(
@@ -78,5 +84,40 @@ pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<()
                 return Ok(());
             }
         }
+    }
+}
+
+/// The line `sub` prints for a frame it cannot parse, rather than skipping it: the offset if
+/// the text shows one, the error, and the frame itself on one line.
+fn unparseable(frame: &str, e: &serde_json::Error) -> String {
+    const KEY: &str = "\"offset\":";
+    let offset = frame.find(KEY).and_then(|at| {
+        let digits = &frame[at + KEY.len()..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse::<u64>().ok()
+    });
+    let which = match offset {
+        Some(o) => format!("message at offset {o}"),
+        None => "frame".to_string(),
+    };
+    format!("error: cannot parse a {which} ({e}); as received: {frame:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unparseable_frame_is_reported_with_its_offset_on_one_line() {
+        let frame = "{\"type\":\"message\",\"offset\":17,\"data\":[\n\"\\ud800\"]}";
+        let e = serde_json::from_str::<serde_json::Value>(frame).unwrap_err();
+        let line = unparseable(frame, &e);
+        assert!(line.contains("message at offset 17"), "{line}");
+        assert!(line.contains("ud800"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+        let e = serde_json::from_str::<serde_json::Value>("{x").unwrap_err();
+        assert!(unparseable("{x", &e).contains("cannot parse a frame"));
     }
 }

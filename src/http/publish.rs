@@ -2,7 +2,7 @@
 
 use super::reply;
 use super::AppState;
-use crate::protocol::envelope::normalize_data;
+use crate::protocol::data::normalize_data;
 use crate::protocol::frames::parse_message_id;
 use crate::protocol::{ApiError, TopicName};
 use bytes::Bytes;
@@ -40,10 +40,8 @@ async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, A
         )));
     }
     let id = parse_message_id(body.id)?;
-    let ack = state
-        .topics
-        .publish(&topic, normalize_data(data), id)
-        .await?;
+    let data = normalize_data(data)?;
+    let ack = state.topics.publish(&topic, data, id).await?;
     let body = serde_json::json!({
         "topic": topic.as_str(),
         "offset": ack.offset,

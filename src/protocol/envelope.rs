@@ -3,7 +3,6 @@
 use super::topic::TopicName;
 use crate::storage::StoredMessage;
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// One message ready to deliver: the envelope JSON and the WebSocket frame built from it.
@@ -101,18 +100,6 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// The `data` of a publish as stored: the client's JSON text, made single-line so that it
-/// can be an SSE `data:` line (JSON whitespace may contain newlines; strings cannot).
-pub fn normalize_data(raw: &RawValue) -> Bytes {
-    let text = raw.get();
-    if text.contains(['\n', '\r']) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
-            return Bytes::from(v.to_string());
-        }
-    }
-    Bytes::copy_from_slice(text.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,14 +130,5 @@ mod tests {
         let d = Delivery::new(&topic, &epoch, &msg, Some(2));
         let v: serde_json::Value = serde_json::from_slice(&d.envelope).unwrap();
         assert_eq!(v["attempt"], 2);
-    }
-
-    #[test]
-    fn multi_line_data_becomes_one_line() {
-        let raw = RawValue::from_string("{\n \"a\": \"x\\ny\"\n}".into()).unwrap();
-        let d = normalize_data(&raw);
-        assert!(!d.contains(&b'\n'));
-        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
-        assert_eq!(v["a"], "x\ny");
     }
 }

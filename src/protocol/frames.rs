@@ -242,7 +242,7 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
             }
             Ok(ClientFrame::Publish {
                 topic,
-                data: super::envelope::normalize_data(data),
+                data: super::data::normalize_data(data)?,
                 id: parse_message_id(field(f.id, "id", "a string")?)?,
             })
         }
@@ -348,6 +348,24 @@ mod tests {
         let e = parse(&big).unwrap_err();
         assert_eq!(e.error.code, ErrorCode::TooLarge);
         assert_eq!(e.req.unwrap().get(), "9");
+    }
+
+    #[test]
+    fn publish_data_is_checked_and_made_one_line() {
+        let frame = "{\"type\":\"publish\",\"topic\":\"t\",\"data\":[\n1,\r\n\"a\\nb\"\n]}";
+        match parse(frame).unwrap() {
+            ClientFrame::Publish { data, .. } => assert_eq!(&data[..], br#"[1,"a\nb"]"#),
+            other => panic!("{other:?}"),
+        }
+        let bad = r#"{"type":"publish","topic":"t","data":["\ud800"],"req":5}"#;
+        let e = parse(bad).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        assert!(
+            e.error.message.contains("hex escape"),
+            "{}",
+            e.error.message
+        );
+        assert_eq!(e.req.unwrap().get(), "5");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Wire types of the client protocol (`PROTOCOL.md`): topic names, error codes, WebSocket
-//! frames, the message envelope and SSE event ids. Pure code: no sockets, no actors.
+//! frames, publish data checks, the message envelope and SSE event ids. Pure code: no sockets, no actors.
 
+pub mod data;
 pub mod envelope;
 pub mod error;
 pub mod frames;

@@ -10,16 +10,24 @@
 //!   time; a bucket spans one dedupe window and is dropped two windows later;
 //! - tree `consumers`: topic, 0x00, consumer name -> the consumer window's snapshot;
 //! - key `\0running` in `meta` (no topic name starts with NUL): present while a node runs,
-//!   removed on a clean shutdown.
+//!   removed on a clean shutdown;
+//! - key `\0mark` in `meta` and the file [`store_mark::MARK_FILE`] beside sled's files: the
+//!   store mark, which detects a store that lost durable writes (see [`store_mark`]).
+//!
+//! Opening refuses a damaged directory with [`StorageError::Damaged`], naming it: sled's
+//! own errors, its panics on some corrupt files (caught, see [`quiet_panic`]), a record that
+//! does not decode, and a store mark behind its file.
 //!
 //! Appends are visible to readers at once but durable only after [`TopicLog::flush`]; the
 //! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled
 //! 0.34, sled #1308) and group-commits every append that arrived before it started.
 
 pub mod flusher;
+mod quiet_panic;
 pub mod retention;
 mod sled_codec;
 mod sled_log;
+mod store_mark;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -32,6 +40,17 @@ use bytes::Bytes;
 pub enum StorageError {
     #[error("storage engine: {0}")]
     Sled(#[from] sled::Error),
+    /// The data directory could not be opened (permissions, in use by another process).
+    #[error("cannot open the data directory {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    /// The data directory's contents are corrupt or incomplete: nothing was served from it.
+    #[error("the data directory {path} is damaged ({detail}): restore it from a backup, or move it away to start this node with empty storage")]
+    Damaged { path: String, detail: String },
+    #[error("cannot write {path}: {source}")]
+    MarkFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("corrupt {what} record: {detail}")]
     Corrupt { what: &'static str, detail: String },
     #[error("append out of sequence for topic {topic}: got offset {got}, expected {expected}")]

@@ -7,10 +7,11 @@
 
 use super::retention::{self, SegmentInfo};
 use super::sled_codec::*;
+use super::store_mark::StoreMark;
 use super::{Lease, RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,6 +20,8 @@ const CONSUMERS_TREE: &str = "consumers";
 const DEDUPE_PREFIX: &str = "dedupe:";
 /// Present in `meta` while a node runs. The NUL byte keeps it apart from every topic name.
 const RUNNING_KEY: &[u8] = b"\0running";
+/// The store mark in `meta` (see [`super::store_mark`]).
+const MARK_KEY: &[u8] = b"\0mark";
 
 /// Tuning for [`SledLog`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +52,10 @@ struct TopicState {
 
 /// The sled-backed topic log. See the module doc for how it is shared.
 pub struct SledLog {
+    /// The data directory, for error messages and the store mark's file.
+    path: PathBuf,
+    /// The store's mark as last written (see [`super::store_mark`]).
+    mark: Mutex<StoreMark>,
     db: sled::Db,
     meta: sled::Tree,
     consumers: sled::Tree,
@@ -59,92 +66,6 @@ pub struct SledLog {
 }
 
 impl SledLog {
-    /// Opens (or creates) the database at `path` and loads every topic into memory.
-    pub fn open(path: &Path, opts: SledOptions) -> Result<SledLog, StorageError> {
-        let opts = SledOptions {
-            dedupe_window_ms: opts.dedupe_window_ms.max(1),
-            segment_messages: opts.segment_messages.max(1),
-            ..opts
-        };
-        // No background flusher: the Flusher task must be sled's only flusher (sled #1308).
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(opts.cache_bytes)
-            .flush_every_ms(None)
-            .open()?;
-        let meta = db.open_tree(META_TREE)?;
-        let consumers = db.open_tree(CONSUMERS_TREE)?;
-        let mut states = HashMap::new();
-        for item in meta.iter() {
-            let (key, value) = item?;
-            if key.first() == Some(&0) {
-                continue;
-            }
-            let name = String::from_utf8(key.to_vec())
-                .map_err(|_| corrupt("meta key", "topic name is not UTF-8"))?;
-            let rec: MetaRecord = decode("meta", &value)?;
-            let state = TopicState {
-                epoch: rec.epoch,
-                first: rec.first,
-                lease: Lease {
-                    term: rec.term,
-                    sealed: rec.sealed,
-                    importing: rec.importing,
-                    sealed_for: rec.sealed_for,
-                },
-                segments: BTreeMap::new(),
-            };
-            states.insert(name, state);
-        }
-        let mut dedupe = BTreeMap::new();
-        for name in db.tree_names() {
-            if let Some((topic, start)) = parse_segment_name(&name) {
-                let tree = db.open_tree(&name)?;
-                match states.get_mut(topic) {
-                    Some(state) if !tree.is_empty() => {
-                        state.segments.insert(start, tree);
-                    }
-                    found => {
-                        tracing::warn!(
-                            topic,
-                            start,
-                            known = found.is_some(),
-                            "dropping empty or orphaned segment"
-                        );
-                        drop(tree);
-                        db.drop_tree(&name)?;
-                    }
-                }
-            } else if let Some(bucket) = std::str::from_utf8(&name)
-                .ok()
-                .and_then(|n| n.strip_prefix(DEDUPE_PREFIX))
-                .and_then(|b| b.parse::<u64>().ok())
-            {
-                dedupe.insert(bucket, db.open_tree(&name)?);
-            }
-        }
-        let mut topics = HashMap::with_capacity(states.len());
-        for (name, state) in states {
-            let last = match state.segments.values().next_back() {
-                Some(tree) => segment_last(tree)?.map_or(0, |(offset, _)| offset),
-                None => 0,
-            };
-            // Offsets below `first` were assigned even if their segments are gone.
-            let head = last.max(state.first.saturating_sub(1));
-            let topic = Topic::new(state.epoch, state.first, state.lease, head, state.segments);
-            topics.insert(name, Arc::new(topic));
-        }
-        tracing::info!(path = %path.display(), topics = topics.len(), "storage opened");
-        Ok(SledLog {
-            db,
-            meta,
-            consumers,
-            opts,
-            topics: RwLock::new(topics),
-            dedupe: RwLock::new(dedupe),
-        })
-    }
-
     fn topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
         read(&self.topics)
             .get(name)
@@ -586,17 +507,18 @@ impl TopicLog for SledLog {
 
     fn mark_running(&self) -> Result<bool, StorageError> {
         let previous = self.meta.insert(RUNNING_KEY, &[])?;
-        self.db.flush()?;
+        self.advance_mark()?;
         Ok(previous.is_none())
     }
 
     fn mark_clean(&self) -> Result<(), StorageError> {
         self.meta.remove(RUNNING_KEY)?;
-        self.db.flush()?;
-        Ok(())
+        self.advance_mark()
     }
 }
 
+#[path = "sled_open.rs"]
+mod open;
 #[path = "sled_ownership.rs"]
 mod ownership;
 

@@ -59,7 +59,7 @@ fn open(dir: &TempDir, segment_messages: u64) -> SledLog {
     loop {
         match SledLog::open(dir.path(), opts(segment_messages)) {
             Ok(log) => return log,
-            Err(StorageError::Sled(_)) if std::time::Instant::now() < deadline => {
+            Err(StorageError::Open { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20))
             }
             Err(e) => panic!("open: {e}"),
@@ -383,20 +383,80 @@ fn corrupt_records_give_errors_not_panics() {
     log.meta.insert("t", &b"\x01garbage"[..]).unwrap();
     log.flush().unwrap();
     drop(log);
+    let err = reopen_err(&dir);
+    assert!(err.contains("corrupt meta record"), "{err}");
+}
+
+/// Opens a store that should be refused as damaged; the error's message.
+fn reopen_err(dir: &TempDir) -> String {
     // sled releases its file lock from a background thread: poll until it did.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let err = loop {
         match SledLog::open(dir.path(), opts(4)) {
-            Err(StorageError::Sled(_)) if std::time::Instant::now() < deadline => {
+            Err(StorageError::Open { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => break other.err().expect("corrupt meta"),
+            other => break other.err().expect("a damaged store is refused"),
         }
     };
-    assert!(
-        matches!(err, StorageError::Corrupt { what: "meta", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StorageError::Damaged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(text.contains("restore it from a backup"), "{text}");
+    text
+}
+
+#[test]
+fn a_last_chunk_that_does_not_decode_is_refused_at_open_naming_the_directory() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    log.create("t", "e1", 1).unwrap();
+    append_range(&log, "t", 1, 6, 6);
+    // Offsets 5..=6 are the last chunk; open decodes it to find the head.
+    log.put_raw("t", 5, &[0xff, 0x01]);
+    log.flush().unwrap();
+    drop(log);
+    let err = reopen_err(&dir);
+    assert!(err.contains("corrupt chunk record"), "{err}");
+}
+
+#[test]
+fn a_store_behind_its_mark_is_refused_and_one_in_step_opens() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    assert!(log.mark_running().unwrap());
+    log.create("t", "e1", 1).unwrap();
+    append_range(&log, "t", 1, 3, 3);
+    log.mark_clean().unwrap();
+    let behind = lock(&log.mark).clone();
+    drop(log);
+    // In step: opens, and another start and clean stop move the mark on.
+    let log = open(&dir, 4);
+    assert!(log.mark_running().unwrap());
+    log.mark_clean().unwrap();
+    assert_eq!(lock(&log.mark).generation, behind.generation + 2);
+    // sled's files go back to an older generation, as if its last writes were lost.
+    log.meta
+        .insert(MARK_KEY, encode("store mark", &behind).unwrap())
+        .unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let err = reopen_err(&dir);
+    assert!(err.contains("lost writes"), "{err}");
+}
+
+#[test]
+fn a_store_that_lost_its_contents_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    assert!(log.mark_running().unwrap());
+    log.create("t", "e1", 1).unwrap();
+    log.mark_clean().unwrap();
+    drop(log);
+    // sled opens a truncated `db` file as an empty store.
+    std::fs::File::create(dir.path().join("db")).unwrap();
+    let err = reopen_err(&dir);
+    assert!(err.contains("hold no store"), "{err}");
 }
 
 #[test]
@@ -491,4 +551,25 @@ fn one_append_is_stored_as_chunks_and_read_from_any_offset() {
     drop(log);
     let log = open(&dir, 1000);
     assert_eq!(log.meta("t").unwrap().unwrap().head, 603);
+}
+
+#[test]
+fn a_segment_without_its_topic_is_refused_and_an_empty_one_dropped() {
+    let dir = TempDir::new().unwrap();
+    let log = open(&dir, 4);
+    log.create("t", "e1", 1).unwrap();
+    append_range(&log, "t", 1, 6, 6);
+    // A crash between creating a segment tree and its first batch.
+    log.db.open_tree(segment_name("t", 9)).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let log = open(&dir, 4);
+    assert_eq!(log.segment_starts("t"), vec![1, 5]);
+    assert_eq!(log.segment_trees(), 2, "the empty segment was dropped");
+    // sled lost the topic's meta record: its messages are not silently dropped.
+    log.meta.remove("t").unwrap();
+    log.flush().unwrap();
+    drop(log);
+    let err = reopen_err(&dir);
+    assert!(err.contains("meta record is missing"), "{err}");
 }
