@@ -27,8 +27,9 @@ pub struct Group {
     pub cfg: WindowConfig,
     pub members: Vec<Member>,
     next_member: usize,
-    /// Unix ms of the last ack, nack, poll, join, leave or settings change. Deliveries need
-    /// no record of their own: they go to members (whose leaving counts) or leases.
+    /// Unix ms of the last ack, nack, poll, join, leave or settings change, refreshed while
+    /// a member is connected. Deliveries need no record of their own: they go to members
+    /// (whose leaving counts) or leases.
     last_active_ms: u64,
     /// Changed since last persisted.
     pub dirty: bool,
@@ -82,12 +83,15 @@ impl Group {
         self.dirty = true;
     }
 
+    /// How long since the last recorded activity.
+    pub fn idle_for(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_active_ms)
+    }
+
     /// Whether the group has been idle for `idle_ms` at `now_ms`: no member connected,
     /// nothing leased, and no activity since.
     pub fn expired(&self, now_ms: u64, idle_ms: u64) -> bool {
-        self.members.is_empty()
-            && self.window.in_flight() == 0
-            && now_ms.saturating_sub(self.last_active_ms) >= idle_ms
+        self.members.is_empty() && self.window.in_flight() == 0 && self.idle_for(now_ms) >= idle_ms
     }
 
     /// How many more messages `holder` may take by its own cap (`None`: the group's; never

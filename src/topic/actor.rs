@@ -120,7 +120,7 @@ impl Actor for TopicActor {
         let expiry = Duration::from_secs(args.ctx.consumers.idle_expiry_secs);
         let tick = RETENTION_TICK
             .min(args.ctx.idle / 2)
-            .min(expiry / 2)
+            .min(expiry / 4)
             .max(Duration::from_millis(100));
         myself.send_interval(tick, || TopicMsg::Tick);
         Ok(TopicState {

@@ -306,9 +306,26 @@ impl TopicState {
 
     /// Deletes, from memory and storage, every group idle for `idle_expiry_secs` (see
     /// [`Group::expired`]). Runs when the topic is loaded and on every retention tick.
+    ///
+    /// A group with a connected member is active even when nobody acks: its stored
+    /// activity time is refreshed every eighth of the idle period (ticks come every quarter),
+    /// so that after a crash or a restart of the topic, before the members join again, it
+    /// is not taken for idle.
     pub(super) fn expire_idle_groups(&mut self) -> Result<(), StorageError> {
         let idle_ms = self.ctx.consumers.idle_expiry_secs.saturating_mul(1000);
         let now = now_ms();
+        let mut refreshed = false;
+        for g in self.groups.values_mut() {
+            if !g.members.is_empty() && g.idle_for(now) >= idle_ms / 8 {
+                g.touch(now);
+                refreshed = true;
+            }
+        }
+        if refreshed {
+            self.persist_consumers()?;
+            // Durable with the next group commit; nothing waits for it.
+            self.ctx.flusher.after_flush(Box::new(|_| {}));
+        }
         let expired: Vec<String> = self
             .groups
             .iter()

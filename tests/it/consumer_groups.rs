@@ -315,3 +315,23 @@ async fn settings_are_changed_and_checked_at_the_owner_from_any_node() {
     let (status, reply) = put_raw(c.node(1), &t, "nobody", r#"{"max_deliver": 3}"#).await;
     assert_error(status, &reply, 404, "not_found");
 }
+
+#[tokio::test]
+async fn a_group_whose_worker_is_connected_survives_a_crash_however_quiet_it_was() {
+    let mut node = TestNode::start("[consumers]\nidle_expiry_secs = 4\nack_wait_ms = 60000\n");
+    publish_ok(&node, "quiet", json!(1)).await;
+    let mut w = WsClient::connect(&node).await;
+    join(&mut w, "quiet", "workers", json!({"after": 0})).await;
+    // The worker holds the message and never acks, for longer than the expiry.
+    assert_eq!(next_msg(&mut w).await, (1, 1));
+    server_time_passes(&node, "clock", 5_000).await;
+    node.kill9();
+    node.restart();
+    // Before the worker is back, the group is still there, its message in flight...
+    let i = info(&node, "quiet", "workers").await;
+    assert_eq!(i["ack_floor"], 0, "{i}");
+    // ...and the reconnecting worker gets the unacked message again.
+    let mut w = WsClient::connect(&node).await;
+    join(&mut w, "quiet", "workers", json!({})).await;
+    assert_eq!(next_msg(&mut w).await, (1, 2));
+}
