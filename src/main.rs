@@ -9,7 +9,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> std::process::ExitCode {
     // Without background threads jemalloc purges only while the process allocates, so an idle
     // node would keep what a flood used.
-    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+    let background = tikv_jemalloc_ctl::background_thread::write(true);
     let cli = starling::cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -20,5 +20,8 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = background {
+        tracing::warn!(error = %e, "jemalloc background purging is off: memory freed after a load peak may not return to the OS");
+    }
     starling::cli::main(cli)
 }

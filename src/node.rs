@@ -176,7 +176,7 @@ impl Node {
             connections: connections.clone(),
             view: membership.view(),
             faults,
-            origins: crate::http::OriginPolicy::new(&config.http.allowed_origins),
+            origins: crate::http::OriginPolicy::new(&config.http.allowed_origins, http_addr),
         };
         let server = serve(
             listener,

@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub struct HttpConfig {
     /// Web origins (`scheme://host[:port]`, `*` matching any run of characters within the
     /// origin, or `null` for pages opened from a file) whose pages may POST to the node and
-    /// open WebSockets to it. A page served by the node itself is always allowed.
+    /// open WebSockets to it. A page served from the node's own listening address is always
+    /// allowed.
     pub allowed_origins: Vec<String>,
     /// A request head (and the pause before the next one on a kept-alive connection) must
     /// arrive within this.
@@ -23,8 +24,8 @@ pub struct HttpConfig {
     /// Open client connections (HTTP, SSE, long polls, WebSockets); more are refused with
     /// 503 `unavailable`.
     pub max_connections: usize,
-    /// Connections that have not yet sent a complete first request head; more are refused
-    /// with 503 `unavailable`.
+    /// Connections that have not yet sent a complete first request head; past this the
+    /// oldest of them is dropped to make room.
     pub max_pending_connections: usize,
 }
 

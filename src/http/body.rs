@@ -8,11 +8,13 @@ use std::time::Duration;
 use warp::{Filter, Rejection};
 
 /// Why a body could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyError {
     /// It did not arrive within `[http] body_read_timeout_ms` (408).
+    #[error("the request body did not arrive in time")]
     Timeout,
     /// The connection failed while it was read (400).
+    #[error("the request body could not be read")]
     Broken,
 }
 

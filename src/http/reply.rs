@@ -25,25 +25,14 @@ pub fn error(e: &ApiError) -> WarpResponse {
 pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
     let (status, e) = if r.is_not_found() {
         (404, ApiError::new(ErrorCode::NotFound, "no such route"))
-    } else if let Some(super::origin::ForbiddenOrigin(origin)) = r.find() {
-        (
-            403,
-            ApiError::new(
-                ErrorCode::Forbidden,
-                format!("origin {origin} is not allowed ([http] allowed_origins)"),
-            ),
-        )
+    } else if let Some(e) = r.find::<super::origin::ForbiddenOrigin>() {
+        (403, ApiError::new(ErrorCode::Forbidden, e.to_string()))
     } else if let Some(e) = r.find::<super::body::BodyError>() {
-        match e {
-            super::body::BodyError::Timeout => (
-                408,
-                ApiError::bad_request("the request body did not arrive in time"),
-            ),
-            super::body::BodyError::Broken => (
-                400,
-                ApiError::bad_request("the request body could not be read"),
-            ),
-        }
+        let status = match e {
+            super::body::BodyError::Timeout => 408,
+            super::body::BodyError::Broken => 400,
+        };
+        (status, ApiError::bad_request(e.to_string()))
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
         (413, ApiError::too_large("request body is too large"))
     } else if r.find::<warp::reject::LengthRequired>().is_some() {

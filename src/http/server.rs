@@ -18,7 +18,6 @@ use crate::shutdown::Shutdown;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,6 +63,42 @@ impl Counts {
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Drops the oldest connection that has not sent a request head; false if none.
+    fn evict_oldest_pending(&self) -> bool {
+        match self.lock_pending().pop_first() {
+            Some((_, kill)) => {
+                kill.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Descriptors kept for what is not a client connection: storage, cluster links, gossip.
+const RESERVED_FDS: u64 = 128;
+/// Connections answered 503 at the same time; past this a refused one is just closed.
+const MAX_REFUSING: usize = 64;
+
+/// `[http] max_connections` and `max_pending_connections`, lowered to what the process's
+/// open-file limit allows (else accept would fail with EMFILE before the limit is reached
+/// and nobody would get the 503).
+fn effective_limits(cfg: &HttpConfig) -> (usize, usize) {
+    let mut max = cfg.max_connections;
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        let room = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(soft / 2)).unwrap_or(max);
+        if room < max {
+            tracing::warn!(
+                max_connections = max,
+                open_file_limit = soft,
+                using = room,
+                "[http] max_connections is above what the open-file limit allows; raise `ulimit -n` or lower the setting"
+            );
+            max = room.max(1);
+        }
+    }
+    (max, cfg.max_pending_connections.min(max))
 }
 
 /// Serves `routes` on `listener` until `shutdown`; then lets open connections finish for
@@ -81,11 +116,18 @@ pub(crate) async fn serve<F>(
         + Sync
         + 'static,
 {
+    let (max_connections, max_pending) = effective_limits(&cfg);
+    let timeouts = Timeouts {
+        header: Duration::from_millis(cfg.header_read_timeout_ms),
+        write: Duration::from_millis(cfg.write_timeout_ms),
+    };
     let counts = Arc::new(Counts::default());
     let tracker = TaskTracker::new();
     let force = CancellationToken::new();
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let mut accept_errors = LogEvery::new(Duration::from_secs(5));
     let mut refusals = LogEvery::new(Duration::from_secs(5));
+    let mut evictions = LogEvery::new(Duration::from_secs(5));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -94,60 +136,73 @@ pub(crate) async fn serve<F>(
         let (stream, remote) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // Out of descriptors (EMFILE) and the like: say so, and give the node a
+                // Out of descriptors (EMFILE) and the like: say so, free a descriptor held by
+                // a connection that has not sent anything useful yet, and give the node a
                 // moment instead of spinning on accept.
-                if let Some(n) = accepted_errors(&mut accept_errors) {
+                metrics::counter!("starling_http_accept_errors_total").increment(1);
+                if let Some(n) = accept_errors.tick() {
                     tracing::warn!(error = %e, errors = n, "cannot accept connections");
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if counts.evict_oldest_pending() {
+                    log_eviction(&mut evictions);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        if counts.open.load(Ordering::Relaxed) >= cfg.max_connections {
-            metrics::counter!("starling_http_refused_total", "reason" => "max_connections")
-                .increment(1);
-            if let Some(n) = refusals.tick() {
-                tracing::warn!(
-                    refused = n,
-                    max_connections = cfg.max_connections,
-                    "connections refused: the node is at [http] max_connections"
-                );
+        if counts.open.load(Ordering::Relaxed) >= max_connections {
+            // A connection still without a request head makes room for this one; else 503.
+            if counts.evict_oldest_pending() {
+                log_eviction(&mut evictions);
+            } else {
+                metrics::counter!("starling_http_refused_total", "reason" => "max_connections")
+                    .increment(1);
+                if let Some(n) = refusals.tick() {
+                    tracing::warn!(
+                        refused = n,
+                        max_connections,
+                        "connections refused: the node is at [http] max_connections"
+                    );
+                }
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    tracker.spawn(async move {
+                        refuse(stream).await;
+                        drop(permit);
+                    });
+                }
+                continue;
             }
-            tracker.spawn(refuse(stream));
-            continue;
         }
         counts.open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("starling_http_connections").increment(1.0);
         let open = OpenGuard(counts.clone());
         let kill = CancellationToken::new();
         let id = counts.next_id.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut pending = counts.lock_pending();
-            while pending.len() >= cfg.max_pending_connections {
-                let Some((_, oldest)) = pending.pop_first() else {
-                    break;
-                };
-                oldest.cancel();
-                metrics::counter!("starling_http_refused_total", "reason" => "pending_evicted")
-                    .increment(1);
+        while counts.lock_pending().len() >= max_pending {
+            if !counts.evict_oldest_pending() {
+                break;
             }
-            pending.insert(id, kill.clone());
+            log_eviction(&mut evictions);
         }
+        counts.lock_pending().insert(id, kill.clone());
         let conn = Conn {
             id,
-            remote,
             counts: counts.clone(),
             kill,
-            cfg: cfg.clone(),
+            timeouts,
         };
-        tracker.spawn(conn.run(
+        let span = tracing::debug_span!("conn", id, %remote);
+        let run = conn.run(
             stream,
             open,
             routes.clone(),
             shutdown.clone(),
             force.clone(),
-        ));
+        );
+        tracker.spawn(tracing::Instrument::instrument(run, span));
     }
+    // Refuse new connections at once during the drain, so clients fail over.
+    drop(listener);
     tracker.close();
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
@@ -156,17 +211,27 @@ pub(crate) async fn serve<F>(
     }
 }
 
-fn accepted_errors(log: &mut LogEvery) -> Option<u64> {
-    metrics::counter!("starling_http_accept_errors_total").increment(1);
-    log.tick()
+fn log_eviction(log: &mut LogEvery) {
+    metrics::counter!("starling_http_refused_total", "reason" => "pending_evicted").increment(1);
+    if let Some(n) = log.tick() {
+        tracing::warn!(
+            evicted = n,
+            "dropped connections that sent no request head, to make room for new ones (a flood of slow or silent clients?)"
+        );
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    write: Duration,
 }
 
 struct Conn {
     id: u64,
-    remote: SocketAddr,
     counts: Arc<Counts>,
     kill: CancellationToken,
-    cfg: HttpConfig,
+    timeouts: Timeouts,
 }
 
 impl Conn {
@@ -184,12 +249,7 @@ impl Conn {
             + Sync
             + 'static,
     {
-        let io = ConnIo::new(
-            stream,
-            Duration::from_millis(self.cfg.write_timeout_ms),
-            self.kill.clone(),
-            open,
-        );
+        let io = ConnIo::new(stream, self.timeouts.write, self.kill.clone(), open);
         let handle = ConnHandle {
             kill: self.kill.clone(),
         };
@@ -205,7 +265,7 @@ impl Conn {
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(self.cfg.header_read_timeout_ms))
+            .header_read_timeout(self.timeouts.header)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -226,7 +286,7 @@ impl Conn {
             if e.is_timeout() {
                 metrics::counter!("starling_http_timeouts_total", "kind" => "header").increment(1);
             }
-            tracing::debug!(remote = %self.remote, error = %e, "connection ended with an error");
+            tracing::debug!(error = %e, "connection ended with an error");
         }
     }
 }
