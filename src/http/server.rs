@@ -41,6 +41,25 @@ impl ConnHandle {
     }
 }
 
+/// What the server serves: every route, answering every request.
+pub(crate) trait Routes:
+    Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<F> Routes for F where
+    F: Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Counts one open connection for as long as its socket lives.
 pub(crate) struct OpenGuard(Arc<Counts>);
 
@@ -103,19 +122,13 @@ fn effective_limits(cfg: &HttpConfig) -> (usize, usize) {
 
 /// Serves `routes` on `listener` until `shutdown`; then lets open connections finish for
 /// up to `drain` and drops the rest.
-pub(crate) async fn serve<F>(
+pub(crate) async fn serve<F: Routes>(
     listener: TcpListener,
     routes: F,
     cfg: HttpConfig,
     shutdown: Shutdown,
     drain: Duration,
-) where
-    F: Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
+) {
     let (max_connections, max_pending) = effective_limits(&cfg);
     let timeouts = Timeouts {
         header: Duration::from_millis(cfg.header_read_timeout_ms),
@@ -235,20 +248,14 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run<F>(
+    async fn run<F: Routes>(
         self,
         stream: TcpStream,
         open: OpenGuard,
         routes: F,
         shutdown: Shutdown,
         force: CancellationToken,
-    ) where
-        F: Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    ) {
         let io = ConnIo::new(stream, self.timeouts.write, self.kill.clone(), open);
         let handle = ConnHandle {
             kill: self.kill.clone(),

@@ -512,3 +512,55 @@ impl SseClient {
         }
     }
 }
+
+/// A raw client with a 4 KiB receive buffer that sends `requests` and then never reads.
+pub fn non_reader(node: &TestNode, requests: &[&str]) -> std::net::TcpStream {
+    use std::io::Write;
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("receive buffer");
+    sock.connect(&node.addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = sock.into();
+    for r in requests {
+        stream.write_all(r.as_bytes()).expect("write request");
+    }
+    stream
+}
+
+/// Publishes 60 KB messages to `topic` until the node has cut off a slow consumer;
+/// returns how many it published.
+pub async fn flood_until_slow_consumer(node: &TestNode, topic: &str) -> usize {
+    let payload = serde_json::json!("x".repeat(60_000));
+    let mut n = 0;
+    wait_for("a subscriber to be cut off as a slow consumer", || {
+        n += 1;
+        let payload = payload.clone();
+        async move {
+            publish_ok(node, topic, payload).await;
+            (node
+                .metric("starling_slow_consumer_disconnects_total", "")
+                .await
+                >= 1.0)
+                .then_some(())
+        }
+    })
+    .await;
+    n
+}
+
+/// Reads until the server ends the connection: `Ok` for a clean close, else the error
+/// (a reset is `ConnectionReset`).
+pub fn read_to_end(stream: &mut std::net::TcpStream) -> Result<(), std::io::ErrorKind> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) => return Err(e.kind()),
+        }
+    }
+}

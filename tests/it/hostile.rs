@@ -33,28 +33,37 @@ fn read_reply(s: &mut TcpStream) -> (u16, String, String) {
                 })
                 .and_then(|v| v.parse::<usize>().ok());
             if len.is_some_and(|n| body.len() >= n) {
-                let status = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                return (status, head.to_string(), body.to_string());
+                return reply_parts(head, body);
             }
         }
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => {
                 let text = String::from_utf8_lossy(&buf).to_string();
                 let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-                let status = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                return (status, head.to_string(), body.to_string());
+                return reply_parts(head, body);
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// Status, head and body of a reply.
+fn reply_parts(head: &str, body: &str) -> (u16, String, String) {
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Asserts that the node's counter `name{label}` reached `at_least`.
+async fn assert_counted(node: &TestNode, name: &str, label: &str, at_least: f64) {
+    let value = node.metric(name, label).await;
+    assert!(
+        value >= at_least,
+        "{name}{{{label}}} is {value}, expected at least {at_least}"
+    );
 }
 
 fn error_code(body: &str) -> String {
@@ -126,11 +135,13 @@ async fn silent_and_trickling_sockets_are_dropped_and_normal_clients_are_served(
         },
     )
     .await;
-    assert!(
-        node.metric("starling_http_timeouts_total", "kind=\"header\"")
-            .await
-            >= 1.0
-    );
+    assert_counted(
+        &node,
+        "starling_http_timeouts_total",
+        "kind=\"header\"",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -142,11 +153,7 @@ async fn a_half_sent_body_is_answered_408_and_the_connection_freed() {
     );
     assert_eq!(status, 408, "{body}");
     assert_eq!(error_code(&body), "bad_request");
-    assert!(
-        node.metric("starling_http_timeouts_total", "kind=\"body\"")
-            .await
-            >= 1.0
-    );
+    assert_counted(&node, "starling_http_timeouts_total", "kind=\"body\"", 1.0).await;
 }
 
 #[tokio::test]
@@ -188,41 +195,14 @@ async fn connections_past_the_maximum_are_refused_with_503_and_counted() {
 async fn a_slow_sse_reader_is_reset_at_the_socket() {
     let node =
         TestNode::start("[limits]\nmax_message_bytes = 65536\nmax_outbound_queue_bytes = 140000\n");
-    // A raw client with a tiny receive buffer that never reads after sending the request.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&node.addr.into()).unwrap();
-    let mut stream: TcpStream = sock.into();
-    write!(
-        stream,
-        "GET /v1/topics/big/events HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
-    let payload = json!("x".repeat(60_000));
-    wait_for("the SSE client to be cut off as a slow consumer", || {
-        let (node, payload) = (&node, payload.clone());
-        async move {
-            publish_ok(node, "big", payload).await;
-            (node
-                .metric("starling_slow_consumer_disconnects_total", "")
-                .await
-                >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    let mut stream = non_reader(
+        &node,
+        &["GET /v1/topics/big/events HTTP/1.1\r\nHost: x\r\n\r\n"],
+    );
+    flood_until_slow_consumer(&node, "big").await;
     // The server reset the connection: what it had not sent was discarded, not kept
     // in a socket that stays open.
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let end = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(_) => continue,
-            Err(e) => break Err(e.kind()),
-        }
-    };
-    assert_eq!(end, Err(ErrorKind::ConnectionReset));
+    assert_eq!(read_to_end(&mut stream), Err(ErrorKind::ConnectionReset));
 }
 
 /// Reads raw WebSocket frames until a close frame; returns its code (None: EOF first).
@@ -393,11 +373,13 @@ async fn the_oldest_connections_without_a_request_head_make_room_for_new_ones() 
         newest_open >= 4,
         "only {newest_open} of the newest are still open"
     );
-    assert!(
-        node.metric("starling_http_refused_total", "reason=\"pending_evicted\"")
-            .await
-            >= 32.0
-    );
+    assert_counted(
+        &node,
+        "starling_http_refused_total",
+        "reason=\"pending_evicted\"",
+        32.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -409,18 +391,10 @@ async fn a_long_poll_reader_that_stops_reading_is_dropped_by_the_write_timeout()
         publish_ok(&node, "bulk", payload.clone()).await;
     }
     // Pipelined poll replies (each up to the 1 MiB outbound bound; more than the kernel's
-    // socket buffers together) to a client with a tiny receive buffer that never reads.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&node.addr.into()).unwrap();
-    let mut stream: TcpStream = sock.into();
-    for _ in 0..12 {
-        write!(
-            stream,
-            "GET /v1/topics/bulk/messages?after=0&limit=100&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n"
-        )
-        .unwrap();
-    }
+    // socket buffers together) to a client that never reads.
+    let poll =
+        "GET /v1/topics/bulk/messages?after=0&limit=100&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut stream = non_reader(&node, &[poll; 12]);
     wait_for("the stalled write to time out", || async {
         (node
             .metric("starling_http_timeouts_total", "kind=\"write\"")
@@ -430,16 +404,7 @@ async fn a_long_poll_reader_that_stops_reading_is_dropped_by_the_write_timeout()
     })
     .await;
     // The connection was reset, its unsent megabytes dropped.
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut buf = vec![0u8; 65536];
-    let end = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break Ok(()),
-            Ok(_) => continue,
-            Err(e) => break Err(e.kind()),
-        }
-    };
-    assert_eq!(end, Err(ErrorKind::ConnectionReset));
+    assert_eq!(read_to_end(&mut stream), Err(ErrorKind::ConnectionReset));
 }
 
 async fn status_of(req: reqwest::RequestBuilder) -> u16 {

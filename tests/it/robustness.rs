@@ -3,7 +3,6 @@
 
 use crate::harness::*;
 use serde_json::json;
-use std::io::Write;
 use std::time::Duration;
 
 #[tokio::test]
@@ -33,31 +32,11 @@ async fn a_long_poll_whose_client_left_ends_its_session() {
 async fn sigterm_is_not_held_up_by_an_sse_client_that_stops_reading() {
     let mut node =
         TestNode::start("[limits]\nmax_message_bytes = 65536\nmax_outbound_queue_bytes = 140000\n");
-    // A raw client with a tiny receive buffer that never reads after the headers.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&node.addr.into()).unwrap();
-    let mut stream: std::net::TcpStream = sock.into();
-    write!(
-        stream,
-        "GET /v1/topics/big/events HTTP/1.1\r\nHost: x\r\n\r\n"
-    )
-    .unwrap();
-    let payload = json!("x".repeat(60_000));
-    let mut n = 0;
-    wait_for("the SSE client to be cut off as a slow consumer", || {
-        n += 1;
-        let (node, payload) = (&node, payload.clone());
-        async move {
-            publish_ok(node, "big", payload).await;
-            (node
-                .metric("starling_slow_consumer_disconnects_total", "")
-                .await
-                >= 1.0)
-                .then_some(())
-        }
-    })
-    .await;
+    let stream = non_reader(
+        &node,
+        &["GET /v1/topics/big/events HTTP/1.1\r\nHost: x\r\n\r\n"],
+    );
+    let n = flood_until_slow_consumer(&node, "big").await;
     assert!(n > 1);
     let status = node.terminate();
     assert!(status.success(), "node exited with {status}");
