@@ -2,10 +2,11 @@
 //!
 //! Layers, outermost first: [`cli`] (commands), [`node`] (start/stop order), [`http`]
 //! (transports), [`session`] and [`topic`] (delivery logic, actors), [`storage`] (the
-//! log), [`protocol`] (wire types, pure).
+//! log), [`protocol`] (wire types, pure). The client, the bench and the chaos tool are
+//! crates of their own (`crates/`).
 
-#[cfg(unix)]
-pub mod chaos;
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -23,9 +23,7 @@ pub fn ws_url(base: &str) -> String {
     format!("{}/v1/ws", base.replacen("http", "ws", 1))
 }
 
-pub fn topic_path(topic: &str) -> String {
-    percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
+pub use starling_client::topic_path;
 
 /// Opens Starling's WebSocket at node `base`.
 pub async fn connect(base: &str) -> Result<Ws, BenchError> {
