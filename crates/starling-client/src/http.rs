@@ -119,19 +119,15 @@ impl Client {
         after: Option<u64>,
         resume: &Resume,
     ) -> Result<Events, Error> {
-        let mut path = format!("/v1/topics/{}/events", topic_path(topic));
-        let req = match (resume, after) {
-            (Some((epoch, offset)), _) => self
-                .get(&path, Duration::ZERO)
-                .header("Last-Event-ID", format!("{offset}:{epoch}")),
-            (None, Some(a)) => {
-                path += &format!("?after={a}");
-                self.get(&path, Duration::ZERO)
-            }
-            (None, None) => self.get(&path, Duration::ZERO),
-        };
-        // The request's limit would end the stream: only the start is limited.
-        let req = req.timeout(Duration::MAX);
+        let mut url = format!("{}/v1/topics/{}/events", self.base, topic_path(topic));
+        if let (None, Some(a)) = (resume, after) {
+            url += &format!("?after={a}");
+        }
+        // A request limit would end the stream: only its start is limited, below.
+        let mut req = self.http.get(url);
+        if let Some((epoch, offset)) = resume {
+            req = req.header("Last-Event-ID", format!("{offset}:{epoch}"));
+        }
         let start = async {
             let res = req.send().await.map_err(Error::transport)?;
             if !res.status().is_success() {
@@ -144,7 +140,11 @@ impl Client {
                 Some(Err(e)) => return Err(Error::transport(e)),
                 None => return Err(Error::Ended),
             }
-            Ok(Events { body, parser })
+            Ok(Events {
+                body,
+                parser,
+                idle: None,
+            })
         };
         match self.timeout {
             Some(t) => tokio::time::timeout(t, start)
@@ -188,16 +188,31 @@ type Body = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 pub struct Events {
     body: Body,
     parser: SseParser,
+    /// How long the stream may send nothing at all (not even its keepalive comment).
+    idle: Option<Duration>,
 }
 
 impl Events {
+    /// Fails the stream with [`Error::Timeout`] once nothing came for `limit`: the node
+    /// sends a comment every 15 s when idle, so silence means a dead connection.
+    pub fn idle_limit(mut self, limit: Duration) -> Events {
+        self.idle = Some(limit);
+        self
+    }
+
     /// The next event; [`Error::Ended`] when the node ends the stream.
     pub async fn next(&mut self) -> Result<SseEvent, Error> {
         loop {
             if let Some(ev) = self.parser.next_event() {
                 return Ok(ev);
             }
-            match self.body.next().await {
+            let chunk = match self.idle {
+                Some(limit) => tokio::time::timeout(limit, self.body.next())
+                    .await
+                    .map_err(|_| Error::Timeout)?,
+                None => self.body.next().await,
+            };
+            match chunk {
                 Some(Ok(b)) => self.parser.push(&b),
                 Some(Err(e)) => return Err(Error::transport(e)),
                 None => return Err(Error::Ended),
