@@ -10,6 +10,8 @@
 //! The wire format is the project's client protocol (PROTOCOL.md); the types here read
 //! what the project's tools need and ignore the rest.
 
+#![forbid(unsafe_code)]
+
 mod error;
 pub mod formation;
 mod http;

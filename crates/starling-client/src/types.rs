@@ -201,4 +201,11 @@ mod tests {
         );
         assert!(Frame::parse(r#"{"type":"message","offset":"x"}"#).is_err());
     }
+
+    #[test]
+    fn a_publish_reply_prints_as_the_node_sent_it() {
+        let reply = r#"{"topic":"t","offset":1,"epoch":"e","id":"k","duplicate":false}"#;
+        let p: Published = serde_json::from_str(reply).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), reply);
+    }
 }

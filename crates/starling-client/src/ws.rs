@@ -245,3 +245,31 @@ impl WsConn {
         let _ = self.ws.close(None).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_frames_carry_only_what_was_asked() {
+        let live = serde_json::to_value(Subscribe::topic("t")).unwrap();
+        assert_eq!(live, serde_json::json!({"topic": "t"}));
+        let fresh = serde_json::to_value(Subscribe::topic("t").resume(&None)).unwrap();
+        assert_eq!(fresh, serde_json::json!({"topic": "t", "after": 0}));
+        let resumed = Subscribe::topic("t").resume(&Some(("e1".into(), 41)));
+        assert_eq!(
+            serde_json::to_value(resumed).unwrap(),
+            serde_json::json!({"topic": "t", "after": 41, "epoch": "e1"})
+        );
+        let consumer = Subscribe {
+            consumer: Some("c".into()),
+            max_inflight: Some(1),
+            ..Subscribe::topic("t").after(0)
+        };
+        assert_eq!(
+            serde_json::to_value(consumer).unwrap(),
+            serde_json::json!({"topic": "t", "after": 0, "consumer": "c", "max_inflight": 1})
+        );
+        assert_eq!(ws_url("http://127.0.0.1:8080"), "ws://127.0.0.1:8080/v1/ws");
+    }
+}
