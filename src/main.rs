@@ -1,5 +1,7 @@
 //! The `starling` command: parse, set up logging, hand over to the library.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 /// jemalloc, with background threads that return freed memory to the OS (see Cargo.toml).

@@ -1,15 +1,15 @@
-//! `starling pub` and `starling sub`: small clients for a person at a terminal.
+//! `starling pub` and `starling sub`: small clients for a person at a terminal, on the
+//! typed client crate.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use starling_client::{Client, Error, Frame, Subscribe, WsConn};
+use std::time::Duration;
+
+/// How long connecting and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The data argument as JSON: valid JSON as is, anything else as a JSON string.
 fn data_json(data: &str) -> serde_json::Value {
     serde_json::from_str(data).unwrap_or_else(|_| serde_json::Value::String(data.to_string()))
-}
-
-fn topic_path(topic: &str) -> String {
-    percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 pub async fn publish(
@@ -18,75 +18,55 @@ pub async fn publish(
     data: &str,
     id: Option<String>,
 ) -> Result<(), String> {
-    let mut body = serde_json::json!({"data": data_json(data)});
-    if let Some(id) = id {
-        body["id"] = serde_json::Value::String(id);
-    }
-    let url = format!("{base}/v1/topics/{}/messages", topic_path(topic));
-    let res = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {base}: {e}"))?;
-    let status = res.status();
-    let text = res.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!("{status}: {text}"));
-    }
-    println!("{text}");
+    let client = Client::new(base);
+    let published = match client.publish(topic, &data_json(data), id.as_deref()).await {
+        Ok(p) => p,
+        Err(Error::Api {
+            status,
+            code,
+            message,
+        }) => return Err(format!("HTTP {status}: {code}: {message}")),
+        Err(e) => return Err(format!("cannot reach {base}: {e}")),
+    };
+    let line = serde_json::to_string(&published).map_err(|e| e.to_string())?;
+    println!("{line}");
     Ok(())
 }
 
 pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<(), String> {
-    let ws_url = format!("{}/v1/ws", base.replacen("http", "ws", 1));
-    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
+    let mut ws = WsConn::connect(base, CONNECT_TIMEOUT)
         .await
-        .map_err(|e| format!("cannot connect to {ws_url}: {e}"))?;
-    let mut sub = serde_json::json!({"type": "subscribe", "topic": topic, "req": 1});
-    if let Some(a) = after {
-        sub["after"] = a.into();
-    }
-    ws.send(Message::text(sub.to_string()))
+        .map_err(|e| format!("cannot connect to {}: {e}", starling_client::ws_url(base)))?;
+    let mut sub = Subscribe::topic(topic);
+    sub.after = after;
+    ws.send_subscribe(&sub, 1)
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        tokio::select! {
-            msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    let v: serde_json::Value = match serde_json::from_str(&t) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            eprintln!("{}", unparseable(&t, &e));
-                            continue;
-                        }
-                    };
-                    match v["type"].as_str() {
-                        Some("message") => println!("{t}"),
-                        Some("subscribed") => eprintln!(
-                            "subscribed to {topic}: epoch {} head {} recovered {}",
-                            v["epoch"], v["head"], v["recovered"]
-                        ),
-                        Some("error") => return Err(format!("{}: {}", v["code"], v["message"])),
-                        _ => {}
-                    }
+        let text = tokio::select! {
+            text = ws.next_text() => text.map_err(|e| match e {
+                Error::ClosedBy { code, reason } => {
+                    format!("server closed the connection {code} {reason}")
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let why = frame.map(|f| format!("{} {}", f.code, f.reason)).unwrap_or_default();
-                    return Err(format!("server closed the connection {why}"));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("connection closed".into()),
-            },
+                e => e.to_string(),
+            })?,
             _ = tokio::signal::ctrl_c() => {
-                let _ = ws.close(None).await;
+                ws.close().await;
                 return Ok(());
             }
+        };
+        match Frame::parse(&text) {
+            Ok(Frame::Message(_)) => println!("{text}"),
+            Ok(Frame::Subscribed(s)) => eprintln!(
+                "subscribed to {topic}: epoch {:?} head {} recovered {}",
+                s.epoch, s.head, s.recovered
+            ),
+            Ok(Frame::Error(e)) => return Err(format!("{:?}: {:?}", e.code, e.message)),
+            Ok(_) => {}
+            Err(e) => eprintln!("{}", unparseable(&text, &e)),
         }
     }
 }
-
 /// The line `sub` prints for a frame it cannot parse, rather than skipping it: the offset if
 /// the text shows one, the error, and the frame itself on one line.
 fn unparseable(frame: &str, e: &serde_json::Error) -> String {

@@ -1,8 +1,6 @@
 //! Command-line interface: `starling up`, `starling node`, `starling pub`, `starling sub`,
 //! `starling bench`, `starling chaos`.
 
-#[cfg(unix)]
-mod bench;
 mod client;
 #[cfg(unix)]
 pub(crate) mod up;
@@ -75,7 +73,7 @@ pub enum Command {
     #[cfg(unix)]
     Bench {
         #[command(subcommand)]
-        scenario: bench::Scenario,
+        scenario: starling_tools::bench::Scenario,
     },
     /// Start a local cluster of its own, run a recorded workload while injecting faults
     /// (kill -9, kill -STOP, SIGTERM, partitions), heal, check the history, and write
@@ -88,7 +86,7 @@ pub enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// Overrides the scenario's duration_s, e.g. 60s.
-        #[arg(long, value_parser = bench::parse_duration)]
+        #[arg(long, value_parser = starling_tools::bench::parse_duration)]
         duration: Option<std::time::Duration>,
         /// Output directory (default: a fresh one under the system temp dir).
         #[arg(long)]
@@ -143,7 +141,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 config,
             } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
             #[cfg(unix)]
-            Command::Bench { scenario } => bench::run(scenario).await.map_err(|e| e.to_string()),
+            Command::Bench { scenario } => {
+                raise_fd_limit();
+                let run = starling_tools::bench::run(scenario).await;
+                run.map_err(|e| e.to_string())
+            }
             #[cfg(unix)]
             Command::Chaos {
                 scenario,
@@ -173,21 +175,22 @@ async fn chaos(
     net: Net,
     check: Option<PathBuf>,
 ) -> Result<(), String> {
+    use starling_tools::chaos;
     let passed = match check {
-        Some(history) => crate::chaos::check_file(&history),
+        Some(history) => chaos::check_file(&history),
         None => {
-            let opts = crate::chaos::Options {
+            let opts = chaos::Options {
                 scenario,
                 seed,
                 duration,
                 out,
                 net: match net {
-                    Net::Auto => crate::chaos::Network::Auto,
-                    Net::Netns => crate::chaos::Network::Netns,
-                    Net::Injector => crate::chaos::Network::Injector,
+                    Net::Auto => chaos::Network::Auto,
+                    Net::Netns => chaos::Network::Netns,
+                    Net::Injector => chaos::Network::Injector,
                 },
             };
-            crate::chaos::run(opts).await
+            chaos::run(opts).await
         }
     };
     match passed.map_err(|e| e.to_string())? {
@@ -240,15 +243,17 @@ fn say(line: &str) {
 /// Every connection is a file descriptor: raise the soft limit to the hard one.
 fn raise_fd_limit() {
     #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut lim = getrlimit(Resource::Nofile);
+        let below_max = match (lim.current, lim.maximum) {
+            (Some(current), Some(max)) => current < max,
+            (Some(_), None) => true,
+            (None, _) => false,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+        if below_max {
+            lim.current = lim.maximum;
+            if setrlimit(Resource::Nofile, lim).is_err() {
                 tracing::warn!("could not raise the open-file limit");
             }
         }

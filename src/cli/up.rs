@@ -9,12 +9,13 @@
 use super::say;
 use crate::config::{Config, ConfigError};
 use futures_util::future::join_all;
-use std::collections::BTreeSet;
+use starling_client::formation::{formed, nodes_up, probe};
+use starling_client::Client;
+use starling_tools::process::{self, describe};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -65,7 +66,7 @@ type Exit = (usize, String);
 struct Proc {
     id: String,
     /// `None` once it has exited.
-    pid: Option<i32>,
+    pid: Option<u32>,
     exit: Option<String>,
 }
 
@@ -129,7 +130,7 @@ pub async fn run(config_path: &Path) -> Result<(), UpError> {
                 return Err(UpError::Spawn { id, source });
             }
         };
-        let pid = child.id().and_then(|p| i32::try_from(p).ok());
+        let pid = child.id();
         started.push(format!("{id} (pid {})", pid.unwrap_or_default()));
         let prefix = format!("{id:<width$} | ");
         tokio::spawn(watch_child(
@@ -199,13 +200,13 @@ impl Up {
             say(&format!(
                 "stopping {live}: SIGTERM sent, waiting up to {secs} s for the drain"
             ));
-            self.signal_all(libc::SIGTERM);
+            self.signal_all(process::Signal::TERM);
             if !self.wait_exits(STOP_TIMEOUT).await {
                 say(&format!(
                     "{} still running: sending SIGKILL",
                     self.live().join(", ")
                 ));
-                self.signal_all(libc::SIGKILL);
+                self.signal_all(process::Signal::KILL);
                 self.wait_exits(KILL_TIMEOUT).await;
             }
         }
@@ -240,12 +241,10 @@ impl Up {
         live.map(|p| p.id.as_str()).collect()
     }
 
-    fn signal_all(&self, sig: libc::c_int) {
+    /// Signals every child not yet reported exited.
+    fn signal_all(&self, sig: process::Signal) {
         for pid in self.nodes.iter().filter_map(|p| p.pid) {
-            // SAFETY: kill(2) only sends a signal; the pid is a child not yet reported exited.
-            unsafe {
-                libc::kill(pid, sig);
-            }
+            process::signal(pid, sig);
         }
     }
 }
@@ -310,64 +309,6 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-pub(crate) fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("signal {sig}"),
-        _ => status.to_string(),
-    }
-}
-
-/// What one node answered.
-pub(crate) struct Probe {
-    ready: bool,
-    /// The members it sees `up`; `None` if it did not answer.
-    sees_up: Option<BTreeSet<String>>,
-}
-
-#[derive(serde::Deserialize)]
-struct ClusterJson {
-    members: Vec<MemberJson>,
-}
-
-#[derive(serde::Deserialize)]
-struct MemberJson {
-    id: String,
-    status: String,
-}
-
-/// The listed nodes that are up: ready, and seen `up` by every node that answered.
-fn nodes_up<'a>(ids: &'a [String], probes: &[Probe]) -> Vec<&'a str> {
-    let seen_by_all = |id: &String| {
-        probes
-            .iter()
-            .all(|q| q.sees_up.as_ref().is_none_or(|s| s.contains(id)))
-    };
-    let up = ids
-        .iter()
-        .zip(probes)
-        .filter(|(id, p)| p.ready && seen_by_all(id));
-    up.map(|(id, _)| id.as_str()).collect()
-}
-
-/// Formed: every node answered, and every node is up in every view.
-pub(crate) fn formed(ids: &[String], probes: &[Probe]) -> bool {
-    probes.iter().all(|p| p.sees_up.is_some()) && nodes_up(ids, probes).len() == ids.len()
-}
-
-pub(crate) async fn probe(client: &reqwest::Client, addr: SocketAddr) -> Probe {
-    let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
-    let ready = matches!(get("/readyz").await, Ok(r) if r.status().is_success());
-    let sees_up = match get("/v1/cluster").await {
-        Ok(r) if r.status().is_success() => r.json::<ClusterJson>().await.ok().map(|c| {
-            let up = c.members.into_iter().filter(|m| m.status == "up");
-            up.map(|m| m.id).collect()
-        }),
-        _ => None,
-    };
-    Probe { ready, sees_up }
-}
-
 /// Once every node listens, reports progress until every node is ready and sees every
 /// listed node up.
 async fn watch_formation(ids: Vec<String>, mut addrs: watch::Receiver<Vec<Option<SocketAddr>>>) {
@@ -375,16 +316,16 @@ async fn watch_formation(ids: Vec<String>, mut addrs: watch::Receiver<Vec<Option
         Ok(all) => all.iter().flatten().copied().collect(),
         Err(_) => return,
     };
-    let client = match reqwest::Client::builder().timeout(PROBE_TIMEOUT).build() {
-        Ok(c) => c,
-        Err(e) => return say(&format!("cannot watch the cluster form: {e}")),
-    };
+    let nodes: Vec<Client> = all
+        .iter()
+        .map(|a| Client::new(&format!("http://{a}")).timeout(PROBE_TIMEOUT))
+        .collect();
     let started = Instant::now();
     let (mut shown, mut shown_at) = (String::new(), started);
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
-        let probes = join_all(all.iter().map(|a| probe(&client, *a))).await;
+        let probes = join_all(nodes.iter().map(probe)).await;
         if formed(&ids, &probes) {
             return say(&formation_message(&ids, &all));
         }
@@ -421,15 +362,6 @@ fn formation_message(ids: &[String], addrs: &[SocketAddr]) -> String {
 mod tests {
     use super::*;
 
-    fn probe(ready: bool, sees: Option<&[&str]>) -> Probe {
-        let sees_up = sees.map(|s| s.iter().map(|id| id.to_string()).collect());
-        Probe { ready, sees_up }
-    }
-
-    fn ids(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
     fn shipped_config_lists_a_local_three_node_cluster() {
         let c = Config::parse(include_str!("../../cluster.toml")).expect("shipped config");
@@ -437,23 +369,6 @@ mod tests {
         assert!(c.clustered());
         assert_eq!(c.seeds().len(), 3);
         assert!(c.nodes.iter().all(|n| n.http_addr.ip().is_loopback()));
-    }
-
-    #[test]
-    fn a_node_counts_when_ready_and_seen_up_by_everyone() {
-        assert!(formed(&ids(&["n1"]), &[probe(true, Some(&["n1"]))]));
-        let ids = ids(&["n1", "n2", "n3"]);
-        let (n1, n2, n3) = (Some(&["n1"][..]), Some(&["n2"][..]), Some(&["n3"][..]));
-        let alone = [probe(true, n1), probe(true, n2), probe(true, n3)];
-        assert!(nodes_up(&ids, &alone).is_empty());
-        let (all, two) = (Some(&["n1", "n2", "n3"][..]), Some(&["n1", "n2"][..]));
-        let partial = [probe(true, all), probe(true, two), probe(false, None)];
-        assert_eq!(nodes_up(&ids, &partial), ["n1", "n2"]);
-        assert!(!formed(&ids, &partial));
-        assert!(formed(
-            &ids,
-            &[probe(true, all), probe(true, all), probe(true, all)]
-        ));
     }
 
     #[test]

@@ -105,7 +105,7 @@ const MAX_REFUSING: usize = 64;
 /// and nobody would get the 503).
 fn effective_limits(cfg: &HttpConfig) -> (usize, usize) {
     let mut max = cfg.max_connections;
-    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+    if let Some(soft) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
         let room = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(soft / 2)).unwrap_or(max);
         if room < max {
             tracing::warn!(

@@ -3,9 +3,9 @@
 //! when run as root), a short partition through the fault injector, and `--check` of
 //! hand-written histories (a hole fails, a clean one passes).
 
-use starling::chaos::history::{self, Event, FaultKind, Transport};
-use starling::chaos::scenario::Scenario;
-use starling::chaos::schedule::{self, Op};
+use starling_tools::chaos::history::{self, Event, FaultKind, Transport};
+use starling_tools::chaos::scenario::Scenario;
+use starling_tools::chaos::schedule::{self, Op};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};

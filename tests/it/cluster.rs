@@ -5,7 +5,7 @@
 use crate::cluster_harness::Cluster;
 use crate::harness::{enc, get_json, publish, wait_for, SseClient, WsClient, WsEvent};
 use serde_json::{json, Value};
-use starling::cluster::placement;
+use starling::placement;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

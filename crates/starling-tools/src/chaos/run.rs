@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// The scenario `starling chaos` runs when it is given none.
-const DEFAULT_SCENARIO: &str = include_str!("../../examples/chaos/random.toml");
+const DEFAULT_SCENARIO: &str = include_str!("../../../../examples/chaos/random.toml");
 /// How long the cluster may take to form at the start.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long subscribers and consumers may take to catch up after convergence.

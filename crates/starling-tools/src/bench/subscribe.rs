@@ -5,9 +5,9 @@ use super::args::Transport;
 use super::clients::{self, now_us, Live, Window, Ws, SETUP_TIMEOUT};
 use super::report::histogram;
 use super::BenchError;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use std::pin::Pin;
+use starling_client::{Client, Events, Subscribe};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,10 +50,7 @@ impl Received {
 /// An open subscription, not yet read.
 pub enum Conn {
     Ws(Box<Ws>),
-    Sse {
-        body: Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-        buf: Vec<u8>,
-    },
+    Sse(Box<Events>),
     /// A NATS subscription (`--target nats`).
     Nats(Box<Ws>, super::nats_proto::Parser),
 }
@@ -63,8 +60,8 @@ pub async fn open(transport: Transport, base: &str, topic: &str) -> Result<Conn,
     match transport {
         Transport::Ws => {
             let mut ws = clients::connect(base).await?;
-            clients::subscribe(&mut ws, topic, serde_json::json!({})).await?;
-            Ok(Conn::Ws(Box::new(ws)))
+            clients::subscribe(&mut ws, &Subscribe::topic(topic)).await?;
+            Ok(Conn::Ws(Box::new(ws.into_inner())))
         }
         Transport::Sse => open_sse(base, topic).await,
     }
@@ -72,29 +69,13 @@ pub async fn open(transport: Transport, base: &str, topic: &str) -> Result<Conn,
 
 /// `GET /v1/topics/{topic}/events`, once the stream has begun.
 async fn open_sse(base: &str, topic: &str) -> Result<Conn, BenchError> {
-    let url = format!("{base}/v1/topics/{}/events", clients::topic_path(topic));
-    let fail = |reason: String| BenchError::Connect {
-        url: url.clone(),
-        reason,
-    };
-    let res = tokio::time::timeout(SETUP_TIMEOUT, reqwest::get(&url))
-        .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(|e| fail(e.to_string()))?;
-    if !res.status().is_success() {
-        return Err(fail(res.status().to_string()));
-    }
-    let mut body = Box::pin(res.bytes_stream());
-    // The stream opens with `retry:` once the subscription is live.
-    let first = tokio::time::timeout(SETUP_TIMEOUT, body.next())
-        .await
-        .map_err(|_| fail("no first event".into()))?;
-    match first {
-        Some(Ok(b)) => Ok(Conn::Sse {
-            body,
-            buf: b.to_vec(),
+    let client = Client::new(base).timeout(SETUP_TIMEOUT);
+    match client.events(topic, None, &None).await {
+        Ok(events) => Ok(Conn::Sse(Box::new(events))),
+        Err(e) => Err(BenchError::Connect {
+            url: format!("{base}/v1/topics/{}/events", clients::topic_path(topic)),
+            reason: e.to_string(),
         }),
-        _ => Err(fail("stream closed".into())),
     }
 }
 
@@ -119,20 +100,14 @@ pub fn spawn(
                     Some(Err(_)) | None => break,
                 }
             },
-            Conn::Sse { mut body, mut buf } => loop {
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    if line.starts_with(b"data:") {
-                        got.record(&String::from_utf8_lossy(&line), window, &live);
-                    }
-                }
-                let chunk = tokio::select! {
+            Conn::Sse(mut events) => loop {
+                let event = tokio::select! {
                     _ = stop.cancelled() => break,
-                    c = body.next() => c,
+                    e = events.next() => e,
                 };
-                match chunk {
-                    Some(Ok(b)) => buf.extend_from_slice(&b),
-                    Some(Err(_)) | None => break,
+                match event {
+                    Ok(e) => got.record(&e.data, window, &live),
+                    Err(_) => break,
                 }
             },
             Conn::Nats(ws, parser) => {

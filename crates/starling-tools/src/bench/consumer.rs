@@ -8,12 +8,11 @@ use super::clients::{self, topic_names, Live, Window};
 use super::publish::{self, Pace, Plan};
 use super::report::{count, Report};
 use super::BenchError;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use starling_client::Subscribe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// A drain that received nothing for this long is over.
@@ -132,13 +131,12 @@ async fn drain_with(
     let mut socks = Vec::with_capacity(conns);
     for _ in 0..conns.max(1) {
         let mut ws = clients::connect(url).await?;
-        let extra = match consumer {
-            Some((name, inflight)) => {
-                json!({"after": 0, "consumer": name, "max_inflight": inflight})
-            }
-            None => json!({"after": 0}),
-        };
-        clients::subscribe(&mut ws, topic, extra).await?;
+        let mut sub = Subscribe::topic(topic).after(0);
+        if let Some((name, inflight)) = consumer {
+            sub.consumer = Some(name.to_string());
+            sub.max_inflight = Some(u32::try_from(inflight).unwrap_or(u32::MAX));
+        }
+        clients::subscribe(&mut ws, &sub).await?;
         socks.push(ws);
     }
     let start = Instant::now();
@@ -153,9 +151,9 @@ async fn drain_with(
                 loop {
                     let m = tokio::select! {
                         _ = finished.cancelled() => break,
-                        m = tokio::time::timeout(IDLE, ws.next()) => m,
+                        m = tokio::time::timeout(IDLE, ws.next_text()) => m,
                     };
-                    let Ok(Some(Ok(Message::Text(txt)))) = m else {
+                    let Ok(Ok(txt)) = m else {
                         break;
                     };
                     if !txt.starts_with("{\"type\":\"message\"") {
@@ -170,9 +168,7 @@ async fn drain_with(
                     else {
                         continue;
                     };
-                    let ack =
-                        json!({"type": "ack", "topic": topic, "consumer": name, "offset": offset});
-                    if ws.send(Message::text(ack.to_string())).await.is_err() {
+                    if ws.ack(&topic, name, offset).await.is_err() {
                         break;
                     }
                 }

@@ -362,11 +362,11 @@ mod tests {
     #[test]
     fn shipped_scenarios_parse() {
         for text in [
-            include_str!("../../examples/chaos/random.toml"),
-            include_str!("../../examples/chaos/kill-restart.toml"),
-            include_str!("../../examples/chaos/hang.toml"),
-            include_str!("../../examples/chaos/partition.toml"),
-            include_str!("../../examples/chaos/ci.toml"),
+            include_str!("../../../../examples/chaos/random.toml"),
+            include_str!("../../../../examples/chaos/kill-restart.toml"),
+            include_str!("../../../../examples/chaos/hang.toml"),
+            include_str!("../../../../examples/chaos/partition.toml"),
+            include_str!("../../../../examples/chaos/ci.toml"),
         ] {
             Scenario::parse(text).expect("shipped scenario");
         }

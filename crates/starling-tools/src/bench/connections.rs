@@ -9,6 +9,7 @@ use super::spawn::OwnNode;
 use super::BenchError;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
+use starling_client::{Subscribe, WsConn};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,7 +55,11 @@ pub async fn run(a: &ConnectionsArgs) -> Result<Report, BenchError> {
             async move {
                 let mut ws = open(addr, src, url, a.target).await?;
                 match a.target {
-                    Target::Starling => clients::subscribe(&mut ws, topic, json!({})).await?,
+                    Target::Starling => {
+                        let mut conn = WsConn::from(ws);
+                        clients::subscribe(&mut conn, &Subscribe::topic(topic)).await?;
+                        ws = conn.into_inner();
+                    }
                     Target::Nats => {
                         let mut parser = super::nats_proto::Parser::default();
                         super::nats::handshake(&mut ws, &mut parser, std::slice::from_ref(topic))

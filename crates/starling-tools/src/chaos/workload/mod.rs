@@ -16,10 +16,10 @@ mod ws_sub;
 use crate::chaos::history::Transport;
 use crate::chaos::scenario::Scenario;
 use recorder::Recorder;
+use starling_client::{Client, WsConn};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// The consumer group every consumer client joins.
@@ -30,9 +30,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF: Duration = Duration::from_millis(250);
 /// How long consumers may take to join before publishing starts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
-
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What every client task shares.
 #[derive(Clone)]
@@ -52,32 +49,20 @@ impl Ctx {
         &self.nodes[node % self.nodes.len()].1
     }
 
+    /// `node`'s HTTP API, each request limited to the request timeout.
+    pub fn client(&self, node: usize) -> Client {
+        Client::with_http(self.url(node), self.http.clone()).timeout(REQUEST_TIMEOUT)
+    }
+
     fn next(&self, node: usize) -> usize {
         (node + 1) % self.nodes.len()
     }
 
     /// Opens a WebSocket to `node`, within the request timeout.
-    async fn dial(&self, node: usize) -> Result<Ws, String> {
-        let url = format!("{}/v1/ws", self.url(node).replacen("http", "ws", 1));
-        let dial = tokio_tungstenite::connect_async_with_config(url, None, true);
-        match tokio::time::timeout(REQUEST_TIMEOUT, dial).await {
-            Ok(Ok((ws, _))) => Ok(ws),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("connect timed out".into()),
-        }
+    async fn dial(&self, node: usize) -> Result<WsConn, String> {
+        let dial = WsConn::connect(self.url(node), REQUEST_TIMEOUT).await;
+        dial.map_err(|e| e.to_string())
     }
-}
-
-/// A text frame's JSON, if it is one.
-fn frame_json(m: &Message) -> Option<serde_json::Value> {
-    match m {
-        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
-        _ => None,
-    }
-}
-
-fn str_field(v: &serde_json::Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_string()
 }
 
 /// Sleeps for the backoff; `false` if `stop` came first.

@@ -10,6 +10,7 @@ use super::report::histogram;
 use super::BenchError;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use starling_client::Client;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -118,7 +119,7 @@ pub async fn ws(
     stop_send: CancellationToken,
     stop_all: CancellationToken,
 ) -> Result<Published, BenchError> {
-    let (mut tx, rx) = clients::connect(&plan.base).await?.split();
+    let (mut tx, rx) = clients::connect(&plan.base).await?.into_inner().split();
     let window = match plan.pace {
         Pace::Window(w) => w,
         Pace::Rate(_) => 0,
@@ -215,20 +216,9 @@ where
 
 /// Publishes with POST, one request at a time, until `stop_send`.
 pub async fn http(plan: Plan, live: Arc<Live>, stop_send: CancellationToken) -> Published {
-    let client = reqwest::Client::new();
-    let urls: Vec<String> = plan
-        .topics
-        .iter()
-        .map(|t| {
-            format!(
-                "{}/v1/topics/{}/messages",
-                plan.base,
-                clients::topic_path(t)
-            )
-        })
-        .collect();
+    let client = Client::new(&plan.base);
     let pad = "x".repeat(plan.size);
-    let mut done = Published::new(urls.len());
+    let mut done = Published::new(plan.topics.len());
     let never = Semaphore::new(1);
     let start = Instant::now();
     let mut k = 0u64;
@@ -239,12 +229,9 @@ pub async fn http(plan: Plan, live: Arc<Live>, stop_send: CancellationToken) -> 
         }
         never.add_permits(1);
         let t = now_us();
-        let i = (plan.first + k as usize) % urls.len();
+        let i = (plan.first + k as usize) % plan.topics.len();
         let body = format!("{{\"data\":{}}}", stamped_data(t, &pad));
-        let ok = matches!(
-            client.post(&urls[i]).body(body).send().await,
-            Ok(r) if r.status().is_success()
-        );
+        let ok = client.publish_body(&plan.topics[i], body).await.is_ok();
         Live::add(&live.sent, 1);
         Live::add(if ok { &live.acked } else { &live.errors }, 1);
         if plan.window.contains(t) {

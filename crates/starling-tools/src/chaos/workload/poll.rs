@@ -4,15 +4,14 @@
 //! goes to the same node, then to the next.
 
 use super::ws_sub::Resume;
-use super::{backoff, str_field, Ctx};
+use super::{backoff, Ctx};
 use crate::chaos::history::{Event, Transport};
-use std::time::Duration;
+use starling_client::Poll;
 use tokio_util::sync::CancellationToken;
 
-/// The server holds a poll this long when nothing comes.
+/// The server holds a poll this long when nothing comes (the client waits that long plus
+/// its request timeout for the answer).
 const HOLD_S: u64 = 5;
-/// How long the client waits for the answer.
-const POLL_TIMEOUT: Duration = Duration::from_secs(HOLD_S + 4);
 
 pub async fn run(ctx: Ctx, sub: String, topic: String, home: usize, stop: CancellationToken) {
     ctx.rec.register(&sub, &topic);
@@ -20,17 +19,23 @@ pub async fn run(ctx: Ctx, sub: String, topic: String, home: usize, stop: Cancel
     let mut pos: Resume = None;
     let mut fresh = true;
     loop {
-        let (after, epoch) = match &pos {
-            Some((e, o)) => (*o, format!("&epoch={e}")),
-            None => (0, String::new()),
+        let poll = match &pos {
+            Some((e, o)) => Poll {
+                after: *o,
+                epoch: Some(e.clone()),
+                hold_s: HOLD_S,
+                limit: 1000,
+            },
+            None => Poll {
+                hold_s: HOLD_S,
+                limit: 1000,
+                ..Poll::default()
+            },
         };
-        let url = format!(
-            "{}/v1/topics/{topic}/messages?after={after}{epoch}&timeout={HOLD_S}&limit=1000",
-            ctx.url(node)
-        );
+        let client = ctx.client(node);
         let answer = tokio::select! {
             _ = stop.cancelled() => return,
-            a = poll_once(&ctx, url) => a,
+            a = client.poll(&topic, &poll) => a.map_err(|e| e.to_string()),
         };
         let v = match answer {
             Ok(v) => v,
@@ -52,9 +57,7 @@ pub async fn run(ctx: Ctx, sub: String, topic: String, home: usize, stop: Cancel
                 continue;
             }
         };
-        let epoch = str_field(&v, "epoch");
-        let recovered = v["recovered"].as_bool().unwrap_or(true);
-        let first = v["first"].as_u64().unwrap_or(0);
+        let (epoch, recovered, first) = (v.epoch, v.recovered, v.first);
         if std::mem::take(&mut fresh) {
             ctx.rec.record(|t_ms| Event::Subscribed {
                 t_ms,
@@ -75,36 +78,17 @@ pub async fn run(ctx: Ctx, sub: String, topic: String, home: usize, stop: Cancel
                 first,
             });
         }
-        for m in v["messages"].as_array().into_iter().flatten() {
-            let offset = m["offset"].as_u64().unwrap_or(0);
+        for m in v.messages {
             ctx.rec.record(|t_ms| Event::Deliver {
                 t_ms,
                 sub: sub.clone(),
                 via: Transport::Poll,
                 topic: topic.clone(),
-                epoch: str_field(m, "epoch"),
-                offset,
-                id: str_field(m, "id"),
+                epoch: m.epoch,
+                offset: m.offset,
+                id: m.id,
             });
         }
-        let next = v["next"].as_u64().unwrap_or(after);
-        pos = Some((epoch, next));
+        pos = Some((epoch, v.next));
     }
-}
-
-async fn poll_once(ctx: &Ctx, url: String) -> Result<serde_json::Value, String> {
-    let res = ctx
-        .http
-        .get(url)
-        .timeout(POLL_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = res.status();
-    let v: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        let code = v["error"]["code"].as_str().unwrap_or("unknown");
-        return Err(format!("HTTP {}: {code}", status.as_u16()));
-    }
-    Ok(v)
 }

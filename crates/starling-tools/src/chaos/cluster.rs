@@ -9,7 +9,9 @@
 //! continues the stopped ones, kills every one still running, then removes the namespaces.
 
 use super::netns::{Netns, NetnsError};
-use crate::cli::up::{describe, formed, probe};
+use crate::process::{describe, signal, Signal};
+use starling_client::formation::{formed, probe};
+use starling_client::Client;
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -147,10 +149,12 @@ impl Cluster {
         let ids: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
         let deadline = Instant::now() + timeout;
         loop {
-            let probes = futures_util::future::join_all(
-                self.nodes.iter().map(|n| probe(&self.http, n.http)),
-            )
-            .await;
+            let clients = self
+                .nodes
+                .iter()
+                .map(|n| Client::with_http(&format!("http://{}", n.http), self.http.clone()));
+            let clients: Vec<Client> = clients.collect();
+            let probes = futures_util::future::join_all(clients.iter().map(probe)).await;
             if formed(&ids, &probes) {
                 return true;
             }
@@ -199,21 +203,18 @@ impl Cluster {
         Ok(())
     }
 
-    fn signal(&self, id: &str, sig: libc::c_int) -> Result<(), ClusterError> {
+    /// Signals node `id`, a child this cluster started and has not reaped yet.
+    fn signal(&self, id: &str, sig: Signal) -> Result<(), ClusterError> {
         let node = &self.nodes[self.index(id)?];
         if let Some(pid) = node.child.as_ref().and_then(Child::id) {
-            // SAFETY: kill(2) only sends a signal, to a child this cluster started and
-            // has not reaped yet.
-            unsafe {
-                libc::kill(pid as libc::pid_t, sig);
-            }
+            signal(pid, sig);
         }
         Ok(())
     }
 
     /// `kill -9`, and waits for the exit.
     pub async fn kill(&mut self, id: &str) -> Result<(), ClusterError> {
-        self.signal(id, libc::SIGKILL)?;
+        self.signal(id, Signal::KILL)?;
         let i = self.index(id)?;
         if let Some(mut child) = self.nodes[i].child.take() {
             let status = child.wait().await.map_err(io("wait for a killed node"))?;
@@ -230,10 +231,7 @@ impl Cluster {
             return Ok(());
         };
         if let Some(pid) = child.id() {
-            // SAFETY: as in `signal`.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+            signal(pid, Signal::TERM);
         }
         let status = match tokio::time::timeout(DRAIN_TIMEOUT, child.wait()).await {
             Ok(status) => status.map_err(io("wait for a node's drain"))?,
@@ -252,14 +250,14 @@ impl Cluster {
     }
 
     pub fn stop(&mut self, id: &str) -> Result<(), ClusterError> {
-        self.signal(id, libc::SIGSTOP)?;
+        self.signal(id, Signal::STOP)?;
         let i = self.index(id)?;
         self.nodes[i].stopped = true;
         Ok(())
     }
 
     pub fn cont(&mut self, id: &str) -> Result<(), ClusterError> {
-        self.signal(id, libc::SIGCONT)?;
+        self.signal(id, Signal::CONT)?;
         let i = self.index(id)?;
         self.nodes[i].stopped = false;
         Ok(())
@@ -311,10 +309,7 @@ impl Cluster {
             async move {
                 if let Some(mut child) = child {
                     if let Some(pid) = child.id() {
-                        // SAFETY: as in `signal`.
-                        unsafe {
-                            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                        }
+                        signal(pid, Signal::TERM);
                     }
                     if tokio::time::timeout(DRAIN_TIMEOUT, child.wait())
                         .await
@@ -334,10 +329,7 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             if let Some(child) = node.child.as_mut() {
                 if let (true, Some(pid)) = (node.stopped, child.id()) {
-                    // SAFETY: as in `signal`.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGCONT);
-                    }
+                    signal(pid, Signal::CONT);
                 }
                 let _ = child.start_kill();
             }

@@ -2,16 +2,13 @@
 //! window, topic names and the progress line.
 
 use super::BenchError;
-use futures_util::{SinkExt, StreamExt};
+use starling_client::{Subscribe, WsConn};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-pub type Ws = WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use starling_client::{topic_path, ws_url, Ws};
 
 /// How long one request of the setup (connect, subscribe) may take.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,17 +16,13 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The key of the send time in a bench message's data.
 const STAMP_KEY: &str = "\"bench_t\":";
 
-pub fn ws_url(base: &str) -> String {
-    format!("{}/v1/ws", base.replacen("http", "ws", 1))
-}
-
-pub fn topic_path(topic: &str) -> String {
-    percent_encoding::utf8_percent_encode(topic, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 /// Opens Starling's WebSocket at node `base`.
-pub async fn connect(base: &str) -> Result<Ws, BenchError> {
-    dial(ws_url(base)).await
+pub async fn connect(base: &str) -> Result<WsConn, BenchError> {
+    let conn = WsConn::connect(base, SETUP_TIMEOUT).await;
+    conn.map_err(|e| BenchError::Connect {
+        url: ws_url(base),
+        reason: e.to_string(),
+    })
 }
 
 /// Opens a WebSocket to `url`, within the setup timeout.
@@ -50,37 +43,15 @@ pub async fn dial(url: String) -> Result<Ws, BenchError> {
     }
 }
 
-/// Sends a subscribe frame (with `extra` fields) and waits for `subscribed`.
-pub async fn subscribe<S>(
-    ws: &mut WebSocketStream<S>,
-    topic: &str,
-    extra: serde_json::Value,
-) -> Result<(), BenchError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut f = serde_json::json!({"type": "subscribe", "topic": topic, "req": 0});
-    if let (Some(f), serde_json::Value::Object(extra)) = (f.as_object_mut(), extra) {
-        f.extend(extra);
+/// Subscribes and waits for `subscribed`.
+pub async fn subscribe(ws: &mut WsConn, sub: &Subscribe) -> Result<(), BenchError> {
+    match ws.subscribe(sub, 0, SETUP_TIMEOUT).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(BenchError::Protocol(format!(
+            "subscribe to {}: {e}",
+            sub.topic
+        ))),
     }
-    let lost = |e: String| BenchError::Protocol(format!("subscribe to {topic}: {e}"));
-    ws.send(Message::text(f.to_string()))
-        .await
-        .map_err(|e| lost(e.to_string()))?;
-    let wait = async {
-        while let Some(m) = ws.next().await {
-            match m {
-                Ok(Message::Text(t)) if t.contains("\"subscribed\"") => return Ok(()),
-                Ok(Message::Text(t)) => return Err(lost(t.to_string())),
-                Ok(_) => {}
-                Err(e) => return Err(lost(e.to_string())),
-            }
-        }
-        Err(lost("connection closed".into()))
-    };
-    tokio::time::timeout(SETUP_TIMEOUT, wait)
-        .await
-        .map_err(|_| lost("timed out".into()))?
 }
 
 /// Microseconds since the Unix epoch: comparable between generator processes.

@@ -3,6 +3,7 @@
 //! SIGTERM when done.
 
 use super::BenchError;
+use crate::process::{signal, Signal};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -74,10 +75,7 @@ impl OwnNode {
     /// SIGTERM, then wait for the drain (killed if it takes too long).
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) on the pid of our own child.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+            signal(pid, Signal::TERM);
         }
         if tokio::time::timeout(NODE_TIMEOUT, self.child.wait())
             .await

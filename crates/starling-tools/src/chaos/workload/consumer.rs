@@ -3,11 +3,10 @@
 //! once, and rejoins after a disconnect like a stream subscriber.
 
 use super::ws_sub::{reconnect, Ended, Frames};
-use super::{backoff, str_field, Ctx, CONSUMER};
+use super::{backoff, Ctx, CONSUMER};
 use crate::chaos::history::Event;
-use futures_util::SinkExt;
+use starling_client::{Frame, Subscribe};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 const SUBSCRIBE_REQ: u64 = 1;
@@ -42,47 +41,45 @@ async fn session(
         Err(e) => return Ended::Unreachable(e),
     };
     // Quick redelivery, and never a dead letter for a message that was only slow.
-    let frame = serde_json::json!({
-        "type": "subscribe", "topic": m.topic, "consumer": CONSUMER, "after": 0,
-        "ack_wait_ms": 3000, "max_deliver": 100, "backoff_ms": [200, 1000],
-        "req": SUBSCRIBE_REQ,
-    });
-    if let Err(e) = ws.send(Message::text(frame.to_string())).await {
-        return Ended::Lost(format!("send: {e}"));
+    let subscribe = Subscribe {
+        consumer: Some(CONSUMER.to_string()),
+        ack_wait_ms: Some(3000),
+        max_deliver: Some(100),
+        backoff_ms: Some(vec![200, 1000]),
+        ..Subscribe::topic(&m.topic).after(0)
+    };
+    if let Err(e) = ws.send_subscribe(&subscribe, SUBSCRIBE_REQ).await {
+        return Ended::Lost(e.to_string());
     }
     let mut frames = Frames::new();
     loop {
-        let v = match frames.next(&mut ws, stop).await {
-            Ok(v) => v,
+        let frame = match frames.next(&mut ws, stop).await {
+            Ok(f) => f,
             Err(ended) => return ended,
         };
-        let solicited = v["req"].as_u64() == Some(SUBSCRIBE_REQ);
-        match v["type"].as_str() {
-            Some("subscribed") if solicited => {
+        match frame {
+            Frame::Subscribed(s) if s.req == Some(SUBSCRIBE_REQ) => {
                 if let Some(tx) = joined.take() {
                     let _ = tx.send(());
                 }
             }
-            Some("message") => {
-                let offset = v["offset"].as_u64().unwrap_or(0);
+            Frame::Message(d) => {
+                let offset = d.offset;
                 ctx.rec.record(|t_ms| Event::ConsumerDeliver {
                     t_ms,
                     sub: m.sub.clone(),
                     topic: m.topic.clone(),
-                    epoch: str_field(&v, "epoch"),
+                    epoch: d.epoch,
                     offset,
-                    id: str_field(&v, "id"),
-                    attempt: v["attempt"].as_u64().unwrap_or(1) as u32,
+                    id: d.id,
+                    attempt: d.attempt.unwrap_or(1),
                 });
-                let ack = serde_json::json!({
-                    "type": "ack", "topic": m.topic, "consumer": CONSUMER, "offset": offset,
-                });
-                if let Err(e) = ws.send(Message::text(ack.to_string())).await {
-                    return Ended::Lost(format!("send: {e}"));
+                if let Err(e) = ws.ack(&m.topic, CONSUMER, offset).await {
+                    return Ended::Lost(e.to_string());
                 }
             }
-            Some("error") if solicited => {
-                return Ended::Refused(format!("subscribe: {}", str_field(&v, "code")));
+            Frame::Error(e) if e.req == Some(SUBSCRIBE_REQ) => {
+                return Ended::Refused(format!("subscribe: {}", e.code));
             }
             _ => {}
         }

@@ -3,12 +3,11 @@
 //! one is retried with the same `id` on the next node after a short backoff, until acked or
 //! `GIVE_UP` passed since the first try.
 
-use super::{backoff, frame_json, str_field, Ctx, Ws, REQUEST_TIMEOUT};
+use super::{backoff, Ctx, REQUEST_TIMEOUT};
 use crate::chaos::history::{Event, Transport};
-use futures_util::{SinkExt, StreamExt};
+use starling_client::{Published, WsConn};
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// How long one message is retried before its outcome is left unknown.
@@ -24,17 +23,10 @@ pub struct Publisher {
     pub interval: Duration,
 }
 
-/// An acknowledged publish.
-struct Ack {
-    epoch: String,
-    offset: u64,
-    duplicate: bool,
-}
-
 /// One publisher's connection state.
 struct Conn {
     node: usize,
-    ws: Option<Ws>,
+    ws: Option<WsConn>,
     req: u64,
 }
 
@@ -124,44 +116,22 @@ pub async fn probe(ctx: &Ctx, node: usize, topic: &str, id: &str) -> bool {
     attempt(ctx, "probe", Transport::Http, &mut conn, topic, id).await
 }
 
-fn body(seq_id: &str) -> serde_json::Value {
-    serde_json::json!({"data": {"chaos": seq_id}, "id": seq_id})
+/// The data of the publish with idempotency id `seq_id`.
+fn data(seq_id: &str) -> serde_json::Value {
+    serde_json::json!({ "chaos": seq_id })
 }
 
-async fn http_publish(ctx: &Ctx, node: usize, topic: &str, id: &str) -> Result<Ack, String> {
-    let url = format!("{}/v1/topics/{topic}/messages", ctx.url(node));
-    let send = ctx
-        .http
-        .post(url)
-        .timeout(REQUEST_TIMEOUT)
-        .json(&body(id))
-        .send();
-    let res = send.await.map_err(|e| match e.is_timeout() {
-        true => "timeout".to_string(),
-        false => format!("transport: {e}"),
-    })?;
-    let status = res.status();
-    let v: serde_json::Value = res
-        .json()
-        .await
-        .map_err(|e| format!("HTTP {status}: {e}"))?;
-    if !status.is_success() {
-        let code = v["error"]["code"].as_str().unwrap_or("unknown");
-        return Err(format!("HTTP {}: {code}", status.as_u16()));
-    }
-    ack(&v)
+async fn http_publish(ctx: &Ctx, node: usize, topic: &str, id: &str) -> Result<Published, String> {
+    let publish = ctx.client(node).publish(topic, &data(id), Some(id)).await;
+    publish.map_err(|e| e.to_string())
 }
 
-fn ack(v: &serde_json::Value) -> Result<Ack, String> {
-    let offset = v["offset"].as_u64().ok_or("reply without an offset")?;
-    Ok(Ack {
-        epoch: str_field(v, "epoch"),
-        offset,
-        duplicate: v["duplicate"].as_bool().unwrap_or(false),
-    })
-}
-
-async fn ws_publish(ctx: &Ctx, conn: &mut Conn, topic: &str, id: &str) -> Result<Ack, String> {
+async fn ws_publish(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    topic: &str,
+    id: &str,
+) -> Result<Published, String> {
     let attempt = async {
         if conn.ws.is_none() {
             conn.ws = Some(
@@ -172,29 +142,8 @@ async fn ws_publish(ctx: &Ctx, conn: &mut Conn, topic: &str, id: &str) -> Result
         }
         let ws = conn.ws.as_mut().ok_or("no connection")?;
         conn.req += 1;
-        let req = conn.req;
-        let mut frame = body(id);
-        frame["type"] = "publish".into();
-        frame["topic"] = topic.into();
-        frame["req"] = req.into();
-        ws.send(Message::text(frame.to_string()))
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        while let Some(m) = ws.next().await {
-            let m = m.map_err(|e| format!("connection: {e}"))?;
-            if let Message::Close(c) = &m {
-                return Err(format!("closed: {c:?}"));
-            }
-            let Some(v) = frame_json(&m) else { continue };
-            if v["req"].as_u64() != Some(req) {
-                continue;
-            }
-            return match v["type"].as_str() {
-                Some("published") => ack(&v),
-                _ => Err(format!("error: {}", str_field(&v, "code"))),
-            };
-        }
-        Err("connection closed".to_string())
+        let publish = ws.publish(topic, &data(id), Some(id), conn.req).await;
+        publish.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
         Ok(outcome) => outcome,

@@ -3,12 +3,11 @@
 //! the server's `subscribed` reply, unsolicited `recovered:false` announcements (a moved
 //! subscription that lost its position) and every message.
 
-use super::{backoff, frame_json, str_field, Ctx};
+use super::{backoff, Ctx};
 use crate::chaos::history::{Event, Transport};
-use futures_util::{SinkExt, StreamExt};
+use starling_client::{Frame, Subscribe, WsConn};
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// How often the subscriber pings, and how long it waits for any frame before it gives the
@@ -30,7 +29,7 @@ pub(super) enum Ended {
 }
 
 /// Where to resume: the last (epoch, offset) delivered or announced.
-pub(super) type Resume = Option<(String, u64)>;
+pub(super) use starling_client::Resume;
 
 pub async fn run(ctx: Ctx, sub: String, topic: String, home: usize, stop: CancellationToken) {
     ctx.rec.register(&sub, &topic);
@@ -80,74 +79,63 @@ async fn session(
         Ok(ws) => ws,
         Err(e) => return Ended::Unreachable(e),
     };
-    let mut frame = serde_json::json!({"type": "subscribe", "topic": topic, "req": SUBSCRIBE_REQ});
-    match pos {
-        Some((epoch, offset)) => {
-            frame["after"] = (*offset).into();
-            frame["epoch"] = epoch.as_str().into();
-        }
-        None => frame["after"] = 0.into(),
-    }
-    if let Err(e) = ws.send(Message::text(frame.to_string())).await {
-        return Ended::Lost(format!("send: {e}"));
+    let subscribe = Subscribe::topic(topic).resume(pos);
+    if let Err(e) = ws.send_subscribe(&subscribe, SUBSCRIBE_REQ).await {
+        return Ended::Lost(e.to_string());
     }
     let mut frames = Frames::new();
     loop {
-        let v = match frames.next(&mut ws, stop).await {
-            Ok(v) => v,
+        let frame = match frames.next(&mut ws, stop).await {
+            Ok(f) => f,
             Err(ended) => return ended,
         };
-        let (epoch, first) = (str_field(&v, "epoch"), v["first"].as_u64().unwrap_or(0));
-        let solicited = v["req"].as_u64() == Some(SUBSCRIBE_REQ);
-        match v["type"].as_str() {
-            Some("subscribed") => {
-                let recovered = v["recovered"].as_bool().unwrap_or(true);
-                if !recovered {
-                    *pos = Some((epoch.clone(), first.saturating_sub(1)));
+        match frame {
+            Frame::Subscribed(s) => {
+                if !s.recovered {
+                    *pos = Some((s.epoch.clone(), s.first.saturating_sub(1)));
                 }
-                if solicited {
+                if s.req == Some(SUBSCRIBE_REQ) {
                     ctx.rec.record(|t_ms| Event::Subscribed {
                         t_ms,
                         sub: sub.to_string(),
                         node: ctx.id(node).to_string(),
                         via: Transport::Ws,
                         topic: topic.to_string(),
-                        epoch,
-                        recovered,
-                        first,
+                        epoch: s.epoch,
+                        recovered: s.recovered,
+                        first: s.first,
                     });
-                } else if !recovered {
+                } else if !s.recovered {
                     ctx.rec.record(|t_ms| Event::Reset {
                         t_ms,
                         sub: sub.to_string(),
                         topic: topic.to_string(),
-                        epoch,
-                        first,
+                        epoch: s.epoch,
+                        first: s.first,
                     });
                 }
             }
-            Some("message") => {
-                let offset = v["offset"].as_u64().unwrap_or(0);
-                *pos = Some((epoch.clone(), offset));
+            Frame::Message(m) => {
+                *pos = Some((m.epoch.clone(), m.offset));
                 ctx.rec.record(|t_ms| Event::Deliver {
                     t_ms,
                     sub: sub.to_string(),
                     via: Transport::Ws,
                     topic: topic.to_string(),
-                    epoch,
-                    offset,
-                    id: str_field(&v, "id"),
+                    epoch: m.epoch,
+                    offset: m.offset,
+                    id: m.id,
                 });
             }
-            Some("error") if solicited => {
-                return Ended::Refused(format!("subscribe: {}", str_field(&v, "code")));
+            Frame::Error(e) if e.req == Some(SUBSCRIBE_REQ) => {
+                return Ended::Refused(format!("subscribe: {}", e.code));
             }
             _ => {}
         }
     }
 }
 
-/// Reads a client WebSocket's JSON frames, pinging the server every [`PING_EVERY`] and
+/// Reads a client WebSocket's frames, pinging the server every [`PING_EVERY`] and
 /// giving up after [`IDLE`] of silence (a hung node keeps its sockets open).
 pub(super) struct Frames {
     ping: tokio::time::Interval,
@@ -162,42 +150,32 @@ impl Frames {
         }
     }
 
-    /// The next JSON frame, or how the session ended.
+    /// The next protocol frame, or how the session ended.
     pub(super) async fn next(
         &mut self,
-        ws: &mut super::Ws,
+        ws: &mut WsConn,
         stop: &CancellationToken,
-    ) -> Result<serde_json::Value, Ended> {
+    ) -> Result<Frame, Ended> {
         loop {
-            let m = tokio::select! {
+            let text = tokio::select! {
                 _ = stop.cancelled() => {
-                    let _ = ws.close(None).await;
+                    ws.close().await;
                     return Err(Ended::Stopped);
                 }
                 _ = self.ping.tick() => {
                     if self.last_frame.elapsed() > IDLE {
                         return Err(Ended::Lost(format!("silent for {} s", IDLE.as_secs())));
                     }
-                    let ping = Message::text(r#"{"type":"ping","req":0}"#);
-                    if let Err(e) = ws.send(ping).await {
-                        return Err(Ended::Lost(format!("send: {e}")));
+                    if let Err(e) = ws.ping(0).await {
+                        return Err(Ended::Lost(e.to_string()));
                     }
                     continue;
                 }
-                m = ws.next() => m,
-            };
-            let m = match m {
-                None => return Err(Ended::Lost("connection closed".into())),
-                Some(Err(e)) => return Err(Ended::Lost(e.to_string())),
-                Some(Ok(Message::Close(c))) => {
-                    let code = c.map(|c| u16::from(c.code)).unwrap_or_default();
-                    return Err(Ended::Lost(format!("close {code}")));
-                }
-                Some(Ok(m)) => m,
+                text = ws.next_text() => text.map_err(|e| Ended::Lost(e.to_string()))?,
             };
             self.last_frame = Instant::now();
-            if let Some(v) = frame_json(&m) {
-                return Ok(v);
+            if let Ok(frame) = Frame::parse(&text) {
+                return Ok(frame);
             }
         }
     }

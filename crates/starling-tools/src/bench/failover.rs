@@ -4,20 +4,16 @@
 //! topic's owner meanwhile.
 
 use super::args::FailoverArgs;
-use super::clients::{topic_names, topic_path};
+use super::clients::topic_names;
 use super::report::Report;
 use super::BenchError;
-use serde_json::{json, Value};
+use serde_json::json;
+use starling_client::Client;
 use std::time::{Duration, Instant};
 
 pub async fn run(a: &FailoverArgs) -> Result<Report, BenchError> {
-    let url = a.url.trim_end_matches('/');
     let topic = topic_names(a.topic.as_deref(), "bench-failover", 1).remove(0);
-    let post = format!("{url}/v1/topics/{}/messages", topic_path(&topic));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let client = Client::new(&a.url).timeout(Duration::from_secs(5));
     eprintln!(
         "publishing to {topic} every {:?} for {:?}: kill the owner now",
         a.interval, a.duration
@@ -32,25 +28,21 @@ pub async fn run(a: &FailoverArgs) -> Result<Report, BenchError> {
     while Instant::now() < end {
         tick.tick().await;
         k += 1;
-        let body = json!({"data": k, "id": format!("f-{}-{k}", std::process::id())});
-        let v: Option<Value> = match client.post(&post).body(body.to_string()).send().await {
-            Ok(r) if r.status().is_success() => r.json().await.ok(),
-            _ => None,
-        };
-        let Some(v) = v else {
+        let id = format!("f-{}-{k}", std::process::id());
+        let Ok(v) = client.publish(&topic, &k.into(), Some(&id)).await else {
             failed += 1;
             failures += 1;
             continue;
         };
         accepted += 1;
-        let e = v["epoch"].as_str().unwrap_or_default().to_string();
+        let e = v.epoch;
         if !epoch.is_empty() && (failed > 0 || e != epoch) {
             let stall = json!({
                 "without_accepted_publish_ms": last_ok.elapsed().as_secs_f64() * 1000.0,
                 "failed": failed,
                 "epoch_before": epoch,
                 "epoch_after": e,
-                "offset": v["offset"],
+                "offset": v.offset,
             });
             eprintln!("\nstall: {stall}");
             stalls.push(stall);
@@ -64,7 +56,7 @@ pub async fn run(a: &FailoverArgs) -> Result<Report, BenchError> {
     let mut r = Report::new(
         "failover",
         json!({
-            "url": url,
+            "url": client.base(),
             "topic": topic,
             "interval_ms": a.interval.as_secs_f64() * 1000.0,
             "duration_secs": a.duration.as_secs_f64(),

@@ -54,7 +54,6 @@ impl BenchError {
 
 /// Runs one scenario to the end.
 pub async fn run(scenario: Scenario) -> Result<(), BenchError> {
-    super::raise_fd_limit();
     let (report, json) = match scenario {
         Scenario::Fanout(a) => (fanout::run(&a).await?, a.out.json),
         Scenario::Durable(a) => (durable::run(&a).await?, a.out.json),

@@ -5,12 +5,13 @@
 use super::cluster::Cluster;
 use super::history::Event;
 use super::workload::{publish, Ctx, CONSUMER};
+use starling_client::{Client, Error, Poll};
+use std::future::Future;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const POLL_EVERY: Duration = Duration::from_millis(250);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Messages per page when the final log is read.
 const PAGE: u64 = 1000;
 
@@ -65,29 +66,23 @@ pub async fn converge(
 /// A topic's final meta: (epoch, first, head).
 type Meta = (String, u64, u64);
 
-async fn get_json(ctx: &Ctx, path: &str) -> Option<serde_json::Value> {
-    for (_, url) in ctx.nodes.iter() {
-        let res = ctx
-            .http
-            .get(format!("{url}{path}"))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await;
-        if let Ok(r) = res {
-            if r.status().is_success() {
-                if let Ok(v) = r.json().await {
-                    return Some(v);
-                }
-            }
+/// The first answer any node gives to `ask`, trying them in order.
+async fn from_any<T, F, A>(ctx: &Ctx, ask: F) -> Option<T>
+where
+    F: Fn(Client) -> A,
+    A: Future<Output = Result<T, Error>>,
+{
+    for node in 0..ctx.nodes.len() {
+        if let Ok(answer) = ask(ctx.client(node)).await {
+            return Some(answer);
         }
     }
     None
 }
 
 async fn meta(ctx: &Ctx, topic: &str) -> Option<Meta> {
-    let v = get_json(ctx, &format!("/v1/topics/{topic}")).await?;
-    let epoch = v["epoch"].as_str()?.to_string();
-    Some((epoch, v["first"].as_u64()?, v["head"].as_u64()?))
+    let info = from_any(ctx, |c| async move { c.topic(topic).await }).await?;
+    Some((info.epoch, info.first, info.head))
 }
 
 /// Waits within `bound` until every stream subscriber has been delivered each topic's head
@@ -112,12 +107,8 @@ pub async fn catch_up(ctx: &Ctx, topics: &[String], bound: Duration) -> Result<(
             }
         }
         for (t, (_, _, head)) in &metas {
-            let v = get_json(ctx, &format!("/v1/topics/{t}/consumers/{CONSUMER}")).await;
-            let floor = v
-                .as_ref()
-                .and_then(|v| v["ack_floor"].as_u64())
-                .unwrap_or(0);
-            let pending = v.as_ref().and_then(|v| v["pending"].as_u64()).unwrap_or(1);
+            let info = from_any(ctx, |c| async move { c.consumer(t, CONSUMER).await }).await;
+            let (floor, pending) = info.map_or((0, 1), |i| (i.ack_floor, i.pending));
             if floor < *head || pending > 0 {
                 behind.push(format!("consumer {CONSUMER} of {t}"));
             }
@@ -146,25 +137,27 @@ pub async fn final_state(ctx: &Ctx, topics: &[String]) -> Result<(), String> {
         });
         let mut after = first.saturating_sub(1);
         while after < head {
-            let path = format!(
-                "/v1/topics/{topic}/messages?after={after}&epoch={epoch}&limit={PAGE}&timeout=0"
-            );
-            let v = get_json(ctx, &path)
+            let page = Poll {
+                after,
+                epoch: Some(epoch.clone()),
+                hold_s: 0,
+                limit: PAGE,
+            };
+            let page = &page;
+            let v = from_any(ctx, |c| async move { c.poll(topic, page).await })
                 .await
                 .ok_or_else(|| format!("cannot read the log of {topic} after {after}"))?;
-            let messages = v["messages"].as_array().cloned().unwrap_or_default();
-            if messages.is_empty() || v["epoch"].as_str() != Some(epoch.as_str()) {
+            if v.messages.is_empty() || v.epoch != epoch {
                 break;
             }
-            for m in &messages {
-                let offset = m["offset"].as_u64().unwrap_or(0);
+            for m in v.messages {
                 ctx.rec.record(|_| Event::FinalLog {
                     topic: topic.clone(),
                     epoch: epoch.clone(),
-                    offset,
-                    id: m["id"].as_str().unwrap_or_default().to_string(),
+                    offset: m.offset,
+                    id: m.id.clone(),
                 });
-                after = after.max(offset);
+                after = after.max(m.offset);
             }
         }
     }

@@ -62,8 +62,7 @@ impl Netns {
     /// Builds a namespace per node (`ids`, in order). On failure, whatever was made is
     /// removed again before the error returns.
     pub fn setup(ids: &[String]) -> Result<Netns, NetnsError> {
-        // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if euid != 0 {
             return Err(NetnsError::NotRoot(euid));
         }
