@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod consumer;
+pub mod delivery;
 pub mod http;
 mod metrics_setup;
 pub mod node;

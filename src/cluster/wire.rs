@@ -2,8 +2,8 @@
 //! ([`Call`] → [`Reply`]) or a one-way [`Cast`]. Encoded with bincode; topics travel as
 //! names and are validated again on arrival.
 
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::storage::StoredMessage;
 use bincode::{Decode, Encode};

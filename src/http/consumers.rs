@@ -3,8 +3,8 @@
 
 use super::reply::{self, parse_consumer};
 use super::AppState;
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckRequest, ConsumerInfo};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckRequest, ConsumerInfo};
 use crate::protocol::{ApiError, ErrorCode, TopicName};
 use crate::topic::service::call_topic;
 use crate::topic::TopicMsg;

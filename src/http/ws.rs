@@ -3,9 +3,10 @@
 
 use super::ws_upgrade::{Handshake, Socket};
 use super::AppState;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
 use crate::protocol::ApiError;
-use crate::session::outbound::{record_deliveries, CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::record_deliveries;
 use crate::session::{SessionMsg, Transport};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;

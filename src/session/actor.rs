@@ -4,11 +4,11 @@
 //! forwards publishes and acks, and serves polls. Its state closes the outbound queue and
 //! leaves its topics when dropped, so even a failed session cleans up after itself.
 
-use super::outbound::{CloseReason, OutFrame, Outbound};
 use super::poll::poll;
 use super::subscribe::{Sub, SubKind};
 use super::{SessionMsg, Transport};
 use crate::config::LimitsConfig;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
 use crate::protocol::frames::{error_frame, reply_frame, Position};
 use crate::protocol::{ApiError, ErrorCode, TopicName};
 use crate::shutdown::Shutdown;
@@ -300,7 +300,7 @@ impl SessionState {
         &self,
         topic: TopicName,
         consumer: String,
-        ack: crate::consumer::AckRequest,
+        ack: crate::protocol::consumer::AckRequest,
         req: Option<crate::protocol::frames::ReqId>,
     ) {
         let actor = match self.subs.get(&topic) {

@@ -1,8 +1,8 @@
 //! Long and short polls: read what is there after `after`; if nothing, wait for the topic's
 //! durable head to pass it, the timeout, or shutdown.
 
-use crate::consumer::options::ConsumerOptions;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::resume::{self, ResetReason};
 use crate::protocol::{ApiError, TopicName};

@@ -3,15 +3,16 @@
 //! when the replay reached its durable head exactly, so there is no hole and no duplicate
 //! at the seam.
 
-use super::outbound::{OutFrame, Outbound, Subscribed};
 use super::SessionMsg;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Outbound, Subscribed};
+use crate::delivery::SubId;
 use crate::protocol::resume::{ResetReason, ResumePlan};
 use crate::protocol::ErrorCode;
 use crate::protocol::TopicName;
 use crate::topic::history::History;
 use crate::topic::service::call_topic;
-use crate::topic::{GoLive, SubId, TopicMsg};
+use crate::topic::{GoLive, TopicMsg};
 use ractor::ActorRef;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

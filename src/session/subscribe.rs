@@ -3,15 +3,16 @@
 //! consumer group).
 
 use super::actor::SessionState;
-use super::outbound::{OutFrame, Subscribed};
 use super::replay::Replay;
 use super::SessionMsg;
-use crate::consumer::options::ConsumerOptions;
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::{SubId, Subscriber};
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::{ApiError, TopicName};
 use crate::topic::service::call_topic;
 use crate::topic::supervisor::TopicHandle;
-use crate::topic::{SubId, Subscriber, TopicMsg};
+use crate::topic::TopicMsg;
 use ractor::ActorRef;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +121,7 @@ impl SessionState {
             id: next_sub_id(),
             outbound: self.outbound.clone(),
             cursor: Arc::new(AtomicU64::new(0)),
-            session: myself.clone(),
+            session: Arc::new(myself.clone()),
         };
         Ok((handle, subscriber))
     }

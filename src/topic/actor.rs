@@ -7,14 +7,13 @@
 use super::audience::Audience;
 use super::history::History;
 use super::takeover::{durable, takeover};
-use super::{now_ms, GoLive, PublishAck, PublishReply, SubId, TopicInfo, TopicMsg, TopicShared};
+use super::{now_ms, GoLive, PublishAck, PublishReply, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Cast, WireMessage, WireMeta};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
 use crate::protocol::TopicName;
-use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::service::Topics;
@@ -566,11 +565,8 @@ pub fn refuse(msg: TopicMsg) {
 
 /// Tells every session subscribed to a topic whose actor died to resubscribe.
 pub fn tell_resubscribe(topic: &TopicName, shared: &TopicShared) {
-    let subs: Vec<(SubId, ActorRef<SessionMsg>)> = shared.subscribers().drain().collect();
+    let subs: Vec<_> = shared.subscribers().drain().collect();
     for (sub, session) in subs {
-        let _ = session.cast(SessionMsg::Resubscribe {
-            topic: topic.clone(),
-            sub,
-        });
+        session.resubscribe(topic, sub);
     }
 }

@@ -3,12 +3,13 @@
 //! the two at the durable head.
 
 use super::history::History;
-use super::{GoLive, SubId, SubscribeInfo, Subscriber, TopicShared};
-use crate::protocol::envelope::Delivery;
+use super::{GoLive, SubscribeInfo, TopicShared};
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::OutFrame;
+use crate::delivery::{SubId, Subscriber};
 use crate::protocol::frames::Position;
 use crate::protocol::resume;
 use crate::protocol::ApiError;
-use crate::session::outbound::OutFrame;
 use crate::storage::TopicMeta;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

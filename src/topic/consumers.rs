@@ -6,17 +6,19 @@
 //! group idle for `idle_expiry_secs` is deleted.
 
 use super::actor::TopicState;
-use super::{SubId, TopicMsg};
+use super::TopicMsg;
 use crate::consumer::group::{Group, Member, TopicView};
-use crate::consumer::options::ConsumerOptions;
 use crate::consumer::stored::StoredConsumer;
 use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
-use crate::protocol::envelope::Delivery;
+use crate::consumer::Joined;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::SubId;
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::topic::DLQ_PREFIX;
 use crate::protocol::{ApiError, ErrorCode, TopicName};
-use crate::session::outbound::{OutFrame, Subscribed};
 use crate::storage::{StorageError, TopicLog};
 use crate::topic::now_ms;
 use bytes::Bytes;
@@ -226,7 +228,6 @@ impl TopicState {
         group.members.push(Member {
             id: member.id,
             outbound: member.outbound,
-            session: member.session,
             max_inflight: cap,
         });
         group.touch(now_ms());

@@ -7,13 +7,13 @@ use super::FollowerState;
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, JoinRequest, Reply, WireFrame};
 use crate::consumer::Joined;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::SubId;
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::ApiError;
-use crate::session::outbound::{OutFrame, Subscribed};
-use crate::session::SessionMsg;
 use crate::topic::history::unexpected;
-use crate::topic::{SubId, TopicMsg};
+use crate::topic::TopicMsg;
 use ractor::ActorRef;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -164,10 +164,7 @@ impl FollowerState {
             TopicMsg::MemberGone { member } => {
                 if self.members.remove(&member).is_some() {
                     if let Some(session) = self.shared.subscribers().remove(&member) {
-                        let _ = session.cast(SessionMsg::Resubscribe {
-                            topic: self.topic.clone(),
-                            sub: member,
-                        });
+                        session.resubscribe(&self.topic, member);
                     }
                 }
             }

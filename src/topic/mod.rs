@@ -13,40 +13,24 @@ pub mod service;
 pub mod supervisor;
 pub mod takeover;
 
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
-use crate::protocol::envelope::Delivery;
+use crate::consumer::Joined;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::{SessionPort, SubId, Subscriber};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::ApiError;
-use crate::session::outbound::Outbound;
-use crate::session::SessionMsg;
 use bytes::Bytes;
-use ractor::{ActorRef, RpcReplyPort};
+use ractor::RpcReplyPort;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
-
-/// Identifies one subscription of one session, unique within the node.
-pub type SubId = u64;
-
-/// A subscriber as a topic actor sees it: where to push, and who to tell when the topic
-/// actor restarts.
-#[derive(Clone)]
-pub struct Subscriber {
-    pub id: SubId,
-    pub outbound: Arc<Outbound>,
-    /// Last offset pushed to this subscriber (by the topic actor when live, by the
-    /// session's replay before that).
-    pub cursor: Arc<AtomicU64>,
-    pub session: ActorRef<SessionMsg>,
-}
 
 /// State of a topic that outlives a crash of its actor.
 pub struct TopicShared {
     /// Every subscription, live or catching up: told to resubscribe if the actor restarts.
-    pub subscribers: Mutex<HashMap<SubId, ActorRef<SessionMsg>>>,
+    pub subscribers: Mutex<HashMap<SubId, Arc<dyn SessionPort>>>,
     /// The durable head, for long polls.
     pub head: watch::Sender<u64>,
 }
@@ -59,7 +43,7 @@ impl TopicShared {
         })
     }
 
-    pub fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, ActorRef<SessionMsg>>> {
+    pub fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, Arc<dyn SessionPort>>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

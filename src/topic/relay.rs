@@ -5,15 +5,14 @@
 //! it, the member's node is told to join again. Acks, leases, info and settings are plain calls.
 
 use super::service::{call_topic, Topics};
-use super::{moving, Role, Subscriber, TopicMsg};
+use super::{moving, Role, TopicMsg};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Cast, JoinRequest, Reply, WireFrame, WireLeased};
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::AckRequest;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
+use crate::delivery::{SessionPort, SubId, Subscriber};
+use crate::protocol::consumer::AckRequest;
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::{CloseReason, OutFrame, Outbound};
-use crate::session::SessionMsg;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::value::RawValue;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -29,22 +28,21 @@ impl Topics {
             return Err(moving());
         }
         let outbound = Outbound::new(RELAY_QUEUE_BYTES);
-        let args = RelayArgs {
-            topic: j.topic.clone(),
-            name: j.name.clone(),
-            node: j.from,
-            member: j.member,
-            outbound: outbound.clone(),
-            cluster: self.cluster.clone(),
-        };
-        let (relay, _) = Actor::spawn(None, Relay, args)
-            .await
-            .map_err(|_| ApiError::unavailable("cannot start a relay"))?;
+        let relay = Relay::start(
+            RelayTarget {
+                topic: j.topic.clone(),
+                name: j.name.clone(),
+                node: j.from,
+                member: j.member,
+            },
+            outbound.clone(),
+            self.cluster.clone(),
+        );
         let member = Subscriber {
             id: j.member,
             outbound,
             cursor: Arc::new(AtomicU64::new(0)),
-            session: relay.clone(),
+            session: relay,
         };
         let req = j.req.and_then(|r| RawValue::from_string(r).ok());
         let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
@@ -65,10 +63,8 @@ impl Topics {
                 first: j.first,
                 head: j.head,
             }),
-            Err(e) => {
-                relay.stop(None);
-                Err(e)
-            }
+            // The member (and with it the relay) was dropped by the topic actor.
+            Err(e) => Err(e),
         }
     }
 
@@ -162,89 +158,77 @@ impl Topics {
     }
 }
 
-struct Relay;
-
-struct RelayArgs {
+/// Which member on which node a relay serves.
+struct RelayTarget {
     topic: String,
     name: String,
     node: String,
     member: u64,
+}
+
+/// The owner's side of a consumer member on another node: the member's "session" as the
+/// topic actor sees it. A task drains the member's local queue and casts the frames in
+/// order to the member's node; it ends when the queue closes: the member's node is
+/// unreachable, the topic actor let go of the member (`resubscribe`: the member's node is
+/// told to join again), or the topic actor dropped the member (the last handle to the
+/// relay is gone).
+struct Relay {
+    target: Arc<RelayTarget>,
     outbound: Arc<Outbound>,
     cluster: Cluster,
 }
 
-struct RelayState {
-    args: RelayArgs,
-    drain: tokio::task::JoinHandle<()>,
-}
-
-impl Actor for Relay {
-    type Msg = SessionMsg;
-    type State = RelayState;
-    type Arguments = RelayArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        args: RelayArgs,
-    ) -> Result<RelayState, ActorProcessingErr> {
-        let (outbound, cluster) = (args.outbound.clone(), args.cluster.clone());
-        let (topic, node, member) = (args.topic.clone(), args.node.clone(), args.member);
-        let name = args.name.clone();
-        let drain = tokio::spawn(async move {
+impl Relay {
+    fn start(target: RelayTarget, outbound: Arc<Outbound>, cluster: Cluster) -> Arc<Relay> {
+        let target = Arc::new(target);
+        let (queue, peers, t) = (outbound.clone(), cluster.clone(), target.clone());
+        tokio::spawn(async move {
             let mut frames = Vec::new();
-            while outbound.drain(&mut frames).await.is_ok() {
+            while queue.drain(&mut frames).await.is_ok() {
                 let cast = Cast::MemberFrames {
-                    topic: topic.clone(),
-                    name: name.clone(),
-                    member,
-                    frames: frames.drain(..).filter_map(wire_frame).collect(),
+                    topic: t.topic.clone(),
+                    name: t.name.clone(),
+                    member: t.member,
+                    frames: frames.drain(..).map(wire_frame).collect(),
                 };
-                let sent = Cluster::encode_cast(&cast).is_some_and(|b| cluster.cast(&node, b));
+                let sent = Cluster::encode_cast(&cast).is_some_and(|b| peers.cast(&t.node, b));
                 if !sent {
+                    let (topic, node, member) = (&t.topic, &t.node, t.member);
                     tracing::info!(topic, node, member, "consumer member's node unreachable");
-                    outbound.close(CloseReason::Gone);
-                    break;
+                    queue.close(CloseReason::Gone);
                 }
             }
-            myself.stop(None);
         });
-        Ok(RelayState { args, drain })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        state: &mut RelayState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.drain.abort();
-        state.args.outbound.close(CloseReason::Gone);
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
-        state: &mut RelayState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let SessionMsg::Resubscribe { .. } = msg {
-            let a = &state.args;
-            let cast = Cast::MemberGone {
-                topic: a.topic.clone(),
-                member: a.member,
-            };
-            if let Some(bytes) = Cluster::encode_cast(&cast) {
-                a.cluster.cast(&a.node, bytes);
-            }
-            myself.stop(None);
-        }
-        Ok(())
+        Arc::new(Relay {
+            target,
+            outbound,
+            cluster,
+        })
     }
 }
 
-fn wire_frame(frame: OutFrame) -> Option<WireFrame> {
-    Some(match frame {
+impl SessionPort for Relay {
+    fn resubscribe(&self, _topic: &TopicName, _sub: SubId) {
+        let t = &self.target;
+        let cast = Cast::MemberGone {
+            topic: t.topic.clone(),
+            member: t.member,
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            self.cluster.cast(&t.node, bytes);
+        }
+        self.outbound.close(CloseReason::Gone);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.outbound.close(CloseReason::Gone);
+    }
+}
+
+fn wire_frame(frame: OutFrame) -> WireFrame {
+    match frame {
         OutFrame::Message(d) => WireFrame::Message {
             offset: d.offset,
             time_ms: d.time_ms,
@@ -259,5 +243,5 @@ fn wire_frame(frame: OutFrame) -> Option<WireFrame> {
             req: s.req.map(|r| r.get().to_string()),
             consumer: s.consumer,
         },
-    })
+    }
 }

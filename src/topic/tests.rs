@@ -4,9 +4,9 @@
 
 mod support;
 
+use crate::delivery::outbound::CloseReason;
 use crate::protocol::frames::Position;
 use crate::protocol::{ErrorCode, TopicName};
-use crate::session::outbound::CloseReason;
 use crate::session::poll::PollRequest;
 use crate::session::SessionMsg;
 use crate::storage::TopicLog;

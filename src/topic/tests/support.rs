@@ -2,10 +2,10 @@
 
 use crate::cluster::client::Cluster;
 use crate::config::{FsyncMode, LimitsConfig};
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Outbound};
 use crate::protocol::frames::Position;
 use crate::protocol::TopicName;
-use crate::session::outbound::{OutFrame, Outbound};
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;

@@ -3,7 +3,7 @@
 //! it in batches. A live push that would pass the bound closes the queue with
 //! [`CloseReason::SlowConsumer`] instead of growing: the client resumes by offset.
 
-use crate::protocol::envelope::Delivery;
+use super::envelope::Delivery;
 use crate::protocol::frames::ReqId;
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::TopicName;
@@ -41,26 +41,6 @@ impl OutFrame {
             OutFrame::Text(t) => t.len() + 32,
             OutFrame::Subscribed(_) => 256,
         }
-    }
-}
-
-/// Counts a batch the transport is about to write: deliveries by transport and, for live
-/// ones, publish-to-deliver latency. Once per batch, so the metric handles are looked up
-/// once rather than per message.
-pub fn record_deliveries(transport: super::Transport, frames: &[OutFrame]) {
-    let mut delivered = 0;
-    let latency = metrics::histogram!("starling_publish_to_deliver_seconds");
-    for frame in frames {
-        if let OutFrame::Message(d) = frame {
-            delivered += 1;
-            if let Some(t) = d.received {
-                latency.record(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-    if delivered > 0 {
-        metrics::counter!("starling_messages_delivered_total", "transport" => transport.label())
-            .increment(delivered);
     }
 }
 

@@ -1,6 +1,6 @@
 //! The message envelope, serialized once per message and shared by every subscriber.
 
-use super::topic::TopicName;
+use crate::protocol::TopicName;
 use crate::storage::StoredMessage;
 use bytes::Bytes;
 use std::sync::Arc;
