@@ -9,13 +9,14 @@ use super::history::History;
 use super::takeover::{durable, takeover};
 use super::{now_ms, GoLive, PublishAck, PublishReply, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, WireMessage, WireMeta};
+use crate::cluster::wire::{Cast, WireMessage};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::delivery::envelope::Delivery;
 use crate::protocol::TopicName;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
+use crate::topic::error::TopicError;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -40,7 +41,7 @@ pub struct TopicContext {
     pub dedupe_window_ms: u64,
 }
 
-pub struct TopicActor;
+pub(crate) struct TopicActor;
 
 pub struct TopicArgs {
     pub topic: TopicName,
@@ -264,7 +265,7 @@ impl Actor for TopicActor {
             }
             TopicMsg::Follow { from, reply } => {
                 state.followers.insert(from);
-                let _ = reply.send(Ok(WireMeta {
+                let _ = reply.send(Ok(super::Followed {
                     epoch: state.epoch.to_string(),
                     first: state.first.min(state.durable + 1),
                     head: state.durable,
@@ -523,30 +524,29 @@ impl TopicState {
 /// Answers a message with "moving" (or nothing, for those without a reply): the actor that
 /// got it does not serve the topic.
 pub fn refuse(msg: TopicMsg) {
-    let moving = super::moving;
     match msg {
         TopicMsg::Publish { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::Subscribe { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerJoin { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerAck {
             reply: Some(reply), ..
         } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerLease { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerConfigure { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::Follow { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::GoLive { reply, .. } => {
             let _ = reply.send(GoLive::Behind { head: 0 });

@@ -9,8 +9,8 @@ use crate::delivery::outbound::OutFrame;
 use crate::delivery::{SubId, Subscriber};
 use crate::protocol::frames::Position;
 use crate::protocol::resume;
-use crate::protocol::ApiError;
 use crate::storage::TopicMeta;
+use crate::topic::error::TopicError;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ impl Audience {
         position: &Position,
         meta: &TopicMeta,
         history: History,
-    ) -> Result<SubscribeInfo, ApiError> {
+    ) -> Result<SubscribeInfo, TopicError> {
         let plan = resume::plan(position, meta)?;
         sub.cursor
             .store(plan.start.saturating_sub(1), Ordering::Release);

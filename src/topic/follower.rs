@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct FollowerActor;
+pub(crate) struct FollowerActor;
 
 /// How long the owner may stay silent before a follower checks that it missed nothing.
 const OWNER_CHECK: Duration = Duration::from_secs(5);

@@ -11,7 +11,7 @@ use crate::delivery::envelope::Delivery;
 use crate::delivery::outbound::{OutFrame, Subscribed};
 use crate::delivery::SubId;
 use crate::protocol::resume::ResumePlan;
-use crate::protocol::ApiError;
+use crate::topic::error::TopicError;
 use crate::topic::history::unexpected;
 use crate::topic::TopicMsg;
 use ractor::ActorRef;
@@ -239,13 +239,13 @@ impl FollowerState {
     }
 }
 
-fn failure(owner: &str, r: Result<Reply, crate::cluster::client::CallError>) -> ApiError {
+fn failure(owner: &str, r: Result<Reply, crate::cluster::client::CallError>) -> TopicError {
     match r {
         Ok(reply) => unexpected(owner, reply),
-        Err(crate::cluster::client::CallError::NoRoute(_)) => crate::topic::moving(),
+        Err(crate::cluster::client::CallError::NoRoute(_)) => TopicError::Moving,
         Err(e) => {
             tracing::warn!(owner, error = %e, "consumer call to the owner failed");
-            ApiError::unavailable("the topic's owner did not answer")
+            TopicError::unavailable("the topic's owner did not answer")
         }
     }
 }

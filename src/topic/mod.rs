@@ -2,10 +2,12 @@
 //! [`supervisor::TopicSupervisor`] spawns them on demand and restarts a crashed one from its
 //! log. Delivery logic only; no transport types here.
 
-pub mod actor;
+pub(crate) mod actor;
 mod audience;
 mod consumers;
-pub mod follower;
+pub mod error;
+pub(crate) mod follower;
+pub mod handle;
 pub mod history;
 mod relay;
 mod remote;
@@ -20,8 +22,8 @@ use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::resume::ResumePlan;
-use crate::protocol::ApiError;
 use bytes::Bytes;
+use error::TopicError;
 use ractor::RpcReplyPort;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,7 +59,7 @@ pub struct PublishAck {
     pub duplicate: bool,
 }
 
-pub type PublishReply = oneshot::Sender<Result<PublishAck, ApiError>>;
+pub type PublishReply = oneshot::Sender<Result<PublishAck, TopicError>>;
 
 /// What a subscriber learns when it subscribes.
 #[derive(Clone, Debug)]
@@ -96,6 +98,16 @@ pub struct TopicInfo {
     pub owner: String,
 }
 
+/// Where a topic stands, as its owner answers a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Followed {
+    pub epoch: String,
+    pub first: u64,
+    pub head: u64,
+    /// False while nothing was ever published.
+    pub exists: bool,
+}
+
 /// What a topic actor is on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -105,14 +117,8 @@ pub enum Role {
     Follower(String),
 }
 
-/// The answer to a request that had no effect because the topic is changing hands (or this
-/// node is still joining): the caller may retry, here or at the new owner.
-pub fn moving() -> ApiError {
-    ApiError::unavailable("topic is moving between nodes; try again")
-}
-
 /// Messages of a topic actor.
-pub enum TopicMsg {
+pub(crate) enum TopicMsg {
     Publish {
         data: Bytes,
         id: Option<String>,
@@ -121,7 +127,7 @@ pub enum TopicMsg {
     Subscribe {
         sub: Subscriber,
         position: Position,
-        reply: RpcReplyPort<Result<SubscribeInfo, ApiError>>,
+        reply: RpcReplyPort<Result<SubscribeInfo, TopicError>>,
     },
     GoLive {
         sub: SubId,
@@ -155,7 +161,7 @@ pub enum TopicMsg {
         after: Option<u64>,
         announce: bool,
         req: Option<ReqId>,
-        reply: RpcReplyPort<Result<Joined, ApiError>>,
+        reply: RpcReplyPort<Result<Joined, TopicError>>,
     },
     /// A member leaves; `reply` (if any) is answered once it is gone.
     ConsumerLeave {
@@ -167,7 +173,7 @@ pub enum TopicMsg {
     ConsumerAck {
         name: String,
         ack: AckRequest,
-        reply: Option<RpcReplyPort<Result<AckReport, ApiError>>>,
+        reply: Option<RpcReplyPort<Result<AckReport, TopicError>>>,
     },
     /// A pull: lease up to `limit` messages for `ack_wait`.
     ConsumerLease {
@@ -175,7 +181,7 @@ pub enum TopicMsg {
         options: ConsumerOptions,
         after: Option<u64>,
         limit: usize,
-        reply: RpcReplyPort<Result<Vec<Delivery>, ApiError>>,
+        reply: RpcReplyPort<Result<Vec<Delivery>, TopicError>>,
     },
     ConsumerInfo {
         name: String,
@@ -185,14 +191,14 @@ pub enum TopicMsg {
     ConsumerConfigure {
         name: String,
         options: ConsumerOptions,
-        reply: RpcReplyPort<Result<ConsumerInfo, ApiError>>,
+        reply: RpcReplyPort<Result<ConsumerInfo, TopicError>>,
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,
     /// (Owner) node `from` follows: every durable message is cast to it from now on.
     Follow {
         from: String,
-        reply: RpcReplyPort<Result<crate::cluster::wire::WireMeta, ApiError>>,
+        reply: RpcReplyPort<Result<Followed, TopicError>>,
     },
     /// (Owner) node `from` stopped following.
     Unfollow {

@@ -4,15 +4,17 @@
 //! member's node. The relay is the member's "session" here: when the topic actor lets go of
 //! it, the member's node is told to join again. Acks, leases, info and settings are plain calls.
 
-use super::service::{call_topic, Topics};
-use super::{moving, Role, TopicMsg};
+use super::handle::{MemberJoin, TopicHandle};
+use super::service::Topics;
+use super::Role;
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Cast, JoinRequest, Reply, WireFrame, WireLeased};
 use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
 use crate::delivery::{SessionPort, SubId, Subscriber};
 use crate::protocol::consumer::AckRequest;
 use crate::protocol::consumer::ConsumerOptions;
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
+use crate::topic::error::TopicError;
 use serde_json::value::RawValue;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -21,11 +23,11 @@ use std::sync::Arc;
 const RELAY_QUEUE_BYTES: usize = 4 << 20;
 
 impl Topics {
-    pub(super) async fn serve_consumer_join(&self, j: JoinRequest) -> Result<Reply, ApiError> {
+    pub(super) async fn serve_consumer_join(&self, j: JoinRequest) -> Result<Reply, TopicError> {
         let topic = TopicName::parse(&j.topic)?;
         let handle = self.handle(&topic).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let outbound = Outbound::new(RELAY_QUEUE_BYTES);
         let relay = Relay::start(
@@ -45,27 +47,23 @@ impl Topics {
             session: relay,
         };
         let req = j.req.and_then(|r| RawValue::from_string(r).ok());
-        let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
-            name: j.name,
-            member,
-            options: j.options,
-            after: j.after,
-            announce: j.announce,
-            req,
-            reply,
+        // On a failure the topic actor drops the member, and with it the relay.
+        let joined = handle
+            .join(MemberJoin {
+                name: j.name,
+                member,
+                options: j.options,
+                after: j.after,
+                announce: j.announce,
+                req,
+            })
+            .await?;
+        Ok(Reply::Joined {
+            epoch: joined.epoch.to_string(),
+            ack_floor: joined.ack_floor,
+            first: joined.first,
+            head: joined.head,
         })
-        .await
-        .and_then(|r| r);
-        match joined {
-            Ok(j) => Ok(Reply::Joined {
-                epoch: j.epoch.to_string(),
-                ack_floor: j.ack_floor,
-                first: j.first,
-                head: j.head,
-            }),
-            // The member (and with it the relay) was dropped by the topic actor.
-            Err(e) => Err(e),
-        }
     }
 
     pub(super) async fn serve_consumer_ack(
@@ -73,14 +71,9 @@ impl Topics {
         topic: &str,
         name: String,
         ack: AckRequest,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let report = call_topic(&handle.actor, |reply| TopicMsg::ConsumerAck {
-            name,
-            ack,
-            reply: Some(reply),
-        })
-        .await??;
+        let report = handle.ack(name, ack).await?;
         Ok(Reply::Acked(report))
     }
 
@@ -91,16 +84,9 @@ impl Topics {
         options: ConsumerOptions,
         after: Option<u64>,
         limit: u32,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let leased = call_topic(&handle.actor, |reply| TopicMsg::ConsumerLease {
-            name,
-            options,
-            after,
-            limit: limit as usize,
-            reply,
-        })
-        .await??;
+        let leased = handle.lease(name, options, after, limit as usize).await?;
         let epoch = leased
             .first()
             .map(|d| d.epoch.to_string())
@@ -122,13 +108,9 @@ impl Topics {
         &self,
         topic: &str,
         name: String,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerInfo {
-            name,
-            reply,
-        })
-        .await?;
+        let info = handle.consumer_info(name).await?;
         Ok(Reply::ConsumerInfo(info))
     }
 
@@ -137,22 +119,17 @@ impl Topics {
         topic: &str,
         name: String,
         options: ConsumerOptions,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerConfigure {
-            name,
-            options,
-            reply,
-        })
-        .await??;
+        let info = handle.configure(name, options).await?;
         Ok(Reply::ConsumerInfo(Some(info)))
     }
 
     /// This node's owner actor of `topic`, or "moving".
-    async fn owned(&self, topic: &str) -> Result<super::supervisor::TopicHandle, ApiError> {
+    async fn owned(&self, topic: &str) -> Result<TopicHandle, TopicError> {
         let handle = self.handle(&TopicName::parse(topic)?).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         Ok(handle)
     }

@@ -1,23 +1,25 @@
 //! Serving other nodes: the calls and casts a node's router hands to the topic layer.
 
-use super::service::{call_topic, Topics};
+use super::service::Topics;
 use super::supervisor::SupervisorMsg;
-use super::{moving, Role, TopicMsg};
+use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::storage::StoredMessage;
+use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
 
 impl Topics {
     /// Answers a call from another node.
     pub async fn serve(&self, call: Call) -> Reply {
-        self.answer(call)
-            .await
-            .unwrap_or_else(|e| Reply::error(&e, e == moving()))
+        self.answer(call).await.unwrap_or_else(|e| {
+            let retry = e.retry();
+            Reply::error(&e.into(), retry)
+        })
     }
 
-    async fn answer(&self, call: Call) -> Result<Reply, ApiError> {
+    async fn answer(&self, call: Call) -> Result<Reply, TopicError> {
         match call {
             Call::Publish { topic, data, id } => self.serve_publish(&topic, data, id).await,
             Call::Follow { topic, from } => self.serve_follow(&topic, from).await,
@@ -48,7 +50,7 @@ impl Topics {
                     .await
                 {
                     Ok(CallResult::Success(r)) => r.map(Reply::Relinquished),
-                    _ => Err(ApiError::unavailable("node is shutting down")),
+                    _ => Err(TopicError::unavailable("node is shutting down")),
                 }
             }
             Call::ConsumerJoin(join) => self.serve_consumer_join(join).await,
@@ -84,10 +86,10 @@ impl Topics {
         topic: &str,
         data: Vec<u8>,
         id: Option<String>,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let topic = parse(topic)?;
         if self.cluster.owner(topic.as_str()).as_deref() != Some(self.cluster.me()) {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let ack = self.publish_here(&topic, data.into(), id).await?;
         Ok(Reply::Published {
@@ -98,14 +100,19 @@ impl Topics {
         })
     }
 
-    async fn serve_follow(&self, topic: &str, from: String) -> Result<Reply, ApiError> {
+    async fn serve_follow(&self, topic: &str, from: String) -> Result<Reply, TopicError> {
         let topic = parse(topic)?;
         let handle = self.handle(&topic).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
-        let meta = call_topic(&handle.actor, |reply| TopicMsg::Follow { from, reply }).await??;
-        Ok(Reply::Followed(meta))
+        let f = handle.follow(from).await?;
+        Ok(Reply::Followed(WireMeta {
+            epoch: f.epoch,
+            first: f.first,
+            head: f.head,
+            exists: f.exists,
+        }))
     }
 
     fn serve_read(
@@ -115,15 +122,15 @@ impl Topics {
         to: u64,
         max_count: u32,
         max_bytes: u32,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let meta = self
             .log
             .meta(topic)
             .map_err(|e| storage(topic, e))?
-            .ok_or_else(|| ApiError::unavailable("no copy of this topic here"))?;
+            .ok_or_else(|| TopicError::unavailable("no copy of this topic here"))?;
         let lease = self.log.lease(topic).map_err(|e| storage(topic, e))?;
         if lease.is_some_and(|l| l.importing) {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let messages = self
             .log
@@ -189,7 +196,7 @@ impl Topics {
         let follower = matches!(msg, TopicMsg::Deliver { .. });
         match self.registry.get(&topic) {
             Some(h) if (h.role == Role::Owner) == for_owner => {
-                let _ = h.actor.cast(msg);
+                h.cast(msg);
             }
             _ if follower => self.unfollow(&topic),
             _ => {}
@@ -211,11 +218,11 @@ impl Topics {
     }
 }
 
-fn parse(topic: &str) -> Result<TopicName, ApiError> {
-    TopicName::parse(topic)
+fn parse(topic: &str) -> Result<TopicName, TopicError> {
+    Ok(TopicName::parse(topic)?)
 }
 
-fn storage(topic: &str, e: crate::storage::StorageError) -> ApiError {
+fn storage(topic: &str, e: crate::storage::StorageError) -> TopicError {
     tracing::error!(topic, error = %e, "storage error serving a peer");
-    ApiError::internal()
+    TopicError::Internal
 }
