@@ -239,10 +239,10 @@ impl FollowerState {
     }
 }
 
-fn failure(owner: &str, r: Result<Reply, crate::cluster::client::CallError>) -> TopicError {
+fn failure(owner: &str, r: Result<Reply, crate::cluster::port::CallError>) -> TopicError {
     match r {
         Ok(reply) => unexpected(owner, reply),
-        Err(crate::cluster::client::CallError::NoRoute(_)) => TopicError::Moving,
+        Err(crate::cluster::port::CallError::NoRoute(_)) => TopicError::Moving,
         Err(e) => {
             tracing::warn!(owner, error = %e, "consumer call to the owner failed");
             TopicError::unavailable("the topic's owner did not answer")

@@ -1,24 +1,31 @@
-//! Serving other nodes: the calls and casts a node's router hands to the topic layer.
+//! Serving other nodes: the topic layer's side of the cluster's [`Inbound`] port.
 
 use super::service::Topics;
 use super::supervisor::SupervisorMsg;
 use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
+use crate::cluster::port::Inbound;
 use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
 use crate::protocol::TopicName;
 use crate::storage::StoredMessage;
 use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
 
-impl Topics {
-    /// Answers a call from another node.
-    pub async fn serve(&self, call: Call) -> Reply {
+#[async_trait::async_trait]
+impl Inbound for Topics {
+    async fn call(&self, call: Call) -> Reply {
         self.answer(call).await.unwrap_or_else(|e| {
             let retry = e.retry();
             Reply::error(&e.into(), retry)
         })
     }
 
+    fn cast(&self, cast: Cast) {
+        self.receive(cast)
+    }
+}
+
+impl Topics {
     async fn answer(&self, call: Call) -> Result<Reply, TopicError> {
         match call {
             Call::Publish { topic, data, id } => self.serve_publish(&topic, data, id).await,
@@ -145,7 +152,7 @@ impl Topics {
     }
 
     /// Hands a cast from another node to the topic actor it is for, if it still runs.
-    pub fn receive(&self, cast: Cast) {
+    fn receive(&self, cast: Cast) {
         let (topic, msg, for_owner) = match cast {
             Cast::Deliver {
                 topic,

@@ -2,6 +2,7 @@
 //! its log without losing or duplicating messages, and a session that panics takes no other
 //! session (nor the node) with it.
 
+mod cluster;
 mod support;
 
 use crate::delivery::outbound::CloseReason;
