@@ -9,10 +9,10 @@ use super::history::History;
 use super::takeover::{durable, takeover};
 use super::{now_ms, GoLive, PublishAck, PublishReply, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, WireMessage};
+use crate::cluster::wire::{Cast, WireEnvelope};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
-use crate::delivery::envelope::Delivery;
+use crate::delivery::envelope::{render, Delivery, Envelope};
 use crate::protocol::TopicName;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
@@ -423,11 +423,28 @@ impl TopicState {
             let Some((msg, received)) = self.unflushed.pop_front() else {
                 break;
             };
-            let delivery =
-                Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
-            self.audience.fan_out(&self.shared, &delivery);
-            if !self.followers.is_empty() {
-                remote.push(WireMessage::from(&msg));
+            // Rendered once, for this node's live subscribers and every follower node; not
+            // at all when nobody is listening (consumers render their own, with `attempt`).
+            let (local, followed) = (self.audience.has_live(), !self.followers.is_empty());
+            if !local && !followed {
+                continue;
+            }
+            let envelope = Envelope {
+                offset: msg.offset,
+                time_ms: msg.time_ms,
+                bytes: render(&self.topic, &self.epoch, &msg, None).into(),
+            };
+            if followed {
+                remote.push(WireEnvelope {
+                    offset: envelope.offset,
+                    time_ms: envelope.time_ms,
+                    envelope: envelope.bytes.to_vec(),
+                });
+            }
+            if local {
+                let delivery = Delivery::from_envelope(&self.topic, &self.epoch, envelope);
+                self.audience
+                    .fan_out(&self.shared, &Arc::new(delivery.live(received)));
             }
         }
         self.send_to_followers(remote);
@@ -442,7 +459,7 @@ impl TopicState {
     }
 
     /// Casts newly durable messages to every follower node, encoded once.
-    fn send_to_followers(&mut self, messages: Vec<WireMessage>) {
+    fn send_to_followers(&mut self, messages: Vec<WireEnvelope>) {
         if messages.is_empty() {
             return;
         }

@@ -89,6 +89,11 @@ impl Audience {
         }
     }
 
+    /// Whether anyone takes live deliveries.
+    pub fn has_live(&self) -> bool {
+        !self.live.is_empty()
+    }
+
     pub fn len(&self) -> usize {
         self.live.len() + self.catching_up.len()
     }

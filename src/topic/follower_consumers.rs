@@ -7,12 +7,13 @@ use super::FollowerState;
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, JoinRequest, Reply, WireFrame};
 use crate::consumer::Joined;
-use crate::delivery::envelope::Delivery;
+use crate::delivery::envelope::{Delivery, Envelope};
 use crate::delivery::outbound::{OutFrame, Subscribed};
 use crate::delivery::SubId;
 use crate::protocol::resume::ResumePlan;
 use crate::topic::error::TopicError;
 use crate::topic::history::unexpected;
+use crate::topic::remote::envelope;
 use crate::topic::TopicMsg;
 use ractor::ActorRef;
 use serde_json::value::RawValue;
@@ -119,10 +120,7 @@ impl FollowerState {
                             let epoch: Arc<str> = Arc::from(epoch.as_str());
                             Ok(messages
                                 .into_iter()
-                                .map(|m| {
-                                    let env = m.envelope.into();
-                                    Delivery::from_envelope(&t, &epoch, m.offset, m.time_ms, env)
-                                })
+                                .map(|m| Delivery::from_envelope(&t, &epoch, envelope(m)))
                                 .collect())
                         }
                         other => Err(failure(&owner, other)),
@@ -190,9 +188,11 @@ impl FollowerState {
                 } => OutFrame::Message(Arc::new(Delivery::from_envelope(
                     &self.topic,
                     &self.epoch,
-                    offset,
-                    time_ms,
-                    envelope.into(),
+                    Envelope {
+                        offset,
+                        time_ms,
+                        bytes: envelope.into(),
+                    },
                 ))),
                 WireFrame::Text(t) => OutFrame::Text(t),
                 WireFrame::Subscribed {

@@ -204,11 +204,11 @@ pub(crate) enum TopicMsg {
     Unfollow {
         from: String,
     },
-    /// (Follower) durable messages from the owner, in offset order.
+    /// (Follower) durable messages from the owner, in offset order, as it rendered them.
     Deliver {
         epoch: String,
         first: u64,
-        messages: Vec<crate::storage::StoredMessage>,
+        messages: Vec<crate::delivery::envelope::Envelope>,
     },
     /// (Follower) the owner stopped owning `epoch`.
     OwnerGone {

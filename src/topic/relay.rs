@@ -8,7 +8,7 @@ use super::handle::{MemberJoin, TopicHandle};
 use super::service::Topics;
 use super::Role;
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, JoinRequest, Reply, WireFrame, WireLeased};
+use crate::cluster::wire::{Cast, JoinRequest, Reply, WireEnvelope, WireFrame};
 use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
 use crate::delivery::{SessionPort, SubId, Subscriber};
 use crate::protocol::consumer::AckRequest;
@@ -95,7 +95,7 @@ impl Topics {
             epoch,
             messages: leased
                 .iter()
-                .map(|d| WireLeased {
+                .map(|d| WireEnvelope {
                     offset: d.offset,
                     time_ms: d.time_ms,
                     envelope: d.envelope.to_vec(),

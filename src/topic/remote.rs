@@ -5,9 +5,9 @@ use super::supervisor::SupervisorMsg;
 use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
 use crate::cluster::port::Inbound;
-use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
+use crate::cluster::wire::{Call, Cast, Reply, WireEnvelope, WireMessage, WireMeta};
+use crate::delivery::envelope::Envelope;
 use crate::protocol::TopicName;
-use crate::storage::StoredMessage;
 use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
 
@@ -160,7 +160,7 @@ impl Topics {
                 first,
                 messages,
             } => {
-                let messages = messages.into_iter().map(StoredMessage::from).collect();
+                let messages = messages.into_iter().map(envelope).collect();
                 let msg = TopicMsg::Deliver {
                     epoch,
                     first,
@@ -232,4 +232,13 @@ fn parse(topic: &str) -> Result<TopicName, TopicError> {
 fn storage(topic: &str, e: crate::storage::StorageError) -> TopicError {
     tracing::error!(topic, error = %e, "storage error serving a peer");
     TopicError::Internal
+}
+
+/// An envelope as the owner rendered it, off the wire.
+pub(super) fn envelope(m: WireEnvelope) -> Envelope {
+    Envelope {
+        offset: m.offset,
+        time_ms: m.time_ms,
+        bytes: m.envelope.into(),
+    }
 }
