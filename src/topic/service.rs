@@ -44,14 +44,6 @@ impl Topics {
         }
     }
 
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    pub fn log(&self) -> &Arc<dyn TopicLog> {
-        &self.log
-    }
-
     /// The running actor of `topic`, started if needed.
     pub async fn handle(&self, topic: &TopicName) -> Result<TopicHandle, TopicError> {
         TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await
