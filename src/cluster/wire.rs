@@ -167,6 +167,7 @@ pub struct JoinRequest {
 #[derive(Clone, Debug, Encode, Decode)]
 pub enum WireFrame {
     Message {
+        epoch: String,
         offset: u64,
         time_ms: u64,
         envelope: Vec<u8>,

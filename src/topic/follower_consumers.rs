@@ -5,18 +5,16 @@
 
 use super::FollowerState;
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Call, Cast, JoinRequest, Reply, WireFrame};
+use crate::cluster::wire::{Call, Cast, JoinRequest, Reply};
 use crate::consumer::Joined;
-use crate::delivery::envelope::{Delivery, Envelope};
-use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::OutFrame;
 use crate::delivery::SubId;
-use crate::protocol::resume::ResumePlan;
 use crate::topic::error::TopicError;
 use crate::topic::history::unexpected;
 use crate::topic::remote::envelope;
 use crate::topic::TopicMsg;
 use ractor::ActorRef;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 
 impl FollowerState {
@@ -172,7 +170,7 @@ impl FollowerState {
         None
     }
 
-    fn member_frames(&mut self, name: &str, member: SubId, frames: Vec<WireFrame>) {
+    fn member_frames(&mut self, name: &str, member: SubId, frames: Vec<OutFrame>) {
         let Some((_, sub)) = self.members.get(&member) else {
             // A member the owner still feeds but this node no longer has (its join
             // answered late, or it left): let the owner redeliver its messages.
@@ -180,38 +178,6 @@ impl FollowerState {
             return;
         };
         for frame in frames {
-            let frame = match frame {
-                WireFrame::Message {
-                    offset,
-                    time_ms,
-                    envelope,
-                } => OutFrame::Message(Arc::new(Delivery::from_envelope(
-                    &self.topic,
-                    &self.epoch,
-                    Envelope {
-                        offset,
-                        time_ms,
-                        bytes: envelope.into(),
-                    },
-                ))),
-                WireFrame::Text(t) => OutFrame::Text(t),
-                WireFrame::Subscribed {
-                    epoch,
-                    first,
-                    head,
-                    start,
-                    req,
-                    consumer,
-                } => OutFrame::Subscribed(Box::new(Subscribed {
-                    topic: self.topic.clone(),
-                    req: req.and_then(|r| RawValue::from_string(r).ok()),
-                    epoch: Arc::from(epoch.as_str()),
-                    first,
-                    head,
-                    plan: ResumePlan { start, reset: None },
-                    consumer,
-                })),
-            };
             if sub.outbound.push(frame).is_err() {
                 // The member's connection is gone: the owner redelivers its messages.
                 self.leave_member(name, member);

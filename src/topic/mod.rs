@@ -219,7 +219,7 @@ pub(crate) enum TopicMsg {
     MemberFrames {
         name: String,
         member: SubId,
-        frames: Vec<crate::cluster::wire::WireFrame>,
+        frames: Vec<crate::delivery::outbound::OutFrame>,
     },
     /// (Follower) the owner let go of consumer member `member`.
     MemberGone {

@@ -207,6 +207,7 @@ impl Drop for Relay {
 fn wire_frame(frame: OutFrame) -> WireFrame {
     match frame {
         OutFrame::Message(d) => WireFrame::Message {
+            epoch: d.epoch.to_string(),
             offset: d.offset,
             time_ms: d.time_ms,
             envelope: d.envelope.to_vec(),

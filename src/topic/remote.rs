@@ -5,11 +5,15 @@ use super::supervisor::SupervisorMsg;
 use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
 use crate::cluster::port::Inbound;
-use crate::cluster::wire::{Call, Cast, Reply, WireEnvelope, WireMessage, WireMeta};
-use crate::delivery::envelope::Envelope;
+use crate::cluster::wire::{Call, Cast, Reply, WireEnvelope, WireFrame, WireMessage, WireMeta};
+use crate::delivery::envelope::{Delivery, Envelope};
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::protocol::resume::ResumePlan;
 use crate::protocol::TopicName;
 use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
+use serde_json::value::RawValue;
+use std::sync::Arc;
 
 #[async_trait::async_trait]
 impl Inbound for Topics {
@@ -176,10 +180,13 @@ impl Topics {
                 member,
                 frames,
             } => {
+                let Ok(t) = TopicName::parse(&topic) else {
+                    return;
+                };
                 let msg = TopicMsg::MemberFrames {
                     name,
                     member,
-                    frames,
+                    frames: out_frames(&t, frames),
                 };
                 (topic, msg, false)
             }
@@ -241,4 +248,51 @@ pub(super) fn envelope(m: WireEnvelope) -> Envelope {
         time_ms: m.time_ms,
         bytes: m.envelope.into(),
     }
+}
+
+/// Frames for a consumer member on this node, off the wire, as its queue takes them.
+fn out_frames(topic: &TopicName, frames: Vec<WireFrame>) -> Vec<OutFrame> {
+    let mut epoch: Arc<str> = Arc::from("");
+    let mut epoch_of = |e: String| {
+        if *epoch != *e {
+            epoch = Arc::from(e.as_str());
+        }
+        epoch.clone()
+    };
+    frames
+        .into_iter()
+        .map(|frame| match frame {
+            WireFrame::Message {
+                epoch,
+                offset,
+                time_ms,
+                envelope,
+            } => {
+                let envelope = Envelope {
+                    offset,
+                    time_ms,
+                    bytes: envelope.into(),
+                };
+                let d = Delivery::from_envelope(topic, &epoch_of(epoch), envelope);
+                OutFrame::Message(Arc::new(d))
+            }
+            WireFrame::Text(t) => OutFrame::Text(t),
+            WireFrame::Subscribed {
+                epoch,
+                first,
+                head,
+                start,
+                req,
+                consumer,
+            } => OutFrame::Subscribed(Box::new(Subscribed {
+                topic: topic.clone(),
+                req: req.and_then(|r| RawValue::from_string(r).ok()),
+                epoch: epoch_of(epoch),
+                first,
+                head,
+                plan: ResumePlan { start, reset: None },
+                consumer,
+            })),
+        })
+        .collect()
 }
