@@ -16,7 +16,7 @@
 use crate::cluster::client::Cluster;
 use crate::cluster::faults::Faults;
 use crate::cluster::membership::Membership;
-use crate::cluster::router::{NodeRouter, RouterArgs};
+use crate::cluster::router::{NodeRouter, RactorTransport, RouterArgs};
 use crate::config::{Config, FsyncMode};
 use crate::http::{routes, serve, AppState};
 use crate::metrics_setup::install_metrics;
@@ -117,6 +117,7 @@ impl Node {
 
         let cluster = Cluster::new(
             membership.view(),
+            Arc::new(RactorTransport),
             Duration::from_millis(config.cluster.rpc_timeout_ms),
         );
         let storage_stop = Shutdown::new();
@@ -153,7 +154,7 @@ impl Node {
         let rebalancer = follow_membership(topic_sup.clone(), &cluster, shutdown.clone());
         let router_args = RouterArgs {
             me: id.to_string(),
-            topics: topics.clone(),
+            inbound: Arc::new(topics.clone()),
         };
         let (router, router_task) = Actor::spawn(None, NodeRouter, router_args)
             .await
@@ -168,7 +169,6 @@ impl Node {
         let connections = TaskTracker::new();
         let state = AppState {
             node_id: Arc::from(id),
-            http_addr,
             config: Arc::new(config.clone()),
             topics,
             sessions,

@@ -1,39 +1,35 @@
 //! [`Cluster`]: what the topic layer uses to reach other nodes — the membership view,
-//! placement, and calls and casts to a node's router.
+//! placement, and calls and casts through the node's [`Transport`].
 
-use super::router::RouterMsg;
+use super::placement;
+use super::port::{CallError, Transport};
 use super::view::View;
 use super::wire::{self, Call, Cast, Reply};
-use super::{placement, router_group};
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-/// Why a call to another node failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The node is not connected: nothing was sent.
-    #[error("node {0} is not reachable")]
-    NoRoute(String),
-    /// Sent, but no usable answer (timeout, connection lost, undecodable): the outcome is
-    /// unknown.
-    #[error("node {node}: {detail}")]
-    Failed { node: String, detail: String },
-}
 
 #[derive(Clone)]
 pub struct Cluster {
     me: Arc<str>,
     view: watch::Receiver<Arc<View>>,
+    transport: Arc<dyn Transport>,
     timeout: Duration,
 }
 
 impl Cluster {
-    pub fn new(view: watch::Receiver<Arc<View>>, timeout: Duration) -> Cluster {
+    pub fn new(
+        view: watch::Receiver<Arc<View>>,
+        transport: Arc<dyn Transport>,
+        timeout: Duration,
+    ) -> Cluster {
         let me = Arc::from(view.borrow().me.as_str());
-        Cluster { me, view, timeout }
+        Cluster {
+            me,
+            view,
+            transport,
+            timeout,
+        }
     }
 
     /// A cluster of one ready node (in-process tests).
@@ -52,15 +48,16 @@ impl Cluster {
             ready: true,
             members: [(me.to_string(), member)].into_iter().collect(),
         };
-        Cluster::new(watch::channel(Arc::new(view)).1, Duration::from_secs(5))
+        let transport = Arc::new(super::router::RactorTransport);
+        Cluster::new(
+            watch::channel(Arc::new(view)).1,
+            transport,
+            Duration::from_secs(5),
+        )
     }
 
     pub fn me(&self) -> &str {
         &self.me
-    }
-
-    pub fn view(&self) -> Arc<View> {
-        self.view.borrow().clone()
     }
 
     /// A receiver that sees every membership change.
@@ -87,13 +84,6 @@ impl Cluster {
             .collect()
     }
 
-    fn router(&self, node: &str) -> Option<ActorRef<RouterMsg>> {
-        ractor::pg::get_members(&router_group(node))
-            .into_iter()
-            .next()
-            .map(ActorRef::from)
-    }
-
     /// Sends `call` to `node` and waits for its reply.
     pub async fn call(&self, node: &str, call: &Call) -> Result<Reply, CallError> {
         let failed = |detail: String| CallError::Failed {
@@ -101,20 +91,8 @@ impl Cluster {
             detail,
         };
         let bytes = wire::encode(call).map_err(|e| failed(e.to_string()))?;
-        let router = self
-            .router(node)
-            .ok_or_else(|| CallError::NoRoute(node.to_string()))?;
-        match router
-            .call(|port| RouterMsg::Call(bytes, port), Some(self.timeout))
-            .await
-        {
-            Ok(CallResult::Success(reply)) => {
-                wire::decode(&reply).map_err(|e| failed(e.to_string()))
-            }
-            Ok(CallResult::Timeout) => Err(failed("timed out".into())),
-            Ok(CallResult::SenderError) => Err(failed("connection lost".into())),
-            Err(_) => Err(CallError::NoRoute(node.to_string())),
-        }
+        let reply = self.transport.call(node, bytes, self.timeout).await?;
+        wire::decode(&reply).map_err(|e| failed(e.to_string()))
     }
 
     /// Encodes a cast once, for sending to several nodes.
@@ -126,7 +104,6 @@ impl Cluster {
 
     /// Sends an encoded cast to `node`; false if it is not reachable.
     pub fn cast(&self, node: &str, bytes: Vec<u8>) -> bool {
-        self.router(node)
-            .is_some_and(|r| r.cast(RouterMsg::Cast(bytes)).is_ok())
+        self.transport.cast(node, bytes)
     }
 }

@@ -1,6 +1,9 @@
 //! The cluster: membership by gossip with failure detection ([`membership`]), topic
-//! placement by rendezvous hashing ([`placement`]), and node-to-node routing over
-//! ractor_cluster ([`router`]).
+//! placement by rendezvous hashing ([`placement`]), and node-to-node messages over
+//! ractor_cluster ([`router`]). It knows nothing of topics, sessions or consumers: the
+//! layers above serve what arrives through the [`port::Inbound`] port and send through
+//! [`client::Cluster`] (a [`port::Transport`]: the router, or [`sim`]'s in-memory twin in
+//! tests).
 //!
 //! Only one actor per node is remotable: the [`router::NodeRouter`], registered in the
 //! process group [`router_group`] of its node id. Topic and session actors stay local.
@@ -11,7 +14,10 @@ mod gossip;
 mod links;
 pub mod membership;
 pub mod placement;
+pub mod port;
 pub mod router;
+#[cfg(test)]
+pub mod sim;
 mod status;
 pub mod view;
 pub mod wire;

@@ -49,6 +49,7 @@ impl View {
             .map(|m| m.id.as_str())
     }
 
+    #[cfg(test)]
     pub fn is_up(&self, id: &str) -> bool {
         self.up().any(|m| m == id)
     }

@@ -2,8 +2,8 @@
 //! ([`Call`] → [`Reply`]) or a one-way [`Cast`]. Encoded with bincode; topics travel as
 //! names and are validated again on arrival.
 
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::{ApiError, ErrorCode};
 use crate::storage::StoredMessage;
 use bincode::{Decode, Encode};
@@ -167,6 +167,7 @@ pub struct JoinRequest {
 #[derive(Clone, Debug, Encode, Decode)]
 pub enum WireFrame {
     Message {
+        epoch: String,
         offset: u64,
         time_ms: u64,
         envelope: Vec<u8>,
@@ -182,9 +183,10 @@ pub enum WireFrame {
     Text(String),
 }
 
-/// A consumer delivery leased to a pull consumer on another node.
+/// A message's envelope as the topic's owner rendered it (a delivery to a follower node,
+/// or a consumer delivery leased to a pull consumer on another node).
 #[derive(Clone, Debug, Encode, Decode)]
-pub struct WireLeased {
+pub struct WireEnvelope {
     pub offset: u64,
     pub time_ms: u64,
     pub envelope: Vec<u8>,
@@ -221,7 +223,7 @@ pub enum Reply {
     Acked(AckReport),
     Leased {
         epoch: String,
-        messages: Vec<WireLeased>,
+        messages: Vec<WireEnvelope>,
     },
     ConsumerInfo(Option<ConsumerInfo>),
     /// The request failed; `retry`: it had no effect and may be sent again (to the new owner
@@ -236,12 +238,13 @@ pub enum Reply {
 /// One-way messages.
 #[derive(Clone, Debug, Encode, Decode)]
 pub enum Cast {
-    /// Durable messages for the receiver's follower, in offset order.
+    /// Durable messages for the receiver's follower, in offset order, rendered once by
+    /// the owner.
     Deliver {
         topic: String,
         epoch: String,
         first: u64,
-        messages: Vec<WireMessage>,
+        messages: Vec<WireEnvelope>,
     },
     /// The owner stopped owning (or restarted): followers start over.
     OwnerGone { topic: String, epoch: String },
@@ -310,15 +313,14 @@ mod tests {
             topic: "t".into(),
             epoch: "e".into(),
             first: 1,
-            messages: vec![WireMessage {
+            messages: vec![WireEnvelope {
                 offset: 1,
-                id: "i".into(),
                 time_ms: 5,
-                data: b"{}".to_vec(),
+                envelope: b"{}".to_vec(),
             }],
         };
         let back: Cast = decode(&encode(&cast).unwrap()).unwrap();
-        assert!(matches!(back, Cast::Deliver { messages, .. } if messages[0].data == b"{}"));
+        assert!(matches!(back, Cast::Deliver { messages, .. } if messages[0].envelope == b"{}"));
     }
 
     #[test]

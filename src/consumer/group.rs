@@ -4,20 +4,17 @@
 
 use super::stored::StoredConsumer;
 use super::window::{DeadLetter, Holder, Window, WindowConfig};
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Outbound};
+use crate::delivery::SubId;
 use crate::protocol::TopicName;
-use crate::session::outbound::{OutFrame, Outbound};
-use crate::session::SessionMsg;
 use crate::storage::{StorageError, TopicLog};
-use crate::topic::SubId;
-use ractor::ActorRef;
 use std::sync::Arc;
 
 /// A connection taking part in a consumer.
 pub struct Member {
     pub id: SubId,
     pub outbound: Arc<Outbound>,
-    pub session: ActorRef<SessionMsg>,
     /// The most this member may hold in flight, if it asked for less than the group's.
     pub max_inflight: Option<usize>,
 }

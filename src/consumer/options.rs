@@ -3,17 +3,8 @@
 
 use super::window::WindowConfig;
 use crate::config::ConsumersConfig;
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::ApiError;
-
-/// What a subscription, poll or `PUT` asked for; `None` leaves a setting as it is (or takes
-/// the configured default for a new group).
-#[derive(Clone, Debug, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
-pub struct ConsumerOptions {
-    pub ack_wait_ms: Option<u64>,
-    pub max_deliver: Option<u32>,
-    pub max_inflight: Option<usize>,
-    pub backoff_ms: Option<Vec<u64>>,
-}
 
 /// Most redelivery delays a consumer may list.
 const MAX_BACKOFF_STEPS: usize = 16;

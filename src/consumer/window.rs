@@ -236,6 +236,7 @@ impl Window {
     }
 
     /// Whether `offset` is pending (in flight or waiting).
+    #[cfg(test)]
     pub fn is_pending(&self, offset: u64) -> bool {
         self.in_flight.contains_key(&offset) || self.waiting.contains_key(&offset)
     }
@@ -243,16 +244,6 @@ impl Window {
     /// The holder of an in-flight offset.
     pub fn holder(&self, offset: u64) -> Option<Holder> {
         self.in_flight.get(&offset).map(|f| f.holder)
-    }
-
-    /// The earliest time something needs attention (a deadline or a redelivery).
-    pub fn next_wakeup(&self) -> Option<u64> {
-        let d = self.in_flight.values().map(|f| f.deadline_ms).min();
-        let w = self.waiting.values().map(|w| w.not_before_ms).min();
-        match (d, w) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
     }
 
     fn mark_done(&mut self, offset: u64) {

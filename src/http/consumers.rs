@@ -3,11 +3,9 @@
 
 use super::reply::{self, parse_consumer};
 use super::AppState;
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckRequest, ConsumerInfo};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckRequest, ConsumerInfo};
 use crate::protocol::{ApiError, ErrorCode, TopicName};
-use crate::topic::service::call_topic;
-use crate::topic::TopicMsg;
 use bytes::Bytes;
 use serde::Deserialize;
 use warp::reply::Response;
@@ -100,12 +98,7 @@ pub async fn ack(topic: String, name: String, state: AppState, body: Bytes) -> R
         let ack = parse_ack(&body)?;
         let nack = matches!(ack, AckRequest::Nack { .. });
         let handle = state.topics.handle(&topic).await?;
-        let report = call_topic(&handle.actor, |reply| TopicMsg::ConsumerAck {
-            name: name.clone(),
-            ack,
-            reply: Some(reply),
-        })
-        .await??;
+        let report = handle.ack(name.clone(), ack).await?;
         let key = if nack { "nacked" } else { "acked" };
         let mut body = serde_json::json!({"topic": topic.as_str(), "consumer": name});
         body[key] = report.done.into();
@@ -123,12 +116,10 @@ pub async fn info(topic: String, name: String, state: AppState) -> Response {
             return Err(not_found(&topic, &name));
         }
         let handle = state.topics.handle(&topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerInfo {
-            name: name.clone(),
-            reply,
-        })
-        .await?
-        .ok_or_else(|| not_found(&topic, &name))?;
+        let info = handle
+            .consumer_info(name.clone())
+            .await?
+            .ok_or_else(|| not_found(&topic, &name))?;
         Ok(info_reply(&topic, &name, &info))
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
@@ -145,12 +136,7 @@ pub async fn configure(topic: String, name: String, state: AppState, body: Bytes
             return Err(not_found(&topic, &name));
         }
         let handle = state.topics.handle(&topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerConfigure {
-            name: name.clone(),
-            options,
-            reply,
-        })
-        .await??;
+        let info = handle.configure(name.clone(), options).await?;
         Ok(info_reply(&topic, &name, &info))
     };
     run.await.unwrap_or_else(|e| reply::error(&e))

@@ -29,7 +29,7 @@ pub async fn topic(topic: String, state: AppState) -> Response {
             ErrorCode::NotFound,
             format!("topic {topic} does not exist"),
         )),
-        Err(e) => reply::error(&e),
+        Err(e) => reply::error(&e.into()),
     }
 }
 

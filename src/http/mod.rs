@@ -30,7 +30,6 @@ use warp::Filter;
 #[derive(Clone)]
 pub struct AppState {
     pub node_id: Arc<str>,
-    pub http_addr: std::net::SocketAddr,
     pub config: Arc<Config>,
     pub topics: Topics,
     pub sessions: Sessions,

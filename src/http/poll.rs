@@ -2,9 +2,9 @@
 
 use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
 use super::AppState;
+use crate::delivery::outbound::Outbound;
 use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::Outbound;
 use crate::session::poll::{PollRequest, PollResponse};
 use crate::session::supervisor::StopOnDrop;
 use crate::session::{SessionMsg, Transport};

@@ -115,9 +115,9 @@ pub fn parse_consumer(name: &str) -> Result<String, ApiError> {
 /// `backoff_ms=100,500`).
 pub fn consumer_options(
     pairs: &[(String, String)],
-) -> Result<crate::consumer::options::ConsumerOptions, ApiError> {
+) -> Result<crate::protocol::consumer::ConsumerOptions, ApiError> {
     let positive = |key: &str| -> Result<Option<u64>, ApiError> { query_u64(pairs, key) };
-    Ok(crate::consumer::options::ConsumerOptions {
+    Ok(crate::protocol::consumer::ConsumerOptions {
         ack_wait_ms: positive("ack_wait_ms")?,
         max_deliver: positive("max_deliver")?.map(|v| v.min(u64::from(u32::MAX)) as u32),
         max_inflight: positive("max_inflight")?.map(|v| v as usize),

@@ -9,11 +9,12 @@
 use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
 use super::server::ConnHandle;
 use super::AppState;
-use crate::consumer::options::ConsumerOptions;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::{parse_epoch, Position};
 use crate::protocol::sse_id::{parse_multi, parse_single, render_multi, EventPos};
 use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::{record_deliveries, CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::record_deliveries;
 use crate::session::supervisor::StopOnDrop;
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;

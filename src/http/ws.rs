@@ -3,9 +3,10 @@
 
 use super::ws_upgrade::{Handshake, Socket};
 use super::AppState;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
 use crate::protocol::ApiError;
-use crate::session::outbound::{record_deliveries, CloseReason, OutFrame, Outbound, Subscribed};
+use crate::session::record_deliveries;
 use crate::session::{SessionMsg, Transport};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
@@ -242,8 +243,6 @@ fn close_for(reason: CloseReason) -> Step {
         CloseReason::SlowConsumer => {
             Step::Close(CLOSE_SLOW, "slow consumer: resume from your last offset")
         }
-        CloseReason::Shutdown => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
-        CloseReason::Malformed => Step::Close(CLOSE_MALFORMED, "too many malformed frames"),
         CloseReason::Internal => Step::Close(CLOSE_INTERNAL, "session failed"),
         CloseReason::Gone => Step::End,
     }

@@ -3,8 +3,8 @@
 
 use super::error::ApiError;
 use super::topic::TopicName;
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::AckRequest;
+use crate::protocol::consumer::AckRequest;
+use crate::protocol::consumer::ConsumerOptions;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -1,8 +1,8 @@
 //! Wire types of the client protocol (`PROTOCOL.md`): topic names, error codes, WebSocket
-//! frames, publish data checks, the message envelope and SSE event ids. Pure code: no sockets, no actors.
+//! frames, publish data checks and SSE event ids. Pure code: no sockets, no actors.
 
+pub mod consumer;
 pub mod data;
-pub mod envelope;
 pub mod error;
 pub mod frames;
 pub mod resume;

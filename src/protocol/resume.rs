@@ -6,7 +6,16 @@
 
 use super::error::ApiError;
 use super::frames::Position;
-use crate::storage::TopicMeta;
+
+/// What a topic is now: its epoch and the range of retained offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub epoch: String,
+    /// Oldest retained offset; `head + 1` when nothing is retained.
+    pub first: u64,
+    /// Last offset assigned; 0 before the first message.
+    pub head: u64,
+}
 
 /// Why a subscriber's position could not be honoured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

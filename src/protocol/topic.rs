@@ -62,10 +62,6 @@ impl TopicName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn shared(&self) -> Arc<str> {
-        self.0.clone()
-    }
 }
 
 impl fmt::Display for TopicName {

@@ -4,16 +4,15 @@
 //! forwards publishes and acks, and serves polls. Its state closes the outbound queue and
 //! leaves its topics when dropped, so even a failed session cleans up after itself.
 
-use super::outbound::{CloseReason, OutFrame, Outbound};
 use super::poll::poll;
 use super::subscribe::{Sub, SubKind};
 use super::{SessionMsg, Transport};
 use crate::config::LimitsConfig;
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
 use crate::protocol::frames::{error_frame, reply_frame, Position};
 use crate::protocol::{ApiError, ErrorCode, TopicName};
 use crate::shutdown::Shutdown;
 use crate::topic::service::Topics;
-use crate::topic::TopicMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -188,7 +187,7 @@ impl Actor for SessionActor {
                                 "id": ack.id, "duplicate": ack.duplicate,
                             }),
                         ),
-                        Err(e) => error_frame(req.as_deref(), &e),
+                        Err(e) => error_frame(req.as_deref(), &e.into()),
                     };
                     let _ = outbound.push(OutFrame::Text(frame));
                 });
@@ -300,15 +299,15 @@ impl SessionState {
         &self,
         topic: TopicName,
         consumer: String,
-        ack: crate::consumer::AckRequest,
+        ack: crate::protocol::consumer::AckRequest,
         req: Option<crate::protocol::frames::ReqId>,
     ) {
-        let actor = match self.subs.get(&topic) {
+        let handle = match self.subs.get(&topic) {
             Some(Sub {
                 kind: SubKind::Consumer { name },
-                actor,
+                topic,
                 ..
-            }) if *name == consumer => actor.clone(),
+            }) if *name == consumer => topic.clone(),
             _ => {
                 let e = ApiError::bad_request(format!(
                     "this connection is not consumer {consumer} of {topic}"
@@ -322,14 +321,8 @@ impl SessionState {
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let r = crate::topic::service::call_topic(&actor, |reply| TopicMsg::ConsumerAck {
-                name: consumer,
-                ack,
-                reply: Some(reply),
-            })
-            .await;
-            if let Err(e) = r.and_then(|r| r) {
-                let _ = outbound.push(OutFrame::Text(error_frame(req.as_deref(), &e)));
+            if let Err(e) = handle.ack(consumer, ack).await {
+                let _ = outbound.push(OutFrame::Text(error_frame(req.as_deref(), &e.into())));
             }
         });
     }

@@ -1,22 +1,22 @@
 //! Sessions: one [`actor::SessionActor`] per client connection (a WebSocket, an SSE stream,
 //! a long poll), supervised by [`supervisor::SessionSupervisor`]. A session owns its
-//! subscriptions and its bounded [`outbound::Outbound`] queue; transports are thin adapters
+//! subscriptions and its bounded [`crate::delivery::outbound::Outbound`] queue; transports are thin adapters
 //! that turn frames and requests into [`SessionMsg`]s and drain the queue.
 
 pub mod actor;
-pub mod outbound;
 pub mod poll;
 mod replay;
 mod subscribe;
 pub mod supervisor;
 
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::AckRequest;
+use crate::delivery::outbound::OutFrame;
+use crate::delivery::{SessionPort, SubId};
+use crate::protocol::consumer::AckRequest;
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::{ApiError, TopicName};
-use crate::topic::SubId;
 use bytes::Bytes;
-use ractor::RpcReplyPort;
+use ractor::{ActorRef, RpcReplyPort};
 
 /// Which transport a session serves (a metrics label, and how its frames are rendered).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,26 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::Poll => "poll",
         }
+    }
+}
+
+/// Counts a batch the transport is about to write: deliveries by transport and, for live
+/// ones, publish-to-deliver latency. Once per batch, so the metric handles are looked up
+/// once rather than per message.
+pub fn record_deliveries(transport: Transport, frames: &[OutFrame]) {
+    let mut delivered = 0;
+    let latency = metrics::histogram!("starling_publish_to_deliver_seconds");
+    for frame in frames {
+        if let OutFrame::Message(d) = frame {
+            delivered += 1;
+            if let Some(t) = d.received {
+                latency.record(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if delivered > 0 {
+        metrics::counter!("starling_messages_delivered_total", "transport" => transport.label())
+            .increment(delivered);
     }
 }
 
@@ -86,3 +106,13 @@ pub enum SessionMsg {
 
 // Local only: never sent to another node (see `cluster::router`).
 impl ractor::Message for SessionMsg {}
+
+/// A session is told to subscribe again through its actor.
+impl SessionPort for ActorRef<SessionMsg> {
+    fn resubscribe(&self, topic: &TopicName, sub: SubId) {
+        let _ = self.cast(SessionMsg::Resubscribe {
+            topic: topic.clone(),
+            sub,
+        });
+    }
+}

@@ -1,15 +1,14 @@
 //! Long and short polls: read what is there after `after`; if nothing, wait for the topic's
 //! durable head to pass it, the timeout, or shutdown.
 
-use crate::consumer::options::ConsumerOptions;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::resume::{self, ResetReason};
 use crate::protocol::{ApiError, TopicName};
 use crate::shutdown::Shutdown;
 use crate::storage::TopicMeta;
-use crate::topic::service::{call_topic, Topics};
-use crate::topic::TopicMsg;
+use crate::topic::service::Topics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,19 +45,14 @@ pub async fn poll(
     max_bytes: usize,
 ) -> Result<PollResponse, ApiError> {
     let handle = topics.handle(&req.topic).await?;
-    let info = call_topic(&handle.actor, TopicMsg::Info).await?;
+    let info = handle.info().await?;
     if let Some((name, options)) = &req.consumer {
         let deadline = tokio::time::Instant::now() + req.timeout;
-        let mut head_rx = handle.shared.head.subscribe();
+        let mut head_rx = handle.watch_head();
         loop {
-            let messages = call_topic(&handle.actor, |reply| TopicMsg::ConsumerLease {
-                name: name.clone(),
-                options: options.clone(),
-                after: req.position.after,
-                limit: req.limit,
-                reply,
-            })
-            .await??;
+            let messages = handle
+                .lease(name.clone(), options.clone(), req.position.after, req.limit)
+                .await?;
             if !messages.is_empty() || tokio::time::Instant::now() >= deadline {
                 let head = *head_rx.borrow();
                 return Ok(PollResponse {
@@ -91,7 +85,7 @@ pub async fn poll(
     };
     let plan = resume::plan(&req.position, &meta)?;
     let start = plan.start;
-    let mut head_rx = handle.shared.head.subscribe();
+    let mut head_rx = handle.watch_head();
     let deadline = tokio::time::Instant::now() + req.timeout;
     let mut head = info.head;
     while head < start && !req.timeout.is_zero() {

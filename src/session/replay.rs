@@ -3,15 +3,16 @@
 //! when the replay reached its durable head exactly, so there is no hole and no duplicate
 //! at the seam.
 
-use super::outbound::{OutFrame, Outbound, Subscribed};
 use super::SessionMsg;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Outbound, Subscribed};
+use crate::delivery::SubId;
 use crate::protocol::resume::{ResetReason, ResumePlan};
-use crate::protocol::ErrorCode;
 use crate::protocol::TopicName;
+use crate::topic::error::TopicError;
+use crate::topic::handle::TopicHandle;
 use crate::topic::history::History;
-use crate::topic::service::call_topic;
-use crate::topic::{GoLive, SubId, TopicMsg};
+use crate::topic::GoLive;
 use ractor::ActorRef;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub struct Replay {
     pub topic: TopicName,
     pub sub: SubId,
     pub epoch: Arc<str>,
-    pub actor: ActorRef<TopicMsg>,
+    pub topic_handle: TopicHandle,
     pub history: History,
     pub outbound: Arc<Outbound>,
     pub cursor: Arc<AtomicU64>,
@@ -58,7 +59,7 @@ impl Replay {
                         tracing::warn!(topic = %self.topic, error = %e, "replay read failed");
                         // A history that moved (another epoch, another owner): start over
                         // from the cursor. Anything else ends the session.
-                        let msg = if e.code == ErrorCode::Unavailable {
+                        let msg = if !matches!(e, TopicError::Rejected(_) | TopicError::Internal) {
                             SessionMsg::Resubscribe {
                                 topic: self.topic.clone(),
                                 sub: self.sub,
@@ -107,12 +108,7 @@ impl Replay {
                     next = msg.offset + 1;
                 }
             }
-            let reply = call_topic(&self.actor, |reply| TopicMsg::GoLive {
-                sub: self.sub,
-                next,
-                reply,
-            })
-            .await;
+            let reply = self.topic_handle.go_live(self.sub, next).await;
             match reply {
                 Ok(GoLive::Live) => return,
                 Ok(GoLive::Behind { head: h }) => head = h,

@@ -3,15 +3,14 @@
 //! consumer group).
 
 use super::actor::SessionState;
-use super::outbound::{OutFrame, Subscribed};
 use super::replay::Replay;
 use super::SessionMsg;
-use crate::consumer::options::ConsumerOptions;
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::{SubId, Subscriber};
+use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::{ApiError, TopicName};
-use crate::topic::service::call_topic;
-use crate::topic::supervisor::TopicHandle;
-use crate::topic::{SubId, Subscriber, TopicMsg};
+use crate::topic::handle::{MemberJoin, TopicHandle};
 use ractor::ActorRef;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,7 +44,7 @@ impl SubKind {
 /// One subscription of a session.
 pub(super) struct Sub {
     pub id: SubId,
-    pub actor: ActorRef<TopicMsg>,
+    pub topic: TopicHandle,
     pub cursor: Arc<AtomicU64>,
     pub epoch: Arc<str>,
     pub kind: SubKind,
@@ -67,21 +66,8 @@ impl Sub {
     pub async fn leave(mut self) {
         self.stop_replay().await;
         match self.kind {
-            SubKind::Stream { .. } => {
-                let _ = call_topic(&self.actor, |reply| TopicMsg::Unsubscribe {
-                    sub: self.id,
-                    reply: Some(reply),
-                })
-                .await;
-            }
-            SubKind::Consumer { name } => {
-                let _ = call_topic(&self.actor, |reply| TopicMsg::ConsumerLeave {
-                    name,
-                    member: self.id,
-                    reply: Some(reply),
-                })
-                .await;
-            }
+            SubKind::Stream { .. } => self.topic.unsubscribe(self.id).await,
+            SubKind::Consumer { name } => self.topic.leave(name, self.id).await,
         }
     }
 
@@ -90,18 +76,9 @@ impl Sub {
         match &self.kind {
             SubKind::Stream { replay } => {
                 replay.abort();
-                let _ = self.actor.cast(TopicMsg::Unsubscribe {
-                    sub: self.id,
-                    reply: None,
-                });
+                self.topic.unsubscribe_now(self.id);
             }
-            SubKind::Consumer { name } => {
-                let _ = self.actor.cast(TopicMsg::ConsumerLeave {
-                    name: name.clone(),
-                    member: self.id,
-                    reply: None,
-                });
-            }
+            SubKind::Consumer { name } => self.topic.leave_now(name.clone(), self.id),
         }
     }
 }
@@ -120,7 +97,7 @@ impl SessionState {
             id: next_sub_id(),
             outbound: self.outbound.clone(),
             cursor: Arc::new(AtomicU64::new(0)),
-            session: myself.clone(),
+            session: Arc::new(myself.clone()),
         };
         Ok((handle, subscriber))
     }
@@ -152,19 +129,7 @@ impl SessionState {
     ) -> Result<(), ApiError> {
         let (handle, subscriber) = self.prepare(myself, &topic).await?;
         let (id, cursor) = (subscriber.id, subscriber.cursor.clone());
-        let info = call_topic(&handle.actor, |reply| TopicMsg::Subscribe {
-            sub: subscriber,
-            position,
-            reply,
-        })
-        .await
-        .inspect_err(|_| {
-            // The actor may still register us later: make sure it lets go.
-            let _ = handle.actor.cast(TopicMsg::Unsubscribe {
-                sub: id,
-                reply: None,
-            });
-        })??;
+        let info = handle.subscribe(subscriber, position).await?;
         if !resumed || !info.plan.recovered() {
             let frame = Subscribed {
                 topic: topic.clone(),
@@ -181,7 +146,7 @@ impl SessionState {
             topic: topic.clone(),
             sub: id,
             epoch: info.epoch.clone(),
-            actor: handle.actor.clone(),
+            topic_handle: handle.clone(),
             history: info.history.clone(),
             outbound: self.outbound.clone(),
             cursor: cursor.clone(),
@@ -191,7 +156,7 @@ impl SessionState {
         let task = tokio::spawn(replay.run(info.plan.start, info.head));
         let sub = Sub {
             id,
-            actor: handle.actor,
+            topic: handle,
             cursor,
             epoch: info.epoch,
             kind: SubKind::Stream { replay: task },
@@ -217,26 +182,19 @@ impl SessionState {
         let (id, cursor) = (member.id, member.cursor.clone());
         // The topic actor announces the subscription itself, so that it precedes every
         // delivery.
-        let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
-            name: name.clone(),
-            member,
-            options,
-            after,
-            announce: !resumed,
-            req: req.map(|r| r.to_owned()),
-            reply,
-        })
-        .await
-        .inspect_err(|_| {
-            let _ = handle.actor.cast(TopicMsg::ConsumerLeave {
+        let joined = handle
+            .join(MemberJoin {
                 name: name.clone(),
-                member: id,
-                reply: None,
-            });
-        })??;
+                member,
+                options,
+                after,
+                announce: !resumed,
+                req: req.map(|r| r.to_owned()),
+            })
+            .await?;
         let sub = Sub {
             id,
-            actor: handle.actor,
+            topic: handle,
             cursor,
             epoch: joined.epoch,
             kind: SubKind::Consumer { name },

@@ -3,9 +3,9 @@
 //! resumes by offset), and never affects another session.
 
 use super::actor::{SessionActor, SessionArgs};
-use super::outbound::Outbound;
 use super::{SessionMsg, Transport};
 use crate::config::LimitsConfig;
+use crate::delivery::outbound::Outbound;
 use crate::protocol::ApiError;
 use crate::shutdown::Shutdown;
 use crate::topic::service::Topics;
@@ -70,10 +70,6 @@ impl Sessions {
             limits,
             shutdown,
         }
-    }
-
-    pub fn limits(&self) -> &LimitsConfig {
-        &self.limits
     }
 
     pub fn shutdown(&self) -> &Shutdown {

@@ -82,15 +82,7 @@ impl StoredMessage {
     }
 }
 
-/// What a topic is now: its epoch and the range of retained offsets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicMeta {
-    pub epoch: String,
-    /// Oldest retained offset; `head + 1` when nothing is retained.
-    pub first: u64,
-    /// Last offset assigned; 0 before the first message.
-    pub head: u64,
-}
+pub use crate::protocol::resume::TopicMeta;
 
 /// Who may write a topic's copy on this node. Each epoch is created by one node with a
 /// `term` above every term that node knew of for the topic; a copy handed to another owner is

@@ -7,16 +7,16 @@
 use super::audience::Audience;
 use super::history::History;
 use super::takeover::{durable, takeover};
-use super::{now_ms, GoLive, PublishAck, PublishReply, SubId, TopicInfo, TopicMsg, TopicShared};
+use super::{now_ms, GoLive, PublishAck, PublishReply, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, WireMessage, WireMeta};
+use crate::cluster::wire::{Cast, WireEnvelope};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::{render, Delivery, Envelope};
 use crate::protocol::TopicName;
-use crate::session::SessionMsg;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
+use crate::topic::error::TopicError;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::SupervisorMsg;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -41,7 +41,7 @@ pub struct TopicContext {
     pub dedupe_window_ms: u64,
 }
 
-pub struct TopicActor;
+pub(crate) struct TopicActor;
 
 pub struct TopicArgs {
     pub topic: TopicName,
@@ -265,7 +265,7 @@ impl Actor for TopicActor {
             }
             TopicMsg::Follow { from, reply } => {
                 state.followers.insert(from);
-                let _ = reply.send(Ok(WireMeta {
+                let _ = reply.send(Ok(super::Followed {
                     epoch: state.epoch.to_string(),
                     first: state.first.min(state.durable + 1),
                     head: state.durable,
@@ -423,11 +423,28 @@ impl TopicState {
             let Some((msg, received)) = self.unflushed.pop_front() else {
                 break;
             };
-            let delivery =
-                Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None).live(received));
-            self.audience.fan_out(&self.shared, &delivery);
-            if !self.followers.is_empty() {
-                remote.push(WireMessage::from(&msg));
+            // Rendered once, for this node's live subscribers and every follower node; not
+            // at all when nobody is listening (consumers render their own, with `attempt`).
+            let (local, followed) = (self.audience.has_live(), !self.followers.is_empty());
+            if !local && !followed {
+                continue;
+            }
+            let envelope = Envelope {
+                offset: msg.offset,
+                time_ms: msg.time_ms,
+                bytes: render(&self.topic, &self.epoch, &msg, None).into(),
+            };
+            if followed {
+                remote.push(WireEnvelope {
+                    offset: envelope.offset,
+                    time_ms: envelope.time_ms,
+                    envelope: envelope.bytes.to_vec(),
+                });
+            }
+            if local {
+                let delivery = Delivery::from_envelope(&self.topic, &self.epoch, envelope);
+                self.audience
+                    .fan_out(&self.shared, &Arc::new(delivery.live(received)));
             }
         }
         self.send_to_followers(remote);
@@ -442,7 +459,7 @@ impl TopicState {
     }
 
     /// Casts newly durable messages to every follower node, encoded once.
-    fn send_to_followers(&mut self, messages: Vec<WireMessage>) {
+    fn send_to_followers(&mut self, messages: Vec<WireEnvelope>) {
         if messages.is_empty() {
             return;
         }
@@ -524,30 +541,29 @@ impl TopicState {
 /// Answers a message with "moving" (or nothing, for those without a reply): the actor that
 /// got it does not serve the topic.
 pub fn refuse(msg: TopicMsg) {
-    let moving = super::moving;
     match msg {
         TopicMsg::Publish { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::Subscribe { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerJoin { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerAck {
             reply: Some(reply), ..
         } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerLease { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::ConsumerConfigure { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::Follow { reply, .. } => {
-            let _ = reply.send(Err(moving()));
+            let _ = reply.send(Err(TopicError::Moving));
         }
         TopicMsg::GoLive { reply, .. } => {
             let _ = reply.send(GoLive::Behind { head: 0 });
@@ -566,11 +582,8 @@ pub fn refuse(msg: TopicMsg) {
 
 /// Tells every session subscribed to a topic whose actor died to resubscribe.
 pub fn tell_resubscribe(topic: &TopicName, shared: &TopicShared) {
-    let subs: Vec<(SubId, ActorRef<SessionMsg>)> = shared.subscribers().drain().collect();
+    let subs: Vec<_> = shared.subscribers().drain().collect();
     for (sub, session) in subs {
-        let _ = session.cast(SessionMsg::Resubscribe {
-            topic: topic.clone(),
-            sub,
-        });
+        session.resubscribe(topic, sub);
     }
 }

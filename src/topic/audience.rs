@@ -3,13 +3,14 @@
 //! the two at the durable head.
 
 use super::history::History;
-use super::{GoLive, SubId, SubscribeInfo, Subscriber, TopicShared};
-use crate::protocol::envelope::Delivery;
+use super::{GoLive, SubscribeInfo, TopicShared};
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::OutFrame;
+use crate::delivery::{SubId, Subscriber};
 use crate::protocol::frames::Position;
 use crate::protocol::resume;
-use crate::protocol::ApiError;
-use crate::session::outbound::OutFrame;
 use crate::storage::TopicMeta;
+use crate::topic::error::TopicError;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ impl Audience {
         position: &Position,
         meta: &TopicMeta,
         history: History,
-    ) -> Result<SubscribeInfo, ApiError> {
+    ) -> Result<SubscribeInfo, TopicError> {
         let plan = resume::plan(position, meta)?;
         sub.cursor
             .store(plan.start.saturating_sub(1), Ordering::Release);
@@ -86,6 +87,11 @@ impl Audience {
                 subs.remove(&id);
             }
         }
+    }
+
+    /// Whether anyone takes live deliveries.
+    pub fn has_live(&self) -> bool {
+        !self.live.is_empty()
     }
 
     pub fn len(&self) -> usize {

@@ -6,18 +6,22 @@
 //! group idle for `idle_expiry_secs` is deleted.
 
 use super::actor::TopicState;
-use super::{SubId, TopicMsg};
+use super::TopicMsg;
 use crate::consumer::group::{Group, Member, TopicView};
-use crate::consumer::options::ConsumerOptions;
 use crate::consumer::stored::StoredConsumer;
 use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
-use crate::protocol::envelope::Delivery;
+use crate::consumer::Joined;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::delivery::SubId;
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::topic::DLQ_PREFIX;
-use crate::protocol::{ApiError, ErrorCode, TopicName};
-use crate::session::outbound::{OutFrame, Subscribed};
+use crate::protocol::ApiError;
+use crate::protocol::{ErrorCode, TopicName};
 use crate::storage::{StorageError, TopicLog};
+use crate::topic::error::TopicError;
 use crate::topic::now_ms;
 use bytes::Bytes;
 use ractor::{ActorProcessingErr, ActorRef};
@@ -44,11 +48,11 @@ pub(super) fn load(
     Ok(groups)
 }
 
-fn no_consumer(name: &str) -> ApiError {
-    ApiError::new(
+fn no_consumer(name: &str) -> TopicError {
+    TopicError::Rejected(ApiError::new(
         ErrorCode::NotFound,
         format!("consumer {name} does not exist"),
-    )
+    ))
 }
 
 /// The route that changes a group's settings, for error messages.
@@ -152,14 +156,14 @@ impl TopicState {
     /// `settle_consumers`), or at once if the request failed.
     fn reply_when_durable<T: Send + Sync + 'static>(
         &mut self,
-        reply: ractor::RpcReplyPort<Result<T, ApiError>>,
-        r: Result<T, ApiError>,
+        reply: ractor::RpcReplyPort<Result<T, TopicError>>,
+        r: Result<T, TopicError>,
     ) {
         match r {
             Ok(v) => self.durable_replies.push(Box::new(move |f| {
                 let _ = reply.send(
                     f.map(|_| v)
-                        .map_err(|_| ApiError::unavailable("storage flush failed")),
+                        .map_err(|_| TopicError::unavailable("storage flush failed")),
                 );
             })),
             Err(e) => {
@@ -178,7 +182,7 @@ impl TopicState {
         name: String,
         options: &ConsumerOptions,
         after: Option<u64>,
-    ) -> Result<(&mut Group, Option<usize>), ApiError> {
+    ) -> Result<(&mut Group, Option<usize>), TopicError> {
         let durable = self.durable;
         let first = self.meta().first;
         let limits = &self.ctx.consumers;
@@ -191,7 +195,7 @@ impl TopicState {
             }
             Entry::Vacant(e) => {
                 if count >= limits.max_groups_per_topic {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(TopicError::bad_request(format!(
                         "topic {} already has {count} consumer groups, the most \
                          [consumers] max_groups_per_topic allows: join an existing group, \
                          or wait until an idle one expires",
@@ -215,7 +219,7 @@ impl TopicState {
         member: super::Subscriber,
         options: &ConsumerOptions,
         after: Option<u64>,
-    ) -> Result<Joined, ApiError> {
+    ) -> Result<Joined, TopicError> {
         let epoch = self.epoch.clone();
         let (first, head) = (self.meta().first, self.durable);
         let shared = self.shared.clone();
@@ -226,7 +230,6 @@ impl TopicState {
         group.members.push(Member {
             id: member.id,
             outbound: member.outbound,
-            session: member.session,
             max_inflight: cap,
         });
         group.touch(now_ms());
@@ -246,10 +249,10 @@ impl TopicState {
         }
     }
 
-    fn ack(&mut self, name: &str, ack: &AckRequest) -> Result<AckReport, ApiError> {
+    fn ack(&mut self, name: &str, ack: &AckRequest) -> Result<AckReport, TopicError> {
         let now = now_ms();
         let g = self.groups.get_mut(name).ok_or_else(|| no_consumer(name))?;
-        let bad = |e: crate::consumer::window::AckError| ApiError::bad_request(e.to_string());
+        let bad = |e: crate::consumer::window::AckError| TopicError::bad_request(e.to_string());
         let mut report = AckReport::default();
         let mut dead = Vec::new();
         match ack {
@@ -272,7 +275,7 @@ impl TopicState {
                 offsets.dedup();
                 let max_delay = self.ctx.consumers.max_ack_wait_ms;
                 if *delay_ms > max_delay {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(TopicError::bad_request(format!(
                         "`delay_ms` must be at most {max_delay}"
                     )));
                 }
@@ -296,7 +299,7 @@ impl TopicState {
         &mut self,
         name: &str,
         options: &ConsumerOptions,
-    ) -> Result<ConsumerInfo, ApiError> {
+    ) -> Result<ConsumerInfo, TopicError> {
         let g = self.groups.get_mut(name).ok_or_else(|| no_consumer(name))?;
         g.cfg = options.apply(&g.cfg, &self.ctx.consumers)?;
         g.touch(now_ms());
@@ -351,7 +354,7 @@ impl TopicState {
         options: &ConsumerOptions,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, ApiError> {
+    ) -> Result<Vec<Delivery>, TopicError> {
         let now = now_ms();
         let (topic, epoch, durable) = (self.topic.clone(), self.epoch.clone(), self.durable);
         let log = self.ctx.log.clone();
@@ -366,7 +369,7 @@ impl TopicState {
                 .read(topic.as_str(), d.offset, d.offset, 1, usize::MAX)
                 .map_err(|e| {
                     tracing::error!(topic = %topic, error = %e, "lease read failed");
-                    ApiError::internal()
+                    TopicError::Internal
                 })?;
             match msg.into_iter().next() {
                 Some(m) => out.push(Delivery::new(&topic, &epoch, &m, Some(d.attempt))),

@@ -9,18 +9,19 @@ use super::actor::{refuse, tell_resubscribe, TopicContext};
 use super::audience::Audience;
 use super::history::{unexpected, History};
 use super::supervisor::SupervisorMsg;
-use super::{GoLive, SubId, Subscriber, TopicInfo, TopicMsg, TopicShared};
+use super::{GoLive, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Cast, Reply};
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::{Delivery, Envelope};
+use crate::delivery::{SubId, Subscriber};
 use crate::protocol::TopicName;
-use crate::storage::{StoredMessage, TopicMeta};
+use crate::storage::TopicMeta;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct FollowerActor;
+pub(crate) struct FollowerActor;
 
 /// How long the owner may stay silent before a follower checks that it missed nothing.
 const OWNER_CHECK: Duration = Duration::from_secs(5);
@@ -268,7 +269,7 @@ impl FollowerState {
         myself: &ActorRef<TopicMsg>,
         epoch: &str,
         first: u64,
-        messages: Vec<StoredMessage>,
+        messages: Vec<Envelope>,
     ) {
         self.last_heard = Instant::now();
         if epoch != &*self.epoch {
@@ -292,8 +293,10 @@ impl FollowerState {
                 return;
             }
             self.durable = msg.offset;
-            let d = Arc::new(Delivery::new(&self.topic, &self.epoch, &msg, None));
-            self.audience.fan_out(&self.shared, &d);
+            if self.audience.has_live() {
+                let d = Arc::new(Delivery::from_envelope(&self.topic, &self.epoch, msg));
+                self.audience.fan_out(&self.shared, &d);
+            }
         }
         self.shared.head.send_replace(self.durable);
     }

@@ -5,17 +5,16 @@
 
 use super::FollowerState;
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Call, Cast, JoinRequest, Reply, WireFrame};
+use crate::cluster::wire::{Call, Cast, JoinRequest, Reply};
 use crate::consumer::Joined;
-use crate::protocol::envelope::Delivery;
-use crate::protocol::resume::ResumePlan;
-use crate::protocol::ApiError;
-use crate::session::outbound::{OutFrame, Subscribed};
-use crate::session::SessionMsg;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::OutFrame;
+use crate::delivery::SubId;
+use crate::topic::error::TopicError;
 use crate::topic::history::unexpected;
-use crate::topic::{SubId, TopicMsg};
+use crate::topic::remote::envelope;
+use crate::topic::TopicMsg;
 use ractor::ActorRef;
-use serde_json::value::RawValue;
 use std::sync::Arc;
 
 impl FollowerState {
@@ -119,10 +118,7 @@ impl FollowerState {
                             let epoch: Arc<str> = Arc::from(epoch.as_str());
                             Ok(messages
                                 .into_iter()
-                                .map(|m| {
-                                    let env = m.envelope.into();
-                                    Delivery::from_envelope(&t, &epoch, m.offset, m.time_ms, env)
-                                })
+                                .map(|m| Delivery::from_envelope(&t, &epoch, envelope(m)))
                                 .collect())
                         }
                         other => Err(failure(&owner, other)),
@@ -164,10 +160,7 @@ impl FollowerState {
             TopicMsg::MemberGone { member } => {
                 if self.members.remove(&member).is_some() {
                     if let Some(session) = self.shared.subscribers().remove(&member) {
-                        let _ = session.cast(SessionMsg::Resubscribe {
-                            topic: self.topic.clone(),
-                            sub: member,
-                        });
+                        session.resubscribe(&self.topic, member);
                     }
                 }
             }
@@ -177,7 +170,7 @@ impl FollowerState {
         None
     }
 
-    fn member_frames(&mut self, name: &str, member: SubId, frames: Vec<WireFrame>) {
+    fn member_frames(&mut self, name: &str, member: SubId, frames: Vec<OutFrame>) {
         let Some((_, sub)) = self.members.get(&member) else {
             // A member the owner still feeds but this node no longer has (its join
             // answered late, or it left): let the owner redeliver its messages.
@@ -185,36 +178,6 @@ impl FollowerState {
             return;
         };
         for frame in frames {
-            let frame = match frame {
-                WireFrame::Message {
-                    offset,
-                    time_ms,
-                    envelope,
-                } => OutFrame::Message(Arc::new(Delivery::from_envelope(
-                    &self.topic,
-                    &self.epoch,
-                    offset,
-                    time_ms,
-                    envelope.into(),
-                ))),
-                WireFrame::Text(t) => OutFrame::Text(t),
-                WireFrame::Subscribed {
-                    epoch,
-                    first,
-                    head,
-                    start,
-                    req,
-                    consumer,
-                } => OutFrame::Subscribed(Box::new(Subscribed {
-                    topic: self.topic.clone(),
-                    req: req.and_then(|r| RawValue::from_string(r).ok()),
-                    epoch: Arc::from(epoch.as_str()),
-                    first,
-                    head,
-                    plan: ResumePlan { start, reset: None },
-                    consumer,
-                })),
-            };
             if sub.outbound.push(frame).is_err() {
                 // The member's connection is gone: the owner redelivers its messages.
                 self.leave_member(name, member);
@@ -242,13 +205,13 @@ impl FollowerState {
     }
 }
 
-fn failure(owner: &str, r: Result<Reply, crate::cluster::client::CallError>) -> ApiError {
+fn failure(owner: &str, r: Result<Reply, crate::cluster::port::CallError>) -> TopicError {
     match r {
         Ok(reply) => unexpected(owner, reply),
-        Err(crate::cluster::client::CallError::NoRoute(_)) => crate::topic::moving(),
+        Err(crate::cluster::port::CallError::NoRoute(_)) => TopicError::Moving,
         Err(e) => {
             tracing::warn!(owner, error = %e, "consumer call to the owner failed");
-            ApiError::unavailable("the topic's owner did not answer")
+            TopicError::unavailable("the topic's owner did not answer")
         }
     }
 }

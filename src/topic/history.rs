@@ -3,8 +3,9 @@
 
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Reply};
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::storage::{StoredMessage, TopicLog};
+use crate::topic::error::TopicError;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -39,13 +40,13 @@ impl History {
         to: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Result<Batch, ApiError> {
+    ) -> Result<Batch, TopicError> {
         match self {
             History::Local(log) => {
                 let meta = log.meta(topic.as_str()).ok().flatten();
                 if meta.as_ref().is_none_or(|m| m.epoch != epoch) {
                     // Taken over or replaced under this reader: start over from the cursor.
-                    return Err(ApiError::unavailable(
+                    return Err(TopicError::unavailable(
                         "the topic changed epoch while reading; resubscribe",
                     ));
                 }
@@ -53,7 +54,7 @@ impl History {
                     .read(topic.as_str(), from, to, max_count, max_bytes)
                     .map_err(|e| {
                         tracing::error!(topic = %topic, error = %e, "reading the log failed");
-                        ApiError::internal()
+                        TopicError::Internal
                     })?;
                 let first = meta.map_or(from, |m| m.first);
                 Ok(Batch { messages, first })
@@ -76,13 +77,13 @@ impl History {
                         messages: messages.into_iter().map(StoredMessage::from).collect(),
                         first,
                     }),
-                    Ok(Reply::Messages { .. }) => Err(ApiError::unavailable(
+                    Ok(Reply::Messages { .. }) => Err(TopicError::unavailable(
                         "the topic changed epoch while reading; resubscribe",
                     )),
                     Ok(other) => Err(unexpected(owner, other)),
                     Err(e) => {
                         tracing::warn!(topic = %topic, owner, error = %e, "remote read failed");
-                        Err(ApiError::unavailable("the topic's owner is unreachable"))
+                        Err(TopicError::unavailable("the topic's owner is unreachable"))
                     }
                 }
             }
@@ -91,14 +92,16 @@ impl History {
 }
 
 /// An answer that does not fit the request: an error reply, or a confused peer.
-pub fn unexpected(node: &str, reply: Reply) -> ApiError {
+pub fn unexpected(node: &str, reply: Reply) -> TopicError {
     match reply {
-        Reply::Error { code, message, .. } => {
-            ApiError::new(crate::cluster::wire::error_code(&code), message)
-        }
+        Reply::Error {
+            code,
+            message,
+            retry,
+        } => TopicError::from_peer(crate::cluster::wire::error_code(&code), message, retry),
         other => {
             tracing::error!(node, reply = ?other, "unexpected cluster reply");
-            ApiError::internal()
+            TopicError::Internal
         }
     }
 }

@@ -2,10 +2,12 @@
 //! [`supervisor::TopicSupervisor`] spawns them on demand and restarts a crashed one from its
 //! log. Delivery logic only; no transport types here.
 
-pub mod actor;
+pub(crate) mod actor;
 mod audience;
 mod consumers;
-pub mod follower;
+pub mod error;
+pub(crate) mod follower;
+pub mod handle;
 pub mod history;
 mod relay;
 mod remote;
@@ -13,40 +15,24 @@ pub mod service;
 pub mod supervisor;
 pub mod takeover;
 
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::{AckReport, AckRequest, ConsumerInfo, Joined};
-use crate::protocol::envelope::Delivery;
+use crate::consumer::Joined;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::{SessionPort, SubId, Subscriber};
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::frames::{Position, ReqId};
 use crate::protocol::resume::ResumePlan;
-use crate::protocol::ApiError;
-use crate::session::outbound::Outbound;
-use crate::session::SessionMsg;
 use bytes::Bytes;
-use ractor::{ActorRef, RpcReplyPort};
+use error::TopicError;
+use ractor::RpcReplyPort;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
-
-/// Identifies one subscription of one session, unique within the node.
-pub type SubId = u64;
-
-/// A subscriber as a topic actor sees it: where to push, and who to tell when the topic
-/// actor restarts.
-#[derive(Clone)]
-pub struct Subscriber {
-    pub id: SubId,
-    pub outbound: Arc<Outbound>,
-    /// Last offset pushed to this subscriber (by the topic actor when live, by the
-    /// session's replay before that).
-    pub cursor: Arc<AtomicU64>,
-    pub session: ActorRef<SessionMsg>,
-}
 
 /// State of a topic that outlives a crash of its actor.
 pub struct TopicShared {
     /// Every subscription, live or catching up: told to resubscribe if the actor restarts.
-    pub subscribers: Mutex<HashMap<SubId, ActorRef<SessionMsg>>>,
+    pub subscribers: Mutex<HashMap<SubId, Arc<dyn SessionPort>>>,
     /// The durable head, for long polls.
     pub head: watch::Sender<u64>,
 }
@@ -59,7 +45,7 @@ impl TopicShared {
         })
     }
 
-    pub fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, ActorRef<SessionMsg>>> {
+    pub fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<SubId, Arc<dyn SessionPort>>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -73,7 +59,7 @@ pub struct PublishAck {
     pub duplicate: bool,
 }
 
-pub type PublishReply = oneshot::Sender<Result<PublishAck, ApiError>>;
+pub type PublishReply = oneshot::Sender<Result<PublishAck, TopicError>>;
 
 /// What a subscriber learns when it subscribes.
 #[derive(Clone, Debug)]
@@ -112,6 +98,16 @@ pub struct TopicInfo {
     pub owner: String,
 }
 
+/// Where a topic stands, as its owner answers a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Followed {
+    pub epoch: String,
+    pub first: u64,
+    pub head: u64,
+    /// False while nothing was ever published.
+    pub exists: bool,
+}
+
 /// What a topic actor is on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -121,14 +117,8 @@ pub enum Role {
     Follower(String),
 }
 
-/// The answer to a request that had no effect because the topic is changing hands (or this
-/// node is still joining): the caller may retry, here or at the new owner.
-pub fn moving() -> ApiError {
-    ApiError::unavailable("topic is moving between nodes; try again")
-}
-
 /// Messages of a topic actor.
-pub enum TopicMsg {
+pub(crate) enum TopicMsg {
     Publish {
         data: Bytes,
         id: Option<String>,
@@ -137,7 +127,7 @@ pub enum TopicMsg {
     Subscribe {
         sub: Subscriber,
         position: Position,
-        reply: RpcReplyPort<Result<SubscribeInfo, ApiError>>,
+        reply: RpcReplyPort<Result<SubscribeInfo, TopicError>>,
     },
     GoLive {
         sub: SubId,
@@ -171,7 +161,7 @@ pub enum TopicMsg {
         after: Option<u64>,
         announce: bool,
         req: Option<ReqId>,
-        reply: RpcReplyPort<Result<Joined, ApiError>>,
+        reply: RpcReplyPort<Result<Joined, TopicError>>,
     },
     /// A member leaves; `reply` (if any) is answered once it is gone.
     ConsumerLeave {
@@ -183,7 +173,7 @@ pub enum TopicMsg {
     ConsumerAck {
         name: String,
         ack: AckRequest,
-        reply: Option<RpcReplyPort<Result<AckReport, ApiError>>>,
+        reply: Option<RpcReplyPort<Result<AckReport, TopicError>>>,
     },
     /// A pull: lease up to `limit` messages for `ack_wait`.
     ConsumerLease {
@@ -191,7 +181,7 @@ pub enum TopicMsg {
         options: ConsumerOptions,
         after: Option<u64>,
         limit: usize,
-        reply: RpcReplyPort<Result<Vec<Delivery>, ApiError>>,
+        reply: RpcReplyPort<Result<Vec<Delivery>, TopicError>>,
     },
     ConsumerInfo {
         name: String,
@@ -201,24 +191,24 @@ pub enum TopicMsg {
     ConsumerConfigure {
         name: String,
         options: ConsumerOptions,
-        reply: RpcReplyPort<Result<ConsumerInfo, ApiError>>,
+        reply: RpcReplyPort<Result<ConsumerInfo, TopicError>>,
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,
     /// (Owner) node `from` follows: every durable message is cast to it from now on.
     Follow {
         from: String,
-        reply: RpcReplyPort<Result<crate::cluster::wire::WireMeta, ApiError>>,
+        reply: RpcReplyPort<Result<Followed, TopicError>>,
     },
     /// (Owner) node `from` stopped following.
     Unfollow {
         from: String,
     },
-    /// (Follower) durable messages from the owner, in offset order.
+    /// (Follower) durable messages from the owner, in offset order, as it rendered them.
     Deliver {
         epoch: String,
         first: u64,
-        messages: Vec<crate::storage::StoredMessage>,
+        messages: Vec<crate::delivery::envelope::Envelope>,
     },
     /// (Follower) the owner stopped owning `epoch`.
     OwnerGone {
@@ -229,7 +219,7 @@ pub enum TopicMsg {
     MemberFrames {
         name: String,
         member: SubId,
-        frames: Vec<crate::cluster::wire::WireFrame>,
+        frames: Vec<crate::delivery::outbound::OutFrame>,
     },
     /// (Follower) the owner let go of consumer member `member`.
     MemberGone {

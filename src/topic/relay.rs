@@ -4,16 +4,17 @@
 //! member's node. The relay is the member's "session" here: when the topic actor lets go of
 //! it, the member's node is told to join again. Acks, leases, info and settings are plain calls.
 
-use super::service::{call_topic, Topics};
-use super::{moving, Role, Subscriber, TopicMsg};
+use super::handle::{MemberJoin, TopicHandle};
+use super::service::Topics;
+use super::Role;
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Cast, JoinRequest, Reply, WireFrame, WireLeased};
-use crate::consumer::options::ConsumerOptions;
-use crate::consumer::AckRequest;
-use crate::protocol::{ApiError, TopicName};
-use crate::session::outbound::{CloseReason, OutFrame, Outbound};
-use crate::session::SessionMsg;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use crate::cluster::wire::{Cast, JoinRequest, Reply, WireEnvelope, WireFrame};
+use crate::delivery::outbound::{CloseReason, OutFrame, Outbound};
+use crate::delivery::{SessionPort, SubId, Subscriber};
+use crate::protocol::consumer::AckRequest;
+use crate::protocol::consumer::ConsumerOptions;
+use crate::protocol::TopicName;
+use crate::topic::error::TopicError;
 use serde_json::value::RawValue;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -22,54 +23,47 @@ use std::sync::Arc;
 const RELAY_QUEUE_BYTES: usize = 4 << 20;
 
 impl Topics {
-    pub(super) async fn serve_consumer_join(&self, j: JoinRequest) -> Result<Reply, ApiError> {
+    pub(super) async fn serve_consumer_join(&self, j: JoinRequest) -> Result<Reply, TopicError> {
         let topic = TopicName::parse(&j.topic)?;
         let handle = self.handle(&topic).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let outbound = Outbound::new(RELAY_QUEUE_BYTES);
-        let args = RelayArgs {
-            topic: j.topic.clone(),
-            name: j.name.clone(),
-            node: j.from,
-            member: j.member,
-            outbound: outbound.clone(),
-            cluster: self.cluster.clone(),
-        };
-        let (relay, _) = Actor::spawn(None, Relay, args)
-            .await
-            .map_err(|_| ApiError::unavailable("cannot start a relay"))?;
+        let relay = Relay::start(
+            RelayTarget {
+                topic: j.topic.clone(),
+                name: j.name.clone(),
+                node: j.from,
+                member: j.member,
+            },
+            outbound.clone(),
+            self.cluster.clone(),
+        );
         let member = Subscriber {
             id: j.member,
             outbound,
             cursor: Arc::new(AtomicU64::new(0)),
-            session: relay.clone(),
+            session: relay,
         };
         let req = j.req.and_then(|r| RawValue::from_string(r).ok());
-        let joined = call_topic(&handle.actor, |reply| TopicMsg::ConsumerJoin {
-            name: j.name,
-            member,
-            options: j.options,
-            after: j.after,
-            announce: j.announce,
-            req,
-            reply,
+        // On a failure the topic actor drops the member, and with it the relay.
+        let joined = handle
+            .join(MemberJoin {
+                name: j.name,
+                member,
+                options: j.options,
+                after: j.after,
+                announce: j.announce,
+                req,
+            })
+            .await?;
+        Ok(Reply::Joined {
+            epoch: joined.epoch.to_string(),
+            ack_floor: joined.ack_floor,
+            first: joined.first,
+            head: joined.head,
         })
-        .await
-        .and_then(|r| r);
-        match joined {
-            Ok(j) => Ok(Reply::Joined {
-                epoch: j.epoch.to_string(),
-                ack_floor: j.ack_floor,
-                first: j.first,
-                head: j.head,
-            }),
-            Err(e) => {
-                relay.stop(None);
-                Err(e)
-            }
-        }
     }
 
     pub(super) async fn serve_consumer_ack(
@@ -77,14 +71,9 @@ impl Topics {
         topic: &str,
         name: String,
         ack: AckRequest,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let report = call_topic(&handle.actor, |reply| TopicMsg::ConsumerAck {
-            name,
-            ack,
-            reply: Some(reply),
-        })
-        .await??;
+        let report = handle.ack(name, ack).await?;
         Ok(Reply::Acked(report))
     }
 
@@ -95,16 +84,9 @@ impl Topics {
         options: ConsumerOptions,
         after: Option<u64>,
         limit: u32,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let leased = call_topic(&handle.actor, |reply| TopicMsg::ConsumerLease {
-            name,
-            options,
-            after,
-            limit: limit as usize,
-            reply,
-        })
-        .await??;
+        let leased = handle.lease(name, options, after, limit as usize).await?;
         let epoch = leased
             .first()
             .map(|d| d.epoch.to_string())
@@ -113,7 +95,7 @@ impl Topics {
             epoch,
             messages: leased
                 .iter()
-                .map(|d| WireLeased {
+                .map(|d| WireEnvelope {
                     offset: d.offset,
                     time_ms: d.time_ms,
                     envelope: d.envelope.to_vec(),
@@ -126,13 +108,9 @@ impl Topics {
         &self,
         topic: &str,
         name: String,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerInfo {
-            name,
-            reply,
-        })
-        .await?;
+        let info = handle.consumer_info(name).await?;
         Ok(Reply::ConsumerInfo(info))
     }
 
@@ -141,111 +119,95 @@ impl Topics {
         topic: &str,
         name: String,
         options: ConsumerOptions,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let handle = self.owned(topic).await?;
-        let info = call_topic(&handle.actor, |reply| TopicMsg::ConsumerConfigure {
-            name,
-            options,
-            reply,
-        })
-        .await??;
+        let info = handle.configure(name, options).await?;
         Ok(Reply::ConsumerInfo(Some(info)))
     }
 
     /// This node's owner actor of `topic`, or "moving".
-    async fn owned(&self, topic: &str) -> Result<super::supervisor::TopicHandle, ApiError> {
+    async fn owned(&self, topic: &str) -> Result<TopicHandle, TopicError> {
         let handle = self.handle(&TopicName::parse(topic)?).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         Ok(handle)
     }
 }
 
-struct Relay;
-
-struct RelayArgs {
+/// Which member on which node a relay serves.
+struct RelayTarget {
     topic: String,
     name: String,
     node: String,
     member: u64,
+}
+
+/// The owner's side of a consumer member on another node: the member's "session" as the
+/// topic actor sees it. A task drains the member's local queue and casts the frames in
+/// order to the member's node; it ends when the queue closes: the member's node is
+/// unreachable, the topic actor let go of the member (`resubscribe`: the member's node is
+/// told to join again), or the topic actor dropped the member (the last handle to the
+/// relay is gone).
+struct Relay {
+    target: Arc<RelayTarget>,
     outbound: Arc<Outbound>,
     cluster: Cluster,
 }
 
-struct RelayState {
-    args: RelayArgs,
-    drain: tokio::task::JoinHandle<()>,
-}
-
-impl Actor for Relay {
-    type Msg = SessionMsg;
-    type State = RelayState;
-    type Arguments = RelayArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        args: RelayArgs,
-    ) -> Result<RelayState, ActorProcessingErr> {
-        let (outbound, cluster) = (args.outbound.clone(), args.cluster.clone());
-        let (topic, node, member) = (args.topic.clone(), args.node.clone(), args.member);
-        let name = args.name.clone();
-        let drain = tokio::spawn(async move {
+impl Relay {
+    fn start(target: RelayTarget, outbound: Arc<Outbound>, cluster: Cluster) -> Arc<Relay> {
+        let target = Arc::new(target);
+        let (queue, peers, t) = (outbound.clone(), cluster.clone(), target.clone());
+        tokio::spawn(async move {
             let mut frames = Vec::new();
-            while outbound.drain(&mut frames).await.is_ok() {
+            while queue.drain(&mut frames).await.is_ok() {
                 let cast = Cast::MemberFrames {
-                    topic: topic.clone(),
-                    name: name.clone(),
-                    member,
-                    frames: frames.drain(..).filter_map(wire_frame).collect(),
+                    topic: t.topic.clone(),
+                    name: t.name.clone(),
+                    member: t.member,
+                    frames: frames.drain(..).map(wire_frame).collect(),
                 };
-                let sent = Cluster::encode_cast(&cast).is_some_and(|b| cluster.cast(&node, b));
+                let sent = Cluster::encode_cast(&cast).is_some_and(|b| peers.cast(&t.node, b));
                 if !sent {
+                    let (topic, node, member) = (&t.topic, &t.node, t.member);
                     tracing::info!(topic, node, member, "consumer member's node unreachable");
-                    outbound.close(CloseReason::Gone);
-                    break;
+                    queue.close(CloseReason::Gone);
                 }
             }
-            myself.stop(None);
         });
-        Ok(RelayState { args, drain })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<SessionMsg>,
-        state: &mut RelayState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.drain.abort();
-        state.args.outbound.close(CloseReason::Gone);
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
-        state: &mut RelayState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let SessionMsg::Resubscribe { .. } = msg {
-            let a = &state.args;
-            let cast = Cast::MemberGone {
-                topic: a.topic.clone(),
-                member: a.member,
-            };
-            if let Some(bytes) = Cluster::encode_cast(&cast) {
-                a.cluster.cast(&a.node, bytes);
-            }
-            myself.stop(None);
-        }
-        Ok(())
+        Arc::new(Relay {
+            target,
+            outbound,
+            cluster,
+        })
     }
 }
 
-fn wire_frame(frame: OutFrame) -> Option<WireFrame> {
-    Some(match frame {
+impl SessionPort for Relay {
+    fn resubscribe(&self, _topic: &TopicName, _sub: SubId) {
+        let t = &self.target;
+        let cast = Cast::MemberGone {
+            topic: t.topic.clone(),
+            member: t.member,
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            self.cluster.cast(&t.node, bytes);
+        }
+        self.outbound.close(CloseReason::Gone);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.outbound.close(CloseReason::Gone);
+    }
+}
+
+fn wire_frame(frame: OutFrame) -> WireFrame {
+    match frame {
         OutFrame::Message(d) => WireFrame::Message {
+            epoch: d.epoch.to_string(),
             offset: d.offset,
             time_ms: d.time_ms,
             envelope: d.envelope.to_vec(),
@@ -259,5 +221,5 @@ fn wire_frame(frame: OutFrame) -> Option<WireFrame> {
             req: s.req.map(|r| r.get().to_string()),
             consumer: s.consumer,
         },
-    })
+    }
 }

@@ -1,23 +1,36 @@
-//! Serving other nodes: the calls and casts a node's router hands to the topic layer.
+//! Serving other nodes: the topic layer's side of the cluster's [`Inbound`] port.
 
-use super::service::{call_topic, Topics};
+use super::service::Topics;
 use super::supervisor::SupervisorMsg;
-use super::{moving, Role, TopicMsg};
+use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
-use crate::cluster::wire::{Call, Cast, Reply, WireMessage, WireMeta};
-use crate::protocol::{ApiError, TopicName};
-use crate::storage::StoredMessage;
+use crate::cluster::port::Inbound;
+use crate::cluster::wire::{Call, Cast, Reply, WireEnvelope, WireFrame, WireMessage, WireMeta};
+use crate::delivery::envelope::{Delivery, Envelope};
+use crate::delivery::outbound::{OutFrame, Subscribed};
+use crate::protocol::resume::ResumePlan;
+use crate::protocol::TopicName;
+use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
+use serde_json::value::RawValue;
+use std::sync::Arc;
 
-impl Topics {
-    /// Answers a call from another node.
-    pub async fn serve(&self, call: Call) -> Reply {
-        self.answer(call)
-            .await
-            .unwrap_or_else(|e| Reply::error(&e, e == moving()))
+#[async_trait::async_trait]
+impl Inbound for Topics {
+    async fn call(&self, call: Call) -> Reply {
+        self.answer(call).await.unwrap_or_else(|e| {
+            let retry = e.retry();
+            Reply::error(&e.into(), retry)
+        })
     }
 
-    async fn answer(&self, call: Call) -> Result<Reply, ApiError> {
+    fn cast(&self, cast: Cast) {
+        self.receive(cast)
+    }
+}
+
+impl Topics {
+    async fn answer(&self, call: Call) -> Result<Reply, TopicError> {
         match call {
             Call::Publish { topic, data, id } => self.serve_publish(&topic, data, id).await,
             Call::Follow { topic, from } => self.serve_follow(&topic, from).await,
@@ -48,7 +61,7 @@ impl Topics {
                     .await
                 {
                     Ok(CallResult::Success(r)) => r.map(Reply::Relinquished),
-                    _ => Err(ApiError::unavailable("node is shutting down")),
+                    _ => Err(TopicError::unavailable("node is shutting down")),
                 }
             }
             Call::ConsumerJoin(join) => self.serve_consumer_join(join).await,
@@ -84,10 +97,10 @@ impl Topics {
         topic: &str,
         data: Vec<u8>,
         id: Option<String>,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let topic = parse(topic)?;
         if self.cluster.owner(topic.as_str()).as_deref() != Some(self.cluster.me()) {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let ack = self.publish_here(&topic, data.into(), id).await?;
         Ok(Reply::Published {
@@ -98,14 +111,19 @@ impl Topics {
         })
     }
 
-    async fn serve_follow(&self, topic: &str, from: String) -> Result<Reply, ApiError> {
+    async fn serve_follow(&self, topic: &str, from: String) -> Result<Reply, TopicError> {
         let topic = parse(topic)?;
         let handle = self.handle(&topic).await?;
         if handle.role != Role::Owner {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
-        let meta = call_topic(&handle.actor, |reply| TopicMsg::Follow { from, reply }).await??;
-        Ok(Reply::Followed(meta))
+        let f = handle.follow(from).await?;
+        Ok(Reply::Followed(WireMeta {
+            epoch: f.epoch,
+            first: f.first,
+            head: f.head,
+            exists: f.exists,
+        }))
     }
 
     fn serve_read(
@@ -115,15 +133,15 @@ impl Topics {
         to: u64,
         max_count: u32,
         max_bytes: u32,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, TopicError> {
         let meta = self
             .log
             .meta(topic)
             .map_err(|e| storage(topic, e))?
-            .ok_or_else(|| ApiError::unavailable("no copy of this topic here"))?;
+            .ok_or_else(|| TopicError::unavailable("no copy of this topic here"))?;
         let lease = self.log.lease(topic).map_err(|e| storage(topic, e))?;
         if lease.is_some_and(|l| l.importing) {
-            return Err(moving());
+            return Err(TopicError::Moving);
         }
         let messages = self
             .log
@@ -138,7 +156,7 @@ impl Topics {
     }
 
     /// Hands a cast from another node to the topic actor it is for, if it still runs.
-    pub fn receive(&self, cast: Cast) {
+    fn receive(&self, cast: Cast) {
         let (topic, msg, for_owner) = match cast {
             Cast::Deliver {
                 topic,
@@ -146,7 +164,7 @@ impl Topics {
                 first,
                 messages,
             } => {
-                let messages = messages.into_iter().map(StoredMessage::from).collect();
+                let messages = messages.into_iter().map(envelope).collect();
                 let msg = TopicMsg::Deliver {
                     epoch,
                     first,
@@ -162,10 +180,13 @@ impl Topics {
                 member,
                 frames,
             } => {
+                let Ok(t) = TopicName::parse(&topic) else {
+                    return;
+                };
                 let msg = TopicMsg::MemberFrames {
                     name,
                     member,
-                    frames,
+                    frames: out_frames(&t, frames),
                 };
                 (topic, msg, false)
             }
@@ -189,7 +210,7 @@ impl Topics {
         let follower = matches!(msg, TopicMsg::Deliver { .. });
         match self.registry.get(&topic) {
             Some(h) if (h.role == Role::Owner) == for_owner => {
-                let _ = h.actor.cast(msg);
+                h.cast(msg);
             }
             _ if follower => self.unfollow(&topic),
             _ => {}
@@ -211,11 +232,67 @@ impl Topics {
     }
 }
 
-fn parse(topic: &str) -> Result<TopicName, ApiError> {
-    TopicName::parse(topic)
+fn parse(topic: &str) -> Result<TopicName, TopicError> {
+    Ok(TopicName::parse(topic)?)
 }
 
-fn storage(topic: &str, e: crate::storage::StorageError) -> ApiError {
+fn storage(topic: &str, e: crate::storage::StorageError) -> TopicError {
     tracing::error!(topic, error = %e, "storage error serving a peer");
-    ApiError::internal()
+    TopicError::Internal
+}
+
+/// An envelope as the owner rendered it, off the wire.
+pub(super) fn envelope(m: WireEnvelope) -> Envelope {
+    Envelope {
+        offset: m.offset,
+        time_ms: m.time_ms,
+        bytes: m.envelope.into(),
+    }
+}
+
+/// Frames for a consumer member on this node, off the wire, as its queue takes them.
+fn out_frames(topic: &TopicName, frames: Vec<WireFrame>) -> Vec<OutFrame> {
+    let mut epoch: Arc<str> = Arc::from("");
+    let mut epoch_of = |e: String| {
+        if *epoch != *e {
+            epoch = Arc::from(e.as_str());
+        }
+        epoch.clone()
+    };
+    frames
+        .into_iter()
+        .map(|frame| match frame {
+            WireFrame::Message {
+                epoch,
+                offset,
+                time_ms,
+                envelope,
+            } => {
+                let envelope = Envelope {
+                    offset,
+                    time_ms,
+                    bytes: envelope.into(),
+                };
+                let d = Delivery::from_envelope(topic, &epoch_of(epoch), envelope);
+                OutFrame::Message(Arc::new(d))
+            }
+            WireFrame::Text(t) => OutFrame::Text(t),
+            WireFrame::Subscribed {
+                epoch,
+                first,
+                head,
+                start,
+                req,
+                consumer,
+            } => OutFrame::Subscribed(Box::new(Subscribed {
+                topic: topic.clone(),
+                req: req.and_then(|r| RawValue::from_string(r).ok()),
+                epoch: epoch_of(epoch),
+                first,
+                head,
+                plan: ResumePlan { start, reset: None },
+                consumer,
+            })),
+        })
+        .collect()
 }

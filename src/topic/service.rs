@@ -2,21 +2,20 @@
 //! A publish goes to the owner (this node's topic actor, or another node's over the
 //! cluster); while a topic is changing hands it is retried for a bounded time.
 
+use super::handle::TopicHandle;
 use super::history::{unexpected, History};
-use super::supervisor::{SupervisorMsg, TopicHandle, TopicRegistry, TopicSupervisor};
-use super::{moving, PublishAck, TopicInfo, TopicMsg};
-use crate::cluster::client::{CallError, Cluster};
+use super::supervisor::{SupervisorMsg, TopicRegistry, TopicSupervisor};
+use super::{PublishAck, TopicInfo};
+use crate::cluster::client::Cluster;
+use crate::cluster::port::CallError;
 use crate::cluster::wire::{Call, Reply};
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::storage::TopicLog;
+use crate::topic::error::TopicError;
 use bytes::Bytes;
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How long a call to a topic actor may take before the caller gives up with `unavailable`.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a publish keeps trying while its topic changes hands (failure detection plus
 /// takeover fit well within it).
@@ -28,10 +27,6 @@ pub struct Topics {
     pub(super) registry: TopicRegistry,
     pub(super) log: Arc<dyn TopicLog>,
     pub(super) cluster: Cluster,
-}
-
-fn gone() -> ApiError {
-    ApiError::unavailable("topic is restarting; try again")
 }
 
 impl Topics {
@@ -49,16 +44,8 @@ impl Topics {
         }
     }
 
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    pub fn log(&self) -> &Arc<dyn TopicLog> {
-        &self.log
-    }
-
     /// The running actor of `topic`, started if needed.
-    pub async fn handle(&self, topic: &TopicName) -> Result<TopicHandle, ApiError> {
+    pub async fn handle(&self, topic: &TopicName) -> Result<TopicHandle, TopicError> {
         TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await
     }
 
@@ -69,19 +56,19 @@ impl Topics {
         topic: &TopicName,
         data: Bytes,
         id: Option<String>,
-    ) -> Result<PublishAck, ApiError> {
+    ) -> Result<PublishAck, TopicError> {
         let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
         let mut pause = Duration::from_millis(20);
         loop {
             let r = match self.cluster.owner(topic.as_str()) {
-                None => Err(moving()),
+                None => Err(TopicError::Moving),
                 Some(owner) if owner == self.cluster.me() => {
                     self.publish_here(topic, data.clone(), id.clone()).await
                 }
                 Some(owner) => self.publish_at(&owner, topic, &data, &id).await,
             };
             match r {
-                Err(e) if e == moving() && tokio::time::Instant::now() + pause < deadline => {
+                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(400));
                 }
@@ -96,7 +83,7 @@ impl Topics {
         topic: &TopicName,
         data: &Bytes,
         id: &Option<String>,
-    ) -> Result<PublishAck, ApiError> {
+    ) -> Result<PublishAck, TopicError> {
         let call = Call::Publish {
             topic: topic.as_str().to_string(),
             data: data.to_vec(),
@@ -114,11 +101,13 @@ impl Topics {
                 id,
                 duplicate,
             }),
-            Ok(Reply::Error { retry: true, .. }) | Err(CallError::NoRoute(_)) => Err(moving()),
+            Ok(Reply::Error { retry: true, .. }) | Err(CallError::NoRoute(_)) => {
+                Err(TopicError::Moving)
+            }
             Ok(other) => Err(unexpected(owner, other)),
             Err(e) => {
                 tracing::warn!(topic = %topic, owner, error = %e, "forwarded publish failed");
-                Err(ApiError::unavailable(
+                Err(TopicError::unavailable(
                     "the topic's owner did not answer; the outcome is unknown (retry with the same id)",
                 ))
             }
@@ -131,32 +120,20 @@ impl Topics {
         topic: &TopicName,
         data: Bytes,
         id: Option<String>,
-    ) -> Result<PublishAck, ApiError> {
+    ) -> Result<PublishAck, TopicError> {
         for _ in 0..2 {
             let h = self.handle(topic).await?;
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            let msg = TopicMsg::Publish {
-                data: data.clone(),
-                id: id.clone(),
-                reply,
-            };
-            if h.actor.cast(msg).is_err() {
+            match h.publish(data.clone(), id.clone()).await {
+                Some(r) => return r,
                 // The actor stopped between lookup and send: nothing was appended.
-                tokio::task::yield_now().await;
-                continue;
+                None => tokio::task::yield_now().await,
             }
-            return match rx.await {
-                Ok(r) => r,
-                // The actor failed with the message in hand: its outcome is unknown; the
-                // client retries with the same id, which is idempotent.
-                Err(_) => Err(gone()),
-            };
         }
-        Err(moving())
+        Err(TopicError::Moving)
     }
 
     /// The topic's info (from its owner), or `None` if it never existed.
-    pub async fn info(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
+    pub async fn info(&self, topic: &TopicName) -> Result<Option<TopicInfo>, TopicError> {
         let owner = match self.cluster.owner(topic.as_str()) {
             Some(owner) if owner != self.cluster.me() => owner,
             _ => return self.info_here(topic).await,
@@ -180,17 +157,18 @@ impl Topics {
                 }))
             }
             Ok(other) => Err(unexpected(&owner, other)),
-            Err(_) => Err(ApiError::unavailable("the topic's owner is unreachable")),
+            Err(_) => Err(TopicError::unavailable("the topic's owner is unreachable")),
         }
     }
 
     /// The info of this node's copy, or `None` if it never existed. A node alone starts no
     /// actor for unknown topics.
-    pub(super) async fn info_here(&self, topic: &TopicName) -> Result<Option<TopicInfo>, ApiError> {
+    pub(super) async fn info_here(
+        &self,
+        topic: &TopicName,
+    ) -> Result<Option<TopicInfo>, TopicError> {
         if let Some(h) = self.registry.get(topic) {
-            if let Ok(CallResult::Success(info)) =
-                h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await
-            {
+            if let Ok(info) = h.info().await {
                 return Ok(info.exists.then_some(info));
             }
         }
@@ -199,15 +177,12 @@ impl Topics {
             // node that owned it before this one: only the takeover (the actor) knows.
             Ok(None) if self.cluster.peers().is_empty() => Ok(None),
             Ok(_) => {
-                let h = self.handle(topic).await?;
-                match h.actor.call(TopicMsg::Info, Some(CALL_TIMEOUT)).await {
-                    Ok(CallResult::Success(info)) => Ok(info.exists.then_some(info)),
-                    _ => Err(gone()),
-                }
+                let info = self.handle(topic).await?.info().await?;
+                Ok(info.exists.then_some(info))
             }
             Err(e) => {
                 tracing::error!(topic = %topic, error = %e, "reading topic meta failed");
-                Err(ApiError::internal())
+                Err(TopicError::Internal)
             }
         }
     }
@@ -215,16 +190,5 @@ impl Topics {
     /// Number of topic actors running.
     pub fn active(&self) -> usize {
         self.registry.len()
-    }
-}
-
-/// Calls a topic actor with the standard timeout, mapping failures to `unavailable`.
-pub async fn call_topic<T: Send + 'static>(
-    actor: &ActorRef<TopicMsg>,
-    msg: impl FnOnce(ractor::RpcReplyPort<T>) -> TopicMsg,
-) -> Result<T, ApiError> {
-    match actor.call(msg, Some(CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(v)) => Ok(v),
-        _ => Err(gone()),
     }
 }

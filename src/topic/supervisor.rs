@@ -13,26 +13,20 @@
 
 use super::actor::{tell_resubscribe, TopicActor, TopicArgs, TopicContext};
 use super::follower::{FollowerActor, FollowerArgs};
+use super::handle::TopicHandle;
 use super::takeover::{durable, Copy};
 use super::{Role, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::view::View;
 use crate::cluster::wire::CopyDesc;
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::shutdown::Shutdown;
+use crate::topic::error::TopicError;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-
-/// A running topic actor and the state that survives it.
-#[derive(Clone)]
-pub struct TopicHandle {
-    pub actor: ActorRef<TopicMsg>,
-    pub shared: Arc<TopicShared>,
-    pub role: Role,
-}
 
 /// Topic name to running actor, readable by anyone.
 #[derive(Clone, Default)]
@@ -64,15 +58,11 @@ impl TopicRegistry {
     pub fn len(&self) -> usize {
         self.0.read().unwrap_or_else(|e| e.into_inner()).len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 pub enum SupervisorMsg {
     /// The running actor of a topic, spawned if needed.
-    Get(TopicName, RpcReplyPort<Result<TopicHandle, ApiError>>),
+    Get(TopicName, RpcReplyPort<Result<TopicHandle, TopicError>>),
     /// An idle topic actor asks to be retired.
     Retire(TopicName, ActorId),
     /// Membership changed: stop every actor whose role changed, or every actor if a member
@@ -84,7 +74,7 @@ pub enum SupervisorMsg {
     Relinquish(
         TopicName,
         String,
-        RpcReplyPort<Result<Option<Copy>, ApiError>>,
+        RpcReplyPort<Result<Option<Copy>, TopicError>>,
     ),
 }
 
@@ -105,7 +95,7 @@ impl TopicSupervisor {
         sup: &ActorRef<SupervisorMsg>,
         registry: &TopicRegistry,
         topic: &TopicName,
-    ) -> Result<TopicHandle, ApiError> {
+    ) -> Result<TopicHandle, TopicError> {
         if let Some(h) = registry.get(topic) {
             return Ok(h);
         }
@@ -114,7 +104,7 @@ impl TopicSupervisor {
             .await
         {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            _ => Err(ApiError::unavailable("node is shutting down")),
+            _ => Err(TopicError::unavailable("node is shutting down")),
         }
     }
 }
@@ -218,7 +208,7 @@ impl SupervisorState {
         sup: ActorCell,
         topic: TopicName,
         shared: Arc<TopicShared>,
-    ) -> Result<TopicHandle, ApiError> {
+    ) -> Result<TopicHandle, TopicError> {
         let role = self.role(&topic)?;
         let spawned = match &role {
             Role::Owner => {
@@ -252,7 +242,7 @@ impl SupervisorState {
             }
             Err(e) => {
                 tracing::error!(topic = %topic, error = %e, "cannot start topic actor");
-                Err(ApiError::unavailable("topic is unavailable; try again"))
+                Err(TopicError::unavailable("topic is unavailable; try again"))
             }
         }
     }
@@ -263,9 +253,9 @@ impl ractor::Message for SupervisorMsg {}
 
 impl SupervisorState {
     /// What this node should run for `topic` now.
-    fn role(&self, topic: &TopicName) -> Result<Role, ApiError> {
+    fn role(&self, topic: &TopicName) -> Result<Role, TopicError> {
         match self.ctx.cluster.owner(topic.as_str()) {
-            None => Err(ApiError::unavailable("node is joining the cluster")),
+            None => Err(TopicError::unavailable("node is joining the cluster")),
             Some(owner) if owner == self.ctx.cluster.me() => Ok(Role::Owner),
             Some(owner) => Ok(Role::Follower(owner)),
         }
@@ -314,9 +304,9 @@ impl SupervisorState {
         &mut self,
         topic: &TopicName,
         taker: &str,
-    ) -> Result<Option<Copy>, ApiError> {
+    ) -> Result<Option<Copy>, TopicError> {
         if self.role(topic).ok() == Some(Role::Owner) {
-            return Err(super::moving());
+            return Err(TopicError::Moving);
         }
         if self
             .registry
@@ -327,7 +317,7 @@ impl SupervisorState {
         }
         let sealed = self.ctx.log.seal(topic.as_str(), taker).map_err(|e| {
             tracing::error!(topic = %topic, error = %e, "sealing failed");
-            ApiError::internal()
+            TopicError::Internal
         })?;
         let Some((meta, lease)) = sealed else {
             return Ok(None);

@@ -13,8 +13,9 @@
 use super::actor::TopicContext;
 use super::new_epoch;
 use crate::cluster::wire::{Call, CopyDesc, Reply};
-use crate::protocol::{ApiError, TopicName};
+use crate::protocol::TopicName;
 use crate::storage::{StoredMessage, TopicMeta};
+use crate::topic::error::TopicError;
 use futures_util::future::join_all;
 
 /// Messages per import step.
@@ -112,7 +113,7 @@ pub struct Start {
 }
 
 /// Runs the takeover of `topic` (see the module doc).
-pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, ApiError> {
+pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, TopicError> {
     let name = topic.as_str();
     let peers = ctx.cluster.peers();
     let asks = peers.iter().map(|p| async move {
@@ -134,14 +135,14 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
             Ok(Reply::Relinquished(copy)) => remote.push((peer, copy)),
             other => {
                 tracing::info!(topic = %topic, peer, reply = ?other.map(|_| ()), "peer did not hand the topic over yet");
-                return Err(super::moving());
+                return Err(TopicError::Moving);
             }
         }
     }
     let log = &ctx.log;
     let storage = |e: crate::storage::StorageError| {
         tracing::error!(topic = %topic, error = %e, "takeover storage error");
-        ApiError::internal()
+        TopicError::Internal
     };
     let local = match (
         log.meta(name).map_err(storage)?,
@@ -166,7 +167,7 @@ pub async fn takeover(topic: &TopicName, ctx: &TopicContext) -> Result<Start, Ap
             reopen: Some(taker),
         } => {
             tracing::info!(topic = %topic, taker, "reopening a copy whose takeover never continued it");
-            log.reopen(name, taker).map_err(|_| super::moving())?;
+            log.reopen(name, taker).map_err(|_| TopicError::Moving)?;
         }
         Decision::Import { node, epoch, desc } => {
             import(topic, ctx, node, epoch, desc).await?;
@@ -213,11 +214,11 @@ async fn import(
     node: &str,
     epoch: &str,
     desc: &CopyDesc,
-) -> Result<(), ApiError> {
+) -> Result<(), TopicError> {
     let name = topic.as_str();
     let failed = |what: &str| {
         tracing::warn!(topic = %topic, node, what, "import failed");
-        super::moving()
+        TopicError::Moving
     };
     let log = &ctx.log;
     log.replace(name, epoch, desc.term, desc.first)
@@ -274,14 +275,14 @@ async fn import(
 }
 
 /// Waits until everything written so far is durable.
-pub async fn durable(ctx: &TopicContext) -> Result<(), ApiError> {
+pub async fn durable(ctx: &TopicContext) -> Result<(), TopicError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     ctx.flusher.after_flush(Box::new(move |r| {
         let _ = tx.send(r.is_ok());
     }));
     match rx.await {
         Ok(true) => Ok(()),
-        _ => Err(ApiError::unavailable("storage is not flushing")),
+        _ => Err(TopicError::unavailable("storage is not flushing")),
     }
 }
 

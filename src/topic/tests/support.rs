@@ -2,10 +2,10 @@
 
 use crate::cluster::client::Cluster;
 use crate::config::{FsyncMode, LimitsConfig};
-use crate::protocol::envelope::Delivery;
+use crate::delivery::envelope::Delivery;
+use crate::delivery::outbound::{OutFrame, Outbound};
 use crate::protocol::frames::Position;
 use crate::protocol::TopicName;
-use crate::session::outbound::{OutFrame, Outbound};
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;
@@ -14,7 +14,7 @@ use crate::storage::testing::{Faults, HookedLog};
 use crate::storage::{RetentionPolicy, SledLog, SledOptions, StoredMessage, TopicLog};
 use crate::topic::actor::TopicContext;
 use crate::topic::service::Topics;
-use crate::topic::supervisor::{SupervisorMsg, TopicRegistry, TopicSupervisor};
+use crate::topic::supervisor::{follow_membership, SupervisorMsg, TopicRegistry, TopicSupervisor};
 use bytes::Bytes;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef, ActorStatus};
@@ -140,12 +140,18 @@ pub(super) struct Harness {
     pub(super) sessions: Sessions,
     pub(super) storage_stop: Shutdown,
     pub(super) flusher_task: JoinHandle<()>,
+    pub(super) rebalancer: JoinHandle<()>,
     // Last: dropped after everything that uses the database.
     pub(super) _dir: tempfile::TempDir,
 }
 
 impl Harness {
     pub(super) async fn start(poison_read_topic: Option<&str>) -> Harness {
+        Harness::start_in(poison_read_topic, Cluster::alone("n1")).await
+    }
+
+    /// A node of `cluster` (the sole node, or one of a [`crate::cluster::sim::SimNet`]).
+    pub(super) async fn start_in(poison_read_topic: Option<&str>, cluster: Cluster) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Arc::new(open_faulty(dir.path(), poison_read_topic));
         log.mark_running().expect("mark running");
@@ -167,9 +173,10 @@ impl Harness {
             },
             consumers: crate::config::ConsumersConfig::default(),
             topics: Arc::new(std::sync::OnceLock::new()),
-            cluster: Cluster::alone("n1"),
+            cluster: cluster.clone(),
             dedupe_window_ms: 120_000,
         };
+        let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =
             Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
@@ -182,8 +189,10 @@ impl Harness {
             topic_sup.clone(),
             registry.clone(),
             dyn_log,
-            Cluster::alone("n1"),
+            cluster.clone(),
         );
+        let _ = dlq_topics.set(topics.clone());
+        let rebalancer = follow_membership(topic_sup.clone(), &cluster, storage_stop.clone());
         let sessions = Sessions::new(
             session_sup.clone(),
             topics.clone(),
@@ -201,6 +210,7 @@ impl Harness {
             sessions,
             storage_stop,
             flusher_task,
+            rebalancer,
             _dir: dir,
         }
     }
@@ -259,6 +269,7 @@ impl Harness {
         self.topic_sup.stop(None);
         let _ = self.topic_sup_task.await;
         self.storage_stop.trigger();
+        let _ = self.rebalancer.await;
         let _ = self.flusher_task.await;
     }
 }
@@ -301,6 +312,9 @@ pub(super) struct Got {
     pub(super) topic: String,
     pub(super) offset: u64,
     pub(super) data: serde_json::Value,
+    pub(super) epoch: String,
+    /// A consumer delivery's attempt.
+    pub(super) attempt: Option<u64>,
     /// Pushed by the topic actor (live) rather than by a replay; shown in failure messages.
     #[allow(dead_code)]
     pub(super) live: bool,
@@ -311,6 +325,8 @@ pub(super) struct Reader {
     pub(super) outbound: Arc<Outbound>,
     pub(super) got: Vec<Got>,
     pub(super) subscribed_frames: usize,
+    /// Each announced subscription: its epoch and whether its position was honoured.
+    pub(super) announced: Vec<(String, bool)>,
 }
 
 impl Reader {
@@ -319,6 +335,7 @@ impl Reader {
             outbound,
             got: Vec::new(),
             subscribed_frames: 0,
+            announced: Vec::new(),
         }
     }
 
@@ -326,7 +343,11 @@ impl Reader {
         for frame in frames {
             match frame {
                 OutFrame::Message(d) => self.got.push(parse(&d)),
-                OutFrame::Subscribed(_) => self.subscribed_frames += 1,
+                OutFrame::Subscribed(s) => {
+                    self.subscribed_frames += 1;
+                    self.announced
+                        .push((s.epoch.to_string(), s.plan.recovered()));
+                }
                 OutFrame::Text(_) => {}
             }
         }
@@ -339,6 +360,19 @@ impl Reader {
             .filter(|g| g.topic == topic.as_str())
             .map(|g| g.offset)
             .collect()
+    }
+
+    /// Drains until `cond` holds; panics on a closed queue or timeout.
+    pub(super) async fn wait_until(&mut self, what: &str, cond: impl Fn(&Reader) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !cond(self) {
+            let mut frames = Vec::new();
+            match tokio::time::timeout_at(deadline, self.outbound.drain(&mut frames)).await {
+                Ok(Ok(())) => self.take(frames),
+                Ok(Err(reason)) => panic!("outbound closed ({reason:?}) waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; got {:?}", self.got),
+            }
+        }
     }
 
     /// Drains until `topic`'s offset `offset` arrived; panics on a closed queue or timeout.
@@ -368,6 +402,8 @@ pub(super) fn parse(d: &Delivery) -> Got {
         topic: d.topic.as_str().to_string(),
         offset: d.offset,
         data: v["data"].clone(),
+        epoch: d.epoch.to_string(),
+        attempt: v["attempt"].as_u64(),
         live: d.received.is_some(),
     }
 }

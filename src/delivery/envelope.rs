@@ -1,9 +1,47 @@
 //! The message envelope, serialized once per message and shared by every subscriber.
 
-use super::topic::TopicName;
+use crate::protocol::TopicName;
 use crate::storage::StoredMessage;
 use bytes::Bytes;
 use std::sync::Arc;
+
+/// A message's envelope as its topic's owner rendered it, for a node that delivers it.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub offset: u64,
+    pub time_ms: u64,
+    /// `{"topic":..,"offset":..,"epoch":..,"id":..,"time":..,"data":..}`
+    pub bytes: Bytes,
+}
+
+/// Renders the envelope of `msg` of `topic` in `epoch`; `attempt` is set on consumer
+/// deliveries.
+pub fn render(
+    topic: &TopicName,
+    epoch: &str,
+    msg: &StoredMessage,
+    attempt: Option<u32>,
+) -> Vec<u8> {
+    let mut env = Vec::with_capacity(msg.data.len() + topic.as_str().len() + msg.id.len() + 96);
+    env.extend_from_slice(b"{\"topic\":");
+    push_json_str(&mut env, topic.as_str());
+    env.extend_from_slice(b",\"offset\":");
+    env.extend_from_slice(msg.offset.to_string().as_bytes());
+    env.extend_from_slice(b",\"epoch\":");
+    push_json_str(&mut env, epoch);
+    env.extend_from_slice(b",\"id\":");
+    push_json_str(&mut env, &msg.id);
+    env.extend_from_slice(b",\"time\":");
+    env.extend_from_slice(msg.time_ms.to_string().as_bytes());
+    env.extend_from_slice(b",\"data\":");
+    env.extend_from_slice(&msg.data);
+    if let Some(a) = attempt {
+        env.extend_from_slice(b",\"attempt\":");
+        env.extend_from_slice(a.to_string().as_bytes());
+    }
+    env.push(b'}');
+    env
+}
 
 /// One message ready to deliver: the envelope JSON and the WebSocket frame built from it.
 #[derive(Debug)]
@@ -29,55 +67,25 @@ impl Delivery {
         msg: &StoredMessage,
         attempt: Option<u32>,
     ) -> Delivery {
-        let mut env = Vec::with_capacity(msg.data.len() + topic.as_str().len() + msg.id.len() + 96);
-        env.extend_from_slice(b"{\"topic\":");
-        push_json_str(&mut env, topic.as_str());
-        env.extend_from_slice(b",\"offset\":");
-        env.extend_from_slice(msg.offset.to_string().as_bytes());
-        env.extend_from_slice(b",\"epoch\":");
-        push_json_str(&mut env, epoch);
-        env.extend_from_slice(b",\"id\":");
-        push_json_str(&mut env, &msg.id);
-        env.extend_from_slice(b",\"time\":");
-        env.extend_from_slice(msg.time_ms.to_string().as_bytes());
-        env.extend_from_slice(b",\"data\":");
-        env.extend_from_slice(&msg.data);
-        if let Some(a) = attempt {
-            env.extend_from_slice(b",\"attempt\":");
-            env.extend_from_slice(a.to_string().as_bytes());
-        }
-        env.push(b'}');
-        let mut ws = Vec::with_capacity(env.len() + 17);
-        ws.extend_from_slice(b"{\"type\":\"message\",");
-        ws.extend_from_slice(&env[1..]);
-        Delivery {
-            topic: topic.clone(),
-            epoch: epoch.clone(),
+        let envelope = Envelope {
             offset: msg.offset,
             time_ms: msg.time_ms,
-            envelope: Bytes::from(env),
-            ws_frame: Bytes::from(ws),
-            received: None,
-        }
+            bytes: render(topic, epoch, msg, attempt).into(),
+        };
+        Delivery::from_envelope(topic, epoch, envelope)
     }
 
-    /// A delivery from its envelope (as another node serialized it).
-    pub fn from_envelope(
-        topic: &TopicName,
-        epoch: &Arc<str>,
-        offset: u64,
-        time_ms: u64,
-        envelope: Bytes,
-    ) -> Delivery {
-        let mut ws = Vec::with_capacity(envelope.len() + 17);
+    /// A delivery from its envelope (rendered here, or by the topic's owner).
+    pub fn from_envelope(topic: &TopicName, epoch: &Arc<str>, envelope: Envelope) -> Delivery {
+        let mut ws = Vec::with_capacity(envelope.bytes.len() + 17);
         ws.extend_from_slice(b"{\"type\":\"message\",");
-        ws.extend_from_slice(envelope.get(1..).unwrap_or_default());
+        ws.extend_from_slice(envelope.bytes.get(1..).unwrap_or_default());
         Delivery {
             topic: topic.clone(),
             epoch: epoch.clone(),
-            offset,
-            time_ms,
-            envelope,
+            offset: envelope.offset,
+            time_ms: envelope.time_ms,
+            envelope: envelope.bytes,
             ws_frame: Bytes::from(ws),
             received: None,
         }

@@ -3,7 +3,7 @@
 //! it in batches. A live push that would pass the bound closes the queue with
 //! [`CloseReason::SlowConsumer`] instead of growing: the client resumes by offset.
 
-use crate::protocol::envelope::Delivery;
+use super::envelope::Delivery;
 use crate::protocol::frames::ReqId;
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::TopicName;
@@ -44,35 +44,11 @@ impl OutFrame {
     }
 }
 
-/// Counts a batch the transport is about to write: deliveries by transport and, for live
-/// ones, publish-to-deliver latency. Once per batch, so the metric handles are looked up
-/// once rather than per message.
-pub fn record_deliveries(transport: super::Transport, frames: &[OutFrame]) {
-    let mut delivered = 0;
-    let latency = metrics::histogram!("starling_publish_to_deliver_seconds");
-    for frame in frames {
-        if let OutFrame::Message(d) = frame {
-            delivered += 1;
-            if let Some(t) = d.received {
-                latency.record(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-    if delivered > 0 {
-        metrics::counter!("starling_messages_delivered_total", "transport" => transport.label())
-            .increment(delivered);
-    }
-}
-
 /// Why a queue was closed; the transport turns it into a close code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
     /// The queue passed its bound (WS 4008).
     SlowConsumer,
-    /// The node is shutting down (WS 1001).
-    Shutdown,
-    /// Too many malformed frames (WS 4000).
-    Malformed,
     /// The client went away or the session ended.
     Gone,
     /// The session failed (WS 1011).
@@ -282,7 +258,7 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        q.close(CloseReason::Shutdown);
-        assert_eq!(w.await.unwrap(), Err(CloseReason::Shutdown));
+        q.close(CloseReason::Gone);
+        assert_eq!(w.await.unwrap(), Err(CloseReason::Gone));
     }
 }
