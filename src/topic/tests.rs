@@ -405,3 +405,52 @@ async fn groups_idle_while_the_topic_was_unloaded_expire_when_it_loads() {
     assert_eq!(names, vec!["recent".to_string()]);
     h.stop().await;
 }
+
+/// Nothing is delivered or acknowledged before the flush that makes it durable has
+/// completed: with the disk holding every flush, a publish is appended but neither its
+/// reply nor its delivery comes; once the flush completes, both do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_delivered_or_acknowledged_before_its_flush_completes() {
+    let h = Harness::start(None).await;
+    let t = topic("gated");
+    assert_eq!(h.publish_ok(&t, "1").await, 1);
+    let (session, mut reader) = h.session().await;
+    subscribe_live(&session, &t).await;
+
+    h.log.hold_flushes();
+    let flushes = h.log.flushes.load(Ordering::SeqCst);
+    let appends = h.log.appends.load(Ordering::SeqCst);
+    let publish = {
+        let topics = h.topics.clone();
+        let t = t.clone();
+        tokio::spawn(async move { topics.publish(&t, Bytes::from_static(b"2"), None).await })
+    };
+    // The message is appended and its flush is waiting on the disk.
+    eventually("the append and its flush to start", || {
+        h.log.appends.load(Ordering::SeqCst) > appends
+            && h.log.flushes.load(Ordering::SeqCst) > flushes
+    })
+    .await;
+    assert_eq!(h.log_read(&t, 2, 2).len(), 1, "offset 2 is in the log");
+    // A call to the topic actor goes through its mailbox after everything it did for the
+    // publish: a delivery or a reply made before the flush would be visible now.
+    let info = h.topics.handle(&t).await.expect("handle").info().await;
+    assert!(info.is_ok(), "{info:?}");
+    assert!(
+        !publish.is_finished(),
+        "the publish was acknowledged before its flush completed"
+    );
+    reader.drain_now();
+    assert_eq!(
+        reader.offsets(&t),
+        Vec::<u64>::new(),
+        "delivered before its flush completed"
+    );
+
+    h.log.release_flushes();
+    let ack = publish.await.expect("publish task").expect("publish");
+    assert_eq!(ack.offset, 2);
+    reader.wait_for_offset(&t, 2).await;
+    assert_eq!(reader.offsets(&t), vec![2]);
+    h.stop().await;
+}

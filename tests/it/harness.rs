@@ -149,21 +149,37 @@ impl TestNode {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The value of a Prometheus metric line (summed over labels matching `filter`).
+    /// The value of a Prometheus metric (summed over the series whose labels match
+    /// `filter`). The series must exist: a misspelt name or label fails the test instead of
+    /// reading as 0. For a counter that appears only when first counted, see
+    /// [`TestNode::count`].
     pub async fn metric(&self, name: &str, filter: &str) -> f64 {
+        self.series(name, filter)
+            .await
+            .unwrap_or_else(|| panic!("/metrics has no series {name} matching {filter:?}"))
+    }
+
+    /// A counter that may not exist yet (it appears when first counted): 0 until it does.
+    pub async fn count(&self, name: &str, filter: &str) -> f64 {
+        self.series(name, filter).await.unwrap_or(0.0)
+    }
+
+    async fn series(&self, name: &str, filter: &str) -> Option<f64> {
         let text = reqwest::get(format!("{}/metrics", self.http()))
             .await
             .expect("metrics")
             .text()
             .await
             .expect("metrics text");
-        text.lines()
+        let values: Vec<f64> = text
+            .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| {
                 l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
     }
 }
 
@@ -538,7 +554,7 @@ pub async fn flood_until_slow_consumer(node: &TestNode, topic: &str) -> usize {
         async move {
             publish_ok(node, topic, payload).await;
             (node
-                .metric("starling_slow_consumer_disconnects_total", "")
+                .count("starling_slow_consumer_disconnects_total", "")
                 .await
                 >= 1.0)
                 .then_some(())

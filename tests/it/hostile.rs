@@ -399,7 +399,7 @@ async fn a_long_poll_reader_that_stops_reading_is_dropped_by_the_write_timeout()
     let mut stream = non_reader(&node, &[poll; 12]);
     wait_for("the stalled write to time out", || async {
         (node
-            .metric("starling_http_timeouts_total", "kind=\"write\"")
+            .count("starling_http_timeouts_total", "kind=\"write\"")
             .await
             >= 1.0)
             .then_some(())

@@ -391,7 +391,7 @@ async fn long_poll_returns_when_a_message_arrives() {
     });
     // The poll is parked once its session exists; publish after that.
     wait_for("the long poll to be waiting", || async {
-        let parked = node.metric("starling_connections", "\"poll\"").await;
+        let parked = node.count("starling_connections", "\"poll\"").await;
         (parked >= 1.0).then_some(())
     })
     .await;

@@ -484,7 +484,7 @@ async fn slow_consumer_is_closed_with_4008_and_others_get_everything() {
     // Publish until A has overflowed (its kernel buffers plus 64 KiB), then a little more.
     let mut n = 0u64;
     while node
-        .metric("starling_slow_consumer_disconnects_total", "")
+        .count("starling_slow_consumer_disconnects_total", "")
         .await
         < 1.0
     {

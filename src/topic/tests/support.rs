@@ -49,6 +49,10 @@ pub(super) struct Boom {
     /// A read is held at the gate (or was).
     pub(super) gate_entered: AtomicBool,
     pub(super) gate_open: AtomicBool,
+    /// Flushes wait while this is set (see [`Boom::hold_flushes`]).
+    pub(super) flushes_held: AtomicBool,
+    /// Flushes started so far.
+    pub(super) flushes: AtomicUsize,
 }
 
 /// Opens a [`FaultyLog`] at `path`.
@@ -69,6 +73,8 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
             appends: AtomicUsize::new(0),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
+            flushes_held: AtomicBool::new(false),
+            flushes: AtomicUsize::new(0),
         },
     }
 }
@@ -82,6 +88,15 @@ impl Boom {
     /// Holds the next append to `topic` until [`Boom::open_gate`].
     pub(super) fn hold_next_append(&self, topic: &TopicName) {
         *self.append_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
+    /// Holds every flush (the disk does not answer) until [`Boom::release_flushes`].
+    pub(super) fn hold_flushes(&self) {
+        self.flushes_held.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn release_flushes(&self) {
+        self.flushes_held.store(false, Ordering::SeqCst);
     }
 
     pub(super) fn open_gate(&self) {
@@ -125,6 +140,19 @@ impl Faults for Boom {
             panic!("FaultyLog: injected read panic on topic {topic}");
         }
         self.gate(&self.gate_topic, topic);
+    }
+
+    fn flush(
+        &self,
+        flush: &dyn Fn() -> Result<(), crate::storage::StorageError>,
+    ) -> Result<(), crate::storage::StorageError> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        // A blocking wait, like a disk that takes its time; bounded so a broken test ends.
+        let until = std::time::Instant::now() + DEADLINE;
+        while self.flushes_held.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        flush()
     }
 }
 
@@ -350,6 +378,16 @@ impl Reader {
                 }
                 OutFrame::Text(_) => {}
             }
+        }
+    }
+
+    /// Takes what is queued now, without waiting.
+    pub(super) fn drain_now(&mut self) {
+        let mut frames = Vec::new();
+        if let Some(Ok(())) =
+            futures_util::FutureExt::now_or_never(self.outbound.drain(&mut frames))
+        {
+            self.take(frames);
         }
     }
 
