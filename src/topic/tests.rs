@@ -3,6 +3,7 @@
 //! session (nor the node) with it.
 
 mod cluster;
+mod supervision;
 mod support;
 
 use crate::delivery::outbound::CloseReason;

@@ -49,6 +49,8 @@ pub(super) struct Boom {
     /// A read is held at the gate (or was).
     pub(super) gate_entered: AtomicBool,
     pub(super) gate_open: AtomicBool,
+    /// Every topic whose consumers were loaded, once per load (one per actor start).
+    pub(super) loads: Mutex<Vec<String>>,
 }
 
 /// Opens a [`FaultyLog`] at `path`.
@@ -69,6 +71,7 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
             appends: AtomicUsize::new(0),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
+            loads: Mutex::new(Vec::new()),
         },
     }
 }
@@ -82,6 +85,12 @@ impl Boom {
     /// Holds the next append to `topic` until [`Boom::open_gate`].
     pub(super) fn hold_next_append(&self, topic: &TopicName) {
         *self.append_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
+    /// How many times an owner actor of `topic` started (loaded its consumers).
+    pub(super) fn starts(&self, topic: &TopicName) -> usize {
+        let loads = self.loads.lock().unwrap();
+        loads.iter().filter(|t| *t == topic.as_str()).count()
     }
 
     pub(super) fn open_gate(&self) {
@@ -118,6 +127,10 @@ impl Faults for Boom {
             self.booms.fetch_add(1, Ordering::SeqCst);
             panic!("FaultyLog: injected append panic on topic {topic}");
         }
+    }
+
+    fn consumers(&self, topic: &str) {
+        self.loads.lock().unwrap().push(topic.to_string());
     }
 
     fn read(&self, topic: &str) {

@@ -1,0 +1,86 @@
+//! The restart policy at work: a topic that fails on every start backs off and then stays
+//! stopped, refusing as unavailable, while the node serves its other topics.
+
+use super::support::*;
+use crate::storage::TopicLog;
+use crate::topic::error::TopicError;
+use crate::topic::supervisor::TopicSupervisor;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_failing_on_every_start_backs_off_then_stays_stopped() {
+    let h = Harness::start(None).await;
+    let bad = topic("corrupt");
+    // A consumer record that does not decode: every start of the topic fails loading it.
+    h.log
+        .save_consumer(bad.as_str(), "g", b"not a consumer record")
+        .expect("save");
+    let refused = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+    assert!(
+        refused.is_err(),
+        "a publish to the corrupt topic: {refused:?}"
+    );
+
+    // Restarted with backoff until the policy gives up; then every use is refused.
+    let deadline = Instant::now() + DEADLINE;
+    let stopped = loop {
+        match TopicSupervisor::handle(&h.topic_sup, &h.registry, &bad).await {
+            Err(TopicError::Unavailable(m)) if m.contains("is stopped") => break m,
+            _ => assert!(Instant::now() < deadline, "the supervisor never gave up"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert!(stopped.contains("failed 6 times within 60 s"), "{stopped}");
+    assert_eq!(h.log.starts(&bad), 6, "one start and five restarts");
+
+    // Further uses are refused without starting it again, and other topics are served.
+    for n in 0..20 {
+        let r = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+        assert!(
+            matches!(&r, Err(TopicError::Unavailable(m)) if m.contains("is stopped")),
+            "use {n} after giving up: {r:?}"
+        );
+    }
+    assert_eq!(h.log.starts(&bad), 6, "a refused use started the topic");
+    assert!(
+        h.registry.get(&bad).is_none(),
+        "a stopped topic is registered"
+    );
+    assert_eq!(h.publish_ok(&topic("healthy"), "1").await, 1);
+    h.stop().await;
+}
+
+/// A stop that takes long (an owner stuck in a slow append) runs off the supervisor's
+/// mailbox: a lookup of another topic is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stop_does_not_hold_up_lookups() {
+    use crate::topic::supervisor::SupervisorMsg;
+    use std::sync::atomic::Ordering;
+    let h = Harness::start(None).await;
+    let slow = topic("slow");
+    h.publish_ok(&slow, "1").await;
+    h.log.hold_next_append(&slow);
+    let topics = h.topics.clone();
+    let held = {
+        let slow = slow.clone();
+        tokio::spawn(async move { topics.publish(&slow, Bytes::from_static(b"2"), None).await })
+    };
+    eventually("the append is held", || {
+        h.log.gate_entered.load(Ordering::SeqCst)
+    })
+    .await;
+    // Every owner is stopped, the stuck one among them.
+    h.topic_sup
+        .cast(SupervisorMsg::Rebalance { joined: true })
+        .expect("cast");
+    let other = TopicSupervisor::handle(&h.topic_sup, &h.registry, &topic("other")).await;
+    assert!(other.is_ok(), "lookup of another topic: {:?}", other.err());
+    assert!(
+        !held.is_finished(),
+        "the lookup was answered only after the slow stop"
+    );
+    h.log.open_gate();
+    let _ = held.await;
+    h.stop().await;
+}
