@@ -86,7 +86,8 @@ pub struct TopicState {
     pub(super) groups: HashMap<String, Group>,
     /// Last message other than a tick: an unused topic retires after `ctx.idle`.
     pub(super) last_used: Instant,
-    /// Dead letters to publish before the consumers' state is persisted.
+    /// Dead letters (already in their group's outbox) to start publishing once the
+    /// message in hand is handled.
     pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
     /// Replies (to acks and settings changes) to send once the persisted consumer state is
     /// durable.
@@ -103,9 +104,8 @@ pub struct TopicState {
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
 
-/// A reply sent once consumer state is durable (`Sync` because the state is borrowed
-/// across the awaits of dead-letter publishing).
-pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send + Sync>;
+/// A reply sent once consumer state is durable.
+pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send>;
 
 impl Actor for TopicActor {
     type Msg = TopicMsg;
@@ -173,6 +173,8 @@ impl Actor for TopicActor {
         state.shared.head.send_replace(meta.head);
         state.groups = super::consumers::load(&*state.ctx.log, &state.topic)?;
         state.expire_idle_groups()?;
+        state.resend_outboxes();
+        state.send_dead_letters(&myself)?;
         state.epoch = Arc::from(meta.epoch.as_str());
         state.exists = start.exists;
         state.first = meta.first;
@@ -198,11 +200,8 @@ impl Actor for TopicActor {
         if state.failed {
             return Ok(());
         }
-        // Every handled message already settled; only unpublished dead letters could be
-        // pending, and those must not be recorded as done.
-        if state.dead_queue.is_empty() {
-            state.persist_consumers()?;
-        }
+        // Unpublished dead letters are kept in their groups' outboxes, persisted here too.
+        state.persist_consumers()?;
         Ok(())
     }
 
@@ -294,7 +293,7 @@ impl Actor for TopicActor {
             }
             other => state.handle_consumer(&myself, other)?,
         }
-        state.settle_consumers().await
+        state.settle_consumers(&myself)
     }
 }
 
@@ -518,7 +517,7 @@ impl TopicState {
             && self
                 .groups
                 .values()
-                .all(|g| g.members.is_empty() && g.window.pending() == 0)
+                .all(|g| g.members.is_empty() && g.window.pending() == 0 && g.outbox.is_empty())
             && self.last_used.elapsed() >= self.ctx.idle;
         if unused {
             self.retire_now(myself);

@@ -5,6 +5,7 @@
 pub(crate) mod actor;
 mod audience;
 mod consumers;
+mod dead_letters;
 pub mod error;
 pub(crate) mod follower;
 pub mod handle;
@@ -196,6 +197,12 @@ pub(crate) enum TopicMsg {
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,
+    /// (Owner) a dead letter of consumer `consumer` is durable in the dead-letter topic: it
+    /// leaves the group's outbox.
+    DeadLettered {
+        consumer: String,
+        offset: u64,
+    },
     /// (Owner) node `from` follows: every durable message is cast to it from now on.
     Follow {
         from: String,

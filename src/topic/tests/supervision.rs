@@ -84,3 +84,54 @@ async fn a_slow_stop_does_not_hold_up_lookups() {
     let _ = held.await;
     h.stop().await;
 }
+
+/// A dead letter whose publish fails (the dead-letter topic's actor fails twice) is kept in
+/// its group's outbox and retried until it arrives; the topic it came from carries on
+/// without failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
+    use crate::consumer::stored::StoredConsumer;
+    use crate::protocol::consumer::{AckRequest, ConsumerOptions};
+    let h = Harness::start(None).await;
+    let (t, dlq) = (topic("jobs"), topic("$dlq.jobs"));
+    h.publish_ok(&t, "\"job\"").await;
+    let handle = h.topics.handle(&t).await.expect("topic handle");
+    let once = ConsumerOptions {
+        max_deliver: Some(1),
+        ..Default::default()
+    };
+    let leased = handle.lease("g".into(), once, Some(0), 1).await;
+    assert_eq!(leased.expect("lease").len(), 1);
+    let source = h.topic_actor_id(&t);
+
+    h.log.fail_next_appends(&dlq, 2);
+    let nack = AckRequest::Nack {
+        offsets: vec![1],
+        delay_ms: 0,
+    };
+    handle.ack("g".into(), nack).await.expect("nack");
+    let letters = || {
+        let read = h.log.inner.read(dlq.as_str(), 1, 10, 10, usize::MAX);
+        read.unwrap_or_default()
+    };
+    eventually("the dead letter in $dlq.jobs", || !letters().is_empty()).await;
+    assert_eq!(h.log.appends_left_to_fail(), 0, "both failures were met");
+    let letters = letters();
+    assert_eq!(letters.len(), 1, "one dead letter, once");
+    let v: serde_json::Value = serde_json::from_slice(&letters[0].data).expect("json");
+    assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
+    assert_eq!(
+        h.topic_actor_id(&t),
+        source,
+        "the source topic's actor failed"
+    );
+    // Published, it leaves the group's persisted outbox.
+    eventually("an empty outbox", || {
+        let stored = h.log.consumers(t.as_str()).expect("consumers");
+        stored
+            .iter()
+            .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
+    })
+    .await;
+    h.stop().await;
+}

@@ -49,6 +49,8 @@ pub(super) struct Boom {
     /// A read is held at the gate (or was).
     pub(super) gate_entered: AtomicBool,
     pub(super) gate_open: AtomicBool,
+    /// A topic whose next appends panic, and how many more will.
+    pub(super) failing_appends: Mutex<Option<(String, usize)>>,
     /// Every topic whose consumers were loaded, once per load (one per actor start).
     pub(super) loads: Mutex<Vec<String>>,
 }
@@ -71,6 +73,7 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
             appends: AtomicUsize::new(0),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
+            failing_appends: Mutex::new(None),
             loads: Mutex::new(Vec::new()),
         },
     }
@@ -85,6 +88,20 @@ impl Boom {
     /// Holds the next append to `topic` until [`Boom::open_gate`].
     pub(super) fn hold_next_append(&self, topic: &TopicName) {
         *self.append_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
+    /// Makes the next `n` appends to `topic` panic (its actor fails each time).
+    pub(super) fn fail_next_appends(&self, topic: &TopicName, n: usize) {
+        *self.failing_appends.lock().unwrap() = Some((topic.as_str().to_string(), n));
+    }
+
+    /// How many of the appends [`Boom::fail_next_appends`] asked to fail have not yet.
+    pub(super) fn appends_left_to_fail(&self) -> usize {
+        self.failing_appends
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |(_, n)| *n)
     }
 
     /// How many times an owner actor of `topic` started (loaded its consumers).
@@ -122,6 +139,16 @@ impl Faults for Boom {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.gate(&self.append_gate_topic, topic);
+        let fail = match &mut *self.failing_appends.lock().unwrap() {
+            Some((failing, left)) if failing == topic && *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        };
+        if fail {
+            panic!("FaultyLog: injected failing append on topic {topic}");
+        }
         if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
         {
             self.booms.fetch_add(1, Ordering::SeqCst);
