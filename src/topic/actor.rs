@@ -14,6 +14,7 @@ use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::delivery::envelope::{render, Delivery, Envelope};
 use crate::protocol::TopicName;
+use crate::storage::blocking::off_worker;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::error::TopicError;
@@ -171,7 +172,11 @@ impl Actor for TopicActor {
         let meta = start.meta;
         tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
         state.shared.head.send_replace(meta.head);
-        state.groups = super::consumers::load(&*state.ctx.log, &state.topic)?;
+        let topic = state.topic.clone();
+        state.groups = off_worker(&state.ctx.log, move |log| {
+            super::consumers::load(log, &topic)
+        })
+        .await?;
         state.expire_idle_groups()?;
         state.resend_outboxes();
         state.send_dead_letters(&myself)?;
@@ -286,7 +291,7 @@ impl Actor for TopicActor {
                 state.made_durable(upto)?;
             }
             TopicMsg::Tick => {
-                state.apply_retention()?;
+                state.apply_retention().await?;
                 state.expire_idle_groups()?;
                 state.retire_if_idle(&myself);
                 return Ok(());
@@ -524,14 +529,16 @@ impl TopicState {
         }
     }
 
-    fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
+    /// Deletes what retention no longer keeps (off the worker: it can be many deletes).
+    async fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
         if !self.exists {
             return Ok(());
         }
-        let meta =
-            self.ctx
-                .log
-                .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
+        let (topic, policy) = (self.topic.clone(), self.ctx.retention);
+        let meta = off_worker(&self.ctx.log, move |log| {
+            log.apply_retention(topic.as_str(), &policy, now_ms())
+        })
+        .await?;
         self.first = self.first.max(meta.first);
         Ok(())
     }
