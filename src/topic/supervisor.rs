@@ -1,12 +1,16 @@
 //! The topic supervisor: spawns a topic actor the first time a topic is used — an owner
 //! ([`TopicActor`]) or a follower ([`FollowerActor`]), as placement says — and restarts one
-//! that failed, from its log. A restart loses no acknowledged message (the log has them)
-//! and no subscription (every subscriber is told to resume from its cursor).
+//! that failed, from its log, as the [`RestartPolicy`] allows: at once, after a backoff
+//! (a `Restart` it sends itself), or not until a cool-down has passed. A restart loses no
+//! acknowledged message (the log has them) and no subscription (every subscriber is told
+//! to resume from its cursor when the topic restarts).
 //!
 //! When membership changes, every running actor whose role changed is stopped (an owner is
 //! waited for, so a node never has two writers of a topic); its subscribers resume on a
 //! fresh actor of the right role. A peer's takeover request (`Relinquish`) is served here
-//! too, so that it is ordered with every spawn and stop.
+//! too, so that it is ordered with every spawn and stop. Stops and seals run in tasks of
+//! their own, all at once; messages about a topic being stopped wait for its `Stopped`,
+//! and every other topic is served meanwhile.
 //!
 //! Lookups go through a read-mostly [`TopicRegistry`]; only a miss costs a message to the
 //! supervisor, which is the one writer of the registry.
