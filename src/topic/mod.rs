@@ -12,7 +12,7 @@ pub mod handle;
 pub mod history;
 mod relay;
 mod remote;
-mod restart;
+pub(crate) mod restart;
 pub mod service;
 pub mod supervisor;
 pub mod takeover;

@@ -141,18 +141,18 @@ impl TopicSupervisor {
 impl Actor for TopicSupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = (TopicContext, TopicRegistry);
+    type Arguments = (TopicContext, TopicRegistry, RestartPolicy);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMsg>,
-        (ctx, registry): Self::Arguments,
+        (ctx, registry, policy): Self::Arguments,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             ctx,
             registry,
             by_actor: HashMap::new(),
-            policy: RestartPolicy::NODE,
+            policy,
             restarts: HashMap::new(),
             held: HashMap::new(),
             stopping: HashMap::new(),

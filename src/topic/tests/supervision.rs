@@ -6,6 +6,7 @@ use crate::storage::TopicLog;
 use crate::topic::error::TopicError;
 use crate::topic::supervisor::TopicSupervisor;
 use bytes::Bytes;
+use std::time::Duration;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +30,7 @@ async fn a_topic_failing_on_every_start_backs_off_then_stays_stopped() {
             Err(TopicError::Unavailable(m)) if m.contains("is stopped") => break m,
             _ => assert!(Instant::now() < deadline, "the supervisor never gave up"),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert!(stopped.contains("failed 6 times within 60 s"), "{stopped}");
     assert_eq!(h.log.starts(&bad), 6, "one start and five restarts");
@@ -48,6 +49,50 @@ async fn a_topic_failing_on_every_start_backs_off_then_stays_stopped() {
         "a stopped topic is registered"
     );
     assert_eq!(h.publish_ok(&topic("healthy"), "1").await, 1);
+    h.stop().await;
+}
+
+/// After giving up, a use within the cool-down is refused and the first use after it
+/// starts the topic again: once its record is repaired, it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_topic_starts_again_on_a_use_after_the_cool_down() {
+    use crate::cluster::client::Cluster;
+    use crate::topic::restart::RestartPolicy;
+    let policy = RestartPolicy {
+        max_restarts: 1,
+        cool_down: Duration::from_millis(300),
+        ..RestartPolicy::NODE
+    };
+    let h = Harness::start_with(None, Cluster::alone("n1"), policy).await;
+    let bad = topic("mended");
+    h.log
+        .save_consumer(bad.as_str(), "g", b"not a consumer record")
+        .expect("save");
+    let _ = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+    let deadline = Instant::now() + DEADLINE;
+    while !matches!(
+        TopicSupervisor::handle(&h.topic_sup, &h.registry, &bad).await,
+        Err(TopicError::Unavailable(m)) if m.contains("is stopped")
+    ) {
+        assert!(Instant::now() < deadline, "the supervisor never gave up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.log.starts(&bad), 2, "one start and one restart");
+
+    h.log.delete_consumer(bad.as_str(), "g").expect("repair");
+    let deadline = Instant::now() + DEADLINE;
+    let offset = loop {
+        match h.topics.publish(&bad, Bytes::from_static(b"2"), None).await {
+            Ok(ack) => break ack.offset,
+            Err(TopicError::Unavailable(m)) if m.contains("is stopped") => {
+                assert!(Instant::now() < deadline, "never started again: {m}")
+            }
+            Err(e) => panic!("a use after giving up: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(offset, 1);
+    assert_eq!(h.log.starts(&bad), 3, "started once more, by a use");
     h.stop().await;
 }
 

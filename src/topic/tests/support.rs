@@ -13,6 +13,7 @@ use crate::storage::flusher::Flusher;
 use crate::storage::testing::{Faults, HookedLog};
 use crate::storage::{RetentionPolicy, SledLog, SledOptions, StoredMessage, TopicLog};
 use crate::topic::actor::TopicContext;
+use crate::topic::restart::RestartPolicy;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::{follow_membership, SupervisorMsg, TopicRegistry, TopicSupervisor};
 use bytes::Bytes;
@@ -192,6 +193,15 @@ impl Harness {
 
     /// A node of `cluster` (the sole node, or one of a [`crate::cluster::sim::SimNet`]).
     pub(super) async fn start_in(poison_read_topic: Option<&str>, cluster: Cluster) -> Harness {
+        Harness::start_with(poison_read_topic, cluster, RestartPolicy::NODE).await
+    }
+
+    /// A node of `cluster` whose topic supervisor restarts as `policy` says.
+    pub(super) async fn start_with(
+        poison_read_topic: Option<&str>,
+        cluster: Cluster,
+        policy: RestartPolicy,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Arc::new(open_faulty(dir.path(), poison_read_topic));
         log.mark_running().expect("mark running");
@@ -219,7 +229,7 @@ impl Harness {
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =
-            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
+            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone(), policy))
                 .await
                 .expect("spawn topic supervisor");
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
