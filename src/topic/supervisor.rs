@@ -205,7 +205,7 @@ impl Actor for TopicSupervisor {
                 // one topic.
                 state.registry.remove(&topic);
                 state.by_actor.remove(&id);
-                state.stop_off_mailbox(&myself, topic, Some(h.actor), None);
+                state.stop_off_mailbox(&myself, topic, Some(h.actor), "idle", None);
             }
             SupervisorMsg::Restart(topic) => {
                 let Some(Held::Backoff(shared)) = state.held.remove(&topic) else {
@@ -377,7 +377,7 @@ impl SupervisorState {
         }
     }
 
-    /// Stops `owner` (if any) and then runs `then` (if any) in a task of its own, so that
+    /// Stops `owner` (if any, for `reason`) and then runs `then` (if any) in a task of its own, so that
     /// the mailbox keeps serving other topics meanwhile. Until it is done, messages about
     /// `topic` wait (see [`SupervisorMsg::Stopped`]): a node never has two writers of a
     /// topic, and a seal is ordered with every spawn.
@@ -386,14 +386,15 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         topic: TopicName,
         owner: Option<ActorRef<TopicMsg>>,
+        reason: &'static str,
         then: Option<futures_util::future::BoxFuture<'static, ()>>,
     ) {
         self.stopping.entry(topic.clone()).or_default();
         let sup = myself.clone();
         tokio::spawn(async move {
             if let Some(actor) = owner {
-                stop_for_sure(&actor, "stopped by the supervisor").await;
-                tracing::debug!(topic = %topic, "topic actor stopped");
+                stop_for_sure(&actor, reason).await;
+                tracing::debug!(topic = %topic, reason, "topic actor stopped");
             }
             if let Some(then) = then {
                 then.await;
@@ -422,7 +423,7 @@ impl SupervisorState {
                 self.registry.remove(&topic);
                 self.by_actor.remove(&h.actor.get_id());
                 if h.role == Role::Owner {
-                    self.stop_off_mailbox(myself, topic, Some(h.actor), None);
+                    self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed", None);
                 } else {
                     h.actor.stop(Some("placement changed".into()));
                 }
@@ -459,7 +460,7 @@ impl SupervisorState {
         let seal = Box::pin(async move {
             let _ = reply.send(seal(&ctx, &name, &taker).await);
         });
-        self.stop_off_mailbox(myself, topic, owner, Some(seal));
+        self.stop_off_mailbox(myself, topic, owner, "handed over", Some(seal));
     }
 }
 

@@ -180,3 +180,57 @@ async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
     .await;
     h.stop().await;
 }
+
+/// A dead letter left in a group's persisted outbox (its actor stopped before publishing
+/// it) is published by the topic's next actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
+    use crate::consumer::stored::StoredConsumer;
+    use crate::consumer::window::{DeadLetter, Snapshot};
+    use crate::topic::supervisor::SupervisorMsg;
+    let h = Harness::start(None).await;
+    let (t, dlq) = (topic("left"), topic("$dlq.left"));
+    h.publish_ok(&t, "\"job\"").await;
+    let first = h.topic_actor_id(&t).expect("topic actor");
+    h.topic_sup
+        .cast(SupervisorMsg::Rebalance { joined: true })
+        .expect("cast");
+    eventually("the topic actor stopped", || h.topic_actor_id(&t).is_none()).await;
+    // As the stopped actor would have left it: offset 1 done, its dead letter unpublished.
+    let stored = StoredConsumer {
+        window: Snapshot {
+            floor: 1,
+            next: 2,
+            ..Default::default()
+        },
+        ack_wait_ms: 30_000,
+        max_deliver: 1,
+        max_inflight: 100,
+        backoff_ms: vec![1_000],
+        last_active_ms: crate::topic::now_ms(),
+        outbox: vec![DeadLetter {
+            offset: 1,
+            attempts: 1,
+        }],
+    };
+    let bytes = stored.encode().expect("encode");
+    h.log.save_consumer(t.as_str(), "g", &bytes).expect("save");
+
+    h.publish_ok(&t, "\"next\"").await;
+    assert_ne!(h.topic_actor_id(&t), Some(first), "a new actor");
+    let letters = || {
+        let read = h.log.inner.read(dlq.as_str(), 1, 10, 10, usize::MAX);
+        read.unwrap_or_default()
+    };
+    eventually("the dead letter in $dlq.left", || !letters().is_empty()).await;
+    let v: serde_json::Value = serde_json::from_slice(&letters()[0].data).expect("json");
+    assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
+    eventually("an empty outbox", || {
+        let stored = h.log.consumers(t.as_str()).expect("consumers");
+        stored
+            .iter()
+            .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
+    })
+    .await;
+    h.stop().await;
+}
