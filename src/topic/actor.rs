@@ -178,8 +178,6 @@ impl Actor for TopicActor {
         })
         .await?;
         state.expire_idle_groups()?;
-        state.resend_outboxes();
-        state.send_dead_letters(&myself)?;
         state.epoch = Arc::from(meta.epoch.as_str());
         state.exists = start.exists;
         state.first = meta.first;
@@ -187,6 +185,9 @@ impl Actor for TopicActor {
         state.durable = meta.head;
         state.term = start.term;
         state.failed = false;
+        // Dead letters a previous actor left unpublished (they carry the epoch).
+        state.resend_outboxes();
+        state.send_dead_letters(&myself)?;
         state.start_consumer_timer(&myself);
         Ok(())
     }

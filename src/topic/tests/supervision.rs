@@ -225,6 +225,8 @@ async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
     eventually("the dead letter in $dlq.left", || !letters().is_empty()).await;
     let v: serde_json::Value = serde_json::from_slice(&letters()[0].data).expect("json");
     assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
+    let meta = h.log.inner.meta(t.as_str()).expect("meta").expect("topic");
+    assert_eq!(v["epoch"], meta.epoch.as_str(), "the dead letter's epoch");
     eventually("an empty outbox", || {
         let stored = h.log.consumers(t.as_str()).expect("consumers");
         stored
