@@ -26,6 +26,7 @@ use crate::storage::flusher::Flusher;
 use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
 use crate::topic::actor::TopicContext;
 use crate::topic::new_epoch;
+use crate::topic::restart::RestartPolicy;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::{follow_membership, TopicRegistry, TopicSupervisor};
 use ractor::Actor;
@@ -142,10 +143,13 @@ impl Node {
         };
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
-        let (topic_sup, topic_sup_task) =
-            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
-                .await
-                .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let (topic_sup, topic_sup_task) = Actor::spawn(
+            None,
+            TopicSupervisor,
+            (ctx, registry.clone(), RestartPolicy::NODE),
+        )
+        .await
+        .map_err(|e| NodeError::Actors(e.to_string()))?;
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;

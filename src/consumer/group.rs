@@ -28,6 +28,8 @@ pub struct Group {
     /// a member is connected. Deliveries need no record of their own: they go to members
     /// (whose leaving counts) or leases.
     last_active_ms: u64,
+    /// Dead letters not yet published: persisted with the group, removed once published.
+    pub outbox: Vec<DeadLetter>,
     /// Changed since last persisted.
     pub dirty: bool,
 }
@@ -52,6 +54,7 @@ impl Group {
             members: Vec::new(),
             next_member: 0,
             last_active_ms: now_ms,
+            outbox: Vec::new(),
             dirty: true,
         }
     }
@@ -59,6 +62,7 @@ impl Group {
     pub fn restore(stored: &StoredConsumer) -> Group {
         let window = Window::restore(&stored.window);
         let mut g = Group::new(window, stored.config(), stored.last_active_ms);
+        g.outbox = stored.outbox.clone();
         g.dirty = false;
         g
     }
@@ -71,6 +75,7 @@ impl Group {
             max_inflight: self.cfg.max_inflight,
             backoff_ms: self.cfg.backoff_ms.clone(),
             last_active_ms: self.last_active_ms,
+            outbox: self.outbox.clone(),
         }
     }
 
@@ -86,9 +91,12 @@ impl Group {
     }
 
     /// Whether the group has been idle for `idle_ms` at `now_ms`: no member connected,
-    /// nothing leased, and no activity since.
+    /// nothing leased, no dead letter to publish, and no activity since.
     pub fn expired(&self, now_ms: u64, idle_ms: u64) -> bool {
-        self.members.is_empty() && self.window.in_flight() == 0 && self.idle_for(now_ms) >= idle_ms
+        self.members.is_empty()
+            && self.window.in_flight() == 0
+            && self.outbox.is_empty()
+            && self.idle_for(now_ms) >= idle_ms
     }
 
     /// How many more messages `holder` may take by its own cap (`None`: the group's; never

@@ -1,7 +1,8 @@
-//! The persisted form of a consumer group: its window, its settings, and when it was last
-//! active. A record written before `last_active_ms` existed still loads.
+//! The persisted form of a consumer group: its window, its settings, when it was last
+//! active, and its dead letters not yet published. A record written before
+//! `last_active_ms` or `outbox` existed still loads.
 
-use super::window::{Snapshot, WindowConfig};
+use super::window::{DeadLetter, Snapshot, WindowConfig};
 use bincode::error::{DecodeError, EncodeError};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,19 @@ pub struct StoredConsumer {
     /// Unix ms of the group's last ack, nack, poll, join, leave or settings change: what
     /// idle expiry measures from.
     pub last_active_ms: u64,
+    /// Dead letters done in the window but not yet published to the dead-letter topic.
+    pub outbox: Vec<DeadLetter>,
+}
+
+/// The record before `outbox` was added.
+#[derive(Deserialize)]
+struct StoredConsumerV2 {
+    window: Snapshot,
+    ack_wait_ms: u64,
+    max_deliver: u32,
+    max_inflight: usize,
+    backoff_ms: Vec<u64>,
+    last_active_ms: u64,
 }
 
 /// The record before `last_active_ms` was added.
@@ -42,14 +56,28 @@ impl StoredConsumer {
     }
 
     /// Decodes a record. One written before `last_active_ms` existed counts as active at
-    /// `now_ms`, so it gets a whole idle period before it can expire.
+    /// `now_ms`, so it gets a whole idle period before it can expire; one written before
+    /// `outbox` existed has none (its dead letters were published before it was written).
     pub fn decode(bytes: &[u8], now_ms: u64) -> Result<StoredConsumer, DecodeError> {
         let config = bincode::config::standard();
+        // Newest first: an older layout is a prefix of a newer one.
         let current = bincode::serde::decode_from_slice::<StoredConsumer, _>(bytes, config);
         let e = match current {
             Ok((s, _)) => return Ok(s),
             Err(e) => e,
         };
+        if let Ok((v2, _)) = bincode::serde::decode_from_slice::<StoredConsumerV2, _>(bytes, config)
+        {
+            return Ok(StoredConsumer {
+                window: v2.window,
+                ack_wait_ms: v2.ack_wait_ms,
+                max_deliver: v2.max_deliver,
+                max_inflight: v2.max_inflight,
+                backoff_ms: v2.backoff_ms,
+                last_active_ms: v2.last_active_ms,
+                outbox: Vec::new(),
+            });
+        }
         let (v1, _) = bincode::serde::decode_from_slice::<StoredConsumerV1, _>(bytes, config)
             .map_err(|_| e)?;
         Ok(StoredConsumer {
@@ -59,6 +87,7 @@ impl StoredConsumer {
             max_inflight: v1.max_inflight,
             backoff_ms: v1.backoff_ms,
             last_active_ms: now_ms,
+            outbox: Vec::new(),
         })
     }
 }
@@ -80,6 +109,10 @@ mod tests {
             max_inflight: 7,
             backoff_ms: vec![10, 20],
             last_active_ms: 1_700_000_000_000,
+            outbox: vec![DeadLetter {
+                offset: 5,
+                attempts: 2,
+            }],
         }
     }
 
@@ -101,6 +134,24 @@ mod tests {
             got,
             StoredConsumer {
                 last_active_ms: 42,
+                outbox: Vec::new(),
+                ..s
+            }
+        );
+    }
+
+    #[test]
+    fn a_record_from_before_the_outbox_loads_with_none() {
+        #[derive(Serialize)]
+        struct V2<'a>(&'a Snapshot, u64, u32, usize, &'a [u64], u64);
+        let s = stored();
+        let old = V2(&s.window, 500, 2, 7, &s.backoff_ms, s.last_active_ms);
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let got = StoredConsumer::decode(&bytes, 42).unwrap();
+        assert_eq!(
+            got,
+            StoredConsumer {
+                outbox: Vec::new(),
                 ..s
             }
         );

@@ -70,7 +70,7 @@ pub struct Taken {
 }
 
 /// A message that exhausted `max_deliver` attempts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     pub offset: u64,
     pub attempts: u32,

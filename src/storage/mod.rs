@@ -22,6 +22,7 @@
 //! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled
 //! 0.34, sled #1308) and group-commits every append that arrived before it started.
 
+pub mod blocking;
 pub mod flusher;
 mod quiet_panic;
 pub mod retention;
@@ -63,6 +64,9 @@ pub enum StorageError {
     NoSuchTopic(String),
     #[error("topic {0} was handed to another owner on this node; it is read-only here")]
     Sealed(String),
+    /// A call sent to the blocking pool was dropped: the runtime is shutting down.
+    #[error("storage call cancelled: the node is shutting down")]
+    Cancelled,
 }
 
 /// One message as stored: its offset, id, owner time and the raw JSON text of `data`.

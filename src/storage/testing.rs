@@ -1,6 +1,6 @@
 //! Test support for the layers above storage: a real [`SledLog`] whose behaviour a test
-//! can change at the three points faults come from (append, read, flush). Everything else
-//! is delegated unchanged.
+//! can change at the points faults come from (append, read, flush) and observe when a
+//! topic's consumers are loaded. Everything else is delegated unchanged.
 
 use super::{Lease, RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
 
@@ -10,6 +10,8 @@ pub trait Faults: Send + Sync + 'static {
     fn append(&self, _topic: &str, _msgs: &[StoredMessage]) {}
     /// Called before each read (may panic or block).
     fn read(&self, _topic: &str) {}
+    /// Called before each load of a topic's consumers (a topic actor starting).
+    fn consumers(&self, _topic: &str) {}
     /// Wraps each flush; `flush` performs the real one.
     fn flush(&self, flush: &dyn Fn() -> Result<(), StorageError>) -> Result<(), StorageError> {
         flush()
@@ -126,6 +128,7 @@ impl<F: Faults> TopicLog for HookedLog<F> {
     }
 
     fn consumers(&self, topic: &str) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        self.faults.consumers(topic);
         self.inner.consumers(topic)
     }
 

@@ -14,6 +14,7 @@ use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::delivery::envelope::{render, Delivery, Envelope};
 use crate::protocol::TopicName;
+use crate::storage::blocking::off_worker;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::error::TopicError;
@@ -86,7 +87,8 @@ pub struct TopicState {
     pub(super) groups: HashMap<String, Group>,
     /// Last message other than a tick: an unused topic retires after `ctx.idle`.
     pub(super) last_used: Instant,
-    /// Dead letters to publish before the consumers' state is persisted.
+    /// Dead letters (already in their group's outbox) to start publishing once the
+    /// message in hand is handled.
     pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
     /// Replies (to acks and settings changes) to send once the persisted consumer state is
     /// durable.
@@ -103,9 +105,8 @@ pub struct TopicState {
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
 
-/// A reply sent once consumer state is durable (`Sync` because the state is borrowed
-/// across the awaits of dead-letter publishing).
-pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send + Sync>;
+/// A reply sent once consumer state is durable.
+pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send>;
 
 impl Actor for TopicActor {
     type Msg = TopicMsg;
@@ -171,7 +172,11 @@ impl Actor for TopicActor {
         let meta = start.meta;
         tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
         state.shared.head.send_replace(meta.head);
-        state.groups = super::consumers::load(&*state.ctx.log, &state.topic)?;
+        let topic = state.topic.clone();
+        state.groups = off_worker(&state.ctx.log, move |log| {
+            super::consumers::load(log, &topic)
+        })
+        .await?;
         state.expire_idle_groups()?;
         state.epoch = Arc::from(meta.epoch.as_str());
         state.exists = start.exists;
@@ -180,6 +185,9 @@ impl Actor for TopicActor {
         state.durable = meta.head;
         state.term = start.term;
         state.failed = false;
+        // Dead letters a previous actor left unpublished (they carry the epoch).
+        state.resend_outboxes();
+        state.send_dead_letters(&myself)?;
         state.start_consumer_timer(&myself);
         Ok(())
     }
@@ -198,11 +206,8 @@ impl Actor for TopicActor {
         if state.failed {
             return Ok(());
         }
-        // Every handled message already settled; only unpublished dead letters could be
-        // pending, and those must not be recorded as done.
-        if state.dead_queue.is_empty() {
-            state.persist_consumers()?;
-        }
+        // Unpublished dead letters are kept in their groups' outboxes, persisted here too.
+        state.persist_consumers()?;
         Ok(())
     }
 
@@ -287,14 +292,14 @@ impl Actor for TopicActor {
                 state.made_durable(upto)?;
             }
             TopicMsg::Tick => {
-                state.apply_retention()?;
+                state.apply_retention().await?;
                 state.expire_idle_groups()?;
                 state.retire_if_idle(&myself);
                 return Ok(());
             }
             other => state.handle_consumer(&myself, other)?,
         }
-        state.settle_consumers().await
+        state.settle_consumers(&myself)
     }
 }
 
@@ -518,21 +523,23 @@ impl TopicState {
             && self
                 .groups
                 .values()
-                .all(|g| g.members.is_empty() && g.window.pending() == 0)
+                .all(|g| g.members.is_empty() && g.window.pending() == 0 && g.outbox.is_empty())
             && self.last_used.elapsed() >= self.ctx.idle;
         if unused {
             self.retire_now(myself);
         }
     }
 
-    fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
+    /// Deletes what retention no longer keeps (off the worker: it can be many deletes).
+    async fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
         if !self.exists {
             return Ok(());
         }
-        let meta =
-            self.ctx
-                .log
-                .apply_retention(self.topic.as_str(), &self.ctx.retention, now_ms())?;
+        let (topic, policy) = (self.topic.clone(), self.ctx.retention);
+        let meta = off_worker(&self.ctx.log, move |log| {
+            log.apply_retention(topic.as_str(), &policy, now_ms())
+        })
+        .await?;
         self.first = self.first.max(meta.first);
         Ok(())
     }

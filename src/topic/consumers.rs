@@ -9,7 +9,7 @@ use super::actor::TopicState;
 use super::TopicMsg;
 use crate::consumer::group::{Group, Member, TopicView};
 use crate::consumer::stored::StoredConsumer;
-use crate::consumer::window::{Acked, DeadLetter, Holder, Window};
+use crate::consumer::window::{Acked, Holder, Window};
 use crate::consumer::Joined;
 use crate::delivery::envelope::Delivery;
 use crate::delivery::outbound::{OutFrame, Subscribed};
@@ -17,13 +17,11 @@ use crate::delivery::SubId;
 use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::resume::ResumePlan;
-use crate::protocol::topic::DLQ_PREFIX;
 use crate::protocol::ApiError;
 use crate::protocol::{ErrorCode, TopicName};
 use crate::storage::{StorageError, TopicLog};
 use crate::topic::error::TopicError;
 use crate::topic::now_ms;
-use bytes::Bytes;
 use ractor::{ActorProcessingErr, ActorRef};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -147,6 +145,7 @@ impl TopicState {
                 return Ok(());
             }
             TopicMsg::ConsumerTick => {}
+            TopicMsg::DeadLettered { consumer, offset } => self.dead_lettered(&consumer, offset),
             _ => return Ok(()),
         }
         self.pump_consumers()
@@ -406,18 +405,16 @@ impl TopicState {
         Ok(())
     }
 
-    /// Ends the handling of every message: publishes the dead letters, then persists the
-    /// consumers, then answers acks once that is durable. A dead letter that cannot be
-    /// published fails the actor before its consumer state is persisted, so after the
-    /// restart the message is due again and is dead-lettered again (the idempotent id
-    /// keeps the dead-letter topic free of duplicates).
-    pub(super) async fn settle_consumers(&mut self) -> Result<(), ActorProcessingErr> {
+    /// Ends the handling of every message: starts publishing the new dead letters (see
+    /// `dead_letters.rs`), persists the consumers, then answers acks once that is durable.
+    pub(super) fn settle_consumers(
+        &mut self,
+        myself: &ActorRef<TopicMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         if self.groups.is_empty() {
             return Ok(());
         }
-        for (consumer, d) in std::mem::take(&mut self.dead_queue) {
-            self.publish_dead_letter(&consumer, d).await?;
-        }
+        self.send_dead_letters(myself)?;
         self.persist_consumers()?;
         for done in self.durable_replies.drain(..) {
             self.ctx.flusher.after_flush(Box::new(done));
@@ -436,56 +433,6 @@ impl TopicState {
                 .save_consumer(self.topic.as_str(), name, &bytes)?;
             g.dirty = false;
         }
-        Ok(())
-    }
-
-    /// Queues dead letters for `settle_consumers`.
-    fn dead_letters(&mut self, consumer: &str, dead: Vec<DeadLetter>) {
-        self.dead_queue
-            .extend(dead.into_iter().map(|d| (consumer.to_string(), d)));
-    }
-
-    /// Publishes one dead letter to `$dlq.<topic>` with the consumer name and original
-    /// offset, and waits until it is durable.
-    async fn publish_dead_letter(
-        &self,
-        consumer: &str,
-        d: DeadLetter,
-    ) -> Result<(), ActorProcessingErr> {
-        let (Some(topics), Ok(dlq)) = (
-            self.ctx.topics.get(),
-            TopicName::parse(&format!("{DLQ_PREFIX}{}", self.topic)),
-        ) else {
-            tracing::warn!(topic = %self.topic, consumer, offset = d.offset, "dead letter dropped: a system topic has no dead-letter topic");
-            return Ok(());
-        };
-        let Some(msg) = self
-            .ctx
-            .log
-            .read(self.topic.as_str(), d.offset, d.offset, 1, usize::MAX)?
-            .into_iter()
-            .next()
-        else {
-            // Removed by retention meanwhile: nothing left to dead-letter.
-            return Ok(());
-        };
-        let data = format!(
-            "{{\"topic\":{},\"consumer\":{},\"offset\":{},\"epoch\":{},\"attempts\":{},\"id\":{},\"time\":{},\"data\":{}}}",
-            serde_json::Value::from(self.topic.as_str()),
-            serde_json::Value::from(consumer),
-            d.offset,
-            serde_json::Value::from(&*self.epoch),
-            d.attempts,
-            serde_json::Value::from(msg.id.as_str()),
-            msg.time_ms,
-            String::from_utf8_lossy(&msg.data),
-        );
-        let id = format!("dlq-{consumer}-{}-{}", self.epoch, d.offset);
-        topics.publish(&dlq, Bytes::from(data), Some(id)).await.map_err(|e| {
-            tracing::error!(topic = %dlq, error = %e, "dead letter publish failed; the message stays pending");
-            ActorProcessingErr::from(format!("dead letter publish failed: {e}"))
-        })?;
-        tracing::info!(topic = %self.topic, consumer, offset = d.offset, attempts = d.attempts, "dead-lettered");
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Call, Reply};
 use crate::protocol::TopicName;
+use crate::storage::blocking::off_worker;
 use crate::storage::{StoredMessage, TopicLog};
 use crate::topic::error::TopicError;
 use std::sync::Arc;
@@ -43,21 +44,33 @@ impl History {
     ) -> Result<Batch, TopicError> {
         match self {
             History::Local(log) => {
-                let meta = log.meta(topic.as_str()).ok().flatten();
-                if meta.as_ref().is_none_or(|m| m.epoch != epoch) {
+                // Off the worker: a replay reads up to a whole batch from disk.
+                let (name, epoch) = (topic.clone(), epoch.to_string());
+                let read = off_worker(log, move |log| {
+                    let meta = log.meta(name.as_str()).ok().flatten();
+                    let messages = match &meta {
+                        Some(m) if m.epoch == epoch => {
+                            Some(log.read(name.as_str(), from, to, max_count, max_bytes)?)
+                        }
+                        _ => None,
+                    };
+                    Ok((meta, messages))
+                })
+                .await;
+                match read {
+                    Ok((Some(meta), Some(messages))) => Ok(Batch {
+                        messages,
+                        first: meta.first,
+                    }),
                     // Taken over or replaced under this reader: start over from the cursor.
-                    return Err(TopicError::unavailable(
+                    Ok(_) => Err(TopicError::unavailable(
                         "the topic changed epoch while reading; resubscribe",
-                    ));
-                }
-                let messages = log
-                    .read(topic.as_str(), from, to, max_count, max_bytes)
-                    .map_err(|e| {
+                    )),
+                    Err(e) => {
                         tracing::error!(topic = %topic, error = %e, "reading the log failed");
-                        TopicError::Internal
-                    })?;
-                let first = meta.map_or(from, |m| m.first);
-                Ok(Batch { messages, first })
+                        Err(TopicError::Internal)
+                    }
+                }
             }
             History::Remote { cluster, owner } => {
                 let call = Call::Read {

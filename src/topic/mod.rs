@@ -5,12 +5,14 @@
 pub(crate) mod actor;
 mod audience;
 mod consumers;
+mod dead_letters;
 pub mod error;
 pub(crate) mod follower;
 pub mod handle;
 pub mod history;
 mod relay;
 mod remote;
+pub(crate) mod restart;
 pub mod service;
 pub mod supervisor;
 pub mod takeover;
@@ -195,6 +197,12 @@ pub(crate) enum TopicMsg {
     },
     /// Consumer deadlines and redeliveries.
     ConsumerTick,
+    /// (Owner) a dead letter of consumer `consumer` is durable in the dead-letter topic: it
+    /// leaves the group's outbox.
+    DeadLettered {
+        consumer: String,
+        offset: u64,
+    },
     /// (Owner) node `from` follows: every durable message is cast to it from now on.
     Follow {
         from: String,

@@ -10,6 +10,8 @@ use crate::delivery::envelope::{Delivery, Envelope};
 use crate::delivery::outbound::{OutFrame, Subscribed};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::TopicName;
+use crate::storage::blocking::off_worker;
+use crate::storage::TopicLog;
 use crate::topic::error::TopicError;
 use ractor::rpc::CallResult;
 use serde_json::value::RawValue;
@@ -40,7 +42,15 @@ impl Topics {
                 to,
                 max_count,
                 max_bytes,
-            } => self.serve_read(&topic, from, to, max_count, max_bytes),
+            } => {
+                // Off the worker: a peer's replay reads up to a whole batch from disk.
+                let name = topic.clone();
+                off_worker(&self.log, move |log| {
+                    Ok(serve_read(log, &name, from, to, max_count, max_bytes))
+                })
+                .await
+                .map_err(|e| storage(&topic, e))?
+            }
             Call::Info { topic } => {
                 let info = self.info_here(&parse(&topic)?).await?;
                 Ok(Reply::Info {
@@ -126,35 +136,6 @@ impl Topics {
         }))
     }
 
-    fn serve_read(
-        &self,
-        topic: &str,
-        from: u64,
-        to: u64,
-        max_count: u32,
-        max_bytes: u32,
-    ) -> Result<Reply, TopicError> {
-        let meta = self
-            .log
-            .meta(topic)
-            .map_err(|e| storage(topic, e))?
-            .ok_or_else(|| TopicError::unavailable("no copy of this topic here"))?;
-        let lease = self.log.lease(topic).map_err(|e| storage(topic, e))?;
-        if lease.is_some_and(|l| l.importing) {
-            return Err(TopicError::Moving);
-        }
-        let messages = self
-            .log
-            .read(topic, from, to, max_count as usize, max_bytes as usize)
-            .map_err(|e| storage(topic, e))?;
-        Ok(Reply::Messages {
-            epoch: meta.epoch,
-            first: meta.first,
-            head: meta.head,
-            messages: messages.iter().map(WireMessage::from).collect(),
-        })
-    }
-
     /// Hands a cast from another node to the topic actor it is for, if it still runs.
     fn receive(&self, cast: Cast) {
         let (topic, msg, for_owner) = match cast {
@@ -234,6 +215,34 @@ impl Topics {
 
 fn parse(topic: &str) -> Result<TopicName, TopicError> {
     Ok(TopicName::parse(topic)?)
+}
+
+/// Serves a peer's read of this node's copy of `topic`.
+fn serve_read(
+    log: &dyn TopicLog,
+    topic: &str,
+    from: u64,
+    to: u64,
+    max_count: u32,
+    max_bytes: u32,
+) -> Result<Reply, TopicError> {
+    let meta = log
+        .meta(topic)
+        .map_err(|e| storage(topic, e))?
+        .ok_or_else(|| TopicError::unavailable("no copy of this topic here"))?;
+    let lease = log.lease(topic).map_err(|e| storage(topic, e))?;
+    if lease.is_some_and(|l| l.importing) {
+        return Err(TopicError::Moving);
+    }
+    let messages = log
+        .read(topic, from, to, max_count as usize, max_bytes as usize)
+        .map_err(|e| storage(topic, e))?;
+    Ok(Reply::Messages {
+        epoch: meta.epoch,
+        first: meta.first,
+        head: meta.head,
+        messages: messages.iter().map(WireMessage::from).collect(),
+    })
 }
 
 fn storage(topic: &str, e: crate::storage::StorageError) -> TopicError {

@@ -1,12 +1,16 @@
 //! The topic supervisor: spawns a topic actor the first time a topic is used — an owner
 //! ([`TopicActor`]) or a follower ([`FollowerActor`]), as placement says — and restarts one
-//! that failed, from its log. A restart loses no acknowledged message (the log has them)
-//! and no subscription (every subscriber is told to resume from its cursor).
+//! that failed, from its log, as the [`RestartPolicy`] allows: at once, after a backoff
+//! (a `Restart` it sends itself), or not until a cool-down has passed. A restart loses no
+//! acknowledged message (the log has them) and no subscription (every subscriber is told
+//! to resume from its cursor when the topic restarts).
 //!
 //! When membership changes, every running actor whose role changed is stopped (an owner is
 //! waited for, so a node never has two writers of a topic); its subscribers resume on a
 //! fresh actor of the right role. A peer's takeover request (`Relinquish`) is served here
-//! too, so that it is ordered with every spawn and stop.
+//! too, so that it is ordered with every spawn and stop. Stops and seals run in tasks of
+//! their own, all at once; messages about a topic being stopped wait for its `Stopped`,
+//! and every other topic is served meanwhile.
 //!
 //! Lookups go through a read-mostly [`TopicRegistry`]; only a miss costs a message to the
 //! supervisor, which is the one writer of the registry.
@@ -14,6 +18,7 @@
 use super::actor::{tell_resubscribe, TopicActor, TopicArgs, TopicContext};
 use super::follower::{FollowerActor, FollowerArgs};
 use super::handle::TopicHandle;
+use super::restart::{Decision, RestartPolicy, Restarts};
 use super::takeover::{durable, Copy};
 use super::{Role, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
@@ -27,6 +32,7 @@ use ractor::{
 };
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 /// Topic name to running actor, readable by anyone.
 #[derive(Clone, Default)]
@@ -76,6 +82,10 @@ pub enum SupervisorMsg {
         String,
         RpcReplyPort<Result<Option<Copy>, TopicError>>,
     ),
+    /// The backoff of a failed topic has passed: start it again.
+    Restart(TopicName),
+    /// A stop (and seal) that ran off the mailbox finished: the topic may be handed out.
+    Stopped(TopicName),
 }
 
 pub struct TopicSupervisor;
@@ -87,6 +97,21 @@ pub struct SupervisorState {
     ctx: TopicContext,
     registry: TopicRegistry,
     by_actor: HashMap<ActorId, TopicName>,
+    policy: RestartPolicy,
+    /// Recent restarts of the topics that failed.
+    restarts: HashMap<TopicName, Restarts>,
+    /// Topics not running because they failed: waiting out a backoff, or given up.
+    held: HashMap<TopicName, Held>,
+    /// Topics whose actor is being stopped (or copy sealed) off the mailbox, with the
+    /// messages about them that wait until it is done.
+    stopping: HashMap<TopicName, Vec<SupervisorMsg>>,
+}
+
+enum Held {
+    /// Restarts when its `Restart` arrives; its subscribers are told then.
+    Backoff(Arc<TopicShared>),
+    /// Failed too often: refused until then.
+    GaveUp { until: Instant },
 }
 
 impl TopicSupervisor {
@@ -112,17 +137,21 @@ impl TopicSupervisor {
 impl Actor for TopicSupervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = (TopicContext, TopicRegistry);
+    type Arguments = (TopicContext, TopicRegistry, RestartPolicy);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<SupervisorMsg>,
-        (ctx, registry): Self::Arguments,
+        (ctx, registry, policy): Self::Arguments,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             ctx,
             registry,
             by_actor: HashMap::new(),
+            policy,
+            restarts: HashMap::new(),
+            held: HashMap::new(),
+            stopping: HashMap::new(),
         })
     }
 
@@ -134,19 +163,30 @@ impl Actor for TopicSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Get(topic, reply) => {
+                if let Some(parked) = state.stopping.get_mut(&topic) {
+                    parked.push(SupervisorMsg::Get(topic, reply));
+                    return Ok(());
+                }
                 let result = match state.registry.get(&topic) {
                     Some(h) => Ok(h),
-                    None => {
-                        state
-                            .spawn(myself.get_cell(), topic, TopicShared::new())
-                            .await
-                    }
+                    None => match state.refusal(&topic) {
+                        Some(e) => Err(e),
+                        None => {
+                            state
+                                .spawn(myself.get_cell(), topic, TopicShared::new())
+                                .await
+                        }
+                    },
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Rebalance { joined } => state.rebalance(joined).await,
+            SupervisorMsg::Rebalance { joined } => state.rebalance(&myself, joined),
             SupervisorMsg::Relinquish(topic, taker, reply) => {
-                let _ = reply.send(state.relinquish(&topic, &taker).await);
+                if let Some(parked) = state.stopping.get_mut(&topic) {
+                    parked.push(SupervisorMsg::Relinquish(topic, taker, reply));
+                    return Ok(());
+                }
+                state.relinquish(&myself, topic, taker, reply);
             }
             SupervisorMsg::Retire(topic, id) => {
                 let Some(h) = state
@@ -156,12 +196,23 @@ impl Actor for TopicSupervisor {
                 else {
                     return Ok(());
                 };
-                // Out of the registry first, then stopped (and waited for) before this
-                // supervisor hands out the topic again: never two writers for one topic.
+                // Out of the registry first, then stopped (and waited for, off the mailbox)
+                // before this supervisor hands out the topic again: never two writers for
+                // one topic.
                 state.registry.remove(&topic);
                 state.by_actor.remove(&id);
-                stop_for_sure(&h.actor, "idle").await;
-                tracing::debug!(topic = %topic, "idle topic retired");
+                state.stop_off_mailbox(&myself, topic, Some(h.actor), "idle", None);
+            }
+            SupervisorMsg::Restart(topic) => {
+                let Some(Held::Backoff(shared)) = state.held.remove(&topic) else {
+                    return Ok(());
+                };
+                state.restart(myself.get_cell(), topic, shared).await;
+            }
+            SupervisorMsg::Stopped(topic) => {
+                for parked in state.stopping.remove(&topic).unwrap_or_default() {
+                    myself.cast(parked)?;
+                }
             }
         }
         Ok(())
@@ -178,18 +229,13 @@ impl Actor for TopicSupervisor {
                 let Some(topic) = state.by_actor.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                metrics::counter!("starling_topic_restarts_total").increment(1);
-                tracing::error!(topic = %topic, error = %err, "topic actor failed; restarting from its log");
                 let shared = state
                     .registry
                     .get(&topic)
                     .map(|h| h.shared)
                     .unwrap_or_else(TopicShared::new);
                 state.registry.remove(&topic);
-                tell_resubscribe(&topic, &shared);
-                if let Err(e) = state.spawn(myself.get_cell(), topic.clone(), shared).await {
-                    tracing::error!(topic = %topic, error = %e, "topic actor could not restart");
-                }
+                state.failed(&myself, topic, shared, &err.to_string()).await;
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(topic) = state.by_actor.remove(&cell.get_id()) {
@@ -246,6 +292,72 @@ impl SupervisorState {
             }
         }
     }
+
+    /// Why `topic`, which has no actor, may not be started now (see [`RestartPolicy`]).
+    fn refusal(&mut self, topic: &TopicName) -> Option<TopicError> {
+        let now = Instant::now();
+        match self.held.get(topic)? {
+            Held::Backoff(_) => Some(TopicError::unavailable(format!(
+                "topic {topic} is restarting after a failure; try again shortly"
+            ))),
+            Held::GaveUp { until } if *until > now => Some(TopicError::unavailable(format!(
+                "topic {topic} failed {} times within {} s and is stopped; try again in {} s",
+                self.policy.max_restarts + 1,
+                self.policy.window.as_secs(),
+                until.saturating_duration_since(now).as_secs().max(1),
+            ))),
+            Held::GaveUp { .. } => {
+                self.held.remove(topic);
+                None
+            }
+        }
+    }
+
+    /// A topic actor failed: restart it now or after a backoff, or give up on it, as the
+    /// [`RestartPolicy`] decides.
+    async fn failed(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        topic: TopicName,
+        shared: Arc<TopicShared>,
+        error: &str,
+    ) {
+        let now = Instant::now();
+        let policy = self.policy;
+        self.restarts.retain(|_, r| !r.is_stale(&policy, now));
+        let decision = self
+            .restarts
+            .entry(topic.clone())
+            .or_default()
+            .failed(&policy, now);
+        match decision {
+            Decision::Restart { after, attempt } => {
+                metrics::counter!("starling_topic_restarts_total").increment(1);
+                tracing::error!(topic = %topic, error, attempt, backoff_ms = after.as_millis() as u64, "topic actor failed; restarting from its log");
+                if after.is_zero() {
+                    self.restart(myself.get_cell(), topic, shared).await;
+                } else {
+                    self.held.insert(topic.clone(), Held::Backoff(shared));
+                    myself.send_after(after, move || SupervisorMsg::Restart(topic));
+                }
+            }
+            Decision::GiveUp { until } => {
+                metrics::counter!("starling_topic_restarts_given_up_total").increment(1);
+                tracing::error!(topic = %topic, error, max_restarts = policy.max_restarts, window_s = policy.window.as_secs(), cool_down_s = policy.cool_down.as_secs(), "topic actor keeps failing; stopped until a later use after the cool-down");
+                self.restarts.remove(&topic);
+                self.held.insert(topic.clone(), Held::GaveUp { until });
+                // Its subscribers learn it from their resubscription, which is refused.
+                tell_resubscribe(&topic, &shared);
+            }
+        }
+    }
+
+    async fn restart(&mut self, sup: ActorCell, topic: TopicName, shared: Arc<TopicShared>) {
+        tell_resubscribe(&topic, &shared);
+        if let Err(e) = self.spawn(sup, topic.clone(), shared).await {
+            tracing::error!(topic = %topic, error = %e, "topic actor could not restart");
+        }
+    }
 }
 
 // Local only: never sent to another node (see `cluster::router`).
@@ -261,37 +373,56 @@ impl SupervisorState {
         }
     }
 
-    /// Takes `topic`'s actor out of the registry and stops it; an owner is waited for.
-    async fn stop(&mut self, topic: &TopicName, reason: &str) {
-        let Some(h) = self.registry.get(topic) else {
-            return;
-        };
-        self.registry.remove(topic);
-        self.by_actor.remove(&h.actor.get_id());
-        if h.role == Role::Owner {
-            stop_for_sure(&h.actor, reason).await;
-        } else {
-            h.actor.stop(Some(reason.into()));
-        }
+    /// Stops `owner` (if any, for `reason`) and then runs `then` (if any) in a task of its own, so that
+    /// the mailbox keeps serving other topics meanwhile. Until it is done, messages about
+    /// `topic` wait (see [`SupervisorMsg::Stopped`]): a node never has two writers of a
+    /// topic, and a seal is ordered with every spawn.
+    fn stop_off_mailbox(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        topic: TopicName,
+        owner: Option<ActorRef<TopicMsg>>,
+        reason: &'static str,
+        then: Option<futures_util::future::BoxFuture<'static, ()>>,
+    ) {
+        self.stopping.entry(topic.clone()).or_default();
+        let sup = myself.clone();
+        tokio::spawn(async move {
+            if let Some(actor) = owner {
+                stop_for_sure(&actor, reason).await;
+                tracing::debug!(topic = %topic, reason, "topic actor stopped");
+            }
+            if let Some(then) = then {
+                then.await;
+            }
+            let _ = sup.cast(SupervisorMsg::Stopped(topic));
+        });
     }
 
-    /// Stops every actor whose role changed. When a member joined (or came back), every
-    /// actor is restarted: the newcomer may hold a newer copy of a topic (it took the topic
-    /// over while this node was cut off), and only a fresh takeover asks it; and an owner
-    /// that lost the connection to this node meanwhile has dropped it as a follower.
-    async fn rebalance(&mut self, joined: bool) {
-        let running: Vec<(TopicName, Role)> = self
+    /// Stops every actor whose role changed, all at once. When a member joined (or came
+    /// back), every actor is restarted: the newcomer may hold a newer copy of a topic (it
+    /// took the topic over while this node was cut off), and only a fresh takeover asks it;
+    /// and an owner that lost the connection to this node meanwhile has dropped it as a
+    /// follower.
+    fn rebalance(&mut self, myself: &ActorRef<SupervisorMsg>, joined: bool) {
+        let running: Vec<(TopicName, TopicHandle)> = self
             .registry
             .0
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(t, h)| (t.clone(), h.role.clone()))
+            .map(|(t, h)| (t.clone(), h.clone()))
             .collect();
         let mut moved = 0;
-        for (topic, role) in running {
-            if joined || self.role(&topic).ok() != Some(role) {
-                self.stop(&topic, "placement changed").await;
+        for (topic, h) in running {
+            if joined || self.role(&topic).ok() != Some(h.role.clone()) {
+                self.registry.remove(&topic);
+                self.by_actor.remove(&h.actor.get_id());
+                if h.role == Role::Owner {
+                    self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed", None);
+                } else {
+                    h.actor.stop(Some("placement changed".into()));
+                }
                 moved += 1;
             }
         }
@@ -300,42 +431,66 @@ impl SupervisorState {
         }
     }
 
-    async fn relinquish(
+    /// Stops owning `topic` and seals this node's copy, off the mailbox; answers `reply`.
+    fn relinquish(
         &mut self,
-        topic: &TopicName,
-        taker: &str,
-    ) -> Result<Option<Copy>, TopicError> {
-        if self.role(topic).ok() == Some(Role::Owner) {
-            return Err(TopicError::Moving);
+        myself: &ActorRef<SupervisorMsg>,
+        topic: TopicName,
+        taker: String,
+        reply: RpcReplyPort<Result<Option<Copy>, TopicError>>,
+    ) {
+        if self.role(&topic).ok() == Some(Role::Owner) {
+            let _ = reply.send(Err(TopicError::Moving));
+            return;
         }
-        if self
+        let owner = self
             .registry
-            .get(topic)
-            .is_some_and(|h| h.role == Role::Owner)
-        {
-            self.stop(topic, "handed over").await;
+            .get(&topic)
+            .filter(|h| h.role == Role::Owner)
+            .map(|h| h.actor);
+        if let Some(actor) = &owner {
+            self.registry.remove(&topic);
+            self.by_actor.remove(&actor.get_id());
         }
-        let sealed = self.ctx.log.seal(topic.as_str(), taker).map_err(|e| {
+        let (ctx, name) = (self.ctx.clone(), topic.clone());
+        let seal = Box::pin(async move {
+            let _ = reply.send(seal(&ctx, &name, &taker).await);
+        });
+        self.stop_off_mailbox(myself, topic, owner, "handed over", Some(seal));
+    }
+}
+
+/// Seals this node's copy of `topic` for `taker`, durably, and describes it.
+async fn seal(
+    ctx: &TopicContext,
+    topic: &TopicName,
+    taker: &str,
+) -> Result<Option<Copy>, TopicError> {
+    let (log, name, to) = (ctx.log.clone(), topic.clone(), taker.to_string());
+    let sealed = tokio::task::spawn_blocking(move || log.seal(name.as_str(), &to))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| {
             tracing::error!(topic = %topic, error = %e, "sealing failed");
             TopicError::Internal
         })?;
-        let Some((meta, lease)) = sealed else {
-            return Ok(None);
-        };
-        if !lease.sealed || lease.importing {
-            durable(&self.ctx).await?;
-        }
-        Ok(Some((
-            meta.epoch,
-            CopyDesc {
-                term: lease.term,
-                first: meta.first,
-                head: meta.head,
-                sealed: lease.sealed,
-                sealed_for: lease.sealed_for,
-            },
-        )))
+    let Some((meta, lease)) = sealed else {
+        return Ok(None);
+    };
+    if !lease.sealed || lease.importing {
+        durable(ctx).await?;
     }
+    Ok(Some((
+        meta.epoch,
+        CopyDesc {
+            term: lease.term,
+            first: meta.first,
+            head: meta.head,
+            sealed: lease.sealed,
+            sealed_for: lease.sealed_for,
+        },
+    )))
 }
 
 /// Stops an actor and waits for it; one that does not stop in time (stuck in a takeover) is

@@ -3,6 +3,7 @@
 //! session (nor the node) with it.
 
 mod cluster;
+mod supervision;
 mod support;
 
 use crate::delivery::outbound::CloseReason;
@@ -371,6 +372,7 @@ async fn groups_idle_while_the_topic_was_unloaded_expire_when_it_loads() {
         max_inflight: 100,
         backoff_ms: vec![1_000],
         last_active_ms,
+        outbox: Vec::new(),
     };
     let now = crate::topic::now_ms();
     for (name, last_active_ms) in [("stale", 1), ("recent", now)] {

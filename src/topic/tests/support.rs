@@ -13,6 +13,7 @@ use crate::storage::flusher::Flusher;
 use crate::storage::testing::{Faults, HookedLog};
 use crate::storage::{RetentionPolicy, SledLog, SledOptions, StoredMessage, TopicLog};
 use crate::topic::actor::TopicContext;
+use crate::topic::restart::RestartPolicy;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::{follow_membership, SupervisorMsg, TopicRegistry, TopicSupervisor};
 use bytes::Bytes;
@@ -53,6 +54,10 @@ pub(super) struct Boom {
     pub(super) flushes_held: AtomicBool,
     /// Flushes started so far.
     pub(super) flushes: AtomicUsize,
+    /// A topic whose next appends panic, and how many more will.
+    pub(super) failing_appends: Mutex<Option<(String, usize)>>,
+    /// Every topic whose consumers were loaded, once per load (one per actor start).
+    pub(super) loads: Mutex<Vec<String>>,
 }
 
 /// Opens a [`FaultyLog`] at `path`.
@@ -75,6 +80,8 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
             gate_open: AtomicBool::new(false),
             flushes_held: AtomicBool::new(false),
             flushes: AtomicUsize::new(0),
+            failing_appends: Mutex::new(None),
+            loads: Mutex::new(Vec::new()),
         },
     }
 }
@@ -97,6 +104,26 @@ impl Boom {
 
     pub(super) fn release_flushes(&self) {
         self.flushes_held.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` appends to `topic` panic (its actor fails each time).
+    pub(super) fn fail_next_appends(&self, topic: &TopicName, n: usize) {
+        *self.failing_appends.lock().unwrap() = Some((topic.as_str().to_string(), n));
+    }
+
+    /// How many of the appends [`Boom::fail_next_appends`] asked to fail have not yet.
+    pub(super) fn appends_left_to_fail(&self) -> usize {
+        self.failing_appends
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// How many times an owner actor of `topic` started (loaded its consumers).
+    pub(super) fn starts(&self, topic: &TopicName) -> usize {
+        let loads = self.loads.lock().unwrap();
+        loads.iter().filter(|t| *t == topic.as_str()).count()
     }
 
     pub(super) fn open_gate(&self) {
@@ -128,11 +155,25 @@ impl Faults for Boom {
     fn append(&self, topic: &str, msgs: &[StoredMessage]) {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.gate(&self.append_gate_topic, topic);
+        let fail = match &mut *self.failing_appends.lock().unwrap() {
+            Some((failing, left)) if failing == topic && *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        };
+        if fail {
+            panic!("FaultyLog: injected failing append on topic {topic}");
+        }
         if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
         {
             self.booms.fetch_add(1, Ordering::SeqCst);
             panic!("FaultyLog: injected append panic on topic {topic}");
         }
+    }
+
+    fn consumers(&self, topic: &str) {
+        self.loads.lock().unwrap().push(topic.to_string());
     }
 
     fn read(&self, topic: &str) {
@@ -180,6 +221,15 @@ impl Harness {
 
     /// A node of `cluster` (the sole node, or one of a [`crate::cluster::sim::SimNet`]).
     pub(super) async fn start_in(poison_read_topic: Option<&str>, cluster: Cluster) -> Harness {
+        Harness::start_with(poison_read_topic, cluster, RestartPolicy::NODE).await
+    }
+
+    /// A node of `cluster` whose topic supervisor restarts as `policy` says.
+    pub(super) async fn start_with(
+        poison_read_topic: Option<&str>,
+        cluster: Cluster,
+        policy: RestartPolicy,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Arc::new(open_faulty(dir.path(), poison_read_topic));
         log.mark_running().expect("mark running");
@@ -207,7 +257,7 @@ impl Harness {
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();
         let (topic_sup, topic_sup_task) =
-            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone()))
+            Actor::spawn(None, TopicSupervisor, (ctx, registry.clone(), policy))
                 .await
                 .expect("spawn topic supervisor");
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())

@@ -1,0 +1,238 @@
+//! The restart policy at work: a topic that fails on every start backs off and then stays
+//! stopped, refusing as unavailable, while the node serves its other topics.
+
+use super::support::*;
+use crate::storage::TopicLog;
+use crate::topic::error::TopicError;
+use crate::topic::supervisor::TopicSupervisor;
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_failing_on_every_start_backs_off_then_stays_stopped() {
+    let h = Harness::start(None).await;
+    let bad = topic("corrupt");
+    // A consumer record that does not decode: every start of the topic fails loading it.
+    h.log
+        .save_consumer(bad.as_str(), "g", b"not a consumer record")
+        .expect("save");
+    let refused = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+    assert!(
+        refused.is_err(),
+        "a publish to the corrupt topic: {refused:?}"
+    );
+
+    // Restarted with backoff until the policy gives up; then every use is refused.
+    let deadline = Instant::now() + DEADLINE;
+    let stopped = loop {
+        match TopicSupervisor::handle(&h.topic_sup, &h.registry, &bad).await {
+            Err(TopicError::Unavailable(m)) if m.contains("is stopped") => break m,
+            _ => assert!(Instant::now() < deadline, "the supervisor never gave up"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(stopped.contains("failed 6 times within 60 s"), "{stopped}");
+    assert_eq!(h.log.starts(&bad), 6, "one start and five restarts");
+
+    // Further uses are refused without starting it again, and other topics are served.
+    for n in 0..20 {
+        let r = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+        assert!(
+            matches!(&r, Err(TopicError::Unavailable(m)) if m.contains("is stopped")),
+            "use {n} after giving up: {r:?}"
+        );
+    }
+    assert_eq!(h.log.starts(&bad), 6, "a refused use started the topic");
+    assert!(
+        h.registry.get(&bad).is_none(),
+        "a stopped topic is registered"
+    );
+    assert_eq!(h.publish_ok(&topic("healthy"), "1").await, 1);
+    h.stop().await;
+}
+
+/// After giving up, a use within the cool-down is refused and the first use after it
+/// starts the topic again: once its record is repaired, it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_topic_starts_again_on_a_use_after_the_cool_down() {
+    use crate::cluster::client::Cluster;
+    use crate::topic::restart::RestartPolicy;
+    let policy = RestartPolicy {
+        max_restarts: 1,
+        cool_down: Duration::from_millis(300),
+        ..RestartPolicy::NODE
+    };
+    let h = Harness::start_with(None, Cluster::alone("n1"), policy).await;
+    let bad = topic("mended");
+    h.log
+        .save_consumer(bad.as_str(), "g", b"not a consumer record")
+        .expect("save");
+    let _ = h.topics.publish(&bad, Bytes::from_static(b"1"), None).await;
+    let deadline = Instant::now() + DEADLINE;
+    while !matches!(
+        TopicSupervisor::handle(&h.topic_sup, &h.registry, &bad).await,
+        Err(TopicError::Unavailable(m)) if m.contains("is stopped")
+    ) {
+        assert!(Instant::now() < deadline, "the supervisor never gave up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(h.log.starts(&bad), 2, "one start and one restart");
+
+    h.log.delete_consumer(bad.as_str(), "g").expect("repair");
+    let deadline = Instant::now() + DEADLINE;
+    let offset = loop {
+        match h.topics.publish(&bad, Bytes::from_static(b"2"), None).await {
+            Ok(ack) => break ack.offset,
+            Err(TopicError::Unavailable(m)) if m.contains("is stopped") => {
+                assert!(Instant::now() < deadline, "never started again: {m}")
+            }
+            Err(e) => panic!("a use after giving up: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(offset, 1);
+    assert_eq!(h.log.starts(&bad), 3, "started once more, by a use");
+    h.stop().await;
+}
+
+/// A stop that takes long (an owner stuck in a slow append) runs off the supervisor's
+/// mailbox: a lookup of another topic is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stop_does_not_hold_up_lookups() {
+    use crate::topic::supervisor::SupervisorMsg;
+    use std::sync::atomic::Ordering;
+    let h = Harness::start(None).await;
+    let slow = topic("slow");
+    h.publish_ok(&slow, "1").await;
+    h.log.hold_next_append(&slow);
+    let topics = h.topics.clone();
+    let held = {
+        let slow = slow.clone();
+        tokio::spawn(async move { topics.publish(&slow, Bytes::from_static(b"2"), None).await })
+    };
+    eventually("the append is held", || {
+        h.log.gate_entered.load(Ordering::SeqCst)
+    })
+    .await;
+    // Every owner is stopped, the stuck one among them.
+    h.topic_sup
+        .cast(SupervisorMsg::Rebalance { joined: true })
+        .expect("cast");
+    let other = TopicSupervisor::handle(&h.topic_sup, &h.registry, &topic("other")).await;
+    assert!(other.is_ok(), "lookup of another topic: {:?}", other.err());
+    assert!(
+        !held.is_finished(),
+        "the lookup was answered only after the slow stop"
+    );
+    h.log.open_gate();
+    let _ = held.await;
+    h.stop().await;
+}
+
+/// A dead letter whose publish fails (the dead-letter topic's actor fails twice) is kept in
+/// its group's outbox and retried until it arrives; the topic it came from carries on
+/// without failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
+    use crate::consumer::stored::StoredConsumer;
+    use crate::protocol::consumer::{AckRequest, ConsumerOptions};
+    let h = Harness::start(None).await;
+    let (t, dlq) = (topic("jobs"), topic("$dlq.jobs"));
+    h.publish_ok(&t, "\"job\"").await;
+    let handle = h.topics.handle(&t).await.expect("topic handle");
+    let once = ConsumerOptions {
+        max_deliver: Some(1),
+        ..Default::default()
+    };
+    let leased = handle.lease("g".into(), once, Some(0), 1).await;
+    assert_eq!(leased.expect("lease").len(), 1);
+    let source = h.topic_actor_id(&t);
+
+    h.log.fail_next_appends(&dlq, 2);
+    let nack = AckRequest::Nack {
+        offsets: vec![1],
+        delay_ms: 0,
+    };
+    handle.ack("g".into(), nack).await.expect("nack");
+    let letters = || {
+        let read = h.log.inner.read(dlq.as_str(), 1, 10, 10, usize::MAX);
+        read.unwrap_or_default()
+    };
+    eventually("the dead letter in $dlq.jobs", || !letters().is_empty()).await;
+    assert_eq!(h.log.appends_left_to_fail(), 0, "both failures were met");
+    let letters = letters();
+    assert_eq!(letters.len(), 1, "one dead letter, once");
+    let v: serde_json::Value = serde_json::from_slice(&letters[0].data).expect("json");
+    assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
+    assert_eq!(
+        h.topic_actor_id(&t),
+        source,
+        "the source topic's actor failed"
+    );
+    // Published, it leaves the group's persisted outbox.
+    eventually("an empty outbox", || {
+        let stored = h.log.consumers(t.as_str()).expect("consumers");
+        stored
+            .iter()
+            .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
+    })
+    .await;
+    h.stop().await;
+}
+
+/// A dead letter left in a group's persisted outbox (its actor stopped before publishing
+/// it) is published by the topic's next actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
+    use crate::consumer::stored::StoredConsumer;
+    use crate::consumer::window::{DeadLetter, Snapshot};
+    use crate::topic::supervisor::SupervisorMsg;
+    let h = Harness::start(None).await;
+    let (t, dlq) = (topic("left"), topic("$dlq.left"));
+    h.publish_ok(&t, "\"job\"").await;
+    let first = h.topic_actor_id(&t).expect("topic actor");
+    h.topic_sup
+        .cast(SupervisorMsg::Rebalance { joined: true })
+        .expect("cast");
+    eventually("the topic actor stopped", || h.topic_actor_id(&t).is_none()).await;
+    // As the stopped actor would have left it: offset 1 done, its dead letter unpublished.
+    let stored = StoredConsumer {
+        window: Snapshot {
+            floor: 1,
+            next: 2,
+            ..Default::default()
+        },
+        ack_wait_ms: 30_000,
+        max_deliver: 1,
+        max_inflight: 100,
+        backoff_ms: vec![1_000],
+        last_active_ms: crate::topic::now_ms(),
+        outbox: vec![DeadLetter {
+            offset: 1,
+            attempts: 1,
+        }],
+    };
+    let bytes = stored.encode().expect("encode");
+    h.log.save_consumer(t.as_str(), "g", &bytes).expect("save");
+
+    h.publish_ok(&t, "\"next\"").await;
+    assert_ne!(h.topic_actor_id(&t), Some(first), "a new actor");
+    let letters = || {
+        let read = h.log.inner.read(dlq.as_str(), 1, 10, 10, usize::MAX);
+        read.unwrap_or_default()
+    };
+    eventually("the dead letter in $dlq.left", || !letters().is_empty()).await;
+    let v: serde_json::Value = serde_json::from_slice(&letters()[0].data).expect("json");
+    assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
+    let meta = h.log.inner.meta(t.as_str()).expect("meta").expect("topic");
+    assert_eq!(v["epoch"], meta.epoch.as_str(), "the dead letter's epoch");
+    eventually("an empty outbox", || {
+        let stored = h.log.consumers(t.as_str()).expect("consumers");
+        stored
+            .iter()
+            .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
+    })
+    .await;
+    h.stop().await;
+}
