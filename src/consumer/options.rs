@@ -4,7 +4,35 @@
 use super::window::WindowConfig;
 use crate::config::ConsumersConfig;
 use crate::protocol::consumer::ConsumerOptions;
-use crate::protocol::ApiError;
+
+/// Why settings were refused (a `bad_request` at the edge).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A value outside the configured bounds.
+    #[error("`{name}` must be {range}")]
+    OutOfBounds { name: &'static str, range: String },
+    /// A member named a group setting other than the group's.
+    #[error(
+        "`{name}` {asked} differs from the consumer group's {has}: a subscription cannot change \
+         a group's settings; leave it out, or change the group with PUT {route}"
+    )]
+    DiffersFromGroup {
+        name: &'static str,
+        asked: String,
+        has: String,
+        route: String,
+    },
+    /// A member asked for a wider window than the group's.
+    #[error(
+        "`max_inflight` must be 1..={group_max} (the consumer group's): a member may only \
+         narrow its own window; change the group's with PUT {route}"
+    )]
+    WiderThanGroup { group_max: usize, route: String },
+}
+
+fn out_of_bounds(name: &'static str, range: String) -> SettingsError {
+    SettingsError::OutOfBounds { name, range }
+}
 
 /// Most redelivery delays a consumer may list.
 const MAX_BACKOFF_STEPS: usize = 16;
@@ -12,7 +40,7 @@ const MAX_BACKOFF_STEPS: usize = 16;
 impl ConsumerOptions {
     /// The window settings from the configured defaults, or a `bad_request` naming the
     /// value out of bounds.
-    pub fn resolve(&self, c: &ConsumersConfig) -> Result<WindowConfig, ApiError> {
+    pub fn resolve(&self, c: &ConsumersConfig) -> Result<WindowConfig, SettingsError> {
         let defaults = WindowConfig {
             ack_wait_ms: c.ack_wait_ms,
             max_deliver: c.max_deliver,
@@ -30,14 +58,18 @@ impl ConsumerOptions {
     /// For a member (or poll) of the existing group with settings `group`: every group
     /// setting it names must be the group's own, since only `PUT <route>` changes them, and
     /// its `max_inflight` may only narrow its own window. Returns that cap, if named.
-    pub fn check_join(&self, group: &WindowConfig, route: &str) -> Result<Option<usize>, ApiError> {
-        let differs = |name: &str, asked: String, has: String| {
-            ApiError::bad_request(format!(
-                "`{name}` {asked} differs from the consumer group's {has}: a subscription \
-                 cannot change a group's settings; leave it out, or change the group with \
-                 PUT {route}"
-            ))
-        };
+    pub fn check_join(
+        &self,
+        group: &WindowConfig,
+        route: &str,
+    ) -> Result<Option<usize>, SettingsError> {
+        let differs =
+            |name: &'static str, asked: String, has: String| SettingsError::DiffersFromGroup {
+                name,
+                asked,
+                has,
+                route: route.to_string(),
+            };
         if let Some(v) = self.ack_wait_ms.filter(|v| *v != group.ack_wait_ms) {
             let has = group.ack_wait_ms.to_string();
             return Err(differs("ack_wait_ms", v.to_string(), has));
@@ -51,11 +83,10 @@ impl ConsumerOptions {
             return Err(differs("backoff_ms", format!("{v:?}"), has));
         }
         match self.max_inflight {
-            Some(n) if n == 0 || n > group.max_inflight => Err(ApiError::bad_request(format!(
-                "`max_inflight` must be 1..={} (the consumer group's): a member may only \
-                 narrow its own window; change the group's with PUT {route}",
-                group.max_inflight
-            ))),
+            Some(n) if n == 0 || n > group.max_inflight => Err(SettingsError::WiderThanGroup {
+                group_max: group.max_inflight,
+                route: route.to_string(),
+            }),
             cap => Ok(cap),
         }
     }
@@ -65,27 +96,25 @@ impl ConsumerOptions {
         &self,
         base: &WindowConfig,
         c: &ConsumersConfig,
-    ) -> Result<WindowConfig, ApiError> {
+    ) -> Result<WindowConfig, SettingsError> {
         let ack_wait_ms = self.ack_wait_ms.unwrap_or(base.ack_wait_ms);
         if !(c.min_ack_wait_ms..=c.max_ack_wait_ms).contains(&ack_wait_ms) {
-            return Err(ApiError::bad_request(format!(
-                "`ack_wait_ms` must be {}..={}",
-                c.min_ack_wait_ms, c.max_ack_wait_ms
-            )));
+            let range = format!("{}..={}", c.min_ack_wait_ms, c.max_ack_wait_ms);
+            return Err(out_of_bounds("ack_wait_ms", range));
         }
         let max_deliver = self.max_deliver.unwrap_or(base.max_deliver);
         if max_deliver == 0 || max_deliver > c.max_deliver_limit {
-            return Err(ApiError::bad_request(format!(
-                "`max_deliver` must be 1..={}",
-                c.max_deliver_limit
-            )));
+            return Err(out_of_bounds(
+                "max_deliver",
+                format!("1..={}", c.max_deliver_limit),
+            ));
         }
         let max_inflight = self.max_inflight.unwrap_or(base.max_inflight);
         if max_inflight == 0 || max_inflight > c.max_inflight_limit {
-            return Err(ApiError::bad_request(format!(
-                "`max_inflight` must be 1..={}",
-                c.max_inflight_limit
-            )));
+            return Err(out_of_bounds(
+                "max_inflight",
+                format!("1..={}", c.max_inflight_limit),
+            ));
         }
         let backoff_ms = self
             .backoff_ms
@@ -95,10 +124,11 @@ impl ConsumerOptions {
             || backoff_ms.len() > MAX_BACKOFF_STEPS
             || backoff_ms.iter().any(|d| *d > c.max_ack_wait_ms)
         {
-            return Err(ApiError::bad_request(format!(
-                "`backoff_ms` must list 1..={MAX_BACKOFF_STEPS} delays of at most {} ms",
+            let range = format!(
+                "a list of 1..={MAX_BACKOFF_STEPS} delays of at most {} ms",
                 c.max_ack_wait_ms
-            )));
+            );
+            return Err(out_of_bounds("backoff_ms", range));
         }
         Ok(WindowConfig {
             ack_wait_ms,
@@ -199,10 +229,9 @@ mod tests {
                 "max_inflight",
             ),
         ] {
-            let e = o.check_join(&group, "PUT-ROUTE").unwrap_err();
-            assert_eq!(e.code, crate::protocol::ErrorCode::BadRequest);
-            assert!(e.message.contains(name), "{e}");
-            assert!(e.message.contains("PUT-ROUTE"), "{e}");
+            let e = o.check_join(&group, "PUT-ROUTE").unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+            assert!(e.contains("PUT-ROUTE"), "{e}");
         }
     }
 
@@ -247,7 +276,10 @@ mod tests {
             ),
         ] {
             let e = o.resolve(&c).unwrap_err();
-            assert!(e.message.contains(name), "{e}");
+            assert!(
+                matches!(&e, SettingsError::OutOfBounds { name: n, .. } if *n == name),
+                "{e}"
+            );
         }
     }
 }

@@ -61,6 +61,13 @@ impl From<ApiError> for TopicError {
     }
 }
 
+/// Consumer settings out of bounds or in conflict with the group's.
+impl From<crate::consumer::options::SettingsError> for TopicError {
+    fn from(e: crate::consumer::options::SettingsError) -> TopicError {
+        TopicError::bad_request(e.to_string())
+    }
+}
+
 impl From<TopicError> for ApiError {
     fn from(e: TopicError) -> ApiError {
         match e {
