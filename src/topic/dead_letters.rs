@@ -5,7 +5,8 @@
 //! actor never waits for the dead-letter topic, and a dead letter is lost neither when a
 //! publish fails (it is retried for as long as the actor runs) nor when the actor stops
 //! (the next one loads the outbox and publishes it again; its idempotent id keeps the
-//! dead-letter topic free of duplicates).
+//! dead-letter topic free of duplicates within the dedupe window, and the removal from the
+//! outbox is durable with the next group commit).
 
 use super::actor::TopicState;
 use super::service::Topics;
@@ -77,7 +78,12 @@ impl TopicState {
         if let Some(g) = self.groups.get_mut(consumer) {
             let before = g.outbox.len();
             g.outbox.retain(|d| d.offset != offset);
-            g.dirty |= g.outbox.len() != before;
+            if g.outbox.len() != before {
+                g.dirty = true;
+                // The removal is saved by this message's settle; make it durable with the
+                // next group commit, so a crash does not bring the letter back.
+                self.ctx.flusher.after_flush(Box::new(|_| {}));
+            }
         }
     }
 

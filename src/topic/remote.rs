@@ -94,11 +94,13 @@ impl Topics {
                 name,
                 options,
             } => self.serve_consumer_configure(&topic, name, options).await,
-            Call::Consumers { topic } => self
-                .log
-                .consumers(&topic)
-                .map(Reply::Consumers)
-                .map_err(|e| storage(&topic, e)),
+            Call::Consumers { topic } => {
+                let t = topic.clone();
+                crate::storage::blocking::off_worker(&self.log, move |log| log.consumers(&t))
+                    .await
+                    .map(Reply::Consumers)
+                    .map_err(|e| storage(&topic, e))
+            }
         }
     }
 
@@ -164,6 +166,12 @@ impl Topics {
                 let Ok(t) = TopicName::parse(&topic) else {
                     return;
                 };
+                if !matches!(self.registry.get(&t), Some(h) if h.role != Role::Owner) {
+                    // The member's follower is gone (it failed without saying so): the
+                    // owner must stop leasing to it, or its messages burn attempts unseen.
+                    self.tell_owner_left(&t, name, member);
+                    return;
+                }
                 let msg = TopicMsg::MemberFrames {
                     name,
                     member,
@@ -199,6 +207,21 @@ impl Topics {
     }
 
     /// Deliveries came for a topic this node no longer follows: tell its owner to stop.
+    /// Tells `topic`'s owner that consumer member `member` of `name` is gone.
+    fn tell_owner_left(&self, topic: &TopicName, name: String, member: u64) {
+        let Some(owner) = self.cluster.owner(topic.as_str()) else {
+            return;
+        };
+        let cast = Cast::ConsumerLeave {
+            topic: topic.as_str().to_string(),
+            name,
+            member,
+        };
+        if let Some(bytes) = Cluster::encode_cast(&cast) {
+            self.cluster.cast(&owner, bytes);
+        }
+    }
+
     fn unfollow(&self, topic: &TopicName) {
         let Some(owner) = self.cluster.owner(topic.as_str()) else {
             return;
