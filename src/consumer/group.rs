@@ -200,6 +200,12 @@ mod tests {
         assert!(!g.expired(10_000, 1_000));
         g.window.ack(1).unwrap();
         assert!(g.expired(10_000, 1_000));
+        // A dead letter not yet published holds it too: expiring would lose the letter.
+        g.outbox.push(super::DeadLetter {
+            offset: 1,
+            attempts: 5,
+        });
+        assert!(!g.expired(10_000, 1_000));
     }
 
     #[test]

@@ -102,9 +102,16 @@ pub struct SupervisorState {
     restarts: HashMap<TopicName, Restarts>,
     /// Topics not running because they failed: waiting out a backoff, or given up.
     held: HashMap<TopicName, Held>,
-    /// Topics whose actor is being stopped (or copy sealed) off the mailbox, with the
-    /// messages about them that wait until it is done.
-    stopping: HashMap<TopicName, Vec<SupervisorMsg>>,
+    /// Topics whose actor is being stopped (or copy sealed) off the mailbox: how many such
+    /// tasks run, and the messages about the topic that wait until all of them are done.
+    stopping: HashMap<TopicName, Stopping>,
+}
+
+/// The stop tasks of one topic, and what waits for them.
+#[derive(Default)]
+struct Stopping {
+    tasks: usize,
+    parked: Vec<SupervisorMsg>,
 }
 
 enum Held {
@@ -163,8 +170,8 @@ impl Actor for TopicSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Get(topic, reply) => {
-                if let Some(parked) = state.stopping.get_mut(&topic) {
-                    parked.push(SupervisorMsg::Get(topic, reply));
+                if let Some(s) = state.stopping.get_mut(&topic) {
+                    s.parked.push(SupervisorMsg::Get(topic, reply));
                     return Ok(());
                 }
                 let result = match state.registry.get(&topic) {
@@ -182,8 +189,9 @@ impl Actor for TopicSupervisor {
             }
             SupervisorMsg::Rebalance { joined } => state.rebalance(&myself, joined),
             SupervisorMsg::Relinquish(topic, taker, reply) => {
-                if let Some(parked) = state.stopping.get_mut(&topic) {
-                    parked.push(SupervisorMsg::Relinquish(topic, taker, reply));
+                if let Some(s) = state.stopping.get_mut(&topic) {
+                    s.parked
+                        .push(SupervisorMsg::Relinquish(topic, taker, reply));
                     return Ok(());
                 }
                 state.relinquish(&myself, topic, taker, reply);
@@ -204,14 +212,25 @@ impl Actor for TopicSupervisor {
                 state.stop_off_mailbox(&myself, topic, Some(h.actor), "idle", None);
             }
             SupervisorMsg::Restart(topic) => {
+                // Never alongside a stop or seal of the same topic's copy.
+                if let Some(s) = state.stopping.get_mut(&topic) {
+                    s.parked.push(SupervisorMsg::Restart(topic));
+                    return Ok(());
+                }
                 let Some(Held::Backoff(shared)) = state.held.remove(&topic) else {
                     return Ok(());
                 };
                 state.restart(myself.get_cell(), topic, shared).await;
             }
             SupervisorMsg::Stopped(topic) => {
-                for parked in state.stopping.remove(&topic).unwrap_or_default() {
-                    myself.cast(parked)?;
+                let done = state.stopping.get_mut(&topic).is_some_and(|s| {
+                    s.tasks = s.tasks.saturating_sub(1);
+                    s.tasks == 0
+                });
+                if done {
+                    for parked in state.stopping.remove(&topic).unwrap_or_default().parked {
+                        myself.cast(parked)?;
+                    }
                 }
             }
         }
@@ -334,9 +353,11 @@ impl SupervisorState {
             Decision::Restart { after, attempt } => {
                 metrics::counter!("starling_topic_restarts_total").increment(1);
                 tracing::error!(topic = %topic, error, attempt, backoff_ms = after.as_millis() as u64, "topic actor failed; restarting from its log");
-                if after.is_zero() {
+                if after.is_zero() && !self.stopping.contains_key(&topic) {
                     self.restart(myself.get_cell(), topic, shared).await;
                 } else {
+                    // A restart waits for its backoff, and for any stop or seal of the
+                    // topic's copy still running (the Restart message is parked then).
                     self.held.insert(topic.clone(), Held::Backoff(shared));
                     myself.send_after(after, move || SupervisorMsg::Restart(topic));
                 }
@@ -385,7 +406,7 @@ impl SupervisorState {
         reason: &'static str,
         then: Option<futures_util::future::BoxFuture<'static, ()>>,
     ) {
-        self.stopping.entry(topic.clone()).or_default();
+        self.stopping.entry(topic.clone()).or_default().tasks += 1;
         let sup = myself.clone();
         tokio::spawn(async move {
             if let Some(actor) = owner {
@@ -418,11 +439,9 @@ impl SupervisorState {
             if joined || self.role(&topic).ok() != Some(h.role.clone()) {
                 self.registry.remove(&topic);
                 self.by_actor.remove(&h.actor.get_id());
-                if h.role == Role::Owner {
-                    self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed", None);
-                } else {
-                    h.actor.stop(Some("placement changed".into()));
-                }
+                // A follower too is stopped before the topic is handed out again: its
+                // `Unfollow` must reach the owner before the new follower's `Follow`.
+                self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed", None);
                 moved += 1;
             }
         }
