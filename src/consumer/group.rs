@@ -2,7 +2,7 @@
 //! messages. The topic actor owns one per consumer name; this module decides who gets what
 //! and never blocks (it reads the log and offers frames to outbound queues).
 
-use super::stored::StoredConsumer;
+use super::stored::{OutboxLetter, StoredConsumer};
 use super::window::{DeadLetter, Holder, Window, WindowConfig};
 use crate::delivery::envelope::Delivery;
 use crate::delivery::outbound::{OutFrame, Outbound};
@@ -29,7 +29,7 @@ pub struct Group {
     /// (whose leaving counts) or leases.
     last_active_ms: u64,
     /// Dead letters not yet published: persisted with the group, removed once published.
-    pub outbox: Vec<DeadLetter>,
+    pub outbox: Vec<OutboxLetter>,
     /// Changed since last persisted.
     pub dirty: bool,
 }
@@ -201,9 +201,12 @@ mod tests {
         g.window.ack(1).unwrap();
         assert!(g.expired(10_000, 1_000));
         // A dead letter not yet published holds it too: expiring would lose the letter.
-        g.outbox.push(super::DeadLetter {
-            offset: 1,
-            attempts: 5,
+        g.outbox.push(OutboxLetter {
+            letter: super::DeadLetter {
+                offset: 1,
+                attempts: 5,
+            },
+            epoch: Some("e".into()),
         });
         assert!(!g.expired(10_000, 1_000));
     }

@@ -1,6 +1,7 @@
 //! The persisted form of a consumer group: its window, its settings, when it was last
-//! active, and its dead letters not yet published. A record written before
-//! `last_active_ms` or `outbox` existed still loads.
+//! active, and its dead letters not yet published (each with the epoch its offset belongs
+//! to). A record written before `last_active_ms`, `outbox` or the letters' epochs existed
+//! still loads.
 
 use super::window::{DeadLetter, Snapshot, WindowConfig};
 use bincode::error::{DecodeError, EncodeError};
@@ -17,7 +18,28 @@ pub struct StoredConsumer {
     /// idle expiry measures from.
     pub last_active_ms: u64,
     /// Dead letters done in the window but not yet published to the dead-letter topic.
-    pub outbox: Vec<DeadLetter>,
+    pub outbox: Vec<OutboxLetter>,
+}
+
+/// A dead letter waiting in a group's outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxLetter {
+    pub letter: DeadLetter,
+    /// The epoch its offset belongs to; `None` in a record written before epochs were kept
+    /// here (then it is the topic's epoch when the record is loaded).
+    pub epoch: Option<String>,
+}
+
+/// The record before the outbox's letters carried their epoch.
+#[derive(Deserialize)]
+struct StoredConsumerV3 {
+    window: Snapshot,
+    ack_wait_ms: u64,
+    max_deliver: u32,
+    max_inflight: usize,
+    backoff_ms: Vec<u64>,
+    last_active_ms: u64,
+    outbox: Vec<DeadLetter>,
 }
 
 /// The record before `outbox` was added.
@@ -60,12 +82,35 @@ impl StoredConsumer {
     /// `outbox` existed has none (its dead letters were published before it was written).
     pub fn decode(bytes: &[u8], now_ms: u64) -> Result<StoredConsumer, DecodeError> {
         let config = bincode::config::standard();
-        // Newest first: an older layout is a prefix of a newer one.
+        // Newest first, and a layout counts only if it reads the whole record: an older
+        // layout is a prefix of a newer one.
         let current = bincode::serde::decode_from_slice::<StoredConsumer, _>(bytes, config);
         let e = match current {
-            Ok((s, _)) => return Ok(s),
+            Ok((s, n)) if n == bytes.len() => return Ok(s),
+            Ok(_) => DecodeError::Other("consumer record longer than its layout"),
             Err(e) => e,
         };
+        if let Ok((v3, n)) = bincode::serde::decode_from_slice::<StoredConsumerV3, _>(bytes, config)
+        {
+            if n == bytes.len() {
+                return Ok(StoredConsumer {
+                    window: v3.window,
+                    ack_wait_ms: v3.ack_wait_ms,
+                    max_deliver: v3.max_deliver,
+                    max_inflight: v3.max_inflight,
+                    backoff_ms: v3.backoff_ms,
+                    last_active_ms: v3.last_active_ms,
+                    outbox: v3
+                        .outbox
+                        .into_iter()
+                        .map(|letter| OutboxLetter {
+                            letter,
+                            epoch: None,
+                        })
+                        .collect(),
+                });
+            }
+        }
         if let Ok((v2, _)) = bincode::serde::decode_from_slice::<StoredConsumerV2, _>(bytes, config)
         {
             return Ok(StoredConsumer {
@@ -109,9 +154,12 @@ mod tests {
             max_inflight: 7,
             backoff_ms: vec![10, 20],
             last_active_ms: 1_700_000_000_000,
-            outbox: vec![DeadLetter {
-                offset: 5,
-                attempts: 2,
+            outbox: vec![OutboxLetter {
+                letter: DeadLetter {
+                    offset: 5,
+                    attempts: 2,
+                },
+                epoch: Some("e1".into()),
             }],
         }
     }
@@ -155,6 +203,62 @@ mod tests {
                 ..s
             }
         );
+    }
+
+    #[test]
+    fn a_record_from_before_the_letters_epochs_loads_them_as_the_current_epoch() {
+        #[derive(Serialize)]
+        struct V3<'a>(
+            &'a Snapshot,
+            u64,
+            u32,
+            usize,
+            &'a [u64],
+            u64,
+            Vec<DeadLetter>,
+        );
+        let s = stored();
+        let letters: Vec<DeadLetter> = s.outbox.iter().map(|l| l.letter).collect();
+        let old = V3(
+            &s.window,
+            500,
+            2,
+            7,
+            &s.backoff_ms,
+            s.last_active_ms,
+            letters,
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let got = StoredConsumer::decode(&bytes, 42).unwrap();
+        assert_eq!(got.outbox.len(), 1);
+        assert_eq!(
+            (got.outbox[0].letter, &got.outbox[0].epoch),
+            (s.outbox[0].letter, &None)
+        );
+        // Two letters, whose bytes could be misread as one letter of the newer layout.
+        let two = vec![
+            DeadLetter {
+                offset: 5,
+                attempts: 1,
+            },
+            DeadLetter {
+                offset: 1,
+                attempts: 0,
+            },
+        ];
+        let old = V3(
+            &s.window,
+            500,
+            2,
+            7,
+            &s.backoff_ms,
+            s.last_active_ms,
+            two.clone(),
+        );
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let got = StoredConsumer::decode(&bytes, 42).unwrap();
+        let letters: Vec<DeadLetter> = got.outbox.iter().map(|l| l.letter).collect();
+        assert_eq!(letters, two);
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub struct TopicState {
     pub(super) last_used: Instant,
     /// Dead letters (already in their group's outbox) to start publishing once the
     /// message in hand is handled.
-    pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter)>,
+    /// Dead letters to publish: consumer, letter, the epoch of its offset.
+    pub(super) dead_queue: Vec<(String, crate::consumer::window::DeadLetter, Arc<str>)>,
     /// Replies (to acks and settings changes) to send once the persisted consumer state is
     /// durable.
     pub(super) durable_replies: Vec<DurableReply>,

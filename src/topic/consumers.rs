@@ -145,7 +145,11 @@ impl TopicState {
                 return Ok(());
             }
             TopicMsg::ConsumerTick => {}
-            TopicMsg::DeadLettered { consumer, offset } => self.dead_lettered(&consumer, offset),
+            TopicMsg::DeadLettered {
+                consumer,
+                offset,
+                epoch,
+            } => self.dead_lettered(&consumer, offset, &epoch),
             _ => return Ok(()),
         }
         self.pump_consumers()

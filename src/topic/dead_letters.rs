@@ -11,12 +11,14 @@
 use super::actor::TopicState;
 use super::service::Topics;
 use super::TopicMsg;
+use crate::consumer::stored::OutboxLetter;
 use crate::consumer::window::DeadLetter;
 use crate::protocol::topic::DLQ_PREFIX;
 use crate::protocol::TopicName;
 use crate::storage::StorageError;
 use bytes::Bytes;
 use ractor::{ActorRef, ActorStatus};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The wait after a first failed dead-letter publish; it doubles up to [`RETRY_MAX`].
@@ -33,6 +35,8 @@ struct Outgoing {
     offset: u64,
     data: Bytes,
     id: String,
+    /// The epoch of `offset`.
+    epoch: Arc<str>,
 }
 
 impl TopicState {
@@ -41,19 +45,30 @@ impl TopicState {
         if dead.is_empty() {
             return;
         }
+        let epoch = self.epoch.clone();
         if let Some(g) = self.groups.get_mut(consumer) {
-            g.outbox.extend(dead.iter().copied());
+            g.outbox.extend(dead.iter().map(|&letter| OutboxLetter {
+                letter,
+                epoch: Some(epoch.to_string()),
+            }));
             g.dirty = true;
         }
-        self.dead_queue
-            .extend(dead.into_iter().map(|d| (consumer.to_string(), d)));
+        self.dead_queue.extend(
+            dead.into_iter()
+                .map(|d| (consumer.to_string(), d, epoch.clone())),
+        );
     }
 
     /// Queues every dead letter the loaded groups still hold.
     pub(super) fn resend_outboxes(&mut self) {
-        for (name, g) in &self.groups {
-            self.dead_queue
-                .extend(g.outbox.iter().map(|d| (name.clone(), *d)));
+        for (name, g) in self.groups.iter_mut() {
+            for l in &mut g.outbox {
+                // A letter recorded before epochs were kept belongs to the epoch it was
+                // loaded in.
+                let epoch = l.epoch.get_or_insert_with(|| self.epoch.to_string());
+                self.dead_queue
+                    .push((name.clone(), l.letter, Arc::from(epoch.as_str())));
+            }
         }
     }
 
@@ -62,22 +77,23 @@ impl TopicState {
         &mut self,
         myself: &ActorRef<TopicMsg>,
     ) -> Result<(), StorageError> {
-        for (consumer, d) in std::mem::take(&mut self.dead_queue) {
-            match self.outgoing(&consumer, d)? {
+        for (consumer, d, epoch) in std::mem::take(&mut self.dead_queue) {
+            match self.outgoing(&consumer, d, &epoch)? {
                 Some(out) => {
                     tokio::spawn(publish(out, myself.clone()));
                 }
-                None => self.dead_lettered(&consumer, d.offset),
+                None => self.dead_lettered(&consumer, d.offset, &epoch),
             }
         }
         Ok(())
     }
 
     /// A dead letter of `consumer` is in the dead-letter topic: out of the outbox.
-    pub(super) fn dead_lettered(&mut self, consumer: &str, offset: u64) {
+    pub(super) fn dead_lettered(&mut self, consumer: &str, offset: u64, epoch: &str) {
         if let Some(g) = self.groups.get_mut(consumer) {
             let before = g.outbox.len();
-            g.outbox.retain(|d| d.offset != offset);
+            g.outbox
+                .retain(|l| !(l.letter.offset == offset && l.epoch.as_deref() == Some(epoch)));
             if g.outbox.len() != before {
                 g.dirty = true;
                 // The removal is saved by this message's settle; make it durable with the
@@ -90,7 +106,14 @@ impl TopicState {
     /// The dead letter `d` of `consumer` as published: the consumer name and original
     /// offset around the message. `None` if there is nothing to publish: the topic is a
     /// system topic (it has no dead-letter topic) or retention removed the message.
-    fn outgoing(&self, consumer: &str, d: DeadLetter) -> Result<Option<Outgoing>, StorageError> {
+    /// The letter is built from its own epoch (the id with it), not the topic's current
+    /// one: a letter republished after an epoch change is the same letter.
+    fn outgoing(
+        &self,
+        consumer: &str,
+        d: DeadLetter,
+        epoch: &Arc<str>,
+    ) -> Result<Option<Outgoing>, StorageError> {
         let (Some(topics), Ok(dlq)) = (
             self.ctx.topics.get(),
             TopicName::parse(&format!("{DLQ_PREFIX}{}", self.topic)),
@@ -113,7 +136,7 @@ impl TopicState {
             serde_json::Value::from(self.topic.as_str()),
             serde_json::Value::from(consumer),
             d.offset,
-            serde_json::Value::from(&*self.epoch),
+            serde_json::Value::from(&**epoch),
             d.attempts,
             serde_json::Value::from(msg.id.as_str()),
             msg.time_ms,
@@ -125,7 +148,8 @@ impl TopicState {
             consumer: consumer.to_string(),
             offset: d.offset,
             data: Bytes::from(data),
-            id: format!("dlq-{consumer}-{}-{}", self.epoch, d.offset),
+            id: format!("dlq-{consumer}-{epoch}-{}", d.offset),
+            epoch: epoch.clone(),
         }))
     }
 }
@@ -142,6 +166,7 @@ async fn publish(out: Outgoing, actor: ActorRef<TopicMsg>) {
                 let _ = actor.cast(TopicMsg::DeadLettered {
                     consumer: out.consumer,
                     offset: out.offset,
+                    epoch: out.epoch,
                 });
                 return;
             }

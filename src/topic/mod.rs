@@ -202,6 +202,7 @@ pub(crate) enum TopicMsg {
     DeadLettered {
         consumer: String,
         offset: u64,
+        epoch: Arc<str>,
     },
     /// (Owner) node `from` follows: every durable message is cast to it from now on.
     Follow {

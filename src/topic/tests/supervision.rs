@@ -182,10 +182,21 @@ async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
 }
 
 /// A dead letter left in a group's persisted outbox (its actor stopped before publishing
-/// it) is published by the topic's next actor.
+/// it) is published by the topic's next actor, in the epoch of its offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
-    use crate::consumer::stored::StoredConsumer;
+    left_in_the_outbox(None).await;
+}
+
+/// A letter whose offset belongs to an earlier epoch keeps that epoch (and so its id):
+/// republished after an epoch change, it is the same letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_of_an_earlier_epoch_keeps_its_epoch() {
+    left_in_the_outbox(Some("earlier")).await;
+}
+
+async fn left_in_the_outbox(epoch: Option<&str>) {
+    use crate::consumer::stored::{OutboxLetter, StoredConsumer};
     use crate::consumer::window::{DeadLetter, Snapshot};
     use crate::topic::supervisor::SupervisorMsg;
     let h = Harness::start(None).await;
@@ -208,9 +219,13 @@ async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
         max_inflight: 100,
         backoff_ms: vec![1_000],
         last_active_ms: crate::topic::now_ms(),
-        outbox: vec![DeadLetter {
-            offset: 1,
-            attempts: 1,
+        // Recorded before letters kept their epoch: it belongs to the topic's epoch.
+        outbox: vec![OutboxLetter {
+            letter: DeadLetter {
+                offset: 1,
+                attempts: 1,
+            },
+            epoch: epoch.map(str::to_string),
         }],
     };
     let bytes = stored.encode().expect("encode");
@@ -226,7 +241,8 @@ async fn a_dead_letter_left_in_the_outbox_is_published_by_the_next_actor() {
     let v: serde_json::Value = serde_json::from_slice(&letters()[0].data).expect("json");
     assert_eq!((&v["consumer"], &v["offset"]), (&"g".into(), &1.into()));
     let meta = h.log.inner.meta(t.as_str()).expect("meta").expect("topic");
-    assert_eq!(v["epoch"], meta.epoch.as_str(), "the dead letter's epoch");
+    let expected = epoch.unwrap_or(meta.epoch.as_str());
+    assert_eq!(v["epoch"], expected, "the dead letter's epoch");
     eventually("an empty outbox", || {
         let stored = h.log.consumers(t.as_str()).expect("consumers");
         stored
