@@ -160,7 +160,7 @@ async fn publishes_on_every_node_reach_subscribers_on_every_node_in_order() {
     for i in 0..3 {
         sent += c
             .node(i)
-            .metric("starling_cluster_messages_sent_total", "")
+            .count("starling_cluster_messages_sent_total", "")
             .await;
     }
     assert_eq!(sent, 72.0, "messages sent between nodes");

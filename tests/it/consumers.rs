@@ -436,7 +436,7 @@ async fn pull_consumer_leases_redelivers_and_long_polls() {
     let waiting = async {
         wait_for("the long poll to be waiting", || async {
             (node
-                .metric("starling_connections", "transport=\"poll\"")
+                .count("starling_connections", "transport=\"poll\"")
                 .await
                 >= 1.0)
                 .then_some(())

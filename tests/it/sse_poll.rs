@@ -586,8 +586,8 @@ async fn health_cluster_and_metrics() {
     assert!(node.metric("starling_messages_published_total", "").await >= 1.0);
     let delivered = "starling_messages_delivered_total";
     wait_for("deliveries to be counted", || async {
-        let sse = node.metric(delivered, "\"sse\"").await;
-        let ws = node.metric(delivered, "\"ws\"").await;
+        let sse = node.count(delivered, "\"sse\"").await;
+        let ws = node.count(delivered, "\"ws\"").await;
         (sse >= 1.0 && ws >= 1.0).then_some(())
     })
     .await;
