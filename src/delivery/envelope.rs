@@ -34,7 +34,9 @@ pub fn render(
     env.extend_from_slice(b",\"time\":");
     env.extend_from_slice(msg.time_ms.to_string().as_bytes());
     env.extend_from_slice(b",\"data\":");
-    env.extend_from_slice(&msg.data);
+    // Stored data is one line; data stored by an older version may not be, and an SSE
+    // `data:` line must not break: cut once here, for every subscriber.
+    crate::protocol::data::push_one_line(&mut env, &msg.data);
     if let Some(a) = attempt {
         env.extend_from_slice(b",\"attempt\":");
         env.extend_from_slice(a.to_string().as_bytes());
@@ -138,5 +140,21 @@ mod tests {
         let d = Delivery::new(&topic, &epoch, &msg, Some(2));
         let v: serde_json::Value = serde_json::from_slice(&d.envelope).unwrap();
         assert_eq!(v["attempt"], 2);
+    }
+
+    #[test]
+    fn data_stored_with_line_breaks_renders_on_one_line_as_the_same_json() {
+        let topic = TopicName::parse("chat").unwrap();
+        let epoch: Arc<str> = Arc::from("e1");
+        let msg = StoredMessage {
+            offset: 1,
+            id: "i".into(),
+            time_ms: 1,
+            data: Bytes::from_static(b"{\"a\":\n[1,\r\n2], \"s\":\"x\\ny\"}"),
+        };
+        let d = Delivery::new(&topic, &epoch, &msg, None);
+        assert!(!d.envelope.contains(&b'\n') && !d.envelope.contains(&b'\r'));
+        let v: serde_json::Value = serde_json::from_slice(&d.envelope).unwrap();
+        assert_eq!(v["data"], serde_json::json!({"a": [1, 2], "s": "x\ny"}));
     }
 }

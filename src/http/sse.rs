@@ -251,8 +251,9 @@ impl Pump {
                         epoch: d.epoch.to_string(),
                     };
                     self.set_position(&d.topic, pos);
-                    let _ = write!(out, "\nid: {}\nevent: message\n", self.event_id());
-                    push_data(&mut out, std::str::from_utf8(&d.envelope).unwrap_or("null"));
+                    let _ = write!(out, "\nid: {}\nevent: message\ndata: ", self.event_id());
+                    out.push_str(std::str::from_utf8(&d.envelope).unwrap_or("null"));
+                    out.push('\n');
                 }
                 OutFrame::Subscribed(s) => self.subscribed(&s, &mut out),
                 OutFrame::Text(_) => {}
@@ -288,34 +289,5 @@ impl Pump {
                 data
             );
         }
-    }
-}
-
-/// Writes `text` as `data:` lines. Published data is stored on one line, so this is one
-/// line; should a line break get through (data stored by an older version), each line gets
-/// its own `data:`, which SSE parsers join with `\n`: the same JSON.
-fn push_data(out: &mut String, text: &str) {
-    for line in text.split(['\n', '\r']).filter(|l| !l.is_empty()) {
-        out.push_str("data: ");
-        out.push_str(line);
-        out.push('\n');
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_data;
-
-    #[test]
-    fn a_line_break_becomes_another_data_line_of_the_same_json() {
-        let mut out = String::new();
-        push_data(&mut out, "{\"a\":\n[1,\r\n2]}");
-        assert_eq!(out, "data: {\"a\":\ndata: [1,\ndata: 2]}\n");
-        let joined: Vec<&str> = out.lines().map(|l| &l["data: ".len()..]).collect();
-        let v: serde_json::Value = serde_json::from_str(&joined.join("\n")).unwrap();
-        assert_eq!(v, serde_json::json!({"a": [1, 2]}));
-        let mut out = String::new();
-        push_data(&mut out, "{}");
-        assert_eq!(out, "data: {}\n");
     }
 }

@@ -44,19 +44,20 @@ impl From<DataError> for ApiError {
 pub fn normalize_data(raw: &RawValue) -> Result<Bytes, DataError> {
     let text = raw.get();
     check(text)?;
-    let bytes = text.as_bytes();
-    let mut breaks = memchr::memchr2_iter(b'\n', b'\r', bytes).peekable();
-    if breaks.peek().is_none() {
-        return Ok(Bytes::copy_from_slice(bytes));
-    }
-    let mut one_line = Vec::with_capacity(bytes.len());
+    let mut one_line = Vec::with_capacity(text.len());
+    push_one_line(&mut one_line, text.as_bytes());
+    Ok(Bytes::from(one_line))
+}
+
+/// Appends JSON text `bytes` to `out` without its line breaks (whitespace between tokens:
+/// a JSON string cannot hold a raw one).
+pub fn push_one_line(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut from = 0;
-    for at in breaks {
-        one_line.extend_from_slice(&bytes[from..at]);
+    for at in memchr::memchr2_iter(b'\n', b'\r', bytes) {
+        out.extend_from_slice(&bytes[from..at]);
         from = at + 1;
     }
-    one_line.extend_from_slice(&bytes[from..]);
-    Ok(Bytes::from(one_line))
+    out.extend_from_slice(&bytes[from..]);
 }
 
 /// Parses `text` as one JSON value, as serde_json clients will, keeping nothing.
