@@ -214,18 +214,24 @@ fn json_error_reply(buf: &[u8]) -> Option<Vec<u8>> {
     if !empty || typed {
         return None;
     }
-    let body = crate::protocol::ApiError::bad_request(*message).to_http_body();
-    let mut out = Vec::with_capacity(body.len() + 160);
-    out.extend_from_slice(status_line);
-    out.extend_from_slice(
-        format!(
-            "content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
+    let error = crate::protocol::ApiError::bad_request(*message);
+    Some(raw_error_reply(status_line, "", &error))
+}
+
+/// A whole HTTP/1.1 reply with the protocol's JSON error, for the places that write to the
+/// socket below hyper: `status_line` ends with CRLF, `extra` is more header lines (each
+/// ending with CRLF). The connection closes after it.
+pub(crate) fn raw_error_reply(
+    status_line: &[u8],
+    extra: &str,
+    error: &crate::protocol::ApiError,
+) -> Vec<u8> {
+    let body = error.to_http_body();
+    let head = format!(
+        "content-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
+        body.len()
     );
-    out.extend_from_slice(body.as_bytes());
-    Some(out)
+    [status_line, head.as_bytes(), body.as_bytes()].concat()
 }
 
 #[cfg(test)]

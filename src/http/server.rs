@@ -262,10 +262,14 @@ impl Conn {
         };
         let counts = self.counts.clone();
         let id = self.id;
+        let pending = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let svc = warp::service(routes);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            // The first head is in: this connection no longer counts as pending.
-            counts.lock_pending().remove(&id);
+            // The first head is in: this connection no longer counts as pending (later
+            // requests on it skip the lock).
+            if pending.swap(false, Ordering::Relaxed) {
+                counts.lock_pending().remove(&id);
+            }
             req.extensions_mut().insert(handle.clone());
             let mut svc = svc.clone();
             svc.call(req)
@@ -300,16 +304,16 @@ impl Conn {
 
 /// Answers a connection past `max_connections` with 503 and closes it.
 async fn refuse(mut stream: TcpStream) {
-    let body = crate::protocol::ApiError::unavailable(
+    let error = crate::protocol::ApiError::unavailable(
         "the node has as many connections as it allows; retry later or use another node",
-    )
-    .to_http_body();
-    let reply = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+    );
+    let reply = super::conn_io::raw_error_reply(
+        b"HTTP/1.1 503 Service Unavailable\r\n",
+        "retry-after: 1\r\n",
+        &error,
     );
     let close = async {
-        stream.write_all(reply.as_bytes()).await?;
+        stream.write_all(&reply).await?;
         stream.shutdown().await?;
         // Read what the client sent before closing, so the reply is not lost to a reset.
         let mut sink = [0u8; 4096];

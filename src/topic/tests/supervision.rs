@@ -135,7 +135,6 @@ async fn a_slow_stop_does_not_hold_up_lookups() {
 /// without failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
-    use crate::consumer::stored::StoredConsumer;
     use crate::protocol::consumer::{AckRequest, ConsumerOptions};
     let h = Harness::start(None).await;
     let (t, dlq) = (topic("jobs"), topic("$dlq.jobs"));
@@ -171,13 +170,7 @@ async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
         "the source topic's actor failed"
     );
     // Published, it leaves the group's persisted outbox.
-    eventually("an empty outbox", || {
-        let stored = h.log.consumers(t.as_str()).expect("consumers");
-        stored
-            .iter()
-            .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
-    })
-    .await;
+    outbox_emptied(&h, &t).await;
     h.stop().await;
 }
 
@@ -243,6 +236,13 @@ async fn left_in_the_outbox(epoch: Option<&str>) {
     let meta = h.log.inner.meta(t.as_str()).expect("meta").expect("topic");
     let expected = epoch.unwrap_or(meta.epoch.as_str());
     assert_eq!(v["epoch"], expected, "the dead letter's epoch");
+    outbox_emptied(&h, &t).await;
+    h.stop().await;
+}
+
+/// Waits until every stored group of `t` has an empty outbox.
+async fn outbox_emptied(h: &Harness, t: &crate::protocol::TopicName) {
+    use crate::consumer::stored::StoredConsumer;
     eventually("an empty outbox", || {
         let stored = h.log.consumers(t.as_str()).expect("consumers");
         stored
@@ -250,5 +250,4 @@ async fn left_in_the_outbox(epoch: Option<&str>) {
             .all(|(_, bytes)| StoredConsumer::decode(bytes, 0).is_ok_and(|s| s.outbox.is_empty()))
     })
     .await;
-    h.stop().await;
 }
