@@ -94,7 +94,12 @@ pub(crate) fn guard(state: &AppState) -> impl Filter<Extract = (), Error = Rejec
                 let policy = policy.clone();
                 async move {
                     let reads = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-                    let consumes = query.split('&').any(|kv| kv.starts_with("consumer="));
+                    // Parsed as the routes parse it (a percent-encoded key is the same key);
+                    // only for requests from a browser page.
+                    let from_page = origin.is_some() || fetch_site.is_some();
+                    let consumes = from_page
+                        && super::reply::query_get(&super::reply::query_pairs(&query), "consumer")
+                            .is_some();
                     let guarded = !reads || upgrade.is_some() || consumes;
                     let refused = match (&origin, fetch_site.as_deref()) {
                         _ if !guarded => None,

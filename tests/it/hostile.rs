@@ -431,6 +431,12 @@ async fn cross_site_consumer_polls_are_refused_and_dns_rebinding_gets_no_pass() 
         status_of(c.get(&poll).header("origin", "https://evil.example")).await,
         403
     );
+    // The key spelt with a percent-escape is the same key to the poll route.
+    let escaped = poll.replace("consumer=", "consum%65r=");
+    assert_eq!(
+        status_of(c.get(&escaped).header("sec-fetch-site", "cross-site")).await,
+        403
+    );
     // Reading a stream is not refused here (CORS governs what a page may read).
     let read = format!("{}/v1/topics/jobs/messages?after=0&timeout=0", node.http());
     assert_eq!(
