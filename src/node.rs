@@ -5,11 +5,12 @@
 //! ```text
 //! node (this module; owns the order of start and stop)
 //! ├── flusher task          group commit, the only caller of TopicLog::flush
+//! ├── Replication           one Raft group per shard this node holds (openraft tasks)
 //! ├── TopicSupervisor       restarts a failed TopicActor from its log
 //! │   └── TopicActor × topics in use
 //! ├── SessionSupervisor     logs and counts failed sessions; never restarts them
 //! │   └── SessionActor × connections (WebSocket, SSE stream, long poll)
-//! ├── maintenance task      expires idempotency buckets
+//! ├── maintenance task      proposes the expiry of old publish ids in the shards it leads
 //! └── HTTP server (warp)    transports: WS, SSE, polling, publish, info
 //! ```
 
@@ -17,15 +18,17 @@ use crate::cluster::client::Cluster;
 use crate::cluster::faults::Faults;
 use crate::cluster::membership::Membership;
 use crate::cluster::router::{NodeRouter, RactorTransport, RouterArgs};
-use crate::config::{Config, FsyncMode};
+use crate::config::Config;
 use crate::http::{routes, serve, AppState};
 use crate::metrics_setup::install_metrics;
+use crate::replication::cluster_net::ClusterRaftNet;
+use crate::replication::owners::ShardOwners;
+use crate::replication::{Op, Replication, ReplicationSettings};
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::shutdown::Shutdown;
 use crate::storage::flusher::Flusher;
 use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
 use crate::topic::actor::TopicContext;
-use crate::topic::new_epoch;
 use crate::topic::restart::RestartPolicy;
 use crate::topic::service::Topics;
 use crate::topic::supervisor::{follow_membership, TopicRegistry, TopicSupervisor};
@@ -58,6 +61,8 @@ pub enum NodeError {
     },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error("replication: {0}")]
+    Replication(String),
     #[error("cannot start actor system: {0}")]
     Actors(String),
 }
@@ -82,14 +87,15 @@ impl Node {
             segment_messages: retention::segment_size(config.retention.max_messages),
             cache_bytes: config.storage.cache_bytes,
         };
-        let fsync = config.storage.fsync;
-        let log: Arc<dyn TopicLog> = tokio::task::spawn_blocking(move || {
+        let (log, raft_store) = tokio::task::spawn_blocking(move || {
             let log = SledLog::open(&dir, opts)?;
-            recover(&log, fsync)?;
-            Ok::<_, StorageError>(Arc::new(log))
+            log.mark_running()?;
+            let raft_store = log.raft_store()?;
+            Ok::<_, StorageError>((Arc::new(log), raft_store))
         })
         .await
         .map_err(|e| NodeError::Actors(format!("storage open task failed: {e}")))??;
+        let log: Arc<dyn TopicLog> = log;
         let metrics = install_metrics();
         let listener = listen(node_cfg.http_addr).map_err(|source| NodeError::Bind {
             addr: node_cfg.http_addr,
@@ -128,10 +134,26 @@ impl Node {
             Duration::from_millis(config.storage.flush_interval_ms),
             storage_stop.clone(),
         );
+        let settings = ReplicationSettings {
+            me: id.to_string(),
+            nodes: config.nodes.iter().map(|n| n.id.clone()).collect(),
+            shards: config.replication.shards,
+            factor: config.replication.factor,
+            heartbeat_ms: config.replication.heartbeat_ms,
+            election_min_ms: config.replication.election_min_ms,
+            election_max_ms: config.replication.election_max_ms,
+        };
+        let net = Arc::new(ClusterRaftNet {
+            cluster: cluster.clone(),
+        });
+        let replication = Replication::start(settings, log.clone(), raft_store, flusher, net)
+            .await
+            .map_err(|e| NodeError::Replication(e.to_string()))?;
+        cluster.set_owners(ShardOwners::new(replication.clone()));
         let ctx = TopicContext {
             idle: Duration::from_secs(config.limits.topic_idle_secs),
             log: log.clone(),
-            flusher,
+            replication: replication.clone(),
             retention: RetentionPolicy {
                 max_messages: config.retention.max_messages,
                 max_age_ms: config.retention.max_age_secs.saturating_mul(1000),
@@ -153,7 +175,13 @@ impl Node {
         let (session_sup, session_sup_task) = Actor::spawn(None, SessionSupervisor, ())
             .await
             .map_err(|e| NodeError::Actors(e.to_string()))?;
-        let topics = Topics::new(topic_sup.clone(), registry, log.clone(), cluster.clone());
+        let topics = Topics::new(
+            topic_sup.clone(),
+            registry,
+            log.clone(),
+            cluster.clone(),
+            replication.clone(),
+        );
         let _ = dlq_topics.set(topics.clone());
         let rebalancer = follow_membership(topic_sup.clone(), &cluster, shutdown.clone());
         let router_args = RouterArgs {
@@ -190,7 +218,7 @@ impl Node {
             DRAIN_TIMEOUT,
         );
         let maintenance = tokio::spawn(expire_ids(
-            log.clone(),
+            replication.clone(),
             config.storage.dedupe_window_ms,
             shutdown.clone(),
         ));
@@ -208,6 +236,9 @@ impl Node {
                 .await;
             session_sup.stop(None);
             let _ = session_sup_task.await;
+            // Leadership of every shard this node leads moves to another voter before the
+            // topic actors stop, so publishes elsewhere go on with hardly a pause.
+            replication.stop().await;
             topic_sup
                 .stop_children_and_wait(None, Some(Duration::from_secs(5)))
                 .await;
@@ -259,33 +290,22 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(4096)
 }
 
-/// After an unclean stop with `fsync = "none"`, acknowledged messages may be gone and their
-/// offsets could be handed out again: give every topic a new epoch so clients are told.
-fn recover(log: &dyn TopicLog, fsync: FsyncMode) -> Result<(), StorageError> {
-    let was_clean = log.mark_running()?;
-    if was_clean || fsync != FsyncMode::None {
-        return Ok(());
-    }
-    let topics = log.topics()?;
-    tracing::warn!(
-        topics = topics.len(),
-        "unclean stop with fsync=\"none\": starting a new epoch for every topic"
-    );
-    for topic in topics {
-        log.set_epoch(&topic, &new_epoch(), crate::topic::now_ms())?;
-    }
-    log.flush()
-}
-
-async fn expire_ids(log: Arc<dyn TopicLog>, window_ms: u64, shutdown: Shutdown) {
+/// Every dedupe window, each shard this node leads drops the publish ids older than the
+/// window, at the leader's time, on every replica alike.
+async fn expire_ids(replication: Replication, window_ms: u64, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_millis(window_ms.max(1000)));
+    let me = replication.me().to_string();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let log = log.clone();
-                let r = tokio::task::spawn_blocking(move || log.expire_ids(crate::topic::now_ms())).await;
-                if let Ok(Err(e)) = r {
-                    tracing::warn!(error = %e, "expiring idempotency entries failed");
+                for shard in 0..replication.shards() {
+                    if replication.leader(shard).as_deref() != Some(me.as_str()) {
+                        continue;
+                    }
+                    let op = Op::ExpireIds { now_ms: crate::topic::now_ms() };
+                    if let Err(e) = replication.propose(shard, vec![op]).await {
+                        tracing::info!(shard, error = %e, "expiring publish ids not committed");
+                    }
                 }
             }
             _ = shutdown.wait() => return,

@@ -1,11 +1,10 @@
 //! [`Cluster`]: what the topic layer uses to reach other nodes — the membership view,
 //! placement, and calls and casts through the node's [`Transport`].
 
-use super::placement;
-use super::port::{CallError, Transport};
+use super::port::{CallError, Owners, Transport};
 use super::view::View;
 use super::wire::{self, Call, Cast, Reply};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -15,6 +14,8 @@ pub struct Cluster {
     view: watch::Receiver<Arc<View>>,
     transport: Arc<dyn Transport>,
     timeout: Duration,
+    /// Where ownership comes from (the replication layer), set once it has started.
+    owners: Arc<OnceLock<Arc<dyn Owners>>>,
 }
 
 impl Cluster {
@@ -29,7 +30,18 @@ impl Cluster {
             view,
             transport,
             timeout,
+            owners: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Takes ownership from `owners` from now on (once; later calls are ignored).
+    pub fn set_owners(&self, owners: Arc<dyn Owners>) {
+        let _ = self.owners.set(owners);
+    }
+
+    /// Sees a new value whenever ownership may have changed (`None` before `set_owners`).
+    pub fn owner_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.owners.get().map(|o| o.changes())
     }
 
     /// A cluster of one ready node (in-process tests).
@@ -65,14 +77,10 @@ impl Cluster {
         self.view.clone()
     }
 
-    /// The owner of `topic` among the members that are up, or `None` while this node has
-    /// not joined.
+    /// The owner of `topic`: the leader of its shard (see [`Owners`]), or `None` while no
+    /// leader is known (or before `set_owners`).
     pub fn owner(&self, topic: &str) -> Option<String> {
-        let view = self.view.borrow();
-        if !view.ready {
-            return None;
-        }
-        placement::owner(topic, view.up()).map(str::to_string)
+        self.owners.get().and_then(|o| o.owner(topic))
     }
 
     /// Every member that is up, except this node.
@@ -84,14 +92,24 @@ impl Cluster {
             .collect()
     }
 
-    /// Sends `call` to `node` and waits for its reply.
+    /// Sends `call` to `node` and waits for its reply (up to `[cluster] rpc_timeout_ms`).
     pub async fn call(&self, node: &str, call: &Call) -> Result<Reply, CallError> {
+        self.call_within(node, call, self.timeout).await
+    }
+
+    /// Sends `call` to `node` and waits up to `timeout` for its reply.
+    pub async fn call_within(
+        &self,
+        node: &str,
+        call: &Call,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
         let failed = |detail: String| CallError::Failed {
             node: node.to_string(),
             detail,
         };
         let bytes = wire::encode(call).map_err(|e| failed(e.to_string()))?;
-        let reply = self.transport.call(node, bytes, self.timeout).await?;
+        let reply = self.transport.call(node, bytes, timeout).await?;
         wire::decode(&reply).map_err(|e| failed(e.to_string()))
     }
 

@@ -66,3 +66,12 @@ pub fn serve_cast(inbound: &dyn Inbound, bytes: &[u8]) {
         Err(e) => tracing::warn!(error = %e, "undecodable cluster cast"),
     }
 }
+
+/// Who owns each topic (implemented by the replication layer: the leader of the topic's
+/// shard). The cluster only asks; it never decides ownership.
+pub trait Owners: Send + Sync {
+    /// The node that owns `topic` now, as far as this node knows (`None`: no leader known).
+    fn owner(&self, topic: &str) -> Option<String>;
+    /// Sees a new value whenever the owner of some topic may have changed.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+}

@@ -215,9 +215,9 @@ mod tests {
     impl Inbound for Echo {
         async fn call(&self, call: Call) -> Reply {
             let Call::Info { topic } = call else {
-                return Reply::Consumers(vec![]);
+                return Reply::Raft(vec![]);
             };
-            Reply::Consumers(vec![(topic, vec![])])
+            Reply::Raft(topic.into_bytes())
         }
         fn cast(&self, cast: Cast) {
             if let Cast::Unfollow { topic, .. } = cast {
@@ -249,7 +249,7 @@ mod tests {
         let echo = Arc::new(Echo::default());
         net.serve("a", Arc::new(Echo::default()));
         net.serve("b", echo.clone());
-        assert!(matches!(info(&a, "b").await, Ok(Reply::Consumers(c)) if c[0].0 == "t"));
+        assert!(matches!(info(&a, "b").await, Ok(Reply::Raft(t)) if t == b"t"));
         net.delay("a", "b", Duration::from_millis(20));
         for t in ["1", "2", "3"] {
             assert!(a.cast("b", unfollow(t)));

@@ -75,18 +75,6 @@ pub struct WireMeta {
     pub exists: bool,
 }
 
-/// One node's copy of a topic, as a takeover sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
-pub struct CopyDesc {
-    pub term: u64,
-    pub first: u64,
-    pub head: u64,
-    /// Sealed before this request (handed over, or an import cut short).
-    pub sealed: bool,
-    /// Whose takeover sealed it, if any.
-    pub sealed_for: Option<String>,
-}
-
 /// Requests to another node.
 #[derive(Clone, Debug, Encode, Decode)]
 pub enum Call {
@@ -113,15 +101,11 @@ pub enum Call {
     Info {
         topic: String,
     },
-    /// Stop owning the topic, seal the local copy durably for `from`, and describe it (as
-    /// it was).
-    Relinquish {
-        topic: String,
-        from: String,
-    },
-    /// The consumers stored with the receiver's copy.
-    Consumers {
-        topic: String,
+    /// A Raft message for the receiver's replica of `shard` (encoded by the replication
+    /// layer; the cluster only carries it).
+    Raft {
+        shard: u32,
+        request: Vec<u8>,
     },
     /// A consumer member on another node joins.
     ConsumerJoin(JoinRequest),
@@ -212,8 +196,8 @@ pub enum Reply {
         meta: Option<WireMeta>,
         subscribers: u64,
     },
-    Relinquished(Option<(String, CopyDesc)>),
-    Consumers(Vec<(String, Vec<u8>)>),
+    /// The encoded answer to a [`Call::Raft`].
+    Raft(Vec<u8>),
     Joined {
         epoch: String,
         ack_floor: u64,

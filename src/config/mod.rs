@@ -2,8 +2,10 @@
 //! offending key.
 
 mod http;
+mod replication;
 
 pub use http::HttpConfig;
+pub use replication::ReplicationConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +47,7 @@ pub struct Config {
     pub consumers: ConsumersConfig,
     pub cluster: ClusterConfig,
     pub http: HttpConfig,
+    pub replication: ReplicationConfig,
     pub chaos: ChaosConfig,
 }
 
@@ -219,6 +222,7 @@ impl Default for Config {
             consumers: ConsumersConfig::default(),
             cluster: ClusterConfig::default(),
             http: HttpConfig::default(),
+            replication: ReplicationConfig::default(),
             chaos: ChaosConfig::default(),
         }
     }
@@ -377,6 +381,7 @@ impl Config {
         self.validate_consumers()?;
         self.validate_cluster()?;
         self.http.validate()?;
+        self.replication.validate()?;
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
         }

@@ -1,12 +1,14 @@
-//! The topic actor on the topic's owner: the single writer of one topic. It takes the topic
-//! over from the other members first ([`super::takeover`]), then assigns offsets, appends
-//! to the log, asks the flusher for durability, and only then acknowledges the publishers
-//! and pushes the message to live subscribers and, once per node, to the nodes that follow
-//! the topic (so no subscriber ever sees an offset that a crash could take back).
+//! The topic actor on the topic's owner, the leader of its shard: the single writer of one
+//! topic. It waits until this node's copy of the shard is current (every entry committed
+//! before its leadership applied), then assigns offsets and writes through the shard's
+//! replicated log ([`super::writer`]), and only once an entry is committed on a majority
+//! of the shard's voters and applied here does it acknowledge the publishers and push the
+//! messages to live subscribers and, once per node, to the nodes that follow the topic (so
+//! no subscriber ever sees an offset that a failover could take back).
 
 use super::audience::Audience;
 use super::history::History;
-use super::takeover::{durable, takeover};
+use super::writer::{TopicWriter, WriteError};
 use super::{now_ms, GoLive, PublishAck, PublishReply, TopicInfo, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::wire::{Cast, WireEnvelope};
@@ -15,7 +17,7 @@ use crate::consumer::group::Group;
 use crate::delivery::envelope::{render, Delivery, Envelope};
 use crate::protocol::TopicName;
 use crate::storage::blocking::off_worker;
-use crate::storage::flusher::Flusher;
+use crate::replication::{Op, Replication};
 use crate::storage::{RetentionPolicy, StoredMessage, TopicLog, TopicMeta};
 use crate::topic::error::TopicError;
 use crate::topic::service::Topics;
@@ -30,8 +32,10 @@ use std::time::{Duration, Instant};
 pub struct TopicContext {
     /// How long an unused topic actor stays in memory.
     pub idle: Duration,
+    /// This node's copy of every shard it holds (written only through `replication`).
     pub log: Arc<dyn TopicLog>,
-    pub flusher: Flusher,
+    /// The shards' Raft groups: who leads, and the way to write.
+    pub replication: Replication,
     pub retention: RetentionPolicy,
     pub consumers: ConsumersConfig,
     /// Where dead letters are published (set once the node's `Topics` exists).
@@ -98,16 +102,23 @@ pub struct TopicState {
     pub(super) consumer_timer: Option<tokio::task::JoinHandle<()>>,
     /// Nodes that follow this topic: each gets every durable message once.
     followers: HashSet<String>,
-    /// The term a new topic is created with (see [`crate::storage::Lease`]).
-    term: u64,
-    /// The takeover failed: this actor serves nothing and is being retired.
+    /// This topic's shard, and the way to write to it.
+    shard: u32,
+    pub(super) writer: TopicWriter,
+    /// Publish ids submitted and not yet committed (the log's index has the rest).
+    inflight_ids: HashMap<String, u64>,
+    /// This node did not lead the shard when the actor started: it serves nothing and is
+    /// being retired.
     failed: bool,
 }
 
 const RETENTION_TICK: Duration = Duration::from_secs(5);
 
-/// A reply sent once consumer state is durable.
-pub(super) type DurableReply = Box<dyn FnOnce(crate::storage::flusher::FlushResult) + Send>;
+/// How long a new owner waits for its shard: an election in progress ends well within it.
+const LEAD_PATIENCE: Duration = Duration::from_secs(3);
+
+/// A reply sent once consumer state is committed.
+pub(super) type DurableReply = super::writer::Committed;
 
 impl Actor for TopicActor {
     type Msg = TopicMsg;
@@ -125,6 +136,8 @@ impl Actor for TopicActor {
             .min(expiry / 4)
             .max(Duration::from_millis(100));
         myself.send_interval(tick, || TopicMsg::Tick);
+        let shard = args.ctx.replication.shard_of(args.topic.as_str());
+        let writer = TopicWriter::spawn(args.ctx.replication.clone(), shard);
         Ok(TopicState {
             topic: args.topic,
             ctx: args.ctx,
@@ -145,47 +158,53 @@ impl Actor for TopicActor {
             durable_replies: Vec::new(),
             consumer_timer: None,
             followers: HashSet::new(),
-            term: 0,
+            shard,
+            writer,
+            inflight_ids: HashMap::new(),
             failed: true,
         })
     }
 
-    /// Takes the topic over (messages queue meanwhile), then loads it: its meta, and its
-    /// consumers (deleting those that expired while the topic was not loaded).
+    /// Waits until this node leads the topic's shard with a current copy (messages queue
+    /// meanwhile), then loads the topic: its meta, and its consumers (deleting those that
+    /// expired while the topic was not loaded).
     async fn post_start(
         &self,
         myself: ActorRef<TopicMsg>,
         state: &mut TopicState,
     ) -> Result<(), ActorProcessingErr> {
-        let start = match takeover(&state.topic, &state.ctx).await {
-            Ok(start) => start,
-            Err(e) => {
-                tracing::info!(topic = %state.topic, error = %e, "takeover not possible yet");
-                state.retire_now(&myself);
-                return Ok(());
-            }
-        };
-        if start.exists {
-            // Appends of a previous incarnation may not be durable yet; make them so
-            // before anything is delivered from them.
-            durable(&state.ctx).await?;
+        let ready = state
+            .ctx
+            .replication
+            .lead_ready(state.shard, LEAD_PATIENCE)
+            .await;
+        if let Err(e) = ready {
+            tracing::info!(topic = %state.topic, shard = state.shard, error = %e, "not leading the topic's shard");
+            state.retire_now(&myself);
+            return Ok(());
         }
-        let meta = start.meta;
-        tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
-        state.shared.head.send_replace(meta.head);
         let topic = state.topic.clone();
-        state.groups = off_worker(&state.ctx.log, move |log| {
-            super::consumers::load(log, &topic)
+        let (meta, groups) = off_worker(&state.ctx.log, move |log| {
+            let meta = log.meta(topic.as_str())?;
+            Ok((meta, super::consumers::load(log, &topic)?))
         })
         .await?;
-        state.expire_idle_groups()?;
+        let exists = meta.is_some();
+        let meta = meta.unwrap_or_else(|| TopicMeta {
+            epoch: super::new_epoch(),
+            first: 1,
+            head: 0,
+        });
+        tracing::debug!(topic = %state.topic, epoch = %meta.epoch, head = meta.head, "topic owned here");
+        state.shared.head.send_replace(meta.head);
+        state.groups = groups;
         state.epoch = Arc::from(meta.epoch.as_str());
-        state.exists = start.exists;
+        state.exists = exists;
         state.first = meta.first;
         state.head = meta.head;
         state.durable = meta.head;
-        state.term = start.term;
         state.failed = false;
+        state.expire_idle_groups();
         // Dead letters a previous actor left unpublished (they carry the epoch).
         state.resend_outboxes();
         state.send_dead_letters(&myself)?;
@@ -208,7 +227,7 @@ impl Actor for TopicActor {
             return Ok(());
         }
         // Unpublished dead letters are kept in their groups' outboxes, persisted here too.
-        state.persist_consumers()?;
+        state.persist_consumers();
         Ok(())
     }
 
@@ -284,17 +303,32 @@ impl Actor for TopicActor {
             TopicMsg::Deliver { .. } | TopicMsg::OwnerGone { .. } => {
                 // Meant for a follower that this node no longer has.
             }
-            TopicMsg::Durable { upto, ok } => {
-                if !ok {
-                    // The log's state is unknown: restart from it (the supervisor tells
-                    // every subscriber to resume from its cursor).
-                    return Err("flush failed".into());
+            TopicMsg::Durable { upto, result } => match result {
+                Ok(()) => state.made_durable(upto)?,
+                Err(WriteError::NotLeader) => {
+                    // The shard's leader moved: the publishes in flight may still commit
+                    // there; their publishers retry (with their ids) at the new owner.
+                    state.fail_pending(TopicError::Moving);
+                    state.failed = true;
+                    state.retire_now(&myself);
+                    return Ok(());
                 }
-                state.made_durable(upto)?;
+                Err(WriteError::Unavailable(e)) => {
+                    // Whether the entry commits is unknown: restart from the log (the
+                    // supervisor tells every subscriber to resume from its cursor).
+                    return Err(format!("write not committed: {e}").into());
+                }
+            },
+            TopicMsg::Retained => {
+                let meta = state.ctx.log.meta(state.topic.as_str())?;
+                if let Some(meta) = meta {
+                    state.first = state.first.max(meta.first);
+                }
+                return Ok(());
             }
             TopicMsg::Tick => {
-                state.apply_retention().await?;
-                state.expire_idle_groups()?;
+                state.apply_retention(&myself);
+                state.expire_idle_groups();
                 state.retire_if_idle(&myself);
                 return Ok(());
             }
@@ -313,8 +347,9 @@ impl TopicState {
         }
     }
 
-    /// Appends every staged publish as one batch and asks for one flush: a repeated id
-    /// (in the dedupe index or earlier in the batch) gets its first offset back instead.
+    /// Writes every staged publish as one batch through the shard's log: a repeated id (in
+    /// the dedupe index, in flight, or earlier in the batch) gets its first offset back
+    /// instead.
     fn commit(&mut self, myself: &ActorRef<TopicMsg>) -> Result<(), ActorProcessingErr> {
         let staged = std::mem::take(&mut self.staged);
         if staged.is_empty() {
@@ -322,16 +357,15 @@ impl TopicState {
         }
         let now = now_ms().max(self.last_time_ms);
         let log = Arc::clone(&self.ctx.log);
-        let name = self.topic.clone();
-        let topic = name.as_str();
+        let topic = self.topic.as_str().to_string();
         let mut batch: Vec<StoredMessage> = Vec::with_capacity(staged.len());
         let mut replies = Vec::with_capacity(staged.len());
-        let mut own_ids: HashMap<String, u64> = HashMap::new();
+        let mut own_ids: Vec<(String, u64)> = Vec::new();
         for Staged { data, id, reply } in staged {
             if let Some(id) = &id {
-                let earlier = match own_ids.get(id) {
+                let earlier = match self.inflight_ids.get(id) {
                     Some(offset) => Some(*offset),
-                    None => log.lookup_id(topic, id, now)?,
+                    None => log.lookup_id(&topic, id, now)?,
                 };
                 if let Some(offset) = earlier {
                     self.duplicate(offset, id.clone(), reply);
@@ -341,7 +375,8 @@ impl TopicState {
             let offset = self.head + 1 + batch.len() as u64;
             let id = match id {
                 Some(id) => {
-                    own_ids.insert(id.clone(), offset);
+                    self.inflight_ids.insert(id.clone(), offset);
+                    own_ids.push((id.clone(), offset));
                     id
                 }
                 None => uuid::Uuid::now_v7().to_string(),
@@ -357,16 +392,25 @@ impl TopicState {
         let Some(upto) = batch.last().map(|m| m.offset) else {
             return Ok(());
         };
+        let mut ops = Vec::with_capacity(3);
         if !self.exists {
-            let term = self.term.max(now);
-            let meta = log.create(topic, &self.epoch, term)?;
-            self.epoch = Arc::from(meta.epoch.as_str());
+            ops.push(Op::Create {
+                topic: topic.clone(),
+                epoch: self.epoch.to_string(),
+            });
             self.exists = true;
         }
-        log.append(topic, &batch)?;
+        ops.push(Op::Append {
+            topic: topic.clone(),
+            msgs: batch.clone(),
+        });
         // Only a publisher's own id can come back; generated ones need no index entry.
-        for (id, offset) in &own_ids {
-            log.remember_id(topic, id, *offset, now)?;
+        if !own_ids.is_empty() {
+            ops.push(Op::RememberIds {
+                topic,
+                ids: own_ids,
+                time_ms: now,
+            });
         }
         self.head = upto;
         self.last_time_ms = now;
@@ -382,13 +426,21 @@ impl TopicState {
             self.unflushed.push_back((msg, received));
         }
         let me = myself.clone();
-        self.ctx.flusher.after_flush(Box::new(move |r| {
-            let _ = me.cast(TopicMsg::Durable {
-                upto,
-                ok: r.is_ok(),
-            });
-        }));
+        self.writer.submit(
+            ops,
+            Box::new(move |result| {
+                let _ = me.cast(TopicMsg::Durable { upto, result });
+            }),
+        );
         Ok(())
+    }
+
+    /// Answers every publish not yet acknowledged with `error`.
+    fn fail_pending(&mut self, error: TopicError) {
+        for p in self.pending.drain(..) {
+            let _ = p.reply.send(Err(error.clone()));
+        }
+        self.unflushed.clear();
     }
 
     /// Answers a repeated publish id with the offset it first got, once that is durable.
@@ -419,7 +471,9 @@ impl TopicState {
         if upto <= self.durable {
             return Ok(());
         }
+        self.check_applied(upto)?;
         self.durable = upto;
+        self.inflight_ids.retain(|_, offset| *offset > upto);
         let mut remote = Vec::new();
         while self
             .unflushed
@@ -531,18 +585,55 @@ impl TopicState {
         }
     }
 
-    /// Deletes what retention no longer keeps (off the worker: it can be many deletes).
-    async fn apply_retention(&mut self) -> Result<(), ActorProcessingErr> {
-        if !self.exists {
+    /// Checks that the committed entry wrote what this actor decided: offsets up to `upto`
+    /// hold the ids it gave them. An entry of an earlier leadership that committed late
+    /// could have taken them; then this actor's view of the topic is wrong and it restarts
+    /// from the log (its publishers get `unavailable` and retry with their ids).
+    fn check_applied(&self, upto: u64) -> Result<(), ActorProcessingErr> {
+        let Some((first, _)) = self.unflushed.front() else {
+            return Ok(());
+        };
+        let stored = self.ctx.log.read(
+            self.topic.as_str(),
+            first.offset,
+            upto,
+            usize::MAX,
+            usize::MAX,
+        )?;
+        let wanted = self.unflushed.iter().take_while(|(m, _)| m.offset <= upto);
+        let same = stored.len() as u64 == upto + 1 - first.offset
+            && stored
+                .iter()
+                .zip(wanted)
+                .all(|(s, (m, _))| s.offset == m.offset && s.id == m.id);
+        if same {
             return Ok(());
         }
-        let (topic, policy) = (self.topic.clone(), self.ctx.retention);
-        let meta = off_worker(&self.ctx.log, move |log| {
-            log.apply_retention(topic.as_str(), &policy, now_ms())
-        })
-        .await?;
-        self.first = self.first.max(meta.first);
-        Ok(())
+        tracing::error!(topic = %self.topic, from = first.offset, upto, "committed offsets hold other messages; reloading the topic");
+        Err("committed offsets hold other messages".into())
+    }
+
+    /// Proposes retention at the leader's time; every replica trims the same messages.
+    fn apply_retention(&mut self, myself: &ActorRef<TopicMsg>) {
+        if !self.exists {
+            return;
+        }
+        let policy = self.ctx.retention;
+        let op = Op::Retention {
+            topic: self.topic.as_str().to_string(),
+            max_messages: policy.max_messages,
+            max_age_ms: policy.max_age_ms,
+            now_ms: now_ms(),
+        };
+        let me = myself.clone();
+        self.writer.submit(
+            vec![op],
+            Box::new(move |result| {
+                if result.is_ok() {
+                    let _ = me.cast(TopicMsg::Retained);
+                }
+            }),
+        );
     }
 }
 

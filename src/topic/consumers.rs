@@ -7,6 +7,8 @@
 
 use super::actor::TopicState;
 use super::TopicMsg;
+use super::writer::WriteError;
+use crate::replication::Op;
 use crate::consumer::group::{Group, Member, TopicView};
 use crate::consumer::stored::StoredConsumer;
 use crate::consumer::window::{Acked, Holder, Window};
@@ -164,10 +166,12 @@ impl TopicState {
     ) {
         match r {
             Ok(v) => self.durable_replies.push(Box::new(move |f| {
-                let _ = reply.send(
-                    f.map(|_| v)
-                        .map_err(|_| TopicError::unavailable("storage flush failed")),
-                );
+                let _ = reply.send(f.map(|_| v).map_err(|e| match e {
+                    WriteError::NotLeader => TopicError::Moving,
+                    WriteError::Unavailable(_) => TopicError::unavailable(
+                        "the consumer's new position is not committed; the outcome is unknown",
+                    ),
+                }));
             })),
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -317,7 +321,7 @@ impl TopicState {
     /// activity time is refreshed every eighth of the idle period (ticks come every quarter),
     /// so that after a crash or a restart of the topic, before the members join again, it
     /// is not taken for idle.
-    pub(super) fn expire_idle_groups(&mut self) -> Result<(), StorageError> {
+    pub(super) fn expire_idle_groups(&mut self) {
         let idle_ms = self.ctx.consumers.idle_expiry_secs.saturating_mul(1000);
         let now = now_ms();
         let mut refreshed = false;
@@ -328,9 +332,8 @@ impl TopicState {
             }
         }
         if refreshed {
-            self.persist_consumers()?;
-            // Durable with the next group commit; nothing waits for it.
-            self.ctx.flusher.after_flush(Box::new(|_| {}));
+            // Committed with the next entry; nothing waits for it.
+            self.persist_consumers();
         }
         let expired: Vec<String> = self
             .groups
@@ -339,7 +342,11 @@ impl TopicState {
             .map(|(name, _)| name.clone())
             .collect();
         for name in expired {
-            self.ctx.log.delete_consumer(self.topic.as_str(), &name)?;
+            let op = Op::DeleteConsumer {
+                topic: self.topic.as_str().to_string(),
+                name: name.clone(),
+            };
+            self.writer.submit(vec![op], Box::new(|_| {}));
             self.groups.remove(&name);
             tracing::info!(topic = %self.topic, consumer = name, "idle consumer group expired");
         }
@@ -348,7 +355,6 @@ impl TopicState {
                 t.abort();
             }
         }
-        Ok(())
     }
 
     fn lease(
@@ -419,25 +425,32 @@ impl TopicState {
             return Ok(());
         }
         self.send_dead_letters(myself)?;
-        self.persist_consumers()?;
+        self.persist_consumers();
         for done in self.durable_replies.drain(..) {
-            self.ctx.flusher.after_flush(Box::new(done));
+            self.writer.after_commit(done);
         }
         Ok(())
     }
 
-    pub(super) fn persist_consumers(&mut self) -> Result<(), StorageError> {
+    /// Writes every changed group through the shard's log (committed with the next entry).
+    pub(super) fn persist_consumers(&mut self) {
+        let mut ops = Vec::new();
         for (name, g) in self.groups.iter_mut().filter(|(_, g)| g.dirty) {
-            let bytes = g.stored().encode().map_err(|e| StorageError::Corrupt {
-                what: "consumer",
-                detail: e.to_string(),
-            })?;
-            self.ctx
-                .log
-                .save_consumer(self.topic.as_str(), name, &bytes)?;
+            match g.stored().encode() {
+                Ok(state) => ops.push(Op::SaveConsumer {
+                    topic: self.topic.as_str().to_string(),
+                    name: name.clone(),
+                    state,
+                }),
+                Err(e) => {
+                    tracing::error!(topic = %self.topic, consumer = %name, error = %e, "cannot encode a consumer's state");
+                }
+            }
             g.dirty = false;
         }
-        Ok(())
+        if !ops.is_empty() {
+            self.writer.submit(ops, Box::new(|_| {}));
+        }
     }
 }
 

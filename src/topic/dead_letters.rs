@@ -95,10 +95,8 @@ impl TopicState {
             g.outbox
                 .retain(|l| !(l.letter.offset == offset && l.epoch.as_deref() == Some(epoch)));
             if g.outbox.len() != before {
+                // The removal is written by this message's settle, with the next entry.
                 g.dirty = true;
-                // The removal is saved by this message's settle; make it durable with the
-                // next group commit, so a crash does not bring the letter back.
-                self.ctx.flusher.after_flush(Box::new(|_| {}));
             }
         }
     }

@@ -15,7 +15,7 @@ mod remote;
 pub(crate) mod restart;
 pub mod service;
 pub mod supervisor;
-pub mod takeover;
+mod writer;
 
 use crate::consumer::Joined;
 use crate::delivery::envelope::Delivery;
@@ -146,11 +146,13 @@ pub(crate) enum TopicMsg {
     /// this to itself when the first publish is staged, so it comes after every publish
     /// already queued).
     Commit,
-    /// The flusher made every append up to `upto` durable (or failed to).
+    /// The entry with every publish up to `upto` is committed and applied here (or not).
     Durable {
         upto: u64,
-        ok: bool,
+        result: Result<(), writer::WriteError>,
     },
+    /// A retention entry was applied: `first` may have moved.
+    Retained,
     /// Periodic retention.
     Tick,
     /// A connection joins consumer `name` (created at `after`, or the head, if new; an

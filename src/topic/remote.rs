@@ -1,7 +1,6 @@
 //! Serving other nodes: the topic layer's side of the cluster's [`Inbound`] port.
 
 use super::service::Topics;
-use super::supervisor::SupervisorMsg;
 use super::{Role, TopicMsg};
 use crate::cluster::client::Cluster;
 use crate::cluster::port::Inbound;
@@ -13,7 +12,6 @@ use crate::protocol::TopicName;
 use crate::storage::blocking::off_worker;
 use crate::storage::TopicLog;
 use crate::topic::error::TopicError;
-use ractor::rpc::CallResult;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -63,16 +61,8 @@ impl Topics {
                     }),
                 })
             }
-            Call::Relinquish { topic, from } => {
-                let topic = parse(&topic)?;
-                match self
-                    .supervisor
-                    .call(|r| SupervisorMsg::Relinquish(topic, from, r), None)
-                    .await
-                {
-                    Ok(CallResult::Success(r)) => r.map(Reply::Relinquished),
-                    _ => Err(TopicError::unavailable("node is shutting down")),
-                }
+            Call::Raft { shard, request } => {
+                Ok(Reply::Raft(self.replication.serve(shard, request).await))
             }
             Call::ConsumerJoin(join) => self.serve_consumer_join(join).await,
             Call::ConsumerAck { topic, name, ack } => {
@@ -94,13 +84,6 @@ impl Topics {
                 name,
                 options,
             } => self.serve_consumer_configure(&topic, name, options).await,
-            Call::Consumers { topic } => {
-                let t = topic.clone();
-                crate::storage::blocking::off_worker(&self.log, move |log| log.consumers(&t))
-                    .await
-                    .map(Reply::Consumers)
-                    .map_err(|e| storage(&topic, e))
-            }
         }
     }
 
@@ -253,10 +236,6 @@ fn serve_read(
         .meta(topic)
         .map_err(|e| storage(topic, e))?
         .ok_or_else(|| TopicError::unavailable("no copy of this topic here"))?;
-    let lease = log.lease(topic).map_err(|e| storage(topic, e))?;
-    if lease.is_some_and(|l| l.importing) {
-        return Err(TopicError::Moving);
-    }
     let messages = log
         .read(topic, from, to, max_count as usize, max_bytes as usize)
         .map_err(|e| storage(topic, e))?;

@@ -10,6 +10,7 @@ use crate::cluster::client::Cluster;
 use crate::cluster::port::CallError;
 use crate::cluster::wire::{Call, Reply};
 use crate::protocol::TopicName;
+use crate::replication::Replication;
 use crate::storage::TopicLog;
 use crate::topic::error::TopicError;
 use bytes::Bytes;
@@ -17,8 +18,8 @@ use ractor::ActorRef;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a publish keeps trying while its topic changes hands (failure detection plus
-/// takeover fit well within it).
+/// How long a publish keeps trying while its topic changes hands (an election fits well
+/// within it).
 const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
 
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct Topics {
     pub(super) registry: TopicRegistry,
     pub(super) log: Arc<dyn TopicLog>,
     pub(super) cluster: Cluster,
+    /// Serves the Raft messages peers send this node's replicas.
+    pub(super) replication: Replication,
 }
 
 impl Topics {
@@ -35,12 +38,14 @@ impl Topics {
         registry: TopicRegistry,
         log: Arc<dyn TopicLog>,
         cluster: Cluster,
+        replication: Replication,
     ) -> Topics {
         Topics {
             supervisor,
             registry,
             log,
             cluster,
+            replication,
         }
     }
 
@@ -173,8 +178,8 @@ impl Topics {
             }
         }
         match self.log.meta(topic.as_str()) {
-            // Alone, the log is the whole truth. In a cluster the topic may live on the
-            // node that owned it before this one: only the takeover (the actor) knows.
+            // Alone, the log is the whole truth. In a cluster this node's copy may lag
+            // until it leads the shard: only the actor (which waits for that) knows.
             Ok(None) if self.cluster.peers().is_empty() => Ok(None),
             Ok(_) => {
                 let info = self.handle(topic).await?.info().await?;

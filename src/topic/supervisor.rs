@@ -5,12 +5,12 @@
 //! acknowledged message (the log has them) and no subscription (every subscriber is told
 //! to resume from its cursor when the topic restarts).
 //!
-//! When membership changes, every running actor whose role changed is stopped (an owner is
-//! waited for, so a node never has two writers of a topic); its subscribers resume on a
-//! fresh actor of the right role. A peer's takeover request (`Relinquish`) is served here
-//! too, so that it is ordered with every spawn and stop. Stops and seals run in tasks of
-//! their own, all at once; messages about a topic being stopped wait for its `Stopped`,
-//! and every other topic is served meanwhile.
+//! Who owns a topic is the leader of its shard (the replication layer decides, through
+//! Raft). When the leader of a shard moves, every running actor whose role changed is
+//! stopped (an owner is waited for, so a node never has two writers of a topic); its
+//! subscribers resume on a fresh actor of the right role. Stops run in tasks of their own,
+//! all at once; messages about a topic being stopped wait for its `Stopped`, and every
+//! other topic is served meanwhile.
 //!
 //! Lookups go through a read-mostly [`TopicRegistry`]; only a miss costs a message to the
 //! supervisor, which is the one writer of the registry.
@@ -19,11 +19,9 @@ use super::actor::{tell_resubscribe, TopicActor, TopicArgs, TopicContext};
 use super::follower::{FollowerActor, FollowerArgs};
 use super::handle::TopicHandle;
 use super::restart::{Decision, RestartPolicy, Restarts};
-use super::takeover::{durable, Copy};
 use super::{Role, TopicMsg, TopicShared};
 use crate::cluster::client::Cluster;
 use crate::cluster::view::View;
-use crate::cluster::wire::CopyDesc;
 use crate::protocol::TopicName;
 use crate::shutdown::Shutdown;
 use crate::topic::error::TopicError;
@@ -74,17 +72,9 @@ pub enum SupervisorMsg {
     /// Membership changed: stop every actor whose role changed, or every actor if a member
     /// joined (or came back).
     Rebalance { joined: bool },
-    /// Another node takes the topic over: stop owning it, seal this node's copy durably, and
-    /// describe the copy as it was (`None` if this node has none). Refused with "moving" if
-    /// this node still owns the topic in its own view.
-    Relinquish(
-        TopicName,
-        String,
-        RpcReplyPort<Result<Option<Copy>, TopicError>>,
-    ),
     /// The backoff of a failed topic has passed: start it again.
     Restart(TopicName),
-    /// A stop (and seal) that ran off the mailbox finished: the topic may be handed out.
+    /// A stop that ran off the mailbox finished: the topic may be handed out.
     Stopped(TopicName),
 }
 
@@ -102,7 +92,7 @@ pub struct SupervisorState {
     restarts: HashMap<TopicName, Restarts>,
     /// Topics not running because they failed: waiting out a backoff, or given up.
     held: HashMap<TopicName, Held>,
-    /// Topics whose actor is being stopped (or copy sealed) off the mailbox: how many such
+    /// Topics whose actor is being stopped off the mailbox: how many such
     /// tasks run, and the messages about the topic that wait until all of them are done.
     stopping: HashMap<TopicName, Stopping>,
 }
@@ -188,14 +178,6 @@ impl Actor for TopicSupervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::Rebalance { joined } => state.rebalance(&myself, joined),
-            SupervisorMsg::Relinquish(topic, taker, reply) => {
-                if let Some(s) = state.stopping.get_mut(&topic) {
-                    s.parked
-                        .push(SupervisorMsg::Relinquish(topic, taker, reply));
-                    return Ok(());
-                }
-                state.relinquish(&myself, topic, taker, reply);
-            }
             SupervisorMsg::Retire(topic, id) => {
                 let Some(h) = state
                     .registry
@@ -209,10 +191,10 @@ impl Actor for TopicSupervisor {
                 // one topic.
                 state.registry.remove(&topic);
                 state.by_actor.remove(&id);
-                state.stop_off_mailbox(&myself, topic, Some(h.actor), "idle", None);
+                state.stop_off_mailbox(&myself, topic, Some(h.actor), "idle");
             }
             SupervisorMsg::Restart(topic) => {
-                // Never alongside a stop or seal of the same topic's copy.
+                // Never alongside a stop of the same topic's actor.
                 if let Some(s) = state.stopping.get_mut(&topic) {
                     s.parked.push(SupervisorMsg::Restart(topic));
                     return Ok(());
@@ -356,8 +338,8 @@ impl SupervisorState {
                 if after.is_zero() && !self.stopping.contains_key(&topic) {
                     self.restart(myself.get_cell(), topic, shared).await;
                 } else {
-                    // A restart waits for its backoff, and for any stop or seal of the
-                    // topic's copy still running (the Restart message is parked then).
+                    // A restart waits for its backoff, and for any stop of the
+                    // topic's actor still running (the Restart message is parked then).
                     self.held.insert(topic.clone(), Held::Backoff(shared));
                     myself.send_after(after, move || SupervisorMsg::Restart(topic));
                 }
@@ -394,17 +376,15 @@ impl SupervisorState {
         }
     }
 
-    /// Stops `owner` (if any, for `reason`) and then runs `then` (if any) in a task of its own, so that
-    /// the mailbox keeps serving other topics meanwhile. Until it is done, messages about
-    /// `topic` wait (see [`SupervisorMsg::Stopped`]): a node never has two writers of a
-    /// topic, and a seal is ordered with every spawn.
+    /// Stops `owner` (if any, for `reason`) in a task of its own, so that the mailbox keeps
+    /// serving other topics meanwhile. Until it is done, messages about `topic` wait (see
+    /// [`SupervisorMsg::Stopped`]): a node never has two writers of a topic.
     fn stop_off_mailbox(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         topic: TopicName,
         owner: Option<ActorRef<TopicMsg>>,
         reason: &'static str,
-        then: Option<futures_util::future::BoxFuture<'static, ()>>,
     ) {
         self.stopping.entry(topic.clone()).or_default().tasks += 1;
         let sup = myself.clone();
@@ -413,18 +393,13 @@ impl SupervisorState {
                 stop_for_sure(&actor, reason).await;
                 tracing::debug!(topic = %topic, reason, "topic actor stopped");
             }
-            if let Some(then) = then {
-                then.await;
-            }
             let _ = sup.cast(SupervisorMsg::Stopped(topic));
         });
     }
 
-    /// Stops every actor whose role changed, all at once. When a member joined (or came
-    /// back), every actor is restarted: the newcomer may hold a newer copy of a topic (it
-    /// took the topic over while this node was cut off), and only a fresh takeover asks it;
-    /// and an owner that lost the connection to this node meanwhile has dropped it as a
-    /// follower.
+    /// Stops every actor whose role changed (the shard's leader moved), all at once. When a
+    /// member joined (or came back), every follower is restarted too: an owner that lost
+    /// the connection to this node meanwhile has dropped it as a follower.
     fn rebalance(&mut self, myself: &ActorRef<SupervisorMsg>, joined: bool) {
         let running: Vec<(TopicName, TopicHandle)> = self
             .registry
@@ -436,83 +411,24 @@ impl SupervisorState {
             .collect();
         let mut moved = 0;
         for (topic, h) in running {
-            if joined || self.role(&topic).ok() != Some(h.role.clone()) {
+            let follower = matches!(h.role, Role::Follower(_));
+            if (joined && follower) || self.role(&topic).ok() != Some(h.role.clone()) {
                 self.registry.remove(&topic);
                 self.by_actor.remove(&h.actor.get_id());
                 // A follower too is stopped before the topic is handed out again: its
                 // `Unfollow` must reach the owner before the new follower's `Follow`.
-                self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed", None);
+                self.stop_off_mailbox(myself, topic, Some(h.actor), "placement changed");
                 moved += 1;
             }
         }
         if moved > 0 {
-            tracing::info!(moved, "topics moved after a membership change");
+            tracing::info!(moved, "topics moved after a leadership or membership change");
         }
     }
 
-    /// Stops owning `topic` and seals this node's copy, off the mailbox; answers `reply`.
-    fn relinquish(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        topic: TopicName,
-        taker: String,
-        reply: RpcReplyPort<Result<Option<Copy>, TopicError>>,
-    ) {
-        if self.role(&topic).ok() == Some(Role::Owner) {
-            let _ = reply.send(Err(TopicError::Moving));
-            return;
-        }
-        let owner = self
-            .registry
-            .get(&topic)
-            .filter(|h| h.role == Role::Owner)
-            .map(|h| h.actor);
-        if let Some(actor) = &owner {
-            self.registry.remove(&topic);
-            self.by_actor.remove(&actor.get_id());
-        }
-        let (ctx, name) = (self.ctx.clone(), topic.clone());
-        let seal = Box::pin(async move {
-            let _ = reply.send(seal(&ctx, &name, &taker).await);
-        });
-        self.stop_off_mailbox(myself, topic, owner, "handed over", Some(seal));
-    }
 }
 
-/// Seals this node's copy of `topic` for `taker`, durably, and describes it.
-async fn seal(
-    ctx: &TopicContext,
-    topic: &TopicName,
-    taker: &str,
-) -> Result<Option<Copy>, TopicError> {
-    let (log, name, to) = (ctx.log.clone(), topic.clone(), taker.to_string());
-    let sealed = tokio::task::spawn_blocking(move || log.seal(name.as_str(), &to))
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
-        .map_err(|e| {
-            tracing::error!(topic = %topic, error = %e, "sealing failed");
-            TopicError::Internal
-        })?;
-    let Some((meta, lease)) = sealed else {
-        return Ok(None);
-    };
-    if !lease.sealed || lease.importing {
-        durable(ctx).await?;
-    }
-    Ok(Some((
-        meta.epoch,
-        CopyDesc {
-            term: lease.term,
-            first: meta.first,
-            head: meta.head,
-            sealed: lease.sealed,
-            sealed_for: lease.sealed_for,
-        },
-    )))
-}
-
-/// Stops an actor and waits for it; one that does not stop in time (stuck in a takeover) is
+/// Stops an actor and waits for it; one that does not stop in time (stuck waiting for its shard) is
 /// killed, so that a node never runs two actors of one topic.
 async fn stop_for_sure(actor: &ActorRef<TopicMsg>, reason: &str) {
     if actor
@@ -525,9 +441,9 @@ async fn stop_for_sure(actor: &ActorRef<TopicMsg>, reason: &str) {
     }
 }
 
-/// Asks the supervisor to rebalance after every membership change, until shutdown. Joins
-/// are detected here, view by view, so that a member that went down and came back between
-/// two rebalances is not missed.
+/// Asks the supervisor to rebalance after every membership or ownership change, until
+/// shutdown. Joins are detected here, view by view, so that a member that went down and
+/// came back between two rebalances is not missed.
 pub fn follow_membership(
     sup: ActorRef<SupervisorMsg>,
     cluster: &Cluster,
@@ -536,9 +452,22 @@ pub fn follow_membership(
     let mut view = cluster.watch();
     let up = |v: &View| v.up().map(str::to_string).collect::<BTreeSet<String>>();
     let mut last = up(&view.borrow());
+    let mut owners = cluster.owner_changes();
     tokio::spawn(async move {
         loop {
             tokio::select! {
+                Some(changed) = async { match owners.as_mut() {
+                    Some(o) => Some(o.changed().await),
+                    None => std::future::pending().await,
+                } } => {
+                    if changed.is_err() {
+                        owners = None;
+                        continue;
+                    }
+                    if sup.cast(SupervisorMsg::Rebalance { joined: false }).is_err() {
+                        return;
+                    }
+                }
                 changed = view.changed() => {
                     if changed.is_err() {
                         return;

@@ -1,0 +1,32 @@
+//! [`RaftNet`] over the cluster's link: a Raft message is a [`Call::Raft`] to the peer's
+//! router, answered by its replica of the shard.
+
+use super::{NetError, RaftNet};
+use crate::cluster::client::Cluster;
+use crate::cluster::port::CallError;
+use crate::cluster::wire::{Call, Reply};
+use std::time::Duration;
+
+pub(crate) struct ClusterRaftNet {
+    pub cluster: Cluster,
+}
+
+#[async_trait::async_trait]
+impl RaftNet for ClusterRaftNet {
+    async fn call(
+        &self,
+        node: &str,
+        shard: u32,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, NetError> {
+        let call = Call::Raft { shard, request };
+        match self.cluster.call_within(node, &call, timeout).await {
+            Ok(Reply::Raft(bytes)) => Ok(bytes),
+            Ok(Reply::Error { message, .. }) => Err(NetError::Failed(message)),
+            Ok(_) => Err(NetError::Failed(format!("{node}: unexpected answer"))),
+            Err(CallError::NoRoute(n)) => Err(NetError::Unreachable(n)),
+            Err(e) => Err(NetError::Failed(e.to_string())),
+        }
+    }
+}
