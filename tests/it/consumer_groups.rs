@@ -3,7 +3,6 @@
 //! node), a member may only narrow its own window, idle groups expire, and a topic holds a
 //! bounded number of groups.
 
-use crate::cluster::owned_by;
 use crate::cluster_harness::Cluster;
 use crate::consumers::{
     assert_error, c_ack, dead_letters, info, info_path, join, next_msg, nothing_pending, publish_n,
@@ -291,28 +290,29 @@ async fn the_cap_refuses_one_group_too_many() {
 #[tokio::test]
 async fn settings_are_changed_and_checked_at_the_owner_from_any_node() {
     let c = Cluster::start(2, SLOW).await;
-    let t = owned_by(&c, "remote", 0);
-    let (status, _) = publish(c.node(0), &t, json!(1), None).await;
-    assert_eq!(status, 201);
+    let t = "remote".to_string();
+    // The topic's first message (offset 1); `other` does not own the topic.
+    let (_, o) = c.create_topic(0, &t, json!(1)).await;
+    let other = 1 - o;
     // A worker on the node that does not own the topic creates the group.
-    let mut w = WsClient::connect(c.node(1)).await;
+    let mut w = WsClient::connect(c.node(other)).await;
     join(&mut w, &t, "g", json!({"after": 0})).await;
     assert_eq!(next_msg(&mut w).await, (1, 1));
-    let mut x = WsClient::connect(c.node(1)).await;
+    let mut x = WsClient::connect(c.node(other)).await;
     let v = refused(&mut x, &t, "g", &json!({"max_deliver": 1})).await;
     assert!(
         v["message"].as_str().unwrap_or("").contains("max_deliver"),
         "{v}"
     );
 
-    let (status, body) = put_raw(c.node(1), &t, "g", r#"{"ack_wait_ms": 300}"#).await;
+    let (status, body) = put_raw(c.node(other), &t, "g", r#"{"ack_wait_ms": 300}"#).await;
     assert_eq!((status, &body["ack_wait_ms"]), (200, &json!(300)), "{body}");
-    assert_eq!(info(c.node(0), &t, "g").await["ack_wait_ms"], 300);
-    let (status, _) = publish(c.node(0), &t, json!(2), None).await;
+    assert_eq!(info(c.node(o), &t, "g").await["ack_wait_ms"], 300);
+    let (status, _) = publish(c.node(o), &t, json!(2), None).await;
     assert_eq!(status, 201);
     assert_eq!(next_msg(&mut w).await, (2, 1));
     assert_eq!(next_msg(&mut w).await, (2, 2), "the new ack_wait applies");
-    let (status, reply) = put_raw(c.node(1), &t, "nobody", r#"{"max_deliver": 3}"#).await;
+    let (status, reply) = put_raw(c.node(other), &t, "nobody", r#"{"max_deliver": 3}"#).await;
     assert_error(status, &reply, 404, "not_found");
 }
 

@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_data;
 mod lifecycle;
 mod membership;
+mod replication;
 mod robustness;
 mod smoke;
 mod sse_poll;
