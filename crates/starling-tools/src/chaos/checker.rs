@@ -20,10 +20,15 @@
 //!   `PubOk`, `Deliver`, `ConsumerDeliver` and `FinalLog` (counted once per offset).
 //! - **acked missing from final log**: every acknowledged (topic, epoch, offset) in the
 //!   topic's final epoch (`FinalMeta`) at or above its `first` must be in the `FinalLog` with
-//!   the acknowledged id. Acks in another epoch are counted as "acked in announced-lost
-//!   epochs" and acks below `first` as "trimmed by retention" (both informational: Starling
-//!   without replication announces such losses). A topic with acks but no `FinalMeta` is one
-//!   violation (its final state could not be read).
+//!   the acknowledged id. Acks below `first` are counted as "trimmed by retention"
+//!   (informational). A topic with acks but no `FinalMeta` is one violation (its final state
+//!   could not be read).
+//! - **acked in lost epochs**: an acknowledged (topic, epoch, offset) in an epoch that is not
+//!   the topic's final one. An acknowledged publish is on a majority of its shard's voters,
+//!   so with at most a minority of the nodes down no epoch may be lost: each such offset is
+//!   a violation. When the run allowed majority faults ([`Bounds::majority_faults`]) the
+//!   check is skipped and the offsets are only counted ("acked in announced-lost epochs"):
+//!   an epoch change is allowed then, and the stream checks make sure it was announced.
 //! - **consumer loss**: every acknowledged id in its topic's final epoch must reach the
 //!   consumer group (some `ConsumerDeliver` of that topic with that id). Skipped when
 //!   `Start.consumer` is empty (without a `Start`: checked for topics that have a
@@ -59,6 +64,9 @@ pub(crate) use avail::fault_spans;
 pub struct Bounds {
     /// Longest allowed time from `Healed` to `Converged`.
     pub convergence_ms: u64,
+    /// The scenario allowed faults that take a majority of the nodes down
+    /// (`majority_faults`): acks in lost epochs are then counted, not violations.
+    pub majority_faults: bool,
 }
 
 /// How many examples of one failing check the report keeps (its count is always exact).
@@ -143,6 +151,8 @@ pub struct Summary {
 /// The checker's verdict on a run; serialized as the runner's `report.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The run allowed majority faults ([`Bounds::majority_faults`]).
+    pub majority_faults: bool,
     pub checks: Vec<CheckResult>,
     pub info: Info,
     pub availability: Vec<Availability>,
@@ -153,20 +163,36 @@ pub struct Report {
 pub fn check(events: &[Event], bounds: &Bounds) -> Report {
     let mut info = Info::default();
     let (silent, order) = stream::check(events, &mut info);
+    let (missing, lost) = log::acked_missing(events, bounds.majority_faults, &mut info);
     let checks = vec![
         silent,
         order,
         log::divergence(events),
-        log::acked_missing(events, &mut info),
+        missing,
+        lost,
         log::consumer_loss(events, &mut info),
         convergence(events, bounds),
     ];
     Report {
+        majority_faults: bounds.majority_faults,
         checks,
         info,
         availability: avail::availability(events),
         summary: summary(events),
     }
+}
+
+/// Whether a recorded run allowed majority faults (its `Start`; false without one).
+pub fn majority_faults(events: &[Event]) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            Event::Start {
+                majority_faults: true,
+                ..
+            }
+        )
+    })
 }
 
 impl Report {
@@ -175,10 +201,18 @@ impl Report {
         self.checks.iter().all(CheckResult::passed)
     }
 
-    /// A short human table: the checks, up to 3 examples of each failing one, availability
-    /// per fault kind and the summary counts.
+    /// A short human table: whether majority faults were allowed, the checks, up to 3
+    /// examples of each failing one, availability per fault kind and the summary counts.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "majority faults: {}\n",
+            match self.majority_faults {
+                true => "allowed (acks in announced-lost epochs are only counted)",
+                false => "not allowed (an ack in a lost epoch is a violation)",
+            }
+        );
         let _ = writeln!(out, "{:<30} {:>7}  result", "check", "count");
         for c in &self.checks {
             let verdict = match (c.skipped, c.passed()) {

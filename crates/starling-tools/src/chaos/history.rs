@@ -52,6 +52,10 @@ pub enum Event {
         topics: Vec<String>,
         /// Name of the consumer group every consumer client joins (one per topic).
         consumer: String,
+        /// The scenario allowed faults that take a majority of the nodes down
+        /// (`majority_faults`); false in histories from before the key existed.
+        #[serde(default)]
+        majority_faults: bool,
     },
     /// A publish was sent. `pid` is unique in the run; a retry of the same publish reuses its
     /// `id` (the idempotency key) with a new `pid`.

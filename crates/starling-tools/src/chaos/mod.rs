@@ -3,12 +3,14 @@
 //!
 //! - [`history`]: the JSONL events every part agrees on.
 //! - [`scenario`]: the scenario file (TOML), validated; [`schedule`]: the faults in time
-//!   order, drawn from the seed (pure).
+//!   order, drawn from the seed (pure). Both keep at most a minority of the nodes down at
+//!   once unless the scenario sets `majority_faults`.
 //! - `cluster`: the node processes and what is done to them; `netplan` (pure) and `netns`:
 //!   each node in its own network namespace, partitions as routes, when run as root;
 //!   `inject`: the schedule carried out; `workload`: the recorded clients; `settle`: healing, convergence, the final log.
-//! - [`checker`]: judges a history (silent loss, order, divergence, acked writes kept,
-//!   consumer loss, convergence) and reports availability per fault kind.
+//! - [`checker`]: judges a history (silent loss, order, divergence, acked writes kept, acks
+//!   in lost epochs unless majority faults were allowed, consumer loss, convergence) and
+//!   reports availability per fault kind.
 //! - [`svg`]: draws a history and its report as one SVG timeline.
 //!
 //! A run: form the cluster → start subscribers and consumers → publishers → faults until

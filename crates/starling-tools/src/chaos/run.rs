@@ -1,6 +1,6 @@
 //! `starling chaos`: one whole run, and `--check` of a recorded history.
 
-use super::checker::{check, Bounds, Report};
+use super::checker::{check, majority_faults, Bounds, Report};
 use super::cluster::{Cluster, ClusterError};
 use super::history::{self, Event};
 use super::inject::{Board, Injector};
@@ -21,7 +21,8 @@ const DEFAULT_SCENARIO: &str = include_str!("../../../../examples/chaos/random.t
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long subscribers and consumers may take to catch up after convergence.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
-/// The convergence bound `--check` applies (a history does not record its scenario's).
+/// The convergence bound `--check` applies (a history does not record its scenario's; it
+/// does record `majority_faults`, in its `Start`).
 const DEFAULT_CONVERGENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -103,14 +104,15 @@ pub async fn run(opts: Options) -> Result<bool, ChaosError> {
 pub fn check_file(path: &Path) -> Result<bool, ChaosError> {
     let text = std::fs::read_to_string(path).map_err(io(format!("read {}", path.display())))?;
     let events = history::parse(&text).map_err(ChaosError::History)?;
-    let report = checked(&events, DEFAULT_CONVERGENCE);
+    let report = checked(&events, DEFAULT_CONVERGENCE, majority_faults(&events));
     println!("{}", report.table());
     Ok(report.passed())
 }
 
-fn checked(events: &[Event], convergence: Duration) -> Report {
+fn checked(events: &[Event], convergence: Duration, majority_faults: bool) -> Report {
     let bounds = Bounds {
         convergence_ms: convergence.as_millis() as u64,
+        majority_faults,
     };
     check(events, &bounds)
 }
@@ -152,10 +154,14 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
     let out = out_dir(&opts)?;
     let (ids, topics) = (scenario.node_ids(), scenario.topic_names());
     eprintln!(
-        "starling chaos: seed {seed}, {} nodes, {} topics, {} s; output in {}",
+        "starling chaos: seed {seed}, {} nodes, {} topics, {} s{}; output in {}",
         ids.len(),
         topics.len(),
         scenario.duration_s,
+        match scenario.faults.majority_faults {
+            true => ", majority faults allowed",
+            false => "",
+        },
         out.display()
     );
     let steps = schedule::build(&scenario, seed);
@@ -187,6 +193,7 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
         nodes: ids.clone(),
         topics: topics.clone(),
         consumer: CONSUMER.to_string(),
+        majority_faults: scenario.faults.majority_faults,
     });
     let cluster = Arc::new(Mutex::new(cluster));
     let mut workload = Workload::start(&ctx, &scenario).await;
@@ -215,7 +222,7 @@ async fn run_inner(opts: Options) -> Result<bool, ChaosError> {
     }
 
     let events = rec.events();
-    let report = checked(&events, convergence);
+    let report = checked(&events, convergence, scenario.faults.majority_faults);
     write_outputs(&out, &events, &report, network)?;
     let faults_ok = injector.errors().is_empty();
     for e in injector.errors() {

@@ -1,6 +1,13 @@
 //! A chaos scenario, as data: the cluster's size, the workload, and the faults (a seeded
 //! random schedule or a script). Parsed from TOML and validated with errors that name the
 //! offending key.
+//!
+//! A node is *down* while it is killed (until restarted), stopped (until continued),
+//! terminated (until started again) or on a side of a partition that is not a majority of
+//! the nodes (both sides, when neither is). Every shard is a Raft group over a majority, so
+//! by default at most [`max_down`] nodes (a minority) are down at any instant: a script that
+//! takes more down is refused, naming the step, and a random schedule never draws such a
+//! fault. `[faults] majority_faults = true` allows both.
 
 use super::history::FaultKind;
 use serde::Deserialize;
@@ -77,6 +84,23 @@ impl Default for Workload {
 pub struct Faults {
     pub random: Option<RandomFaults>,
     pub step: Vec<ScriptStep>,
+    /// Allows faults that take a majority of the nodes down at once (see the module docs).
+    /// The checker then takes acks in announced-lost epochs as information, not violations.
+    pub majority_faults: bool,
+}
+
+/// How many of `nodes` nodes may be down at once without `majority_faults`: a minority,
+/// `(nodes - 1) / 2`.
+pub fn max_down(nodes: usize) -> usize {
+    nodes.saturating_sub(1) / 2
+}
+
+/// How many of `nodes` nodes a partition that cuts `isolated` of them off from the rest
+/// takes down: every side that is not a majority (both, when neither is).
+pub fn partition_down(nodes: usize, isolated: usize) -> usize {
+    let rest = nodes.saturating_sub(isolated);
+    let down = |side: usize| if 2 * side > nodes { 0 } else { side };
+    down(isolated) + down(rest)
 }
 
 /// A seeded random schedule: a fault of one of `kinds` every `every_s` (a range), lasting
@@ -196,12 +220,34 @@ impl Scenario {
                 "must be at least 1 and less than `nodes` (one node stays healthy)",
             ));
         }
+        let most = max_down(self.nodes);
+        if !self.faults.majority_faults && most == 0 {
+            return Err(invalid(
+                "faults.random",
+                format!(
+                    "with {} nodes any fault takes a majority down: use at least 3 nodes, \
+                     or set `faults.majority_faults = true`",
+                    self.nodes
+                ),
+            ));
+        }
+        if !self.faults.majority_faults && r.max_concurrent > most {
+            return Err(invalid(
+                "faults.random.max_concurrent",
+                format!(
+                    "{} faults at once could take a majority of the {} nodes down: at most {most}, \
+                     or set `faults.majority_faults = true`",
+                    r.max_concurrent, self.nodes
+                ),
+            ));
+        }
         Ok(())
     }
 
     fn validate_steps(&self) -> Result<(), ScenarioError> {
         let ids = self.node_ids();
         let mut sim = Script::new(&ids);
+        let most = max_down(self.nodes);
         let mut prev = 0;
         for (i, step) in self.faults.step.iter().enumerate() {
             let key = |k: &str| format!("faults.step[{i}].{k}");
@@ -220,6 +266,18 @@ impl Scenario {
                 ));
             }
             sim.apply(step).map_err(|(k, m)| invalid(key(k), m))?;
+            let down = sim.down();
+            if !self.faults.majority_faults && down > most {
+                return Err(invalid(
+                    key("action"),
+                    format!(
+                        "takes {down} of {} nodes down at once (killed, stopped, terminated or \
+                         cut off from a majority); at most {most} may be down, or set \
+                         `faults.majority_faults = true`",
+                        self.nodes
+                    ),
+                ));
+            }
         }
         sim.finish().map_err(|m| invalid("faults.step", m))
     }
@@ -238,7 +296,8 @@ enum NodeState {
 struct Script<'a> {
     ids: &'a [String],
     state: Vec<NodeState>,
-    partitioned: bool,
+    /// How many nodes the partition in progress isolates.
+    partitioned: Option<usize>,
 }
 
 type StepError = (&'static str, String);
@@ -248,8 +307,22 @@ impl<'a> Script<'a> {
         Script {
             ids,
             state: vec![NodeState::Running; ids.len()],
-            partitioned: false,
+            partitioned: None,
         }
+    }
+
+    /// Nodes down now: not running, or cut off from a majority.
+    fn down(&self) -> usize {
+        let stopped = self
+            .state
+            .iter()
+            .filter(|s| **s != NodeState::Running)
+            .count();
+        // A partition overlaps no other fault, so the two never count a node twice.
+        stopped
+            + self
+                .partitioned
+                .map_or(0, |k| partition_down(self.ids.len(), k))
     }
 
     fn node(&self, step: &ScriptStep) -> Result<usize, StepError> {
@@ -271,7 +344,7 @@ impl<'a> Script<'a> {
     }
 
     fn quiet(&self) -> Result<(), StepError> {
-        if self.partitioned {
+        if self.partitioned.is_some() {
             return Err((
                 "action",
                 "no other fault may run during a partition".to_string(),
@@ -324,20 +397,19 @@ impl<'a> Script<'a> {
                 if let Some(bad) = nodes.iter().find(|n| !self.ids.contains(n)) {
                     return Err(("nodes", format!("no node {bad} in this cluster")));
                 }
-                self.partitioned = true;
+                self.partitioned = Some(nodes.len());
             }
             Action::Heal => {
-                if !self.partitioned {
+                if self.partitioned.take().is_none() {
                     return Err(("action", "no partition to heal".into()));
                 }
-                self.partitioned = false;
             }
         }
         Ok(())
     }
 
     fn finish(&self) -> Result<(), String> {
-        if self.partitioned {
+        if self.partitioned.is_some() {
             return Err("the partition is never healed: add a `heal` step".into());
         }
         for (id, s) in self.ids.iter().zip(&self.state) {
@@ -422,5 +494,113 @@ mod tests {
              [[faults.step]]\nat_s = 4\naction = \"term\"\nnode = \"n3\"\nlast_s = 2\n"
         );
         Scenario::parse(&ok).expect("valid script");
+    }
+
+    /// A script of `steps` (`at_s`, action, node or nodes) on `nodes` nodes.
+    fn script(nodes: usize, majority: bool, steps: &[(u64, &str, &str)]) -> String {
+        let mut text = format!("nodes = {nodes}\nduration_s = 60\n[faults]\n");
+        if majority {
+            text.push_str("majority_faults = true\n");
+        }
+        for (at, action, node) in steps {
+            text.push_str(&format!(
+                "[[faults.step]]\nat_s = {at}\naction = \"{action}\"\n"
+            ));
+            match *action {
+                "partition" => text.push_str(&format!("nodes = [{node}]\n")),
+                "term" => text.push_str(&format!("node = \"{node}\"\nlast_s = 5\n")),
+                "heal" => {}
+                _ => text.push_str(&format!("node = \"{node}\"\n")),
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_script_taking_a_majority_down_is_refused_naming_the_step() {
+        let refused = |nodes, steps: &[(u64, &str, &str)], at: usize, down: &str| {
+            let e = err(&script(nodes, false, steps));
+            assert!(e.contains(&format!("faults.step[{at}].action")), "{e}");
+            assert!(e.contains(down) && e.contains("majority_faults"), "{e}");
+            Scenario::parse(&script(nodes, true, steps)).expect("allowed with majority faults");
+        };
+        let two_killed = [(1, "kill", "n1"), (2, "kill", "n2"), (3, "restart", "n1")];
+        refused(
+            3,
+            &[two_killed.as_slice(), &[(4, "restart", "n2")]].concat(),
+            1,
+            "2 of 3",
+        );
+        // A term holds its node down for `last_s`; a stop until `cont`.
+        let t = [(1, "term", "n1"), (3, "stop", "n2"), (4, "cont", "n2")];
+        refused(3, &t, 1, "2 of 3");
+        let t = [(1, "kill", "n1"), (2, "stop", "n2"), (3, "term", "n3")];
+        refused(
+            5,
+            &[&t[..], &[(9, "restart", "n1"), (9, "cont", "n2")]].concat(),
+            2,
+            "3 of 5",
+        );
+        // An even split leaves no majority: every node is down.
+        refused(
+            4,
+            &[(1, "partition", "\"n1\", \"n2\""), (2, "heal", "")],
+            0,
+            "4 of 4",
+        );
+        // Within the bound: one of three at a time, two of five, a 3/2 split of five.
+        for (nodes, steps) in [
+            (
+                3,
+                vec![(1, "term", "n1"), (6, "stop", "n2"), (7, "cont", "n2")],
+            ),
+            (
+                5,
+                vec![
+                    (1, "kill", "n1"),
+                    (2, "stop", "n2"),
+                    (3, "cont", "n2"),
+                    (3, "restart", "n1"),
+                ],
+            ),
+            (
+                5,
+                vec![(1, "kill", "n1"), (2, "term", "n3"), (4, "restart", "n1")],
+            ),
+            (5, vec![(1, "partition", "\"n4\", \"n5\""), (2, "heal", "")]),
+            (3, vec![(1, "partition", "\"n1\", \"n2\""), (2, "heal", "")]),
+        ] {
+            let text = script(nodes, false, &steps);
+            Scenario::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn random_faults_that_could_take_a_majority_down_are_refused() {
+        let random = |nodes, majority, max| {
+            format!(
+                "nodes = {nodes}\nduration_s = 60\n[faults]\nmajority_faults = {majority}\n\
+                 random = {{ kinds = [\"kill\"], every_s = [1, 2], last_s = [1, 2], \
+                 max_concurrent = {max} }}\n"
+            )
+        };
+        assert!(err(&random(3, false, 2)).contains("faults.random.max_concurrent"));
+        assert!(err(&random(2, false, 1)).contains("majority_faults"));
+        Scenario::parse(&random(5, false, 2)).expect("two of five");
+        Scenario::parse(&random(3, true, 2)).expect("allowed");
+        Scenario::parse(&random(2, true, 1)).expect("allowed");
+    }
+
+    #[test]
+    fn partitions_take_down_every_side_without_a_majority() {
+        assert_eq!(
+            (1..=7).map(max_down).collect::<Vec<_>>(),
+            [0, 0, 1, 1, 2, 2, 3]
+        );
+        assert_eq!(partition_down(3, 1), 1);
+        assert_eq!(partition_down(3, 2), 1);
+        assert_eq!(partition_down(5, 2), 2);
+        assert_eq!(partition_down(4, 2), 4);
+        assert_eq!(partition_down(2, 1), 2);
     }
 }

@@ -1,8 +1,12 @@
 //! The fault schedule: a scenario's script, or its random faults drawn from a seed, as a
 //! time-ordered list of operations. Pure: the same scenario and seed give the same schedule.
+//!
+//! A random schedule keeps at most [`max_down`] nodes down at any instant (see the
+//! [scenario](super::scenario) docs) unless the scenario sets `majority_faults`: a fault that
+//! would take more down is not drawn, and the next draw comes one `every_s` later.
 
 use super::history::FaultKind;
-use super::scenario::{Action, RandomFaults, Scenario};
+use super::scenario::{max_down, partition_down, Action, RandomFaults, Scenario};
 
 /// No random fault starts later than this before the workload ends, so every one has
 /// ended (and its node had a moment to come back) when the workload stops.
@@ -74,8 +78,14 @@ impl SplitMix64 {
 /// The schedule of a validated scenario.
 pub fn build(scenario: &Scenario, seed: u64) -> Vec<Step> {
     let duration_ms = scenario.duration_s * 1000;
+    let nodes = scenario.node_ids();
+    // Without majority faults, a minority; with them, only `max_concurrent` bounds it.
+    let most_down = match scenario.faults.majority_faults {
+        true => nodes.len(),
+        false => max_down(nodes.len()),
+    };
     match &scenario.faults.random {
-        Some(r) => random(r, &scenario.node_ids(), duration_ms, seed),
+        Some(r) => random(r, &nodes, most_down, duration_ms, seed),
         None => scripted(scenario),
     }
 }
@@ -111,8 +121,14 @@ fn scripted(scenario: &Scenario) -> Vec<Step> {
     steps
 }
 
-fn random(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u64) -> Vec<Step> {
-    let windows = random_windows(r, nodes, duration_ms, seed);
+fn random(
+    r: &RandomFaults,
+    nodes: &[String],
+    most_down: usize,
+    duration_ms: u64,
+    seed: u64,
+) -> Vec<Step> {
+    let windows = random_windows(r, nodes, most_down, duration_ms, seed);
     let mut steps = Vec::new();
     for w in windows {
         let n = w.node;
@@ -136,10 +152,28 @@ fn random(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u64) -> Ve
     steps
 }
 
+/// Nodes the `active` faults take down together (a partition overlaps no other fault).
+fn down(nodes: usize, active: &[&Window]) -> usize {
+    active
+        .iter()
+        .map(|w| match w.kind {
+            FaultKind::Partition => partition_down(nodes, 1),
+            _ => 1,
+        })
+        .sum()
+}
+
 /// Draws fault windows: a start every `every_s`, lasting `last_s`, on a node no other
-/// fault holds, at most `max_concurrent` at once; a partition overlaps no other fault (it
-/// is applied on every node, so all must be running).
-fn random_windows(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u64) -> Vec<Window> {
+/// fault holds, at most `max_concurrent` at once and at most `most_down` nodes down; a
+/// partition overlaps no other fault (it is applied on every node, so all must be running).
+/// A start where no kind fits is skipped.
+fn random_windows(
+    r: &RandomFaults,
+    nodes: &[String],
+    most_down: usize,
+    duration_ms: u64,
+    seed: u64,
+) -> Vec<Window> {
     let mut rng = SplitMix64::new(seed);
     let horizon = duration_ms.saturating_sub(END_MARGIN_MS);
     let (every, last) = (r.every_s.map(|s| s * 1000), r.last_s.map(|s| s * 1000));
@@ -147,11 +181,13 @@ fn random_windows(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u6
     let mut t = 0;
     loop {
         t += rng.range(every[0], every[1]);
-        // Wait for room: fewer than `max_concurrent` active, none of them a partition.
+        // Wait for room: fewer than `max_concurrent` active, none of them a partition, fewer
+        // than `most_down` nodes down (every fault takes at least one down).
         loop {
             let active: Vec<&Window> = windows.iter().filter(|w| w.end_ms > t).collect();
             let full = active.len() >= r.max_concurrent
-                || active.iter().any(|w| w.kind == FaultKind::Partition);
+                || active.iter().any(|w| w.kind == FaultKind::Partition)
+                || down(nodes.len(), &active) >= most_down;
             match active.iter().map(|w| w.end_ms).min() {
                 Some(end) if full => t = end + GAP_MS,
                 _ => break,
@@ -162,11 +198,17 @@ fn random_windows(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u6
             return windows;
         }
         let active: Vec<&Window> = windows.iter().filter(|w| w.end_ms > t).collect();
+        let now_down = down(nodes.len(), &active);
         let kinds: Vec<FaultKind> = r
             .kinds
             .iter()
             .copied()
-            .filter(|k| *k != FaultKind::Partition || active.is_empty())
+            .filter(|k| match k {
+                FaultKind::Partition => {
+                    active.is_empty() && partition_down(nodes.len(), 1) <= most_down
+                }
+                _ => now_down < most_down,
+            })
             .collect();
         let free: Vec<&String> = nodes
             .iter()
@@ -189,6 +231,7 @@ fn random_windows(r: &RandomFaults, nodes: &[String], duration_ms: u64, seed: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn nodes(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("n{i}")).collect()
@@ -213,9 +256,9 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
         let r = spec(&ALL, 2);
-        let a = random(&r, &nodes(5), 120_000, 42);
-        assert_eq!(a, random(&r, &nodes(5), 120_000, 42));
-        assert_ne!(a, random(&r, &nodes(5), 120_000, 43));
+        let a = random(&r, &nodes(5), 2, 120_000, 42);
+        assert_eq!(a, random(&r, &nodes(5), 2, 120_000, 42));
+        assert_ne!(a, random(&r, &nodes(5), 2, 120_000, 43));
         assert!(a.len() > 10, "{a:?}");
     }
 
@@ -224,7 +267,8 @@ mod tests {
         for seed in 0..200 {
             for max in 1..=2 {
                 let r = spec(&ALL, max);
-                let ws = random_windows(&r, &nodes(3), 60_000, seed);
+                // Majority faults allowed: `max_concurrent` alone bounds them here.
+                let ws = random_windows(&r, &nodes(3), 3, 60_000, seed);
                 for w in &ws {
                     assert!(w.end_ms <= 60_000 - END_MARGIN_MS, "ends too late: {w:?}");
                     assert!((1000..=4000).contains(&(w.end_ms - w.start_ms)));
@@ -250,7 +294,7 @@ mod tests {
     #[test]
     fn only_the_asked_kinds_are_drawn_and_every_fault_ends() {
         for seed in 0..50 {
-            let steps = random(&spec(&[FaultKind::Stop], 1), &nodes(3), 60_000, seed);
+            let steps = random(&spec(&[FaultKind::Stop], 1), &nodes(3), 1, 60_000, seed);
             assert!(!steps.is_empty());
             let stops = steps.iter().filter(|s| matches!(s.op, Op::Stop(_))).count();
             let conts = steps.iter().filter(|s| matches!(s.op, Op::Cont(_))).count();
@@ -259,10 +303,85 @@ mod tests {
         }
     }
 
+    /// The most nodes down at once, after each op in turn: killed, stopped or terminated
+    /// until restarted or continued, or on a side of a partition that is not a majority.
+    fn peak_down(steps: &[Step], n: usize) -> usize {
+        let all = nodes(n);
+        let mut out: BTreeSet<&String> = BTreeSet::new();
+        let mut cut: Vec<&String> = Vec::new();
+        let mut peak = 0;
+        for (i, s) in steps.iter().enumerate() {
+            assert!(i == 0 || steps[i - 1].at_ms <= s.at_ms, "not in time order");
+            match &s.op {
+                Op::Kill(x) | Op::Stop(x) | Op::Term(x) => assert!(out.insert(x), "{x} twice"),
+                Op::Restart(x) | Op::Cont(x) => assert!(out.remove(x), "{x} was not down"),
+                Op::Partition(xs) => cut = all.iter().filter(|x| xs.contains(x)).collect(),
+                Op::Heal(_) => cut.clear(),
+            }
+            let mut down = out.clone();
+            if !cut.is_empty() {
+                let rest: Vec<&String> = all.iter().filter(|x| !cut.contains(x)).collect();
+                for side in [&cut, &rest] {
+                    if 2 * side.len() <= n {
+                        down.extend(side.iter().copied());
+                    }
+                }
+            }
+            peak = peak.max(down.len());
+        }
+        peak
+    }
+
+    /// Faults that overlap a lot: a start every 1-3 s, each lasting 5-10 s.
+    fn crowded(n: usize, majority: bool, max_concurrent: usize) -> Scenario {
+        Scenario::parse(&format!(
+            "nodes = {n}\nduration_s = 600\n[faults]\nmajority_faults = {majority}\n\
+             random = {{ kinds = [\"kill\", \"stop\", \"partition\", \"term\"], \
+             every_s = [1, 3], last_s = [5, 10], max_concurrent = {max_concurrent} }}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn random_schedules_keep_a_majority_up_at_every_instant() {
+        for n in [3, 5] {
+            let most = max_down(n);
+            let (mut peak, mut partitions) = (0, 0);
+            for seed in 0..300 {
+                // The scenario's own bound, through `build`.
+                let steps = build(&crowded(n, false, most), seed);
+                let p = peak_down(&steps, n);
+                assert!(p <= most, "n={n} seed {seed}: {p} down: {steps:?}");
+                // The scheduler's bound even where `max_concurrent` would allow more.
+                let steps = random(&spec(&ALL, n - 1), &nodes(n), most, 600_000, seed);
+                let q = peak_down(&steps, n);
+                assert!(q <= most, "n={n} seed {seed}: {q} down: {steps:?}");
+                peak = peak.max(p).max(q);
+                partitions += steps
+                    .iter()
+                    .filter(|s| matches!(s.op, Op::Partition(_)))
+                    .count();
+            }
+            assert_eq!(peak, most, "n={n}: the bound is reached");
+            assert!(partitions > 0, "n={n}: partitions are drawn too");
+        }
+    }
+
+    #[test]
+    fn majority_faults_may_take_a_majority_down() {
+        for n in [3, 5] {
+            let peak = (0..50)
+                .map(|seed| peak_down(&build(&crowded(n, true, n - 1), seed), n))
+                .max();
+            assert_eq!(peak, Some(n - 1), "n={n}");
+        }
+    }
+
     #[test]
     fn a_script_becomes_ordered_steps_and_a_term_restarts() {
         let s = Scenario::parse(
-            "duration_s = 30\n\
+            // Two nodes of three down at once (n2 and n1) needs majority faults.
+            "duration_s = 30\n[faults]\nmajority_faults = true\n\
              [[faults.step]]\nat_s = 2\naction = \"term\"\nnode = \"n2\"\nlast_s = 5\n\
              [[faults.step]]\nat_s = 3\naction = \"stop\"\nnode = \"n1\"\n\
              [[faults.step]]\nat_s = 4\naction = \"cont\"\nnode = \"n1\"\n\

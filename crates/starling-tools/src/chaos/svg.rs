@@ -428,6 +428,7 @@ mod tests {
             &events,
             &Bounds {
                 convergence_ms: 30_000,
+                majority_faults: false,
             },
         );
         let svg = timeline(&events, &report);

@@ -1,5 +1,5 @@
-//! Divergence, acknowledged publishes missing from the final log, and consumer loss (see the
-//! [checker](super) docs).
+//! Divergence, acknowledged publishes missing from the final log or acked in a lost epoch,
+//! and consumer loss (see the [checker](super) docs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -109,8 +109,16 @@ fn acked(events: &[Event]) -> BTreeMap<Key<'_>, (&str, u64)> {
     acked
 }
 
-pub(super) fn acked_missing(events: &[Event], info: &mut Info) -> CheckResult {
+/// The checks "acked missing from final log" and "acked in lost epochs" (skipped, the
+/// offsets only counted, when `majority_faults`).
+pub(super) fn acked_missing(
+    events: &[Event],
+    majority_faults: bool,
+    info: &mut Info,
+) -> (CheckResult, CheckResult) {
     let mut c = CheckResult::new("acked missing from final log");
+    let mut lost = CheckResult::new("acked in lost epochs");
+    lost.skipped = majority_faults;
     let meta = final_meta(events);
     let final_log: HashMap<Key, &str> = events
         .iter()
@@ -132,6 +140,12 @@ pub(super) fn acked_missing(events: &[Event], info: &mut Info) -> CheckResult {
         };
         if epoch != final_epoch {
             info.acked_in_lost_epochs += 1;
+            if !majority_faults {
+                lost.violation(format!(
+                    "topic {topic} epoch {epoch} offset {offset}: acked id {id} (pid {pid}) in \
+                     an epoch the topic lost (final epoch {final_epoch}) without majority faults"
+                ));
+            }
         } else if offset < first {
             info.trimmed_by_retention += 1;
         } else {
@@ -153,7 +167,7 @@ pub(super) fn acked_missing(events: &[Event], info: &mut Info) -> CheckResult {
             "topic {topic}: {n} acked publishes but no final meta"
         ));
     }
-    c
+    (c, lost)
 }
 
 pub(super) fn consumer_loss(events: &[Event], info: &mut Info) -> CheckResult {

@@ -12,6 +12,7 @@ fn start(consumer: &str) -> Event {
         nodes: vec!["n1".into(), "n2".into(), "n3".into()],
         topics: vec![T.into()],
         consumer: consumer.into(),
+        majority_faults: false,
     }
 }
 
@@ -173,6 +174,18 @@ fn run(events: &[Event]) -> Report {
         events,
         &Bounds {
             convergence_ms: 30_000,
+            majority_faults: false,
+        },
+    )
+}
+
+/// Checks as a run whose scenario allowed majority faults.
+fn run_with_majority_faults(events: &[Event]) -> Report {
+    check(
+        events,
+        &Bounds {
+            convergence_ms: 30_000,
+            majority_faults: true,
         },
     )
 }
@@ -362,15 +375,62 @@ fn topic_without_final_meta_fails() {
     assert_eq!(ex, ["topic t1: 3 acked publishes but no final meta"]);
 }
 
-#[test]
-fn acked_in_replaced_epoch_is_informational() {
-    // m0 was acked in epoch D, whose loss was announced; the final epoch is E.
+/// m0 was acked in epoch D, whose loss was announced; the final epoch is E.
+fn acked_in_replaced_epoch() -> Vec<Event> {
     let mut evs = clean();
     evs.insert(2, req(5, 9, "m0"));
     evs.insert(3, ok(6, 9, "m0", "D", 1));
-    let r = run(&evs);
-    assert!(r.passed(), "{}", r.table());
+    evs
+}
+
+#[test]
+fn acked_in_lost_epoch_fails_without_majority_faults() {
+    let r = run(&acked_in_replaced_epoch());
+    let ex = only_failure(&r, "acked in lost epochs", 1);
+    assert_eq!(
+        ex,
+        [
+            "topic t1 epoch D offset 1: acked id m0 (pid 9) in an epoch the topic lost \
+          (final epoch E) without majority faults"
+        ]
+    );
     assert_eq!(r.info.acked_in_lost_epochs, 1);
+    assert!(
+        r.table().contains("majority faults: not allowed"),
+        "{}",
+        r.table()
+    );
+    assert!(r.table().contains("acked in lost epochs"), "{}", r.table());
+}
+
+#[test]
+fn acked_in_lost_epoch_is_informational_with_majority_faults() {
+    let r = run_with_majority_faults(&acked_in_replaced_epoch());
+    assert!(r.passed(), "{}", r.table());
+    assert!(result(&r, "acked in lost epochs").skipped);
+    assert_eq!(r.info.acked_in_lost_epochs, 1);
+    assert!(r.majority_faults);
+    assert!(
+        r.table().contains("majority faults: allowed"),
+        "{}",
+        r.table()
+    );
+    let json = serde_json::to_value(&r).expect("report serializes");
+    assert_eq!(json["majority_faults"], true);
+}
+
+#[test]
+fn a_history_records_whether_majority_faults_were_allowed() {
+    let line = |extra: &str| {
+        format!(
+            r#"{{"ev":"start","t_ms":0,"seed":7,"nodes":["n1"],"topics":["t1"],"consumer":""{extra}}}"#
+        )
+    };
+    let allowed = parse(&line(r#","majority_faults":true"#)).expect("valid");
+    assert!(majority_faults(&allowed));
+    // Histories from before the key existed parse, as not allowed.
+    assert!(!majority_faults(&parse(&line("")).expect("valid")));
+    assert!(!majority_faults(&clean()));
 }
 
 #[test]
@@ -483,6 +543,7 @@ fn availability_windows_are_attributed_to_the_fault_at_their_start() {
 fn convergence_missing_too_slow_and_ok() {
     let bounds = Bounds {
         convergence_ms: 1_000,
+        majority_faults: false,
     };
     let healed = Event::Healed { t_ms: 400 };
     let verdict = |evs: &[Event]| {
