@@ -41,7 +41,10 @@ impl ReplicationConfig {
             return Err(invalid("replication.factor", "must be between 1 and 7"));
         }
         if self.heartbeat_ms == 0 {
-            return Err(invalid("replication.heartbeat_ms", "must be greater than 0"));
+            return Err(invalid(
+                "replication.heartbeat_ms",
+                "must be greater than 0",
+            ));
         }
         if self.election_min_ms < 3 * self.heartbeat_ms {
             return Err(invalid(

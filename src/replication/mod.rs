@@ -62,13 +62,37 @@ pub(crate) struct RaftStore;
 
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    Create { topic: String, epoch: String },
-    Append { topic: String, msgs: Vec<StoredMessage> },
-    RememberIds { topic: String, ids: Vec<(String, u64)>, time_ms: u64 },
-    SaveConsumer { topic: String, name: String, state: Vec<u8> },
-    DeleteConsumer { topic: String, name: String },
-    Retention { topic: String, max_messages: u64, max_age_ms: u64, now_ms: u64 },
-    ExpireIds { now_ms: u64 },
+    Create {
+        topic: String,
+        epoch: String,
+    },
+    Append {
+        topic: String,
+        msgs: Vec<StoredMessage>,
+    },
+    RememberIds {
+        topic: String,
+        ids: Vec<(String, u64)>,
+        time_ms: u64,
+    },
+    SaveConsumer {
+        topic: String,
+        name: String,
+        state: Vec<u8>,
+    },
+    DeleteConsumer {
+        topic: String,
+        name: String,
+    },
+    Retention {
+        topic: String,
+        max_messages: u64,
+        max_age_ms: u64,
+        now_ms: u64,
+    },
+    ExpireIds {
+        now_ms: u64,
+    },
 }
 
 impl Replication {
@@ -115,8 +139,8 @@ impl Replication {
         unimplemented!()
     }
 }
-pub(crate) mod owners;
 pub(crate) mod cluster_net;
+pub(crate) mod owners;
 impl crate::storage::SledLog {
     pub fn raft_store(&self) -> Result<RaftStore, crate::storage::StorageError> {
         unimplemented!()

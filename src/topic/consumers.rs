@@ -6,9 +6,8 @@
 //! group idle for `idle_expiry_secs` is deleted.
 
 use super::actor::TopicState;
-use super::TopicMsg;
 use super::writer::WriteError;
-use crate::replication::Op;
+use super::TopicMsg;
 use crate::consumer::group::{Group, Member, TopicView};
 use crate::consumer::stored::StoredConsumer;
 use crate::consumer::window::{Acked, Holder, Window};
@@ -21,6 +20,7 @@ use crate::protocol::consumer::{AckReport, AckRequest, ConsumerInfo};
 use crate::protocol::resume::ResumePlan;
 use crate::protocol::ApiError;
 use crate::protocol::{ErrorCode, TopicName};
+use crate::replication::Op;
 use crate::storage::{StorageError, TopicLog};
 use crate::topic::error::TopicError;
 use crate::topic::now_ms;

@@ -422,10 +422,12 @@ impl SupervisorState {
             }
         }
         if moved > 0 {
-            tracing::info!(moved, "topics moved after a leadership or membership change");
+            tracing::info!(
+                moved,
+                "topics moved after a leadership or membership change"
+            );
         }
     }
-
 }
 
 /// Stops an actor and waits for it; one that does not stop in time (stuck waiting for its shard) is

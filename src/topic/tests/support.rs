@@ -6,6 +6,9 @@ use crate::delivery::envelope::Delivery;
 use crate::delivery::outbound::{OutFrame, Outbound};
 use crate::protocol::frames::Position;
 use crate::protocol::TopicName;
+use crate::replication::cluster_net::ClusterRaftNet;
+use crate::replication::owners::ShardOwners;
+use crate::replication::{Replication, ReplicationSettings};
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::session::{SessionMsg, Transport};
 use crate::shutdown::Shutdown;
@@ -214,6 +217,33 @@ pub(super) struct Harness {
     pub(super) _dir: tempfile::TempDir,
 }
 
+/// This node's replicas of 4 shards, with every member of `cluster`'s view (as it is now)
+/// a voter, over the cluster's transport; quick elections.
+async fn start_replication(
+    log: &FaultyLog,
+    dyn_log: Arc<dyn TopicLog>,
+    flusher: Flusher,
+    cluster: &Cluster,
+) -> Replication {
+    let nodes: Vec<String> = cluster.watch().borrow().members.keys().cloned().collect();
+    let settings = ReplicationSettings {
+        me: cluster.me().to_string(),
+        factor: nodes.len().min(3),
+        nodes,
+        shards: 4,
+        heartbeat_ms: 50,
+        election_min_ms: 200,
+        election_max_ms: 400,
+    };
+    let store = log.inner.raft_store().expect("raft store");
+    let net = Arc::new(ClusterRaftNet {
+        cluster: cluster.clone(),
+    });
+    Replication::start(settings, dyn_log, store, flusher, net)
+        .await
+        .expect("start replication")
+}
+
 impl Harness {
     pub(super) async fn start(poison_read_topic: Option<&str>) -> Harness {
         Harness::start_in(poison_read_topic, Cluster::alone("n1")).await
@@ -241,10 +271,11 @@ impl Harness {
             Duration::from_millis(10),
             storage_stop.clone(),
         );
+        let replication = start_replication(&log, dyn_log.clone(), flusher, &cluster).await;
         let ctx = TopicContext {
             idle: Duration::from_secs(3600),
             log: dyn_log.clone(),
-            flusher,
+            replication: replication.clone(),
             retention: RetentionPolicy {
                 max_messages: 1_000_000,
                 max_age_ms: 24 * 3600 * 1000,
@@ -268,7 +299,9 @@ impl Harness {
             registry.clone(),
             dyn_log,
             cluster.clone(),
+            replication.clone(),
         );
+        cluster.set_owners(ShardOwners::new(replication.clone()));
         let _ = dlq_topics.set(topics.clone());
         let rebalancer = follow_membership(topic_sup.clone(), &cluster, storage_stop.clone());
         let sessions = Sessions::new(
