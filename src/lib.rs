@@ -20,6 +20,7 @@ mod http;
 mod metrics_setup;
 pub mod node;
 mod protocol;
+pub(crate) mod replication;
 mod session;
 pub mod shutdown;
 mod storage;
