@@ -306,6 +306,27 @@ async fn every_shard_elects_its_preferred_voter() {
     }
     let leaders = cluster.node("n2").repl.leaders().borrow().clone();
     assert!(leaders.by_shard.iter().all(Option::is_some), "{leaders:?}");
+    // Moved away (as after a failover), leadership comes back to the preferred voter.
+    let voters = cluster.node("n1").repl.voters(0).to_vec();
+    let (preferred, other) = (&voters[0], &voters[1]);
+    let group = Arc::clone(&cluster.node(preferred).repl.inner.groups[&0]);
+    group
+        .raft
+        .trigger()
+        .transfer_leader(placement::node_id(other))
+        .await
+        .expect("transfer");
+    poll(&format!("shard 0 led by {other}"), || {
+        (cluster.node(other).repl.leader(0).as_ref() == Some(other)).then_some(())
+    })
+    .await;
+    poll(&format!("shard 0 back on {preferred}"), || {
+        cluster
+            .running()
+            .all(|n| n.repl.leader(0).as_ref() == Some(preferred))
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
