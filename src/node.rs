@@ -90,7 +90,7 @@ impl Node {
         let (log, raft_store) = tokio::task::spawn_blocking(move || {
             let log = SledLog::open(&dir, opts)?;
             log.mark_running()?;
-            let raft_store = log.raft_store()?;
+            let raft_store = crate::replication::raft_store(&log)?;
             Ok::<_, StorageError>((Arc::new(log), raft_store))
         })
         .await
@@ -161,7 +161,6 @@ impl Node {
             consumers: config.consumers.clone(),
             topics: Arc::new(std::sync::OnceLock::new()),
             cluster: cluster.clone(),
-            dedupe_window_ms: config.storage.dedupe_window_ms,
         };
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();

@@ -21,8 +21,18 @@ pub fn ranking<'a>(topic: &str, members: impl IntoIterator<Item = &'a str>) -> V
 }
 
 fn weight(member: &str, topic: &str) -> u64 {
+    hash_bytes(member.bytes().chain([0xff]).chain(topic.bytes()))
+}
+
+/// The same hash as the placement weights, of one key: every build agrees on it (shard of a
+/// topic, Raft id of a node name).
+pub(crate) fn stable_hash(key: &str) -> u64 {
+    hash_bytes(key.bytes())
+}
+
+fn hash_bytes(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in member.bytes().chain([0xff]).chain(topic.bytes()) {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

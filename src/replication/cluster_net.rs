@@ -1,7 +1,8 @@
 //! [`RaftNet`] over the cluster's link: a Raft message is a [`Call::Raft`] to the peer's
 //! router, answered by its replica of the shard.
 
-use super::{NetError, RaftNet};
+use super::network::NetError;
+use super::RaftNet;
 use crate::cluster::client::Cluster;
 use crate::cluster::port::CallError;
 use crate::cluster::wire::{Call, Reply};

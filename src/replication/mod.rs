@@ -1,12 +1,66 @@
-//! STUB (replaced by the real module from branch repl-core at merge).
-#![allow(dead_code, unused_variables)]
-use crate::storage::flusher::Flusher;
-use crate::storage::{StoredMessage, TopicLog};
-use std::sync::Arc;
-use std::time::Duration;
+//! Replication: every topic lives in one of a fixed number of shards, and each shard is a
+//! Raft group (openraft, pinned) whose voters are `factor` configured nodes by rendezvous.
+//! The shard leader's topic actors decide offsets, ids and times and [`Replication::propose`]
+//! the storage writes as [`Op`]s; every replica applies them in log order to its own
+//! [`TopicLog`], so a publish acknowledged after `propose` is stored on a majority.
+//!
+//! Tasks, per node: for each local shard, openraft's own tasks (core, state machine worker,
+//! one replication task per follower while leading; openraft randomises each instance's
+//! first tick, so the groups' heartbeats do not beat in phase) and one leader-tracking task
+//! feeding [`Replication::leaders`]; one leadership-spread task that hands a shard back to
+//! its preferred voter once that one is caught up ([`shards::spread_leadership`]).
+//!
+//! Durability: the Raft log and meta live in the node's sled database beside the topics
+//! ([`crate::storage::raft_store`]); appends and votes are acknowledged to openraft only
+//! after the node's one [`Flusher`] flushed them (group commit across shards), so an entry
+//! counts towards a commit only once it is on disk. Applied ops and the applied position are
+//! flushed later, in order; a crash re-applies entries, which the ops tolerate.
+//!
+//! Not covered yet: a node whose data directory was wiped has no Raft state and would
+//! initialize its shards again as preferred leader (or wait forever as a follower). Rejoining
+//! needs the node to be told it is a replacement (a config flag or a missing store mark), to
+//! never initialize then, and the leader to remove and re-add it as a learner that catches up
+//! by snapshot before it votes again (membership changes through Raft only).
 
+pub(crate) mod cluster_net;
+mod codec;
+mod log_store;
+pub(crate) mod network;
+mod ops;
+pub(crate) mod owners;
+mod placement;
+mod shards;
+mod state_machine;
+#[cfg(test)]
+mod tests;
+mod types;
+
+pub(crate) use network::RaftNet;
+pub(crate) use ops::Op;
+
+use crate::storage::flusher::Flusher;
+use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::{ReadPolicy, ServerState};
+use shards::{Group, Names};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a proposal waits for a quorum.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `stop` waits for leadership to move.
+const STOP_TRANSFER_WAIT: Duration = Duration::from_secs(1);
+
+/// What replication needs to know about the cluster.
+#[derive(Clone, Debug)]
 pub(crate) struct ReplicationSettings {
+    /// This node's name, e.g. "n1".
     pub me: String,
+    /// Every configured node name, in config order.
     pub nodes: Vec<String>,
     pub shards: u32,
     pub factor: usize,
@@ -15,87 +69,61 @@ pub(crate) struct ReplicationSettings {
     pub election_max_ms: u64,
 }
 
-#[derive(Clone)]
-pub(crate) struct Replication {}
-
-#[derive(Debug)]
+/// The leader of every shard as this node knows it (`None`: unknown, or not a voter here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Leaders {
     pub by_shard: Vec<Option<String>>,
 }
 
+/// Why replication could not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ReplicationError {
-    #[error("x")]
-    X,
+    #[error("replication settings: {0}")]
+    Settings(String),
+    #[error("nodes {0} and {1} hash to the same Raft id: rename one")]
+    IdCollision(String, String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("shard {shard}: {detail}")]
+    Raft { shard: u32, detail: String },
 }
 
+/// Why a proposal (or a leadership check) did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProposeError {
-    #[error("not the leader")]
+    /// This node does not lead the shard; `leader` is who does, if known.
+    #[error("not the shard leader (leader: {leader:?})")]
     NotLeader { leader: Option<String> },
-    #[error("unavailable: {0}")]
+    /// No quorum answered in time, or the outcome is unknown: retry.
+    #[error("shard unavailable: {0}")]
     Unavailable(String),
-    #[error("fatal: {0}")]
+    /// The shard's Raft stopped (storage failure, shutdown).
+    #[error("replication failed: {0}")]
     Fatal(String),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum NetError {
-    #[error("unreachable {0}")]
-    Unreachable(String),
-    #[error("failed {0}")]
-    Failed(String),
+/// The Raft trees of the node's store, to pass to [`Replication::start`].
+pub(crate) fn raft_store(log: &SledLog) -> Result<RaftStore, StorageError> {
+    log.raft_store()
 }
 
-#[async_trait::async_trait]
-pub(crate) trait RaftNet: Send + Sync + 'static {
-    async fn call(
-        &self,
-        node: &str,
-        shard: u32,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, NetError>;
+struct Inner {
+    settings: ReplicationSettings,
+    voters: Vec<Vec<String>>,
+    names: Names,
+    groups: HashMap<u32, Arc<Group>>,
+    leaders: watch::Receiver<Arc<Leaders>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-pub(crate) struct RaftStore;
-
-#[derive(Clone, Debug)]
-pub(crate) enum Op {
-    Create {
-        topic: String,
-        epoch: String,
-    },
-    Append {
-        topic: String,
-        msgs: Vec<StoredMessage>,
-    },
-    RememberIds {
-        topic: String,
-        ids: Vec<(String, u64)>,
-        time_ms: u64,
-    },
-    SaveConsumer {
-        topic: String,
-        name: String,
-        state: Vec<u8>,
-    },
-    DeleteConsumer {
-        topic: String,
-        name: String,
-    },
-    Retention {
-        topic: String,
-        max_messages: u64,
-        max_age_ms: u64,
-        now_ms: u64,
-    },
-    ExpireIds {
-        now_ms: u64,
-    },
+/// The node's shard groups; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Replication {
+    inner: Arc<Inner>,
 }
 
 impl Replication {
+    /// Starts one Raft instance per shard this node is a voter of.
     pub async fn start(
         settings: ReplicationSettings,
         log: Arc<dyn TopicLog>,
@@ -103,46 +131,258 @@ impl Replication {
         flusher: Flusher,
         net: Arc<dyn RaftNet>,
     ) -> Result<Replication, ReplicationError> {
-        unimplemented!()
+        if settings.shards == 0 || settings.factor == 0 {
+            return Err(ReplicationError::Settings(
+                "shards and factor must be at least 1".into(),
+            ));
+        }
+        if !settings.nodes.contains(&settings.me) {
+            return Err(ReplicationError::Settings(format!(
+                "{} is not a configured node",
+                settings.me
+            )));
+        }
+        let names = Arc::new(
+            placement::node_ids(&settings.nodes)
+                .map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
+        );
+        let voters: Vec<Vec<String>> = (0..settings.shards)
+            .map(|s| placement::voters(s, &settings.nodes, settings.factor))
+            .collect();
+        let mut groups = HashMap::new();
+        for (shard, shard_voters) in (0..settings.shards).zip(&voters) {
+            if shard_voters.contains(&settings.me) {
+                let group = shards::start_group(
+                    &settings,
+                    shard,
+                    shard_voters,
+                    Arc::clone(&log),
+                    &store,
+                    flusher.clone(),
+                    Arc::clone(&net),
+                )
+                .await?;
+                groups.insert(shard, Arc::new(group));
+            }
+        }
+        let initial = Leaders {
+            by_shard: vec![None; voters.len()],
+        };
+        let (leaders_tx, leaders) = watch::channel(Arc::new(initial));
+        let mut tasks = Vec::new();
+        for group in groups.values() {
+            let task =
+                shards::track_leader(Arc::clone(group), Arc::clone(&names), leaders_tx.clone());
+            tasks.push(tokio::spawn(task));
+        }
+        let preferred: Vec<_> = groups
+            .values()
+            .filter_map(|g| {
+                let first = voters.get(g.shard as usize)?.first()?;
+                Some((Arc::clone(g), placement::node_id(first)))
+            })
+            .collect();
+        tasks.push(tokio::spawn(shards::spread_leadership(preferred)));
+        tracing::info!(
+            me = settings.me,
+            shards = settings.shards,
+            local = groups.len(),
+            "replication started"
+        );
+        Ok(Replication {
+            inner: Arc::new(Inner {
+                settings,
+                voters,
+                names,
+                groups,
+                leaders,
+                tasks: Mutex::new(tasks),
+            }),
+        })
     }
+
+    /// This node's name.
     pub fn me(&self) -> &str {
-        unimplemented!()
+        &self.inner.settings.me
     }
+
+    /// How many shards topics are hashed into.
     pub fn shards(&self) -> u32 {
-        unimplemented!()
+        self.inner.settings.shards
     }
+
     pub fn shard_of(&self, topic: &str) -> u32 {
-        unimplemented!()
+        placement::shard_of(topic, self.inner.settings.shards)
     }
+
     pub fn voters(&self, shard: u32) -> &[String] {
-        unimplemented!()
+        self.inner
+            .voters
+            .get(shard as usize)
+            .map_or(&[], Vec::as_slice)
     }
+
+    #[cfg(test)]
     pub fn is_voter(&self, shard: u32) -> bool {
-        unimplemented!()
+        self.inner.groups.contains_key(&shard)
     }
+
+    fn name(&self, id: Option<u64>) -> Option<String> {
+        id.and_then(|id| self.inner.names.get(&id).cloned())
+    }
+
+    fn group(&self, shard: u32) -> Result<&Arc<Group>, ProposeError> {
+        self.inner
+            .groups
+            .get(&shard)
+            .ok_or(ProposeError::NotLeader { leader: None })
+    }
+
+    /// Proposes `ops` as one entry; resolves once committed by a majority AND applied on
+    /// this node.
     pub async fn propose(&self, shard: u32, ops: Vec<Op>) -> Result<(), ProposeError> {
-        unimplemented!()
+        let group = self.group(shard)?;
+        let write = group.raft.client_write(types::Entry { ops });
+        match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader {
+                    leader: self.name(f.leader_id),
+                })
+            }
+            Ok(Err(RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)))) => {
+                Err(ProposeError::Unavailable(e.to_string()))
+            }
+            Ok(Err(e)) => Err(ProposeError::Fatal(e.to_string())),
+            Err(_) => Err(ProposeError::Unavailable(format!(
+                "shard {shard}: no quorum within {PROPOSE_TIMEOUT:?}"
+            ))),
+        }
     }
+
+    /// The leader of `shard` as this node knows it (None if unknown or not a voter here).
     pub fn leader(&self, shard: u32) -> Option<String> {
-        unimplemented!()
+        self.inner
+            .leaders
+            .borrow()
+            .by_shard
+            .get(shard as usize)
+            .cloned()
+            .flatten()
     }
-    pub fn leaders(&self) -> tokio::sync::watch::Receiver<Arc<Leaders>> {
-        unimplemented!()
+
+    /// Changes whenever the leader of any local shard changes.
+    pub fn leaders(&self) -> watch::Receiver<Arc<Leaders>> {
+        self.inner.leaders.clone()
     }
+
+    /// Ok once this node leads `shard` and has applied every entry committed before its
+    /// term (its local storage is then current); Err(NotLeader) otherwise. Waits up to
+    /// `timeout` while no leader is known or this node leads but is not yet current; answers
+    /// at once when another node leads.
     pub async fn lead_ready(&self, shard: u32, timeout: Duration) -> Result<(), ProposeError> {
-        unimplemented!()
+        let group = self.group(shard)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut metrics = group.raft.metrics();
+        loop {
+            let (state, leader) = {
+                let m = metrics.borrow_watched();
+                (m.state, m.current_leader)
+            };
+            let not_leader = || ProposeError::NotLeader {
+                leader: self.name(leader),
+            };
+            if state == ServerState::Leader {
+                let read = group.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+                return match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                        Err(ProposeError::NotLeader {
+                            leader: self.name(f.leader_id),
+                        })
+                    }
+                    Ok(Err(RaftError::APIError(e))) => {
+                        Err(ProposeError::Unavailable(e.to_string()))
+                    }
+                    Ok(Err(RaftError::Fatal(e))) => Err(ProposeError::Fatal(e.to_string())),
+                    Err(_) => Err(not_leader()),
+                };
+            }
+            if leader.is_some() && leader != Some(*group.raft.node_id()) {
+                return Err(not_leader());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ProposeError::Fatal(format!("shard {shard} stopped"))),
+                Err(_) => return Err(not_leader()),
+            }
+        }
     }
+
+    /// Serves an RPC that arrived from a peer for `shard`; returns the encoded response.
     pub async fn serve(&self, shard: u32, request: Vec<u8>) -> Vec<u8> {
-        unimplemented!()
+        let response = match self.inner.groups.get(&shard) {
+            Some(group) => network::serve(&group.raft, &group.incoming, &request).await,
+            None => network::RaftResponse::Refused(format!(
+                "{} is not a voter of shard {shard}",
+                self.inner.settings.me
+            )),
+        };
+        codec::encode(&response).unwrap_or_else(|e| {
+            tracing::error!(shard, error = %e, "raft response not encodable");
+            Vec::new()
+        })
     }
+
+    /// Transfers leadership of every shard this node leads to an up-to-date voter (waits up
+    /// to ~1 s in all), then shuts every Raft down.
     pub async fn stop(&self) {
-        unimplemented!()
-    }
-}
-pub(crate) mod cluster_net;
-pub(crate) mod owners;
-impl crate::storage::SledLog {
-    pub fn raft_store(&self) -> Result<RaftStore, crate::storage::StorageError> {
-        unimplemented!()
+        let tasks: Vec<_> = match self.inner.tasks.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for task in &tasks {
+            task.abort();
+        }
+        let deadline = tokio::time::Instant::now() + STOP_TRANSFER_WAIT;
+        for group in self.inner.groups.values() {
+            let m = group.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader {
+                continue;
+            }
+            let voters: Vec<u64> = self
+                .voters(group.shard)
+                .iter()
+                .map(|n| placement::node_id(n))
+                .collect();
+            if let Some(to) = shards::caught_up(&m, &voters) {
+                tracing::info!(shard = group.shard, to, "stopping: handing leadership over");
+                if let Err(e) = group.raft.trigger().transfer_leader(to).await {
+                    tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");
+                }
+            }
+        }
+        for group in self.inner.groups.values() {
+            let mut metrics = group.raft.metrics();
+            loop {
+                let leads = {
+                    let m = metrics.borrow_watched();
+                    m.current_leader == Some(m.id)
+                };
+                if !leads {
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
+                }
+            }
+        }
+        for group in self.inner.groups.values() {
+            if let Err(e) = group.raft.shutdown().await {
+                tracing::warn!(shard = group.shard, error = %e, "raft shutdown");
+            }
+        }
+        tracing::info!(me = self.inner.settings.me, "replication stopped");
     }
 }

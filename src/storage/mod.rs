@@ -25,6 +25,7 @@
 pub mod blocking;
 pub mod flusher;
 mod quiet_panic;
+pub mod raft_store;
 pub mod retention;
 mod sled_codec;
 mod sled_log;
@@ -32,6 +33,7 @@ mod store_mark;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use raft_store::{RaftShardStore, RaftStore};
 pub use sled_log::{SledLog, SledOptions};
 
 use bytes::Bytes;

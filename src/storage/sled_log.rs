@@ -66,6 +66,11 @@ pub struct SledLog {
 }
 
 impl SledLog {
+    /// The Raft log and meta trees in this node's database (see [`super::raft_store`]).
+    pub fn raft_store(&self) -> Result<super::RaftStore, StorageError> {
+        super::RaftStore::open(&self.db)
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
         read(&self.topics)
             .get(name)

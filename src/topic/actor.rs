@@ -42,8 +42,6 @@ pub struct TopicContext {
     pub topics: Arc<OnceLock<Topics>>,
     /// Membership, placement and the other nodes.
     pub cluster: Cluster,
-    /// How long publish ids are remembered (an imported topic brings its recent ones).
-    pub dedupe_window_ms: u64,
 }
 
 pub(crate) struct TopicActor;

@@ -235,7 +235,7 @@ async fn start_replication(
         election_min_ms: 200,
         election_max_ms: 400,
     };
-    let store = log.inner.raft_store().expect("raft store");
+    let store = crate::replication::raft_store(&log.inner).expect("raft store");
     let net = Arc::new(ClusterRaftNet {
         cluster: cluster.clone(),
     });
@@ -283,7 +283,6 @@ impl Harness {
             consumers: crate::config::ConsumersConfig::default(),
             topics: Arc::new(std::sync::OnceLock::new()),
             cluster: cluster.clone(),
-            dedupe_window_ms: 120_000,
         };
         let dlq_topics = ctx.topics.clone();
         let registry = TopicRegistry::default();

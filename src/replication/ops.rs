@@ -1,0 +1,184 @@
+//! The storage writes a shard leader proposes, and their apply onto a replica's
+//! [`TopicLog`].
+//!
+//! Every op carries what the leader decided (offsets, ids, times), so apply is
+//! deterministic, and is idempotent, because entries are applied again after a crash that
+//! came between an entry's writes and the record of its application: `Create` keeps an
+//! existing topic, `Append` skips the messages at or below the topic's head, the rest
+//! overwrite, and `Retention` counts its `max_messages` without the messages its entry
+//! appends after it.
+
+use crate::storage::{RetentionPolicy, StorageError, StoredMessage, TopicLog};
+
+/// One storage write, as the shard leader decided it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Op {
+    /// `TopicLog::create(topic, epoch, 0)` unless the topic exists.
+    Create {
+        topic: String,
+        epoch: String,
+    },
+    /// Messages continuing the topic's head; those at or below it are skipped.
+    Append {
+        topic: String,
+        #[serde(with = "messages")]
+        msgs: Vec<StoredMessage>,
+    },
+    /// `TopicLog::remember_id` for each (id, offset), at the leader's time.
+    RememberIds {
+        topic: String,
+        ids: Vec<(String, u64)>,
+        time_ms: u64,
+    },
+    SaveConsumer {
+        topic: String,
+        name: String,
+        state: Vec<u8>,
+    },
+    DeleteConsumer {
+        topic: String,
+        name: String,
+    },
+    /// `TopicLog::apply_retention` at the leader's time.
+    Retention {
+        topic: String,
+        max_messages: u64,
+        max_age_ms: u64,
+        now_ms: u64,
+    },
+    /// `TopicLog::expire_ids` at the leader's time.
+    ExpireIds {
+        now_ms: u64,
+    },
+}
+
+impl Op {
+    /// The topic this op writes, if it is about one.
+    pub fn topic(&self) -> Option<&str> {
+        match self {
+            Op::Create { topic, .. }
+            | Op::Append { topic, .. }
+            | Op::RememberIds { topic, .. }
+            | Op::SaveConsumer { topic, .. }
+            | Op::DeleteConsumer { topic, .. }
+            | Op::Retention { topic, .. } => Some(topic),
+            Op::ExpireIds { .. } => None,
+        }
+    }
+
+    /// Applies this op to `log` on its own (see [`apply_entry`] for an entry's ops).
+    #[cfg(test)]
+    pub fn apply(&self, log: &dyn TopicLog) -> Result<(), StorageError> {
+        self.apply_before(log, &[])
+    }
+
+    /// Applies this op, followed in its entry by `later`.
+    fn apply_before(&self, log: &dyn TopicLog, later: &[Op]) -> Result<(), StorageError> {
+        match self {
+            Op::Create { topic, epoch } => {
+                if log.meta(topic)?.is_none() {
+                    log.create(topic, epoch, 0)?;
+                }
+                Ok(())
+            }
+            Op::Append { topic, msgs } => {
+                let meta = log
+                    .meta(topic)?
+                    .ok_or_else(|| StorageError::NoSuchTopic(topic.clone()))?;
+                let fresh = msgs.partition_point(|m| m.offset <= meta.head);
+                match msgs.get(fresh..) {
+                    Some(rest) if !rest.is_empty() => log.append(topic, rest),
+                    _ => Ok(()),
+                }
+            }
+            Op::RememberIds {
+                topic,
+                ids,
+                time_ms,
+            } => ids
+                .iter()
+                .try_for_each(|(id, offset)| log.remember_id(topic, id, *offset, *time_ms)),
+            Op::SaveConsumer { topic, name, state } => log.save_consumer(topic, name, state),
+            Op::DeleteConsumer { topic, name } => log.delete_consumer(topic, name),
+            Op::Retention {
+                topic,
+                max_messages,
+                max_age_ms,
+                now_ms,
+            } => {
+                // Replayed after a crash, the entry's later appends are already stored:
+                // the count the leader meant excludes them.
+                let head = log.meta(topic)?.map_or(0, |m| m.head);
+                let replayed = appended(later, topic).filter(|m| m.offset <= head).count();
+                let policy = RetentionPolicy {
+                    max_messages: max_messages.saturating_add(replayed as u64),
+                    max_age_ms: *max_age_ms,
+                };
+                log.apply_retention(topic, &policy, *now_ms).map(|_| ())
+            }
+            Op::ExpireIds { now_ms } => log.expire_ids(*now_ms),
+        }
+    }
+}
+
+/// The messages `ops` append to `topic`.
+fn appended<'a>(ops: &'a [Op], topic: &'a str) -> impl Iterator<Item = &'a StoredMessage> + 'a {
+    ops.iter().flat_map(move |op| match op {
+        Op::Append { topic: t, msgs } if t == topic => msgs.as_slice(),
+        _ => &[],
+    })
+}
+
+/// Applies an entry's ops in order; a failing op is skipped. Returns the failures, by
+/// position. Applying the entry again (after a crash) leaves the same state.
+pub(crate) fn apply_entry(ops: &[Op], log: &dyn TopicLog) -> Vec<(usize, StorageError)> {
+    let mut failed = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let later = ops.get(i + 1..).unwrap_or_default();
+        if let Err(e) = op.apply_before(log, later) {
+            failed.push((i, e));
+        }
+    }
+    failed
+}
+
+/// [`StoredMessage`] as serde sees it (the storage type stays free of serde).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireMessage {
+    offset: u64,
+    id: String,
+    time_ms: u64,
+    data: Vec<u8>,
+}
+
+pub(super) mod messages {
+    use super::WireMessage;
+    use crate::storage::StoredMessage;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(msgs: &[StoredMessage], s: S) -> Result<S::Ok, S::Error> {
+        let wire: Vec<WireMessage> = msgs
+            .iter()
+            .map(|m| WireMessage {
+                offset: m.offset,
+                id: m.id.clone(),
+                time_ms: m.time_ms,
+                data: m.data.to_vec(),
+            })
+            .collect();
+        wire.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<StoredMessage>, D::Error> {
+        let wire = Vec::<WireMessage>::deserialize(d)?;
+        Ok(wire
+            .into_iter()
+            .map(|m| StoredMessage {
+                offset: m.offset,
+                id: m.id,
+                time_ms: m.time_ms,
+                data: m.data.into(),
+            })
+            .collect())
+    }
+}

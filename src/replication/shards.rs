@@ -1,0 +1,193 @@
+//! The Raft instances of this node: one per shard it is a voter of, each with its log
+//! store, state machine and network; started, initialized and stopped here. Also the two
+//! background tasks: leader tracking (one per instance) and leadership spread (one per
+//! node).
+
+use super::log_store::LogStore;
+use super::network::{Incoming, NetFactory, RaftNet};
+use super::placement;
+use super::state_machine::StateMachine;
+use super::types::{Metrics, NodeId, Raft};
+use super::{Leaders, ReplicationError, ReplicationSettings};
+use crate::storage::flusher::Flusher;
+use crate::storage::{RaftStore, TopicLog};
+use openraft::async_runtime::WatchReceiver;
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, Config, RaftLogReader, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Entries between snapshots.
+const SNAPSHOT_EVERY: u64 = 20_000;
+/// Entries kept below a snapshot, so a restarted replica catches up from the log.
+const LOG_TAIL: u64 = 10_000;
+/// Entries per AppendEntries (the network also caps them at ~1 MiB).
+const MAX_PAYLOAD_ENTRIES: u64 = 256;
+/// At most one leadership transfer attempt per shard in this period.
+const TRANSFER_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the spread task looks at the shards.
+const SPREAD_EVERY: Duration = Duration::from_millis(250);
+
+/// One local shard instance.
+pub(crate) struct Group {
+    pub shard: u32,
+    pub raft: Raft,
+    /// A snapshot being received from the leader.
+    pub incoming: Incoming,
+}
+
+/// Node names by Raft id.
+pub(crate) type Names = Arc<HashMap<NodeId, String>>;
+
+fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, ReplicationError> {
+    let config = Config {
+        cluster_name: format!("starling-shard-{shard}"),
+        heartbeat_interval: settings.heartbeat_ms,
+        election_timeout_min: settings.election_min_ms,
+        election_timeout_max: settings.election_max_ms,
+        enable_pre_vote: Some(true),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: LOG_TAIL,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| ReplicationError::Settings(e.to_string()))
+}
+
+/// Starts the instance of `shard`, whose voters are `voters`; initializes the group if this
+/// node is its preferred leader and has no Raft state for it yet.
+pub(crate) async fn start_group(
+    settings: &ReplicationSettings,
+    shard: u32,
+    voters: &[String],
+    log: Arc<dyn TopicLog>,
+    store: &RaftStore,
+    flusher: Flusher,
+    net: Arc<dyn RaftNet>,
+) -> Result<Group, ReplicationError> {
+    let me = placement::node_id(&settings.me);
+    let shard_store = store.shard(shard)?;
+    let mut log_store = LogStore::new(shard, shard_store.clone(), flusher);
+    let raft_err = |e: &dyn std::fmt::Display| ReplicationError::Raft {
+        shard,
+        detail: e.to_string(),
+    };
+    let empty = log_store
+        .get_log_state()
+        .await
+        .map_err(|e| raft_err(&e))?
+        .last_log_id
+        .is_none()
+        && log_store
+            .read_vote()
+            .await
+            .map_err(|e| raft_err(&e))?
+            .is_none();
+    let sm =
+        StateMachine::open(shard, settings.shards, log, shard_store).map_err(|e| raft_err(&e))?;
+    let network = NetFactory { shard, net };
+    let raft = Raft::new(me, config(settings, shard)?, network, log_store, sm)
+        .await
+        .map_err(|e| raft_err(&e))?;
+    if empty && voters.first() == Some(&settings.me) {
+        let members: BTreeMap<NodeId, BasicNode> = voters
+            .iter()
+            .map(|n| (placement::node_id(n), BasicNode { addr: n.clone() }))
+            .collect();
+        raft.initialize(members).await.map_err(|e| raft_err(&e))?;
+        tracing::info!(shard, voters = ?voters, "shard group initialized");
+    }
+    Ok(Group {
+        shard,
+        raft,
+        incoming: Incoming::default(),
+    })
+}
+
+/// The leader of a shard as `m` says, by name.
+pub(crate) fn leader_name(m: &Metrics, names: &Names) -> Option<String> {
+    m.current_leader.and_then(|id| names.get(&id).cloned())
+}
+
+/// Keeps `leaders` current with `group`'s view of its leader, until the instance stops.
+pub(crate) async fn track_leader(
+    group: Arc<Group>,
+    names: Names,
+    leaders: watch::Sender<Arc<Leaders>>,
+) {
+    let mut metrics = group.raft.metrics();
+    loop {
+        let leader = leader_name(&metrics.borrow_watched(), &names);
+        leaders.send_if_modified(|all| {
+            let slot = usize::try_from(group.shard).ok();
+            match slot.and_then(|i| all.by_shard.get(i)) {
+                Some(known) if *known != leader => {
+                    let mut next = Leaders::clone(all);
+                    if let Some(s) = slot.and_then(|i| next.by_shard.get_mut(i)) {
+                        tracing::info!(shard = group.shard, leader = ?leader, "shard leader changed");
+                        *s = leader.clone();
+                    }
+                    *all = Arc::new(next);
+                    true
+                }
+                _ => false,
+            }
+        });
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A voter of `m`'s group (not `me`) whose log matches the leader's last entry.
+pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
+    let replication = m.replication.as_ref()?;
+    let last = m.last_log_index?;
+    candidates.iter().copied().find(|id| {
+        *id != m.id
+            && replication
+                .get(id)
+                .and_then(|matched| matched.as_ref())
+                .is_some_and(|l| l.index() >= last)
+    })
+}
+
+/// Moves leadership of each shard this node leads to its preferred voter once that one is
+/// caught up; at most one attempt per shard per [`TRANSFER_BACKOFF`].
+pub(crate) async fn spread_leadership(groups: Vec<(Arc<Group>, NodeId)>) {
+    let mut last_try: HashMap<u32, Instant> = HashMap::new();
+    let mut ticks = tokio::time::interval(SPREAD_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for (group, preferred) in &groups {
+            let m = group.raft.metrics().borrow_watched().clone();
+            if m.state != ServerState::Leader || m.id == *preferred {
+                continue;
+            }
+            if caught_up(&m, &[*preferred]).is_none() {
+                continue;
+            }
+            if last_try
+                .get(&group.shard)
+                .is_some_and(|t| t.elapsed() < TRANSFER_BACKOFF)
+            {
+                continue;
+            }
+            last_try.insert(group.shard, Instant::now());
+            tracing::info!(
+                shard = group.shard,
+                to = preferred,
+                "moving leadership to the preferred voter"
+            );
+            if let Err(e) = group.raft.trigger().transfer_leader(*preferred).await {
+                tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");
+            }
+        }
+    }
+}

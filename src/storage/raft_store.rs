@@ -1,0 +1,237 @@
+//! The Raft side of the node's sled database: one log tree per shard and one meta tree,
+//! as checksummed bytes. What the bytes mean is the replication layer's business.
+//!
+//! Layout, in the same database as the topics (so the one [`super::flusher::Flusher`]
+//! makes both durable in one flush):
+//! - tree `raft-log:<shard>`: key = log index (u64 big-endian), value = crc32 of the
+//!   payload (4 bytes, big-endian) followed by the payload;
+//! - tree `raft-meta`: key = shard (u32 big-endian), `/`, a name (`vote`, `committed`,
+//!   `purged`, `applied`, `membership`); value framed like a log entry.
+//!
+//! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key:
+//! a damaged record is never handed out.
+
+use super::StorageError;
+
+const LOG_PREFIX: &str = "raft-log:";
+const META_TREE: &str = "raft-meta";
+
+/// Handle to the Raft trees; cheap to clone.
+#[derive(Clone)]
+pub struct RaftStore {
+    db: sled::Db,
+    meta: sled::Tree,
+}
+
+/// One shard's log and meta records.
+#[derive(Clone)]
+pub struct RaftShardStore {
+    shard: u32,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl RaftStore {
+    pub(super) fn open(db: &sled::Db) -> Result<RaftStore, StorageError> {
+        Ok(RaftStore {
+            db: db.clone(),
+            meta: db.open_tree(META_TREE)?,
+        })
+    }
+
+    /// The trees of `shard` (created if absent).
+    pub fn shard(&self, shard: u32) -> Result<RaftShardStore, StorageError> {
+        Ok(RaftShardStore {
+            shard,
+            log: self.db.open_tree(format!("{LOG_PREFIX}{shard}"))?,
+            meta: self.meta.clone(),
+        })
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    out.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+impl RaftShardStore {
+    fn unframe(&self, what: &str, stored: &[u8]) -> Result<Vec<u8>, StorageError> {
+        let corrupt = |detail: &str| StorageError::Corrupt {
+            what: "raft",
+            detail: format!("shard {} {what}: {detail}", self.shard),
+        };
+        let (sum, payload) = stored
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("shorter than its checksum"))?;
+        if u32::from_be_bytes(*sum) != crc32fast::hash(payload) {
+            return Err(corrupt("checksum mismatch"));
+        }
+        Ok(payload.to_vec())
+    }
+
+    fn meta_key(&self, name: &str) -> Vec<u8> {
+        let mut key = self.shard.to_be_bytes().to_vec();
+        key.push(b'/');
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    /// Writes log entries (index, payload). Durable after the next flush.
+    pub fn put_entries<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, &'a [u8])>,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (index, payload) in entries {
+            batch.insert(&index.to_be_bytes(), frame(payload));
+        }
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Payloads of the entries with `from <= index < to`, in order (`to` = `None`: no bound).
+    pub fn entries(&self, from: u64, to: Option<u64>) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let start = from.to_be_bytes();
+        let iter = match to {
+            Some(to) if to <= from => return Ok(Vec::new()),
+            Some(to) => self.log.range(start..to.to_be_bytes()),
+            None => self.log.range(start..),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            let index = decode_index(self.shard, &key)?;
+            out.push((index, self.unframe(&format!("log index {index}"), &value)?));
+        }
+        Ok(out)
+    }
+
+    /// The last entry's payload, if any.
+    pub fn last_entry(&self) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        match self.log.last()? {
+            Some((key, value)) => {
+                let index = decode_index(self.shard, &key)?;
+                let payload = self.unframe(&format!("log index {index}"), &value)?;
+                Ok(Some((index, payload)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every entry with index >= `from`.
+    pub fn remove_from(&self, from: u64) -> Result<(), StorageError> {
+        self.remove_range(self.log.range(from.to_be_bytes()..))
+    }
+
+    /// Removes every entry with index <= `through`.
+    pub fn remove_through(&self, through: u64) -> Result<(), StorageError> {
+        self.remove_range(self.log.range(..=through.to_be_bytes()))
+    }
+
+    fn remove_range(&self, iter: sled::Iter) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in iter.keys() {
+            batch.remove(key?);
+        }
+        self.log.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// A meta record of this shard.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.meta.get(self.meta_key(name))? {
+            Some(value) => Ok(Some(self.unframe(&format!("meta {name}"), &value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes meta records of this shard in one batch. Durable after the next flush.
+    pub fn put_meta(&self, records: &[(&str, &[u8])]) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (name, payload) in records {
+            batch.insert(self.meta_key(name), frame(payload));
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+fn decode_index(shard: u32, key: &[u8]) -> Result<u64, StorageError> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| StorageError::Corrupt {
+        what: "raft",
+        detail: format!("shard {shard}: log key of {} bytes", key.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, sled::Db, RaftShardStore) {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .expect("open sled");
+        let shard = RaftStore::open(&db)
+            .expect("store")
+            .shard(3)
+            .expect("shard");
+        (dir, db, shard)
+    }
+
+    #[test]
+    fn entries_round_trip_and_ranges() {
+        let (_dir, _db, s) = store();
+        let payloads: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; i as usize]).collect();
+        s.put_entries((1..=5).zip(payloads.iter().map(|p| p.as_slice())))
+            .expect("put");
+        let got = s.entries(2, Some(4)).expect("read");
+        assert_eq!(got, vec![(2, vec![2; 2]), (3, vec![3; 3])]);
+        assert_eq!(s.last_entry().expect("last"), Some((5, vec![5; 5])));
+        s.remove_from(4).expect("truncate");
+        s.remove_through(1).expect("purge");
+        let left: Vec<u64> = s
+            .entries(0, None)
+            .expect("read")
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(left, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_refused_naming_shard_and_index() {
+        let (_dir, _db, s) = store();
+        s.put_entries([(7, b"payload".as_slice())]).expect("put");
+        let mut stored = s
+            .log
+            .get(7u64.to_be_bytes())
+            .expect("get")
+            .expect("present")
+            .to_vec();
+        stored[5] ^= 0xff;
+        s.log.insert(7u64.to_be_bytes(), stored).expect("damage");
+        let err = s.entries(0, None).expect_err("corrupt");
+        let text = err.to_string();
+        assert!(
+            text.contains("shard 3") && text.contains("index 7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn meta_records_are_per_shard() {
+        let (_dir, db, s) = store();
+        s.put_meta(&[("vote", b"v3")]).expect("put");
+        let other = RaftStore::open(&db)
+            .expect("store")
+            .shard(4)
+            .expect("shard");
+        assert_eq!(s.meta("vote").expect("read"), Some(b"v3".to_vec()));
+        assert_eq!(other.meta("vote").expect("read"), None);
+    }
+}
