@@ -18,7 +18,10 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
                 // warp logs every client that hangs up mid-request as an error.
-                .add_directive("warp::server=off".parse().expect("static directive")),
+                .add_directive("warp::server=off".parse().expect("static directive"))
+                // openraft warns about every stale message after an election, which is normal;
+                // leadership changes are logged by the replication layer.
+                .add_directive("openraft=error".parse().expect("static directive")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -18,7 +18,7 @@ use crate::cluster::client::Cluster;
 use crate::cluster::faults::Faults;
 use crate::cluster::membership::Membership;
 use crate::cluster::router::{NodeRouter, RactorTransport, RouterArgs};
-use crate::config::Config;
+use crate::config::{Config, FsyncMode};
 use crate::http::{routes, serve, AppState};
 use crate::metrics_setup::install_metrics;
 use crate::replication::cluster_net::ClusterRaftNet;
@@ -87,9 +87,11 @@ impl Node {
             segment_messages: retention::segment_size(config.retention.max_messages),
             cache_bytes: config.storage.cache_bytes,
         };
+        let fsync = config.storage.fsync;
+        let alone = config.nodes.len() == 1 || config.replication.factor == 1;
         let (log, raft_store) = tokio::task::spawn_blocking(move || {
             let log = SledLog::open(&dir, opts)?;
-            log.mark_running()?;
+            recover(&log, fsync, alone)?;
             let raft_store = crate::replication::raft_store(&log)?;
             Ok::<_, StorageError>((Arc::new(log), raft_store))
         })
@@ -287,6 +289,26 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+/// After an unclean stop with `fsync = "none"`, acknowledged messages may be gone. Where
+/// this node is its shards' only voter (`alone`), their offsets could be handed out again:
+/// give every topic a new epoch so clients are told. With replicas, the others hold what
+/// this node lost, and Raft brings it back.
+fn recover(log: &dyn TopicLog, fsync: FsyncMode, alone: bool) -> Result<(), StorageError> {
+    let was_clean = log.mark_running()?;
+    if was_clean || fsync != FsyncMode::None || !alone {
+        return Ok(());
+    }
+    let topics = log.topics()?;
+    tracing::warn!(
+        topics = topics.len(),
+        "unclean stop with fsync=\"none\": starting a new epoch for every topic"
+    );
+    for topic in topics {
+        log.set_epoch(&topic, &crate::topic::new_epoch(), crate::topic::now_ms())?;
+    }
+    log.flush()
 }
 
 /// Every dedupe window, each shard this node leads drops the publish ids older than the

@@ -72,6 +72,11 @@ pub fn readyz(state: AppState) -> Response {
     if !state.view.borrow().ready {
         return reply::error(&ApiError::unavailable("node is joining the cluster"));
     }
+    if !state.topics.leaders_known() {
+        return reply::error(&ApiError::unavailable(
+            "the node's shards are electing their leaders",
+        ));
+    }
     reply::json(200, r#"{"status":"ready"}"#.to_string())
 }
 

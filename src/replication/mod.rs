@@ -41,6 +41,7 @@ pub(crate) use ops::Op;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{ReadPolicy, ServerState};
 use shards::{Group, Names};
@@ -271,6 +272,33 @@ impl Replication {
             .flatten()
     }
 
+    /// Whether this node leads `shard` but has heard from no majority of its voters for
+    /// longer than an election takes: it cannot commit, and the others have likely elected
+    /// another leader.
+    pub fn quorum_lost(&self, shard: u32) -> bool {
+        let Some(group) = self.inner.groups.get(&shard) else {
+            return false;
+        };
+        let m = group.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let patience = Duration::from_millis(self.inner.settings.election_max_ms);
+        match &m.last_quorum_acked {
+            Some(at) => at.elapsed() > patience,
+            None => false,
+        }
+    }
+
+    /// Whether every shard this node is a voter of has a leader it knows.
+    pub fn leaders_known(&self) -> bool {
+        let leaders = self.inner.leaders.borrow();
+        self.inner
+            .groups
+            .keys()
+            .all(|s| leaders.by_shard.get(*s as usize).is_some_and(Option::is_some))
+    }
+
     /// Changes whenever the leader of any local shard changes.
     pub fn leaders(&self) -> watch::Receiver<Arc<Leaders>> {
         self.inner.leaders.clone()
@@ -295,7 +323,7 @@ impl Replication {
             if state == ServerState::Leader {
                 let read = group.raft.ensure_linearizable(ReadPolicy::ReadIndex);
                 return match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok(_)) => Ok(()),
+                    Ok(Ok(_)) => self.applied_own_log(group, deadline).await,
                     Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                         Err(ProposeError::NotLeader {
                             leader: self.name(f.leader_id),
@@ -315,6 +343,40 @@ impl Replication {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(ProposeError::Fatal(format!("shard {shard} stopped"))),
                 Err(_) => return Err(not_leader()),
+            }
+        }
+    }
+
+    /// Waits until every entry in this leader's log is applied: an entry a previous owner
+    /// proposed in this term may still be in flight, and a new owner must see it before it
+    /// decides offsets.
+    async fn applied_own_log(
+        &self,
+        group: &Group,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ProposeError> {
+        let mut metrics = group.raft.metrics();
+        let want = metrics.borrow_watched().last_log_index;
+        loop {
+            let (state, applied) = {
+                let m = metrics.borrow_watched();
+                (m.state, m.last_applied.map(|l| l.index))
+            };
+            if state != ServerState::Leader {
+                return Err(ProposeError::NotLeader { leader: None });
+            }
+            if applied >= want {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ProposeError::Fatal(format!("shard {} stopped", group.shard))),
+                Err(_) => {
+                    return Err(ProposeError::Unavailable(format!(
+                        "shard {}: entries in flight did not commit in time",
+                        group.shard
+                    )))
+                }
             }
         }
     }

@@ -101,6 +101,11 @@ pub(crate) async fn start_group(
             .collect();
         raft.initialize(members).await.map_err(|e| raft_err(&e))?;
         tracing::info!(shard, voters = ?voters, "shard group initialized");
+    } else if voters == [settings.me.as_str()] {
+        // The only voter need not wait out an election timeout to lead again.
+        if let Err(e) = raft.trigger().elect(false).await {
+            tracing::warn!(shard, error = %e, "cannot start an election");
+        }
     }
     Ok(Group {
         shard,

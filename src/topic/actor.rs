@@ -235,7 +235,10 @@ impl Actor for TopicActor {
         msg: TopicMsg,
         state: &mut TopicState,
     ) -> Result<(), ActorProcessingErr> {
-        if !matches!(msg, TopicMsg::Tick | TopicMsg::ConsumerTick) {
+        if !matches!(
+            msg,
+            TopicMsg::Tick | TopicMsg::ConsumerTick | TopicMsg::Retained
+        ) {
             state.last_used = Instant::now();
         }
         if state.failed {
@@ -312,9 +315,16 @@ impl Actor for TopicActor {
                     return Ok(());
                 }
                 Err(WriteError::Unavailable(e)) => {
-                    // Whether the entry commits is unknown: restart from the log (the
-                    // supervisor tells every subscriber to resume from its cursor).
-                    return Err(format!("write not committed: {e}").into());
+                    // No majority answered (a failover or a partition): whether the entry
+                    // commits is unknown. Its publishers are told so (they retry with their
+                    // ids), and a successor starts from the log once the shard has a leader.
+                    tracing::info!(topic = %state.topic, error = %e, "write not committed; retiring");
+                    state.fail_pending(TopicError::unavailable(
+                        "the topic's replicas did not confirm the write; the outcome is unknown (retry with the same id)",
+                    ));
+                    state.failed = true;
+                    state.retire_now(&myself);
+                    return Ok(());
                 }
             },
             TopicMsg::Retained => {

@@ -49,9 +49,20 @@ impl Topics {
         }
     }
 
-    /// The running actor of `topic`, started if needed.
+    /// The running actor of `topic`, started if needed. While no owner is known (an
+    /// election), retried up to [`ROUTE_PATIENCE`].
     pub async fn handle(&self, topic: &TopicName) -> Result<TopicHandle, TopicError> {
-        TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await
+        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await {
+                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Publishes at the topic's owner and waits until the message is durable as configured
@@ -119,13 +130,22 @@ impl Topics {
         }
     }
 
-    /// Publishes on this node, which owns the topic.
+    /// Publishes on this node, which owns the topic. Refused at once when this node leads
+    /// the topic's shard but cannot reach a majority of its voters: it could never commit.
     pub(super) async fn publish_here(
         &self,
         topic: &TopicName,
         data: Bytes,
         id: Option<String>,
     ) -> Result<PublishAck, TopicError> {
+        if self
+            .replication
+            .quorum_lost(self.replication.shard_of(topic.as_str()))
+        {
+            return Err(TopicError::unavailable(
+                "this node cannot reach a majority of the topic's replicas; retry at another node",
+            ));
+        }
         for _ in 0..2 {
             let h = self.handle(topic).await?;
             match h.publish(data.clone(), id.clone()).await {
@@ -190,6 +210,11 @@ impl Topics {
                 Err(TopicError::Internal)
             }
         }
+    }
+
+    /// Whether every shard this node holds knows its leader (part of readiness).
+    pub fn leaders_known(&self) -> bool {
+        self.replication.leaders_known()
     }
 
     /// Number of topic actors running.

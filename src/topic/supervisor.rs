@@ -370,7 +370,8 @@ impl SupervisorState {
     /// What this node should run for `topic` now.
     fn role(&self, topic: &TopicName) -> Result<Role, TopicError> {
         match self.ctx.cluster.owner(topic.as_str()) {
-            None => Err(TopicError::unavailable("node is joining the cluster")),
+            // No leader known (an election, or this node is starting): callers retry.
+            None => Err(TopicError::Moving),
             Some(owner) if owner == self.ctx.cluster.me() => Ok(Role::Owner),
             Some(owner) => Ok(Role::Follower(owner)),
         }

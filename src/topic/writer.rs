@@ -7,8 +7,12 @@
 //!
 //! One entry in flight per topic keeps a topic's entries in submission order (offsets are
 //! decided by the actor before it submits); different topics' entries are in flight at once.
+//! When the actor stops (its writer is dropped), nothing more it submitted is proposed: a
+//! successor decides offsets afresh from the log, and a stale entry must not race it.
 
 use crate::replication::{Op, ProposeError, Replication};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Why submitted ops were not committed. Their outcome may be unknown: a proposal that
@@ -38,17 +42,25 @@ pub(crate) type Committed = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 /// Most bytes of message data the writer puts in one entry (more waits for the next).
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 
-/// The actor's handle; the task ends when the last handle is dropped.
-#[derive(Clone)]
+/// The actor's handle. Dropping it ends the task: what is queued is answered
+/// `Unavailable` without being proposed.
 pub(crate) struct TopicWriter {
     tx: mpsc::UnboundedSender<(Vec<Op>, Committed)>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for TopicWriter {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl TopicWriter {
     pub fn spawn(replication: Replication, shard: u32) -> TopicWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(replication, shard, rx));
-        TopicWriter { tx }
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(replication, shard, rx, Arc::clone(&closed)));
+        TopicWriter { tx, closed }
     }
 
     /// Proposes `ops` after everything submitted before; `done` runs once they commit.
@@ -68,6 +80,7 @@ async fn run(
     replication: Replication,
     shard: u32,
     mut rx: mpsc::UnboundedReceiver<(Vec<Op>, Committed)>,
+    closed: Arc<AtomicBool>,
 ) {
     let mut carry: Option<(Vec<Op>, Committed)> = None;
     loop {
@@ -95,7 +108,9 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let result = if ops.is_empty() {
+        let result = if closed.load(Ordering::Acquire) {
+            Err(WriteError::Unavailable("the topic stopped".into()))
+        } else if ops.is_empty() {
             Ok(())
         } else {
             replication

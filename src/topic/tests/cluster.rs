@@ -5,7 +5,6 @@
 
 use super::support::*;
 use crate::cluster::client::Cluster;
-use crate::cluster::placement;
 use crate::cluster::sim::SimNet;
 use crate::protocol::consumer::AckRequest;
 use crate::protocol::frames::Position;
@@ -42,14 +41,23 @@ impl Nodes {
         self.nodes[i].as_ref().expect("node is running")
     }
 
-    /// A topic named `prefix-k` that node `i` owns while every node is up.
-    fn owned_by(&self, prefix: &str, i: usize) -> TopicName {
-        let ids: Vec<&str> = self.ids.iter().map(String::as_str).collect();
-        (0..)
+    /// A topic named `prefix-k` whose shard prefers node `i` as its leader, once every
+    /// node sees `i` leading it.
+    async fn owned_by(&self, prefix: &str, i: usize) -> TopicName {
+        let repl = &self.node(i).replication;
+        let t = (0..)
             .map(|k| format!("{prefix}-{k}"))
-            .find(|t| placement::owner(t, ids.iter().copied()) == Some(ids[i]))
-            .map(|t| topic(&t))
-            .expect("some name lands on every node")
+            .find(|t| repl.voters(repl.shard_of(t)).first() == Some(&self.ids[i]))
+            .expect("some shard prefers every node");
+        let shard = repl.shard_of(&t);
+        for h in self.nodes.iter().flatten() {
+            let deadline = tokio::time::Instant::now() + DEADLINE;
+            while h.replication.leader(shard).as_deref() != Some(self.ids[i].as_str()) {
+                assert!(tokio::time::Instant::now() < deadline, "{t}: n{} leads", i + 1);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        topic(&t)
     }
 
     /// Node `i` dies at once: it neither sends nor answers, and the others see it down.
@@ -106,7 +114,7 @@ async fn publishes_on_every_node_reach_subscribers_on_every_node_in_order() {
     // A slow link must not reorder anything.
     nodes.net.delay("n1", "n3", Duration::from_millis(3));
     for owner in 0..3 {
-        let t = nodes.owned_by("route", owner);
+        let t = nodes.owned_by("route", owner).await;
         let mut readers = Vec::new();
         for i in 0..3 {
             let (session, reader) = nodes.node(i).session().await;
@@ -147,9 +155,9 @@ async fn publishes_on_every_node_reach_subscribers_on_every_node_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_owner_starts_an_announced_epoch_on_a_survivor() {
+async fn killing_the_owner_moves_the_topic_in_the_same_epoch() {
     let mut nodes = Nodes::start(3).await;
-    let t = nodes.owned_by("busy", 0);
+    let t = nodes.owned_by("busy", 0).await;
     let mut readers = Vec::new();
     for i in 1..3 {
         let (session, reader) = nodes.node(i).session().await;
@@ -166,30 +174,22 @@ async fn killing_the_owner_starts_an_announced_epoch_on_a_survivor() {
     };
 
     nodes.kill(0).await;
-    // The publish waits out the takeover ("moving" is retried inside) and lands on the
-    // new owner, in a new epoch: n1's copy is gone with it.
+    // The publish waits out the election ("moving" is retried inside) and lands on the new
+    // leader, which holds every committed entry: same epoch, the next offset.
     let ack = nodes
         .node(1)
         .topics
         .publish(&t, bytes::Bytes::from_static(b"4"), Some("after".into()))
         .await
         .expect("publish after the owner died");
-    assert_ne!(&*ack.epoch, first_epoch, "a new epoch");
-    assert_eq!(ack.offset, 1);
+    assert_eq!(&*ack.epoch, first_epoch, "the epoch did not change");
+    assert_eq!(ack.offset, 4);
     for (i, (_, reader)) in readers.iter_mut().enumerate() {
-        let epoch = ack.epoch.to_string();
-        reader
-            .wait_until("the new epoch's first message", |r| {
-                r.got.iter().any(|g| g.epoch == epoch && g.offset == 1)
-            })
-            .await;
-        // Never silent: the subscriber was told its position was not honoured.
+        reader.wait_for_offset(&t, 4).await;
+        assert_eq!(reader.offsets(&t), vec![1, 2, 3, 4], "n{}", i + 2);
         assert!(
-            reader
-                .announced
-                .iter()
-                .any(|(e, recovered)| *e == epoch && !recovered),
-            "n{}: the new epoch was announced: {:?}",
+            reader.announced.iter().all(|(_, recovered)| *recovered),
+            "n{}: a reset: {:?}",
             i + 2,
             reader.announced
         );
@@ -201,14 +201,14 @@ async fn killing_the_owner_starts_an_announced_epoch_on_a_survivor() {
         .await
         .expect("info")
         .expect("exists");
-    assert_eq!((&*info.epoch, info.head), (&*ack.epoch, 1));
+    assert_eq!((&*info.epoch, info.head), (first_epoch.as_str(), 4));
     nodes.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_on_one_node_consumes_a_topic_owned_by_another() {
     let nodes = Nodes::start(3).await;
-    let t = nodes.owned_by("work", 0);
+    let t = nodes.owned_by("work", 0).await;
     let (member, mut got) = nodes.node(1).session().await;
     join_consumer(&member, &t, "c1").await;
     for k in 1..=3 {

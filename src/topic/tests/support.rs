@@ -209,6 +209,7 @@ pub(super) struct Harness {
     pub(super) session_sup: ActorRef<()>,
     pub(super) session_sup_task: JoinHandle<()>,
     pub(super) topics: Topics,
+    pub(super) replication: Replication,
     pub(super) sessions: Sessions,
     pub(super) storage_stop: Shutdown,
     pub(super) flusher_task: JoinHandle<()>,
@@ -317,6 +318,7 @@ impl Harness {
             session_sup,
             session_sup_task,
             topics,
+            replication,
             sessions,
             storage_stop,
             flusher_task,
@@ -373,6 +375,7 @@ impl Harness {
             .await;
         self.session_sup.stop(None);
         let _ = self.session_sup_task.await;
+        self.replication.stop().await;
         self.topic_sup
             .stop_children_and_wait(None, Some(Duration::from_secs(5)))
             .await;
