@@ -23,7 +23,7 @@ use crate::metrics_setup::install_metrics;
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::shutdown::Shutdown;
 use crate::storage::flusher::Flusher;
-use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
+use crate::storage::{RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
 use crate::topic::actor::TopicContext;
 use crate::topic::new_epoch;
 use crate::topic::restart::RestartPolicy;
@@ -79,7 +79,6 @@ impl Node {
         })?;
         let opts = SledOptions {
             dedupe_window_ms: config.storage.dedupe_window_ms,
-            segment_messages: retention::segment_size(config.retention.max_messages),
             cache_bytes: config.storage.cache_bytes,
         };
         let fsync = config.storage.fsync;
