@@ -24,6 +24,8 @@
 
 pub mod blocking;
 pub mod flusher;
+#[cfg(test)]
+mod layout_bench;
 mod quiet_panic;
 pub mod retention;
 mod sled_codec;
