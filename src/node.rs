@@ -27,7 +27,7 @@ use crate::replication::{Op, Replication, ReplicationSettings};
 use crate::session::supervisor::{SessionSupervisor, Sessions};
 use crate::shutdown::Shutdown;
 use crate::storage::flusher::Flusher;
-use crate::storage::{retention, RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
+use crate::storage::{RetentionPolicy, SledLog, SledOptions, StorageError, TopicLog};
 use crate::topic::actor::TopicContext;
 use crate::topic::restart::RestartPolicy;
 use crate::topic::service::Topics;
@@ -84,7 +84,6 @@ impl Node {
         })?;
         let opts = SledOptions {
             dedupe_window_ms: config.storage.dedupe_window_ms,
-            segment_messages: retention::segment_size(config.retention.max_messages),
             cache_bytes: config.storage.cache_bytes,
         };
         let fsync = config.storage.fsync;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 /// The shard of `topic` among `shards` (> 0).
 pub(crate) fn shard_of(topic: &str, shards: u32) -> u32 {
     // The remainder is below `shards`, a u32.
-    (stable_hash(topic) % u64::from(shards.max(1))) as u32
+    (stable_hash(topic.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
 /// The voters of `shard`: `factor` of `nodes` by rendezvous (all of them when there are
@@ -24,7 +24,7 @@ pub(crate) fn voters(shard: u32, nodes: &[String], factor: usize) -> Vec<String>
 
 /// The Raft id of node `name`.
 pub(crate) fn node_id(name: &str) -> u64 {
-    stable_hash(name)
+    stable_hash(name.as_bytes())
 }
 
 /// Raft id -> name for every node; `Err` names two nodes whose ids collide.
@@ -63,7 +63,7 @@ mod tests {
         }
         assert_eq!(
             u64::from(shard_of("orders", 16)),
-            stable_hash("orders") % 16,
+            stable_hash(b"orders") % 16,
             "the shard is the stable hash modulo the count"
         );
         let mut counts = [0usize; 8];
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(ids.len(), 3);
         for n in &nodes {
             assert_eq!(ids.get(&node_id(n)), Some(n));
-            assert_eq!(node_id(n), stable_hash(n));
+            assert_eq!(node_id(n), stable_hash(n.as_bytes()));
         }
         // A name listed twice is the same node, not a collision.
         assert!(node_ids(&names(&["n1", "n1"])).is_ok());

@@ -96,7 +96,6 @@ fn settings(me: &str) -> ReplicationSettings {
 fn open_log(path: &Path) -> SledLog {
     let opts = SledOptions {
         dedupe_window_ms: 60_000,
-        segment_messages: 16,
         cache_bytes: 8 * 1024 * 1024,
     };
     SledLog::open(path, opts).expect("open store")

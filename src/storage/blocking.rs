@@ -37,7 +37,6 @@ mod tests {
     fn log(dir: &tempfile::TempDir) -> Arc<dyn TopicLog> {
         let opts = SledOptions {
             dedupe_window_ms: 1_000,
-            segment_messages: 100,
             cache_bytes: 1024 * 1024,
         };
         Arc::new(SledLog::open(dir.path(), opts).expect("open"))

@@ -228,7 +228,6 @@ mod tests {
     fn counting_log(dir: &TempDir, delay: Duration) -> Arc<CountingLog> {
         let opts = SledOptions {
             dedupe_window_ms: 1000,
-            segment_messages: 64,
             cache_bytes: 8 * 1024 * 1024,
         };
         let inner = SledLog::open(dir.path(), opts).expect("open");

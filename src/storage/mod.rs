@@ -1,11 +1,21 @@
 //! Storage: the per-topic message log behind the [`TopicLog`] trait.
 //!
 //! Layout (sled 0.34.7, one database per node at `data_dir/<node id>`):
-//! - tree `meta`: topic name -> bincode `MetaRecord` (epoch, first retained offset);
-//! - trees `seg:<topic>:<start offset, 20 digits>`: one per segment of offsets; each value
-//!   is a chunk of up to 256 consecutive messages (one append batch, split), key = the
-//!   chunk's first offset (u64 big-endian), value = bincode `Vec<StoredRecord>`; retention
-//!   drops whole segment trees (`drop_tree` is what gives disk space back in sled);
+//! - tree `meta`: topic name -> bincode `MetaRecord` (epoch, first retained offset); key
+//!   `\0stripes`: the number of message trees (u32 big-endian), fixed when the store is
+//!   created;
+//! - trees `msgs:<stripe>`, a fixed number of them (16 for a new store): a topic's chunks
+//!   are all in tree `stable_hash(topic) % stripes` (placement's hash), key = topic, 0x00,
+//!   the chunk's first offset (u64 big-endian; no topic name contains 0x00, so one topic's
+//!   keys are exactly those between `topic\0` and `topic\x01`), value = the CRC-32 of the
+//!   rest (4 bytes, big-endian), then bincode `Vec<StoredRecord>`: up to 256 consecutive
+//!   messages (or 256 KiB) of one append. A chunk whose checksum does not match or that
+//!   does not decode is [`StorageError::Corrupt`] and never served. Retention deletes the
+//!   chunks wholly below `first` in one sled batch, never the one holding the head. The
+//!   number of trees does not grow with topics: sled rewrites its list of trees on every new
+//!   tree, so a tree per topic made disk use grow with the square of the topic count;
+//! - trees `seg:<topic>:<start>` of the previous layout (a tree per segment of offsets) are
+//!   copied into the message trees and dropped at open, idempotently (see `sled_migrate.rs`);
 //! - trees `dedupe:<bucket>`: idempotency index, key = topic, 0x00, id; value = offset and
 //!   time; a bucket spans one dedupe window and is dropped two windows later;
 //! - tree `consumers`: topic, 0x00, consumer name -> the consumer window's snapshot;
@@ -16,7 +26,9 @@
 //!
 //! Opening refuses a damaged directory with [`StorageError::Damaged`], naming it: sled's
 //! own errors, its panics on some corrupt files (caught, see [`quiet_panic`]), a record that
-//! does not decode, and a store mark behind its file.
+//! does not decode (a topic's last chunk is read, checksum and all, to find its head),
+//! messages of a topic without a meta record or in the wrong message tree, message trees
+//! that do not match the stored count, and a store mark behind its file.
 //!
 //! Appends are visible to readers at once but durable only after [`TopicLog::flush`]; the
 //! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled
@@ -24,6 +36,8 @@
 
 pub mod blocking;
 pub mod flusher;
+#[cfg(test)]
+mod layout_bench;
 mod quiet_panic;
 pub mod raft_store;
 pub mod retention;
@@ -121,12 +135,6 @@ pub trait TopicLog: Send + Sync + 'static {
     /// Replaces the epoch and term of an existing topic (its history can no longer be
     /// trusted).
     fn set_epoch(&self, topic: &str, epoch: &str, term: u64) -> Result<TopicMeta, StorageError>;
-    /// The topic's lease, or `None` if it was never created.
-    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError>;
-    /// Seals this copy for node `taker` (durable with the next flush): it is never appended
-    /// to again. Returns its meta and lease as they were, or `None` if the topic does not
-    /// exist.
-    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError>;
     /// Replaces everything stored for the topic (messages, consumers, publish ids) with an
     /// empty copy of `epoch` at `term` whose next offset is `first`. The copy is sealed until
     /// [`TopicLog::unseal`]: an import cut short is never appended to.
@@ -140,9 +148,6 @@ pub trait TopicLog: Send + Sync + 'static {
     /// Opens a replaced copy for appends once its import is complete; refused if the import
     /// was cut short meanwhile.
     fn unseal(&self, topic: &str) -> Result<(), StorageError>;
-    /// Opens again a copy sealed for `taker`, whose takeover never continued it; refused if
-    /// it is no longer sealed for `taker`.
-    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError>;
     /// Every topic that exists.
     fn topics(&self) -> Result<Vec<String>, StorageError>;
     /// Appends messages whose offsets continue the topic's head with no gap. Visible to
@@ -159,7 +164,7 @@ pub trait TopicLog: Send + Sync + 'static {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StorageError>;
-    /// Applies retention at `now_ms`: advances `first` and drops every segment that lies
+    /// Applies retention at `now_ms`: advances `first` and deletes every chunk that lies
     /// wholly below it. Returns the new meta.
     fn apply_retention(
         &self,

@@ -5,7 +5,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+/// Trees of the previous layout, one per segment of a topic's offsets (migrated at open).
 pub(super) const SEGMENT_PREFIX: &str = "seg:";
+/// The message trees: `msgs:<stripe>`.
+pub(super) const MSGS_PREFIX: &str = "msgs:";
+/// Bytes of a chunk's checksum, before its bincode.
+const CRC_BYTES: usize = 4;
 
 /// Value of a topic in the `meta` tree.
 #[derive(Serialize, Deserialize)]
@@ -26,9 +31,10 @@ pub(super) const CHUNK_MESSAGES: usize = 256;
 pub(super) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// One message of a chunk; borrowed so `data` is written and read as one slice rather than
-/// byte by byte. A segment tree's value is a chunk: the bincode `Vec` of the records of
-/// consecutive offsets starting at the key's offset. One insert per chunk rather than per
-/// message is what makes sled fast enough for batched appends (4-6x, BENCHMARKS.md).
+/// byte by byte. A message tree's value is a chunk: the CRC-32 of the rest (4 bytes,
+/// big-endian), then the bincode `Vec` of the records of consecutive offsets starting at the
+/// key's offset. One insert per chunk rather than per message is what makes sled fast
+/// enough for batched appends (4-6x, BENCHMARKS.md).
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredRecord<'a> {
     pub(super) id: &'a str,
@@ -92,11 +98,87 @@ pub(super) fn decode_offset(key: &[u8]) -> Result<u64, StorageError> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// The records of a chunk; a chunk is never empty.
-pub(super) fn decode_chunk(value: &[u8]) -> Result<Vec<StoredRecord<'_>>, StorageError> {
-    let records: Vec<StoredRecord<'_>> = decode("chunk", value)?;
+/// The start of every key of `topic` in a message tree: the name, then 0x00 (no topic
+/// name contains 0x00, so no other topic's keys start with it).
+pub(super) fn topic_prefix(topic: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(topic.len() + 1 + 8);
+    key.extend_from_slice(topic.as_bytes());
+    key.push(0);
+    key
+}
+
+/// The key of `topic`'s chunk starting at `offset`: the topic's prefix, then the offset
+/// (u64 big-endian, so a topic's chunks sort by offset).
+pub(super) fn chunk_key(topic: &str, offset: u64) -> Vec<u8> {
+    let mut key = topic_prefix(topic);
+    key.extend_from_slice(&offset_key(offset));
+    key
+}
+
+/// The key just past every key of `topic` (its prefix with 0x01 for the 0x00).
+pub(super) fn topic_end(topic: &str) -> Vec<u8> {
+    let mut key = topic.as_bytes().to_vec();
+    key.push(1);
+    key
+}
+
+/// Splits a message tree's key into topic and chunk start.
+pub(super) fn split_chunk_key(key: &[u8]) -> Result<(&str, u64), StorageError> {
+    let bad = || corrupt("chunk key", format!("{key:?}"));
+    let at = key.len().checked_sub(9).ok_or_else(bad)?;
+    if key[at] != 0 {
+        return Err(bad());
+    }
+    let topic = std::str::from_utf8(&key[..at]).map_err(|_| bad())?;
+    Ok((topic, decode_offset(&key[at + 1..])?))
+}
+
+pub(super) fn msgs_name(stripe: u32) -> String {
+    format!("{MSGS_PREFIX}{stripe}")
+}
+
+/// The stripe of a message tree's name `msgs:<stripe>`.
+pub(super) fn parse_msgs_name(name: &[u8]) -> Option<u32> {
+    let digits = std::str::from_utf8(name).ok()?.strip_prefix(MSGS_PREFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// `body` behind its checksum, as a message tree stores a chunk.
+pub(super) fn checksummed(body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(CRC_BYTES + body.len());
+    value.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    value.extend_from_slice(body);
+    value
+}
+
+/// The records of `topic`'s chunk at `offset`, stored as `value`: a chunk whose checksum
+/// does not match, that does not decode, or that is empty is corrupt, and never served.
+pub(super) fn decode_chunk<'a>(
+    topic: &str,
+    offset: u64,
+    value: &'a [u8],
+) -> Result<Vec<StoredRecord<'a>>, StorageError> {
+    decode_body(value).map_err(|reason| {
+        tracing::error!(topic, offset, reason, "corrupt chunk");
+        corrupt("chunk", format!("{topic} offset {offset}"))
+    })
+}
+
+fn decode_body(value: &[u8]) -> Result<Vec<StoredRecord<'_>>, String> {
+    if value.len() < CRC_BYTES {
+        return Err(format!("{} bytes, too short for a checksum", value.len()));
+    }
+    let (crc, body) = value.split_at(CRC_BYTES);
+    let (stored, actual) = (crc, crc32fast::hash(body).to_be_bytes());
+    if stored != actual {
+        return Err(format!("checksum {stored:02x?}, computed {actual:02x?}"));
+    }
+    let records: Vec<StoredRecord<'_>> = decode("chunk", body).map_err(|e| e.to_string())?;
     if records.is_empty() {
-        return Err(corrupt("chunk", "no messages"));
+        return Err("no messages".to_string());
     }
     Ok(records)
 }
@@ -128,6 +210,7 @@ pub(super) fn chunks(msgs: &[StoredMessage]) -> Vec<&[StoredMessage]> {
     out
 }
 
+/// The stored value of a chunk of `msgs`: checksum, then bincode.
 pub(super) fn encode_chunk(msgs: &[StoredMessage]) -> Result<Vec<u8>, StorageError> {
     let records: Vec<StoredRecord<'_>> = msgs
         .iter()
@@ -137,11 +220,12 @@ pub(super) fn encode_chunk(msgs: &[StoredMessage]) -> Result<Vec<u8>, StorageErr
             data: &m.data,
         })
         .collect();
-    encode("chunk", &records)
-}
-
-pub(super) fn segment_name(topic: &str, start: u64) -> String {
-    format!("{SEGMENT_PREFIX}{topic}:{start:020}")
+    let mut value = vec![0; CRC_BYTES];
+    bincode::serde::encode_into_std_write(&records, &mut value, bincode::config::standard())
+        .map_err(|e| corrupt("chunk", format!("cannot encode: {e}")))?;
+    let crc = crc32fast::hash(&value[CRC_BYTES..]);
+    value[..CRC_BYTES].copy_from_slice(&crc.to_be_bytes());
+    Ok(value)
 }
 
 /// Splits `seg:<topic>:<20 digits>` into topic and start; topic names may contain ':'.

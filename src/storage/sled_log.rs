@@ -1,14 +1,16 @@
 //! [`TopicLog`] on sled 0.34.7, laid out as the module doc of [`crate::storage`] describes.
 //!
 //! Every topic is cached in memory at open: its epoch, first retained offset, head and the
-//! segment trees by start offset. Each topic has one writer at a time (appends, retention and
-//! epoch changes take its writer lock); readers hold the segment map's read lock while they
-//! iterate, so a segment tree is only dropped once no reader can still be using it.
+//! message tree (stripe) holding its chunks. Each topic has one writer at a time (appends,
+//! retention and epoch changes take its writer lock); readers hold the topic's state read
+//! lock while they iterate, and retention advances `first` under the write lock before it
+//! deletes chunks below it, so no reader still looks at a chunk being deleted.
 
-use super::retention::{self, SegmentInfo};
+use super::retention;
 use super::sled_codec::*;
 use super::store_mark::StoreMark;
 use super::{Lease, RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
+use crate::cluster::placement::stable_hash;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,14 +24,18 @@ const DEDUPE_PREFIX: &str = "dedupe:";
 const RUNNING_KEY: &[u8] = b"\0running";
 /// The store mark in `meta` (see [`super::store_mark`]).
 const MARK_KEY: &[u8] = b"\0mark";
+/// The number of message trees in `meta` (u32 big-endian), written when the store is
+/// created: a topic's tree is `stable_hash(topic) % stripes`, so it never changes.
+const STRIPES_KEY: &[u8] = b"\0stripes";
+/// Message trees of a new store. Fixed: the number of sled trees must not grow with the
+/// number of topics (sled rewrites its list of trees on every new tree).
+pub const MESSAGE_TREES: u32 = 16;
 
 /// Tuning for [`SledLog`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SledOptions {
     /// How long a publish id is remembered (one dedupe bucket spans one window).
     pub dedupe_window_ms: u64,
-    /// Messages per segment tree (see [`retention::segment_size`]).
-    pub segment_messages: u64,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
 }
@@ -40,6 +46,8 @@ struct Topic {
     writer: Mutex<()>,
     /// Last offset appended; readers never look past it.
     head: AtomicU64,
+    /// The message tree holding this topic's chunks.
+    tree: sled::Tree,
     state: RwLock<TopicState>,
 }
 
@@ -47,7 +55,6 @@ struct TopicState {
     epoch: String,
     first: u64,
     lease: Lease,
-    segments: BTreeMap<u64, sled::Tree>,
 }
 
 /// The sled-backed topic log. See the module doc for how it is shared.
@@ -59,10 +66,18 @@ pub struct SledLog {
     db: sled::Db,
     meta: sled::Tree,
     consumers: sled::Tree,
+    /// The message trees, by stripe.
+    msgs: Vec<sled::Tree>,
     opts: SledOptions,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Dedupe trees by bucket; users hold the read lock while they use a tree.
     dedupe: RwLock<BTreeMap<u64, sled::Tree>>,
+}
+
+/// The stripe of `topic` among `stripes` message trees.
+fn stripe_of(topic: &str, stripes: usize) -> usize {
+    // The remainder is below `stripes`, which is a usize.
+    (stable_hash(topic.as_bytes()) % stripes.max(1) as u64) as usize
 }
 
 impl SledLog {
@@ -76,6 +91,11 @@ impl SledLog {
             .get(name)
             .cloned()
             .ok_or_else(|| StorageError::NoSuchTopic(name.to_string()))
+    }
+
+    /// The message tree holding `topic`'s chunks.
+    fn msgs_tree(&self, topic: &str) -> &sled::Tree {
+        &self.msgs[stripe_of(topic, self.msgs.len())]
     }
 
     fn put_meta(
@@ -103,21 +123,15 @@ impl SledLog {
 }
 
 impl Topic {
-    fn new(
-        epoch: String,
-        first: u64,
-        lease: Lease,
-        head: u64,
-        segments: BTreeMap<u64, sled::Tree>,
-    ) -> Topic {
+    fn new(epoch: String, first: u64, lease: Lease, head: u64, tree: sled::Tree) -> Topic {
         Topic {
             writer: Mutex::new(()),
             head: AtomicU64::new(head),
+            tree,
             state: RwLock::new(TopicState {
                 epoch,
                 first,
                 lease,
-                segments,
             }),
         }
     }
@@ -132,53 +146,93 @@ impl Topic {
     }
 }
 
-/// Last offset of a segment tree and the time of its message.
-fn segment_last(tree: &sled::Tree) -> Result<Option<(u64, u64)>, StorageError> {
-    let Some((key, value)) = tree.last()? else {
+/// Last offset of `topic`'s last chunk in `tree`, and the time of its message.
+fn last_message(tree: &sled::Tree, topic: &str) -> Result<Option<(u64, u64)>, StorageError> {
+    let Some(item) = tree
+        .range(topic_prefix(topic)..topic_end(topic))
+        .next_back()
+    else {
         return Ok(None);
     };
-    let records = decode_chunk(&value)?;
-    let last = decode_offset(&key)? + records.len() as u64 - 1;
+    let (key, value) = item?;
+    let (_, start) = split_chunk_key(&key)?;
+    let records = decode_chunk(topic, start, &value)?;
+    let last = start.saturating_add(records.len() as u64 - 1);
     Ok(records.last().map(|rec| (last, rec.time_ms)))
 }
 
-/// The chunk holding `offset`: its first offset and value.
-fn chunk_at(tree: &sled::Tree, offset: u64) -> Result<Option<(u64, sled::IVec)>, StorageError> {
-    match tree.range(..=offset_key(offset)).next_back() {
+/// `topic`'s chunk holding `offset` (the last one starting at or before it): its first
+/// offset and value.
+fn chunk_at(
+    tree: &sled::Tree,
+    topic: &str,
+    offset: u64,
+) -> Result<Option<(u64, sled::IVec)>, StorageError> {
+    match tree
+        .range(topic_prefix(topic)..=chunk_key(topic, offset))
+        .next_back()
+    {
         Some(item) => {
             let (key, value) = item?;
-            Ok(Some((decode_offset(&key)?, value)))
+            Ok(Some((split_chunk_key(&key)?.1, value)))
         }
         None => Ok(None),
     }
 }
 
-fn message_time(tree: &sled::Tree, offset: u64) -> Result<u64, StorageError> {
-    let missing = || corrupt("segment", format!("offset {offset} is missing"));
-    let (start, value) = chunk_at(tree, offset)?.ok_or_else(missing)?;
-    let records = decode_chunk(&value)?;
+fn message_time(tree: &sled::Tree, topic: &str, offset: u64) -> Result<u64, StorageError> {
+    let missing = || corrupt("chunk", format!("{topic} offset {offset} is missing"));
+    let (start, value) = chunk_at(tree, topic, offset)?.ok_or_else(missing)?;
+    let records = decode_chunk(topic, start, &value)?;
     let index = usize::try_from(offset - start).map_err(|_| missing())?;
     Ok(records.get(index).ok_or_else(missing)?.time_ms)
 }
 
-/// First offset in `from..=to` of `tree` stamped at or after `cutoff_ms`, by binary search
-/// (owner times do not go backwards within a topic).
+/// First offset in `from..=to` of `topic` stamped at or after `cutoff_ms`, by binary search
+/// (owner times do not go backwards within a topic); `from` is tried first, the usual answer.
 fn first_at_or_after(
     tree: &sled::Tree,
+    topic: &str,
     from: u64,
     to: u64,
     cutoff_ms: u64,
 ) -> Result<Option<u64>, StorageError> {
-    let (mut lo, mut hi) = (from, to.saturating_add(1));
+    if from > to || message_time(tree, topic, from)? >= cutoff_ms {
+        return Ok((from <= to).then_some(from));
+    }
+    let (mut lo, mut hi) = (from + 1, to.saturating_add(1));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if message_time(tree, mid)? >= cutoff_ms {
+        if message_time(tree, topic, mid)? >= cutoff_ms {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
     Ok((lo <= to).then_some(lo))
+}
+
+/// Deletes `topic`'s chunks starting below offset `below`, or all of them for `None`, in
+/// one batch (a range delete over the topic's keys); returns how many.
+fn delete_chunks(
+    tree: &sled::Tree,
+    topic: &str,
+    below: Option<u64>,
+) -> Result<usize, StorageError> {
+    let end = match below {
+        Some(offset) => chunk_key(topic, offset),
+        None => topic_end(topic),
+    };
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for key in tree.range(topic_prefix(topic)..end).keys() {
+        batch.remove(key?);
+        n += 1;
+    }
+    if n > 0 {
+        tree.apply_batch(batch)?;
+    }
+    Ok(n)
 }
 
 impl TopicLog for SledLog {
@@ -197,8 +251,10 @@ impl TopicLog for SledLog {
             importing: false,
             sealed_for: None,
         };
+        debug_assert!(!topic.contains('\0'), "topic names never contain NUL");
         self.put_meta(topic, epoch, 1, &lease)?;
-        let t = Topic::new(epoch.to_string(), 1, lease, 0, BTreeMap::new());
+        let tree = self.msgs_tree(topic).clone();
+        let t = Topic::new(epoch.to_string(), 1, lease, 0, tree);
         let meta = t.meta();
         topics.insert(topic.to_string(), Arc::new(t));
         tracing::debug!(topic, epoch, "topic created");
@@ -249,33 +305,13 @@ impl TopicLog for SledLog {
                 });
             }
         }
-        let per_segment = self.opts.segment_messages;
-        let mut current = read(&t.state)
-            .segments
-            .last_key_value()
-            .map(|(start, tree)| (*start, tree.clone()));
-        let mut rest = msgs;
-        while let Some(next) = rest.first().map(|m| m.offset) {
-            let (start, tree, is_new) = match current.take() {
-                Some((start, tree)) if next - start < per_segment => (start, tree, false),
-                _ => (next, self.db.open_tree(segment_name(topic, next))?, true),
-            };
-            let room = usize::try_from(per_segment - (next - start)).unwrap_or(usize::MAX);
-            let (chunk, later) = rest.split_at(room.min(rest.len()));
-            let mut batch = sled::Batch::default();
-            for part in chunks(chunk) {
-                batch.insert(&offset_key(part[0].offset), encode_chunk(part)?);
-            }
-            tree.apply_batch(batch)?;
-            if is_new {
-                write(&t.state).segments.insert(start, tree.clone());
-                tracing::debug!(topic, start, "segment started");
-            }
-            if let Some(last) = chunk.last() {
-                t.head.store(last.offset, Ordering::Release);
-            }
-            current = Some((start, tree));
-            rest = later;
+        let mut batch = sled::Batch::default();
+        for part in chunks(msgs) {
+            batch.insert(chunk_key(topic, part[0].offset), encode_chunk(part)?);
+        }
+        t.tree.apply_batch(batch)?;
+        if let Some(last) = msgs.last() {
+            t.head.store(last.offset, Ordering::Release);
         }
         Ok(())
     }
@@ -289,7 +325,8 @@ impl TopicLog for SledLog {
         max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StorageError> {
         let t = self.topic(topic)?;
-        // Held while reading: retention drops a tree only after taking the write lock.
+        // Held while reading: retention deletes chunks only after advancing `first` under
+        // the write lock.
         let state = read(&t.state);
         let end = to.min(t.head.load(Ordering::Acquire));
         let mut expected = from.max(state.first);
@@ -297,39 +334,38 @@ impl TopicLog for SledLog {
         if expected > end || max_count == 0 {
             return Ok(out);
         }
-        let first_segment = match state.segments.range(..=expected).next_back() {
-            Some((start, _)) => *start,
-            None => expected,
-        };
+        let from_chunk = chunk_at(&t.tree, topic, expected)?.map_or(expected, |(start, _)| start);
         let mut bytes = 0usize;
-        for (_, tree) in state.segments.range(first_segment..=end) {
-            let from_chunk = chunk_at(tree, expected)?.map_or(expected, |(start, _)| start);
-            for item in tree.range(offset_key(from_chunk)..=offset_key(end)) {
-                let (key, value) = item?;
-                let start = decode_offset(&key)?;
-                for (offset, rec) in (start..).zip(decode_chunk(&value)?.iter()) {
-                    if offset < expected {
-                        continue;
-                    }
-                    if offset != expected {
-                        break;
-                    }
-                    let msg = to_message(offset, rec);
-                    let size = msg.size();
-                    if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
-                        return Ok(out);
-                    }
-                    bytes = bytes.saturating_add(size);
-                    out.push(msg);
-                    expected += 1;
-                    if out.len() >= max_count || expected > end {
-                        return Ok(out);
-                    }
+        for item in t
+            .tree
+            .range(chunk_key(topic, from_chunk)..=chunk_key(topic, end))
+        {
+            let (key, value) = item?;
+            let (_, start) = split_chunk_key(&key)?;
+            for (offset, rec) in (start..).zip(decode_chunk(topic, start, &value)?.iter()) {
+                if offset < expected {
+                    continue;
+                }
+                if offset != expected {
+                    break;
+                }
+                let msg = to_message(offset, rec);
+                let size = msg.size();
+                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                    return Ok(out);
+                }
+                bytes = bytes.saturating_add(size);
+                out.push(msg);
+                expected += 1;
+                if out.len() >= max_count || expected > end {
+                    return Ok(out);
                 }
             }
         }
-        let detail = format!("topic {topic}: offset {expected} is missing");
-        Err(corrupt("segment", detail))
+        Err(corrupt(
+            "chunk",
+            format!("{topic} offset {expected} is missing"),
+        ))
     }
 
     fn apply_retention(
@@ -341,56 +377,34 @@ impl TopicLog for SledLog {
         let t = self.topic(topic)?;
         let _writer = lock(&t.writer);
         let head = t.head.load(Ordering::Acquire);
-        let (epoch, current_first, lease, trees) = {
+        let (epoch, current_first, lease) = {
             let state = read(&t.state);
-            let trees: Vec<(u64, sled::Tree)> = state
-                .segments
-                .iter()
-                .map(|(s, tree)| (*s, tree.clone()))
-                .collect();
-            (state.epoch.clone(), state.first, state.lease.clone(), trees)
+            (state.epoch.clone(), state.first, state.lease.clone())
         };
-        let mut infos = Vec::with_capacity(trees.len());
-        for (start, tree) in &trees {
-            if let Some((last, last_time_ms)) = segment_last(tree)? {
-                infos.push(SegmentInfo {
-                    start: *start,
-                    last,
-                    last_time_ms,
-                });
-            }
-        }
+        let tree = &t.tree;
         let decision = retention::decide(
-            &infos,
             head,
             current_first,
             policy,
             now_ms,
-            |from, to, cutoff| match trees.iter().rev().find(|(start, _)| *start <= from) {
-                Some((_, tree)) => first_at_or_after(tree, from, to, cutoff),
-                None => Ok(None),
-            },
+            |from, to, cutoff| first_at_or_after(tree, topic, from, to, cutoff),
+            |offset| Ok(chunk_at(tree, topic, offset)?.map(|(start, _)| start)),
         )?;
         if decision.first != current_first {
-            // Persisted before any tree goes, so a crash never leaves `first` below a hole.
+            // Persisted before any chunk goes, so a crash never leaves `first` below a hole.
             self.put_meta(topic, &epoch, decision.first, &lease)?;
+            write(&t.state).first = decision.first;
         }
-        {
-            let mut state = write(&t.state);
-            state.first = decision.first;
-            for start in &decision.drop {
-                state.segments.remove(start);
-            }
-        }
-        for start in &decision.drop {
-            self.db.drop_tree(segment_name(topic, *start))?;
-        }
-        if decision.first != current_first {
+        let deleted = match decision.delete_below {
+            0 => 0,
+            below => delete_chunks(tree, topic, Some(below))?,
+        };
+        if decision.first != current_first || deleted > 0 {
             tracing::debug!(
                 topic,
                 first = decision.first,
                 head,
-                dropped = decision.drop.len(),
+                deleted,
                 "retention applied"
             );
         }
@@ -475,16 +489,6 @@ impl TopicLog for SledLog {
         Ok(out)
     }
 
-    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError> {
-        Ok(read(&self.topics)
-            .get(topic)
-            .map(|t| read(&t.state).lease.clone()))
-    }
-
-    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
-        self.seal_copy(topic, taker)
-    }
-
     fn replace(
         &self,
         topic: &str,
@@ -497,12 +501,6 @@ impl TopicLog for SledLog {
 
     fn unseal(&self, topic: &str) -> Result<(), StorageError> {
         self.open_copy(topic, |l| l.importing)
-    }
-
-    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError> {
-        self.open_copy(topic, |l| {
-            l.sealed && l.sealed_for.as_deref() == Some(taker)
-        })
     }
 
     fn flush(&self) -> Result<(), StorageError> {
@@ -522,6 +520,8 @@ impl TopicLog for SledLog {
     }
 }
 
+#[path = "sled_migrate.rs"]
+mod migrate;
 #[path = "sled_open.rs"]
 mod open;
 #[path = "sled_ownership.rs"]

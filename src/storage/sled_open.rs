@@ -1,12 +1,19 @@
-//! Opening a [`SledLog`]: sled's database, the store mark, and every topic into memory. A
+//! Opening a [`SledLog`]: sled's database, the store mark, the message trees (migrating a
+//! store of the previous layout, see [`super::migrate`]) and every topic into memory. A
 //! damaged data directory is refused with [`StorageError::Damaged`] naming it, whether sled
 //! returns an error, panics (sled 0.34.7 does on some corrupt files, in the calling thread),
-//! a record does not decode, or the store mark shows lost writes.
+//! a record does not decode, a topic's last chunk fails its checksum, messages are stored
+//! for a topic without a meta record or in the wrong message tree, a message tree is
+//! missing, or the store mark shows lost writes.
 
 use super::super::quiet_panic::catch_panic;
 use super::super::store_mark::{self, StoreMark};
+use super::migrate;
 use super::*;
 use std::path::Path;
+
+/// Most message trees a store may record (a sanity bound on the stored count).
+const MAX_STRIPES: u32 = 4096;
 
 impl SledLog {
     /// Opens (or creates) the database at `path` and loads every topic into memory.
@@ -26,7 +33,6 @@ impl SledLog {
     ) -> Result<SledLog, StorageError> {
         let opts = SledOptions {
             dedupe_window_ms: opts.dedupe_window_ms.max(1),
-            segment_messages: opts.segment_messages.max(1),
             ..opts
         };
         // No background flusher: the Flusher task must be sled's only flusher (sled #1308).
@@ -43,6 +49,12 @@ impl SledLog {
         };
         let mark = store_mark::check(file_mark.as_ref(), stored_mark.as_ref())
             .map_err(|detail| damaged(path, detail))?;
+        let names = db.tree_names();
+        let stripes = match meta.get(STRIPES_KEY)? {
+            Some(value) => Some(decode_stripes(&value)?),
+            None => None,
+        };
+        check_message_trees(&db, &names, stripes)?;
         let consumers = db.open_tree(CONSUMERS_TREE)?;
         let mut states = HashMap::new();
         for item in meta.iter() {
@@ -62,50 +74,46 @@ impl SledLog {
                     importing: rec.importing,
                     sealed_for: rec.sealed_for,
                 },
-                segments: BTreeMap::new(),
             };
             states.insert(name, state);
         }
-        let mut dedupe = BTreeMap::new();
-        // A crash between creating a segment tree and its first batch leaves it empty.
-        let mut empty = Vec::new();
-        for name in db.tree_names() {
-            if let Some((topic, start)) = parse_segment_name(&name) {
-                let tree = db.open_tree(&name)?;
-                match states.get_mut(topic) {
-                    _ if tree.is_empty() => empty.push((topic.to_string(), start, name.clone())),
-                    Some(state) => {
-                        state.segments.insert(start, tree);
-                    }
-                    // A topic's meta record is written before its first segment and never
-                    // removed: sled lost it.
-                    None => {
-                        let detail = format!("messages of topic {topic} from offset {start} are stored, but the topic's meta record is missing");
-                        return Err(corrupt("segment", detail));
-                    }
+        let old = migrate::old_segments(&db, &names, |topic| states.contains_key(topic))?;
+        // Validation is over: from here on, opening writes.
+        let stripes = match stripes {
+            Some(n) => n,
+            None => {
+                // The trees first: a crash before the count is durable leaves them empty,
+                // and this runs again.
+                for stripe in 0..MESSAGE_TREES {
+                    db.open_tree(msgs_name(stripe))?;
                 }
-            } else if let Some(bucket) = std::str::from_utf8(&name)
+                meta.insert(STRIPES_KEY, &MESSAGE_TREES.to_be_bytes())?;
+                MESSAGE_TREES
+            }
+        };
+        let msgs = (0..stripes)
+            .map(|stripe| db.open_tree(msgs_name(stripe)))
+            .collect::<Result<Vec<_>, _>>()?;
+        migrate::migrate(&db, &msgs, old)?;
+        let heads = scan_heads(&msgs, |topic| states.contains_key(topic))?;
+        let mut dedupe = BTreeMap::new();
+        for name in &names {
+            if let Some(bucket) = std::str::from_utf8(name)
                 .ok()
                 .and_then(|n| n.strip_prefix(DEDUPE_PREFIX))
                 .and_then(|b| b.parse::<u64>().ok())
             {
-                dedupe.insert(bucket, db.open_tree(&name)?);
+                dedupe.insert(bucket, db.open_tree(name)?);
             }
         }
         let mut topics = HashMap::with_capacity(states.len());
         for (name, state) in states {
-            let last = match state.segments.values().next_back() {
-                Some(tree) => segment_last(tree)?.map_or(0, |(offset, _)| offset),
-                None => 0,
-            };
-            // Offsets below `first` were assigned even if their segments are gone.
+            let last = heads.get(&name).copied().unwrap_or(0);
+            // Offsets below `first` were assigned even if their chunks are gone.
             let head = last.max(state.first.saturating_sub(1));
-            let topic = Topic::new(state.epoch, state.first, state.lease, head, state.segments);
+            let tree = msgs[stripe_of(&name, msgs.len())].clone();
+            let topic = Topic::new(state.epoch, state.first, state.lease, head, tree);
             topics.insert(name, Arc::new(topic));
-        }
-        for (topic, start, name) in empty {
-            tracing::warn!(topic, start, "dropping an empty segment");
-            db.drop_tree(&name)?;
         }
         tracing::info!(path = %path.display(), topics = topics.len(), "storage opened");
         Ok(SledLog {
@@ -114,6 +122,7 @@ impl SledLog {
             db,
             meta,
             consumers,
+            msgs,
             opts,
             topics: RwLock::new(topics),
             dedupe: RwLock::new(dedupe),
@@ -134,6 +143,89 @@ impl SledLog {
         *mark = next;
         Ok(())
     }
+}
+
+/// The stored number of message trees.
+fn decode_stripes(value: &[u8]) -> Result<u32, StorageError> {
+    let bad = || corrupt("meta", format!("the number of message trees is {value:?}"));
+    let bytes: [u8; 4] = value.try_into().map_err(|_| bad())?;
+    match u32::from_be_bytes(bytes) {
+        n @ 1..=MAX_STRIPES => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+/// The message trees sled has match the stored count: `msgs:0` up to the count, none past
+/// it; before the count is stored (a new store, or one being created when it crashed),
+/// only empty ones.
+fn check_message_trees(
+    db: &sled::Db,
+    names: &[sled::IVec],
+    stripes: Option<u32>,
+) -> Result<(), StorageError> {
+    let found: Vec<u32> = names.iter().filter_map(|n| parse_msgs_name(n)).collect();
+    let layout = |detail: String| corrupt("message tree", detail);
+    match stripes {
+        None => {
+            for stripe in found {
+                if !db.open_tree(msgs_name(stripe))?.is_empty() {
+                    let detail = format!(
+                        "{} holds messages, but the number of message trees is missing",
+                        msgs_name(stripe)
+                    );
+                    return Err(layout(detail));
+                }
+            }
+        }
+        Some(n) => {
+            if let Some(beyond) = found.iter().find(|s| **s >= n) {
+                let detail = format!(
+                    "{} exists, but the store has {n} message trees",
+                    msgs_name(*beyond)
+                );
+                return Err(layout(detail));
+            }
+            if let Some(missing) = (0..n).find(|s| !found.contains(s)) {
+                return Err(layout(format!("{} is missing", msgs_name(missing))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The head of every topic with chunks (the last offset of its last chunk), walking each
+/// message tree topic by topic: two seeks and one decoded chunk per topic. Messages of a
+/// topic without a meta record, or in another topic's tree, are refused.
+fn scan_heads(
+    msgs: &[sled::Tree],
+    known: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, u64>, StorageError> {
+    let mut heads = HashMap::new();
+    for (stripe, tree) in msgs.iter().enumerate() {
+        let mut from = Vec::new();
+        while let Some(item) = tree.range(from.as_slice()..).next() {
+            let (key, _) = item?;
+            let (topic, start) = split_chunk_key(&key)?;
+            if !known(topic) {
+                // A topic's meta record is written before its first chunk and never
+                // removed: sled lost it.
+                let detail = format!("messages of topic {topic} from offset {start} are stored, but the topic's meta record is missing");
+                return Err(corrupt("chunk", detail));
+            }
+            if stripe_of(topic, msgs.len()) != stripe {
+                let detail = format!(
+                    "topic {topic}'s messages are in {}",
+                    msgs_name(stripe as u32)
+                );
+                return Err(corrupt("chunk", detail));
+            }
+            if let Some((last, _)) = last_message(tree, topic)? {
+                heads.insert(topic.to_string(), last);
+            }
+            from = topic_end(topic);
+        }
+    }
+    Ok(heads)
 }
 
 fn damaged(path: &Path, detail: String) -> StorageError {

@@ -1,41 +1,11 @@
 //! Handing a topic between owners: sealing this node's copy, and replacing it wholesale
 //! with a copy taken over from another node.
 
-use super::{dedupe_key, lock, read, segment_name, write, SledLog, Topic};
+use super::{dedupe_key, delete_chunks, lock, read, write, SledLog, Topic};
 use crate::storage::{Lease, StorageError, TopicMeta};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl SledLog {
-    pub(super) fn seal_copy(
-        &self,
-        topic: &str,
-        taker: &str,
-    ) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
-        let Ok(t) = self.topic(topic) else {
-            return Ok(None);
-        };
-        let _writer = lock(&t.writer);
-        let (epoch, first, lease) = {
-            let state = read(&t.state);
-            (state.epoch.clone(), state.first, state.lease.clone())
-        };
-        let meta = t.meta();
-        if !lease.sealed || lease.importing {
-            // An import cut short by this request is never completed either.
-            let sealed = Lease {
-                sealed: true,
-                importing: false,
-                sealed_for: Some(taker.to_string()),
-                ..lease.clone()
-            };
-            self.put_meta(topic, &epoch, first, &sealed)?;
-            write(&t.state).lease = sealed;
-            tracing::info!(topic, epoch, head = meta.head, taker, "topic copy sealed");
-        }
-        Ok(Some((meta, lease)))
-    }
-
     pub(super) fn replace_copy(
         &self,
         topic: &str,
@@ -54,12 +24,11 @@ impl SledLog {
         let mut topics = write(&self.topics);
         let old = topics.remove(topic);
         let _writer = old.as_ref().map(|t| lock(&t.writer));
-        if let Some(t) = &old {
-            let starts: Vec<u64> = read(&t.state).segments.keys().copied().collect();
-            write(&t.state).segments.clear();
-            for start in starts {
-                self.db.drop_tree(segment_name(topic, start))?;
-            }
+        let tree = self.msgs_tree(topic).clone();
+        {
+            // Waits for the old copy's readers.
+            let _state = old.as_ref().map(|t| write(&t.state));
+            delete_chunks(&tree, topic, None)?;
         }
         let prefix = dedupe_key(topic, "");
         for item in self.consumers.scan_prefix(&prefix).keys() {
@@ -71,7 +40,7 @@ impl SledLog {
             }
         }
         self.put_meta(topic, epoch, first, &lease)?;
-        let t = Topic::new(epoch.to_string(), first, lease, first - 1, BTreeMap::new());
+        let t = Topic::new(epoch.to_string(), first, lease, first - 1, tree);
         let meta = t.meta();
         topics.insert(topic.to_string(), Arc::new(t));
         tracing::info!(topic, epoch, term, first, "topic copy replaced");

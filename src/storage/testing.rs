@@ -2,7 +2,7 @@
 //! can change at the points faults come from (append, read, flush) and observe when a
 //! topic's consumers are loaded. Everything else is delegated unchanged.
 
-use super::{Lease, RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
+use super::{RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
 
 /// What a test injects. Every hook defaults to doing nothing extra.
 pub trait Faults: Send + Sync + 'static {
@@ -45,14 +45,6 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.set_epoch(topic, epoch, term)
     }
 
-    fn lease(&self, topic: &str) -> Result<Option<Lease>, StorageError> {
-        self.inner.lease(topic)
-    }
-
-    fn seal(&self, topic: &str, taker: &str) -> Result<Option<(TopicMeta, Lease)>, StorageError> {
-        self.inner.seal(topic, taker)
-    }
-
     fn replace(
         &self,
         topic: &str,
@@ -65,10 +57,6 @@ impl<F: Faults> TopicLog for HookedLog<F> {
 
     fn unseal(&self, topic: &str) -> Result<(), StorageError> {
         self.inner.unseal(topic)
-    }
-
-    fn reopen(&self, topic: &str, taker: &str) -> Result<(), StorageError> {
-        self.inner.reopen(topic, taker)
     }
 
     fn topics(&self) -> Result<Vec<String>, StorageError> {

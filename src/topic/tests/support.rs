@@ -67,7 +67,6 @@ pub(super) struct Boom {
 pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str>) -> FaultyLog {
     let opts = SledOptions {
         dedupe_window_ms: 60_000,
-        segment_messages: 1_000,
         cache_bytes: 16 * 1024 * 1024,
     };
     HookedLog {
