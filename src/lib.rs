@@ -26,4 +26,4 @@ pub mod shutdown;
 mod storage;
 mod topic;
 
-pub use cluster::placement;
+pub use protocol::placement;

@@ -1,5 +1,5 @@
-//! The cluster: membership by gossip with failure detection ([`membership`]), topic
-//! placement by rendezvous hashing ([`placement`]), and node-to-node messages over
+//! The cluster: membership by gossip with failure detection ([`membership`]), who owns a
+//! topic as the layer above says ([`port::Owners`]), and node-to-node messages over
 //! ractor_cluster ([`router`]). It knows nothing of topics, sessions or consumers: the
 //! layers above serve what arrives through the [`port::Inbound`] port and send through
 //! [`client::Cluster`] (a [`port::Transport`]: the router, or [`sim`]'s in-memory twin in
@@ -13,7 +13,6 @@ pub mod faults;
 mod gossip;
 mod links;
 pub mod membership;
-pub mod placement;
 pub mod port;
 pub mod router;
 #[cfg(test)]

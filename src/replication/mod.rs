@@ -124,7 +124,8 @@ pub(crate) struct Replication {
 }
 
 impl Replication {
-    /// Starts one Raft instance per shard this node is a voter of.
+    /// Starts one Raft instance per shard: a voter where placement picks this node, else a
+    /// learner.
     pub async fn start(
         settings: ReplicationSettings,
         log: Arc<dyn TopicLog>,
@@ -143,6 +144,13 @@ impl Replication {
                 settings.me
             )));
         }
+        let created = store.shard_count(settings.shards)?;
+        if created != settings.shards {
+            return Err(ReplicationError::Settings(format!(
+                "this node's data was created with {created} shards, [replication] shards says {}: the shard count is fixed when a cluster's data is created",
+                settings.shards
+            )));
+        }
         let names = Arc::new(
             placement::node_ids(&settings.nodes)
                 .map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
@@ -151,8 +159,9 @@ impl Replication {
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
         let mut groups = HashMap::new();
+        // A voter of every shard it is picked for, a learner of the others.
         for (shard, shard_voters) in (0..settings.shards).zip(&voters) {
-            if shard_voters.contains(&settings.me) {
+            {
                 let group = shards::start_group(
                     &settings,
                     shard,
@@ -179,8 +188,15 @@ impl Replication {
         let preferred: Vec<_> = groups
             .values()
             .filter_map(|g| {
-                let first = voters.get(g.shard as usize)?.first()?;
-                Some((Arc::clone(g), placement::node_id(first)))
+                let shard_voters = voters.get(g.shard as usize)?;
+                let first = shard_voters.first()?;
+                let learners = settings
+                    .nodes
+                    .iter()
+                    .filter(|n| !shard_voters.contains(n))
+                    .map(|n| (placement::node_id(n), n.clone()))
+                    .collect();
+                Some((Arc::clone(g), placement::node_id(first), learners))
             })
             .collect();
         tasks.push(tokio::spawn(shards::spread_leadership(preferred)));
@@ -225,7 +241,7 @@ impl Replication {
 
     #[cfg(test)]
     pub fn is_voter(&self, shard: u32) -> bool {
-        self.inner.groups.contains_key(&shard)
+        self.voters(shard).contains(&self.inner.settings.me)
     }
 
     fn name(&self, id: Option<u64>) -> Option<String> {
@@ -279,6 +295,9 @@ impl Replication {
         let Some(group) = self.inner.groups.get(&shard) else {
             return false;
         };
+        if self.voters(shard).len() < 2 {
+            return false;
+        }
         let m = group.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             return false;

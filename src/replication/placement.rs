@@ -1,8 +1,8 @@
 //! Pure placement of shards: which shard a topic is in, which nodes are its voters, and
 //! each node's Raft id. Every node computes the same answers from the same configuration,
-//! with the hash every build agrees on ([`crate::cluster::placement`]).
+//! with the hash every build agrees on ([`crate::protocol::placement`]).
 
-use crate::cluster::placement::{ranking, stable_hash};
+use crate::protocol::placement::{ranking, stable_hash};
 use std::collections::HashMap;
 
 /// The shard of `topic` among `shards` (> 0).

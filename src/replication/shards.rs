@@ -1,7 +1,8 @@
-//! The Raft instances of this node: one per shard it is a voter of, each with its log
-//! store, state machine and network; started, initialized and stopped here. Also the two
-//! background tasks: leader tracking (one per instance) and leadership spread (one per
-//! node).
+//! The Raft instances of this node: one per shard, each with its log store, state machine
+//! and network; started, initialized and stopped here. A node that is not one of a shard's
+//! voters is its learner (added by the leader): it applies every entry too, so it knows
+//! the leader and holds the data, but never votes. Also the two background tasks: leader
+//! tracking (one per instance) and, per node, leadership spread and adding learners.
 
 use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
@@ -149,6 +150,19 @@ pub(crate) async fn track_leader(
     }
 }
 
+/// Adds each of `learners` that `m`'s membership lacks (without waiting for it to catch up).
+async fn add_learners(group: &Group, m: &Metrics, learners: &Learners) {
+    let membership = m.membership_config.membership();
+    let known: std::collections::HashSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    for (id, name) in learners.iter().filter(|(id, _)| !known.contains(id)) {
+        let node = BasicNode { addr: name.clone() };
+        match group.raft.add_learner(*id, node, false).await {
+            Ok(_) => tracing::info!(shard = group.shard, learner = %name, "learner added"),
+            Err(e) => tracing::warn!(shard = group.shard, learner = %name, error = %e, "cannot add a learner"),
+        }
+    }
+}
+
 /// A voter of `m`'s group (not `me`) whose log matches the leader's last entry.
 pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     let replication = m.replication.as_ref()?;
@@ -162,17 +176,25 @@ pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     })
 }
 
-/// Moves leadership of each shard this node leads to its preferred voter once that one is
-/// caught up; at most one attempt per shard per [`TRANSFER_BACKOFF`].
-pub(crate) async fn spread_leadership(groups: Vec<(Arc<Group>, NodeId)>) {
+/// The configured nodes that are not among a shard's voters: its learners.
+pub(crate) type Learners = Vec<(NodeId, String)>;
+
+/// For each shard this node leads: adds every configured node that is not a member yet as a
+/// learner, and moves leadership to the shard's preferred voter once that one is caught up
+/// (at most one attempt per shard per [`TRANSFER_BACKOFF`]).
+pub(crate) async fn spread_leadership(groups: Vec<(Arc<Group>, NodeId, Learners)>) {
     let mut last_try: HashMap<u32, Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(SPREAD_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for (group, preferred) in &groups {
+        for (group, preferred, learners) in &groups {
             let m = group.raft.metrics().borrow_watched().clone();
-            if m.state != ServerState::Leader || m.id == *preferred {
+            if m.state != ServerState::Leader {
+                continue;
+            }
+            add_learners(group, &m, learners).await;
+            if m.id == *preferred {
                 continue;
             }
             if caught_up(&m, &[*preferred]).is_none() {

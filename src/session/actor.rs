@@ -24,8 +24,8 @@ pub struct SessionActor;
 /// Publishes and acks one connection may have waiting for their outcome.
 const MAX_IN_FLIGHT: usize = 4096;
 
-/// How long a subscription keeps trying to resume while its topic changes hands (failure
-/// detection, then the takeover), and how often it tries.
+/// How long a subscription keeps trying to resume while its topic changes hands (an
+/// election of its shard's leader), and how often it tries.
 const RESUBSCRIBE_PATIENCE: Duration = Duration::from_secs(15);
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 

@@ -104,16 +104,17 @@ impl StoredMessage {
 
 pub use crate::protocol::resume::TopicMeta;
 
-/// Who may write a topic's copy on this node. Each epoch is created by one node with a
-/// `term` above every term that node knew of for the topic; a copy handed to another owner is
-/// `sealed` and never appended to again, so no two nodes ever append to one epoch.
+/// Whether a topic's copy on this node may be appended to. A copy being replaced (a Raft
+/// snapshot being installed) is `sealed` and `importing` until [`TopicLog::unseal`], so an
+/// install cut short is never appended to. `term` and `sealed_for` are kept for the stored
+/// format (data written before replication, when owners handed copies over by sealing them).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     pub term: u64,
     pub sealed: bool,
     /// An import into this copy started and has not completed (it is sealed meanwhile).
     pub importing: bool,
-    /// The node whose takeover sealed this copy.
+    /// The node whose takeover sealed this copy (data written before replication).
     pub sealed_for: Option<String>,
 }
 

@@ -6,7 +6,8 @@
 //! - tree `raft-log:<shard>`: key = log index (u64 big-endian), value = crc32 of the
 //!   payload (4 bytes, big-endian) followed by the payload;
 //! - tree `raft-meta`: key = shard (u32 big-endian), `/`, a name (`vote`, `committed`,
-//!   `purged`, `applied`, `membership`); value framed like a log entry.
+//!   `purged`, `applied`, `membership`); value framed like a log entry; and key `shards`
+//!   (no shard number before it): the number of shards the store was created with.
 //!
 //! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key:
 //! a damaged record is never handed out.
@@ -37,6 +38,25 @@ impl RaftStore {
             db: db.clone(),
             meta: db.open_tree(META_TREE)?,
         })
+    }
+
+    /// Records `shards` as the store's shard count if it has none yet; returns the count
+    /// the store was created with (which may differ: the caller refuses to start then).
+    pub fn shard_count(&self, shards: u32) -> Result<u32, StorageError> {
+        let key: &[u8] = b"shards";
+        match self.meta.get(key)? {
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                    what: "raft",
+                    detail: format!("shard count of {} bytes", v.len()),
+                })?;
+                Ok(u32::from_be_bytes(bytes))
+            }
+            None => {
+                self.meta.insert(key, &shards.to_be_bytes())?;
+                Ok(shards)
+            }
+        }
     }
 
     /// The trees of `shard` (created if absent).
@@ -181,6 +201,17 @@ mod tests {
             .shard(3)
             .expect("shard");
         (dir, db, shard)
+    }
+
+    #[test]
+    fn the_shard_count_is_the_one_the_store_was_created_with() {
+        let (_dir, db, s) = store();
+        let raft = RaftStore::open(&db).expect("store");
+        assert_eq!(raft.shard_count(16).expect("count"), 16);
+        assert_eq!(raft.shard_count(32).expect("count"), 16, "fixed at creation");
+        // A shard's own meta records never collide with the store-wide key.
+        s.put_meta(&[("shards", b"x")]).expect("put");
+        assert_eq!(raft.shard_count(8).expect("count"), 16);
     }
 
     #[test]

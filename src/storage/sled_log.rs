@@ -10,7 +10,7 @@ use super::retention;
 use super::sled_codec::*;
 use super::store_mark::StoreMark;
 use super::{Lease, RetentionPolicy, StorageError, StoredMessage, TopicLog, TopicMeta};
-use crate::cluster::placement::stable_hash;
+use crate::protocol::placement::stable_hash;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

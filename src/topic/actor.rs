@@ -566,7 +566,8 @@ impl TopicState {
         }
     }
 
-    /// Asks the supervisor to stop this actor at once (a failed takeover).
+    /// Asks the supervisor to stop this actor at once (it does not lead the shard, or a
+    /// write of it was not committed).
     fn retire_now(&self, myself: &ActorRef<TopicMsg>) {
         if let Some(sup) = myself.try_get_supervisor() {
             let sup: ActorRef<SupervisorMsg> = sup.into();

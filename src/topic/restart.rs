@@ -22,9 +22,10 @@ pub struct RestartPolicy {
 }
 
 impl RestartPolicy {
-    /// The node's policy. A restart costs a takeover (a call to every peer) and a reload
-    /// from storage, so a topic that fails on every start (a corrupt record) must not loop:
-    /// 5 restarts a minute bounds it at 5 takeovers instead of hundreds a second. The
+    /// The node's policy. A restart costs a wait for the shard (a read of the leader's
+    /// commit index through a majority) and a reload from storage, so a topic that fails on
+    /// every start (a corrupt record) must not loop: 5 restarts a minute bounds it at 5
+    /// reloads instead of hundreds a second. The
     /// waits (0, 100, 200, 400, 800 ms: 1.5 s in all) give a passing fault, a flush failure
     /// during a disk hiccup or a peer that is restarting, time to clear before giving up,
     /// while a lone crash restarts at once. After giving up, 30 s of quiet before the next

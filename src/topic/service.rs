@@ -73,6 +73,11 @@ impl Topics {
         data: Bytes,
         id: Option<String>,
     ) -> Result<PublishAck, TopicError> {
+        // A publish without an id gets one here, before the first attempt: an attempt that
+        // meets a leadership change may still commit, and the retry must not store it twice.
+        // (Its publisher never repeated it: the reply never says `duplicate` then.)
+        let generated = id.is_none();
+        let id = Some(id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()));
         let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
         let mut pause = Duration::from_millis(20);
         loop {
@@ -88,7 +93,12 @@ impl Topics {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(400));
                 }
-                other => return other,
+                other => {
+                    return other.map(|ack| PublishAck {
+                        duplicate: ack.duplicate && !generated,
+                        ..ack
+                    })
+                }
             }
         }
     }

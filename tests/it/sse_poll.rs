@@ -557,8 +557,11 @@ async fn health_cluster_and_metrics() {
     let node = TestNode::start("");
     let (status, body) = get_json(&node, "/healthz").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = get_json(&node, "/readyz").await;
-    assert_eq!(status, 200, "{body}");
+    // Ready once its shards have elected their leader (itself), a moment after it listens.
+    wait_for("the node to be ready", || async {
+        (get_json(&node, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
     let (status, body) = get_json(&node, "/v1/cluster").await;
     assert_eq!(status, 200, "{body}");
     let members = body["members"].as_array().expect("members");

@@ -1,7 +1,7 @@
-//! Placement: which member owns a topic. Rendezvous (highest-random-weight) hashing over the
-//! members that are up: every node computes the same owner from the same member set, a
-//! member leaving moves only its own topics, and a member joining takes only the topics it
-//! now wins (about 1/N of them).
+//! Placement: a stable hash, and rendezvous (highest-random-weight) hashing over a set of
+//! members: every node computes the same ranking from the same set, a member leaving moves
+//! only what it won, and a member joining takes only what it now wins (about 1/N). Shards
+//! pick their voters with it (`replication::placement`), storage its message trees.
 //!
 //! The hash is spelled out here (FNV-1a, then a 64-bit finalizer) rather than taken from
 //! `std`, whose hasher may change between Rust releases: nodes built by different compilers
