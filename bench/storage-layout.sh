@@ -12,4 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter="storage::layout_bench::${1:-}"
-exec cargo test --release --lib "$filter" -- --ignored --nocapture --test-threads 1
+# The measurements are built only with this cfg, so `cargo test` never runs them.
+export RUSTFLAGS="${RUSTFLAGS:-} --cfg starling_bench"
+exec cargo test --release --lib "$filter" -- --nocapture --test-threads 1

@@ -1,5 +1,5 @@
-//! Measurements of the storage layout through [`SledLog`] directly (ignored tests; run them
-//! with `bench/storage-layout.sh`, which builds in release). Durable as the node's group
+//! Measurements of the storage layout through [`SledLog`] directly, built only with
+//! `--cfg starling_bench`: run them with `bench/storage-layout.sh`, which builds in release. Durable as the node's group
 //! commit is: one `flush` per batch of appends. Results go to stdout.
 //!
 //! - `many_topics`: `STARLING_BENCH_TOPICS` (default 100,000) topics with one message each:
@@ -80,7 +80,6 @@ fn open(dir: &Path) -> SledLog {
 }
 
 #[test]
-#[ignore = "a measurement: bench/storage-layout.sh"]
 fn many_topics() {
     let n = env("STARLING_BENCH_TOPICS", 100_000);
     let dir = tempfile::tempdir_in(std::env::var("STARLING_BENCH_DIR").unwrap_or(".".into()))
@@ -156,7 +155,6 @@ fn retained(head: u64, trim: bool) -> u64 {
 }
 
 #[test]
-#[ignore = "a measurement: bench/storage-layout.sh"]
 fn space_after_trim() {
     let total_mb = env("STARLING_BENCH_MB", 1024);
     let dir = tempfile::tempdir_in(std::env::var("STARLING_BENCH_DIR").unwrap_or(".".into()))

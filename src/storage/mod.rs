@@ -36,7 +36,8 @@
 
 pub mod blocking;
 pub mod flusher;
-#[cfg(test)]
+// Measurements, not tests: built only by bench/storage-layout.sh (`--cfg starling_bench`).
+#[cfg(all(test, starling_bench))]
 mod layout_bench;
 mod quiet_panic;
 pub mod raft_store;
