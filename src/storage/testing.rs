@@ -1,15 +1,18 @@
 //! Test support for the layers above storage: a real [`SledLog`] whose behaviour a test
-//! can change at the points faults come from (append, read, flush) and observe when a
-//! topic's consumers are loaded. Everything else is delegated unchanged.
+//! can change at the points faults come from (append, read, publish-id lookup, flush) and
+//! observe when a topic's consumers are loaded. Everything else is delegated unchanged.
 
 use super::{RetentionPolicy, SledLog, StorageError, StoredMessage, TopicLog, TopicMeta};
 
 /// What a test injects. Every hook defaults to doing nothing extra.
 pub trait Faults: Send + Sync + 'static {
-    /// Called before each append (may panic to simulate a crash).
-    fn append(&self, _topic: &str, _msgs: &[StoredMessage]) {}
+    /// Called before each append (may block, as a slow disk would).
+    fn append(&self, _topic: &str) {}
     /// Called before each read (may panic or block).
     fn read(&self, _topic: &str) {}
+    /// Called before each lookup of a publish id (may panic: the topic actor looks ids up
+    /// itself, so this fails the actor rather than a replica's apply).
+    fn lookup_id(&self, _topic: &str, _id: &str) {}
     /// Called before each load of a topic's consumers (a topic actor starting).
     fn consumers(&self, _topic: &str) {}
     /// Wraps each flush; `flush` performs the real one.
@@ -64,7 +67,7 @@ impl<F: Faults> TopicLog for HookedLog<F> {
     }
 
     fn append(&self, topic: &str, msgs: &[StoredMessage]) -> Result<(), StorageError> {
-        self.faults.append(topic, msgs);
+        self.faults.append(topic);
         self.inner.append(topic, msgs)
     }
 
@@ -100,6 +103,7 @@ impl<F: Faults> TopicLog for HookedLog<F> {
     }
 
     fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError> {
+        self.faults.lookup_id(topic, id);
         self.inner.lookup_id(topic, id, now_ms)
     }
 

@@ -22,9 +22,25 @@ use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
 
+/// Makes the topic actor of `t` panic while it handles a publish (its lookup of the
+/// publish's id), once; returns that publish's outcome.
+async fn crash_topic_actor(
+    h: &Harness,
+    t: &TopicName,
+) -> Result<crate::topic::PublishAck, TopicError> {
+    h.log.fail_next_lookups(t, 1);
+    let id = Some("boom".to_string());
+    let boom = h
+        .topics
+        .publish(t, Bytes::from_static(b"\"boom\""), id)
+        .await;
+    assert_eq!(h.log.lookups_left_to_fail(), 0, "the injected panic fired");
+    boom
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_topic_actor_restarts_from_its_log_and_resubscribes() {
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let t = topic("crashy");
 
     for n in 1..=4u64 {
@@ -42,15 +58,10 @@ async fn panicking_topic_actor_restarts_from_its_log_and_resubscribes() {
     );
 
     let old_actor = h.topic_actor_id(&t).expect("topic actor registered");
-    let boom = h.topics.publish(&t, Bytes::from_static(BOOM), None).await;
-    assert_eq!(
-        h.log.booms.load(Ordering::SeqCst),
-        1,
-        "the injected panic fired"
-    );
+    let boom = crash_topic_actor(&h, &t).await;
     match boom {
         Err(e) => assert_eq!(e, TopicError::Restarting, "boom publish"),
-        Ok(ack) => panic!("the publish whose append panicked was acknowledged: {ack:?}"),
+        Ok(ack) => panic!("the publish that crashed the topic actor was acknowledged: {ack:?}"),
     }
 
     // The supervisor registers a new actor for the topic.
@@ -67,7 +78,7 @@ async fn panicking_topic_actor_restarts_from_its_log_and_resubscribes() {
     assert_eq!(
         acked,
         (6..=10).collect::<Vec<_>>(),
-        "offsets continue from the durable head (the failed append took no offset)"
+        "offsets continue from the durable head (the failed publish took no offset)"
     );
     // A sentinel after everything else: anything duplicated or out of order shows up before it.
     let last = h.publish_ok(&t, "11").await;
@@ -138,7 +149,7 @@ async fn panicking_topic_actor_restarts_from_its_log_and_resubscribes() {
 /// otherwise the old replay and the new one both deliver the same offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_restart_during_a_replay_read_delivers_each_offset_once() {
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let t = topic("replaying");
     for n in 1..=4u64 {
         assert_eq!(h.publish_ok(&t, &n.to_string()).await, n);
@@ -157,10 +168,10 @@ async fn topic_restart_during_a_replay_read_delivers_each_offset_once() {
     .await;
 
     let old_actor = h.topic_actor_id(&t).expect("topic actor registered");
-    let boom = h.topics.publish(&t, Bytes::from_static(BOOM), None).await;
+    let boom = crash_topic_actor(&h, &t).await;
     assert!(
         boom.is_err(),
-        "the publish whose append panicked was acknowledged"
+        "the publish that crashed the topic actor was acknowledged"
     );
     eventually("topic actor restarted under a new id", || {
         h.topic_actor_id(&t).is_some_and(|id| id != old_actor)
@@ -225,10 +236,11 @@ async fn crash_session_with_poisoned_poll(session: &ActorRef<SessionMsg>, poison
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_session_does_not_affect_another() {
-    let h = Harness::start(Some("poison")).await;
+    let h = Harness::start().await;
     let shared = topic("shared");
     let poison = topic("poison");
     assert_eq!(h.publish_ok(&poison, "\"p\"").await, 1);
+    h.log.poison_reads(&poison);
 
     let (s1, mut r1) = h.session().await;
     let (s2, mut r2) = h.session().await;
@@ -287,9 +299,10 @@ async fn panicking_session_does_not_affect_another() {
 /// a normal end (`Gone`, which the WebSocket writer turns into a silent drop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_session_closes_its_queue_as_internal_error() {
-    let h = Harness::start(Some("poison")).await;
+    let h = Harness::start().await;
     let poison = topic("poison");
     assert_eq!(h.publish_ok(&poison, "\"p\"").await, 1);
+    h.log.poison_reads(&poison);
     let (s1, r1) = h.session().await;
 
     crash_session_with_poisoned_poll(&s1, &poison).await;
@@ -311,7 +324,7 @@ async fn panicking_session_closes_its_queue_as_internal_error() {
 /// arrival order, and a repeated id within the batch gets the first one's offset back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_that_arrive_together_are_committed_as_one_batch() {
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let t = topic("batched");
     assert_eq!(h.publish_ok(&t, "0").await, 1);
     let actor = h.registry.get(&t).expect("topic actor").actor;
@@ -363,7 +376,7 @@ async fn publishes_that_arrive_together_are_committed_as_one_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_idle_while_the_topic_was_unloaded_expire_when_it_loads() {
     use crate::consumer::stored::StoredConsumer;
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let t = topic("reloaded");
     let stored = |last_active_ms| StoredConsumer {
         window: Default::default(),
@@ -409,11 +422,14 @@ async fn groups_idle_while_the_topic_was_unloaded_expire_when_it_loads() {
 }
 
 /// Nothing is delivered or acknowledged before the flush that makes it durable has
-/// completed: with the disk holding every flush, a publish is appended but neither its
-/// reply nor its delivery comes; once the flush completes, both do.
+/// completed. A publish is written to the topic's shard's Raft log, which commits an entry
+/// (and the state machine appends its messages to the topic) only once the entry is
+/// flushed: with the disk holding every flush, the entry is in the Raft log but its
+/// message is not in the topic, and neither its reply nor its delivery comes; once the
+/// flush completes, all of them do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_delivered_or_acknowledged_before_its_flush_completes() {
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let t = topic("gated");
     assert_eq!(h.publish_ok(&t, "1").await, 1);
     let (session, mut reader) = h.session().await;
@@ -422,22 +438,21 @@ async fn nothing_is_delivered_or_acknowledged_before_its_flush_completes() {
     h.log.hold_flushes();
     let flushes = h.log.flushes.load(Ordering::SeqCst);
     let appends = h.log.appends.load(Ordering::SeqCst);
+    let data: &[u8] = b"\"held by the disk\"";
     let publish = {
         let topics = h.topics.clone();
         let t = t.clone();
-        tokio::spawn(async move { topics.publish(&t, Bytes::from_static(b"2"), None).await })
+        tokio::spawn(async move { topics.publish(&t, Bytes::from_static(data), None).await })
     };
-    // The message is appended and its flush is waiting on the disk.
-    eventually("the append and its flush to start", || {
-        h.log.appends.load(Ordering::SeqCst) > appends
-            && h.log.flushes.load(Ordering::SeqCst) > flushes
+    // The message is in an entry of the Raft log, and a flush is waiting on the disk.
+    eventually("the Raft entry written and a flush started", || {
+        h.raft_log_carries(&t, data) && h.log.flushes.load(Ordering::SeqCst) > flushes
     })
     .await;
-    assert_eq!(h.log_read(&t, 2, 2).len(), 1, "offset 2 is in the log");
     // A call to the topic actor goes through its mailbox after everything it did for the
     // publish: a delivery or a reply made before the flush would be visible now.
     let info = h.topics.handle(&t).await.expect("handle").info().await;
-    assert!(info.is_ok(), "{info:?}");
+    assert_eq!(info.expect("info").head, 1, "the durable head moved on");
     assert!(
         !publish.is_finished(),
         "the publish was acknowledged before its flush completed"
@@ -448,11 +463,21 @@ async fn nothing_is_delivered_or_acknowledged_before_its_flush_completes() {
         Vec::<u64>::new(),
         "delivered before its flush completed"
     );
+    assert!(
+        h.log_read(&t, 2, 2).is_empty(),
+        "appended to the topic before its entry was durable"
+    );
+    assert_eq!(
+        h.log.appends.load(Ordering::SeqCst),
+        appends,
+        "an append ran"
+    );
 
     h.log.release_flushes();
     let ack = publish.await.expect("publish task").expect("publish");
     assert_eq!(ack.offset, 2);
     reader.wait_for_offset(&t, 2).await;
     assert_eq!(reader.offsets(&t), vec![2]);
+    assert_eq!(h.log_read(&t, 2, 2).len(), 1, "offset 2 is in the topic");
     h.stop().await;
 }

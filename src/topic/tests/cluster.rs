@@ -30,7 +30,7 @@ impl Nodes {
         let mut nodes = Vec::new();
         for (id, (view, transport)) in ids.iter().zip(joined) {
             let cluster = Cluster::new(view, transport, Duration::from_secs(2));
-            let h = Harness::start_in(None, cluster).await;
+            let h = Harness::start_in(cluster).await;
             net.serve(id, Arc::new(h.topics.clone()));
             nodes.push(Some(h));
         }
@@ -53,7 +53,11 @@ impl Nodes {
         for h in self.nodes.iter().flatten() {
             let deadline = tokio::time::Instant::now() + DEADLINE;
             while h.replication.leader(shard).as_deref() != Some(self.ids[i].as_str()) {
-                assert!(tokio::time::Instant::now() < deadline, "{t}: n{} leads", i + 1);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{t}: n{} leads",
+                    i + 1
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

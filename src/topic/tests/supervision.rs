@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_failing_on_every_start_backs_off_then_stays_stopped() {
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let bad = topic("corrupt");
     // A consumer record that does not decode: every start of the topic fails loading it.
     h.log
@@ -63,7 +63,7 @@ async fn a_stopped_topic_starts_again_on_a_use_after_the_cool_down() {
         cool_down: Duration::from_millis(300),
         ..RestartPolicy::NODE
     };
-    let h = Harness::start_with(None, Cluster::alone("n1"), policy).await;
+    let h = Harness::start_with(Cluster::alone("n1"), policy).await;
     let bad = topic("mended");
     h.log
         .save_consumer(bad.as_str(), "g", b"not a consumer record")
@@ -96,31 +96,45 @@ async fn a_stopped_topic_starts_again_on_a_use_after_the_cool_down() {
     h.stop().await;
 }
 
-/// A stop that takes long (an owner stuck in a slow append) runs off the supervisor's
-/// mailbox: a lookup of another topic is answered meanwhile.
+/// A stop that takes long (an owner stuck in a slow storage call while it handles a
+/// publish) runs off the supervisor's mailbox: a lookup of another topic is answered
+/// meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stop_does_not_hold_up_lookups() {
     use crate::topic::supervisor::SupervisorMsg;
     use std::sync::atomic::Ordering;
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let slow = topic("slow");
     h.publish_ok(&slow, "1").await;
-    h.log.hold_next_append(&slow);
+    let stuck = h.topic_actor_id(&slow).expect("topic actor");
+    // The actor looks up the next publish's id itself, and is held there.
+    h.log.hold_next_lookup(&slow);
     let topics = h.topics.clone();
     let held = {
         let slow = slow.clone();
         tokio::spawn(async move { topics.publish(&slow, Bytes::from_static(b"2"), None).await })
     };
-    eventually("the append is held", || {
+    eventually("the lookup is held", || {
         h.log.gate_entered.load(Ordering::SeqCst)
     })
     .await;
-    // Every owner is stopped, the stuck one among them.
+    // The stuck owner is retired: it stops once its publish is handled.
     h.topic_sup
-        .cast(SupervisorMsg::Rebalance { joined: true })
+        .cast(SupervisorMsg::Retire(slow.clone(), stuck))
         .expect("cast");
-    let other = TopicSupervisor::handle(&h.topic_sup, &h.registry, &topic("other")).await;
-    assert!(other.is_ok(), "lookup of another topic: {:?}", other.err());
+    eventually("the stuck owner is out of the registry", || {
+        h.topic_actor_id(&slow).is_none()
+    })
+    .await;
+    // The lookup is answered well before the held call ends (the gate holds for DEADLINE).
+    let other = topic("other");
+    let lookup = TopicSupervisor::handle(&h.topic_sup, &h.registry, &other);
+    let other = tokio::time::timeout(DEADLINE / 4, lookup).await;
+    assert!(
+        matches!(other, Ok(Ok(_))),
+        "lookup of another topic while a stop is slow: {:?}",
+        other.map(|r| r.err())
+    );
     assert!(
         !held.is_finished(),
         "the lookup was answered only after the slow stop"
@@ -130,13 +144,21 @@ async fn a_slow_stop_does_not_hold_up_lookups() {
     h.stop().await;
 }
 
-/// A dead letter whose publish fails (the dead-letter topic's actor fails twice) is kept in
-/// its group's outbox and retried until it arrives; the topic it came from carries on
-/// without failing.
+/// A dead letter whose publish fails (the dead-letter topic's actor fails twice, handling
+/// it) is kept in its group's outbox and retried until it arrives, each retry counted; the
+/// topic it came from carries on without failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
     use crate::protocol::consumer::{AckRequest, ConsumerOptions};
-    let h = Harness::start(None).await;
+    let metrics = crate::metrics_setup::install_metrics();
+    let retries = || {
+        let rendered = metrics.render();
+        let value = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix("starling_dead_letter_retries_total "));
+        value.map_or(0.0, |v| v.trim().parse::<f64>().expect("a counter"))
+    };
+    let h = Harness::start().await;
     let (t, dlq) = (topic("jobs"), topic("$dlq.jobs"));
     h.publish_ok(&t, "\"job\"").await;
     let handle = h.topics.handle(&t).await.expect("topic handle");
@@ -148,7 +170,10 @@ async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
     assert_eq!(leased.expect("lease").len(), 1);
     let source = h.topic_actor_id(&t);
 
-    h.log.fail_next_appends(&dlq, 2);
+    // The dead letter's publish carries its idempotent id: the dead-letter topic's actor
+    // looks it up, and panics doing so, twice.
+    h.log.fail_next_lookups(&dlq, 2);
+    let retries_before = retries();
     let nack = AckRequest::Nack {
         offsets: vec![1],
         delay_ms: 0,
@@ -159,7 +184,10 @@ async fn a_dead_letter_whose_publish_fails_is_retried_until_it_arrives() {
         read.unwrap_or_default()
     };
     eventually("the dead letter in $dlq.jobs", || !letters().is_empty()).await;
-    assert_eq!(h.log.appends_left_to_fail(), 0, "both failures were met");
+    assert_eq!(h.log.lookups_left_to_fail(), 0, "both failures were met");
+    // Other tests count into the same process-wide metric: at least these two retries.
+    let counted = retries() - retries_before;
+    assert!(counted >= 2.0, "{counted} dead-letter retries counted");
     let letters = letters();
     assert_eq!(letters.len(), 1, "one dead letter, once");
     let v: serde_json::Value = serde_json::from_slice(&letters[0].data).expect("json");
@@ -192,12 +220,13 @@ async fn left_in_the_outbox(epoch: Option<&str>) {
     use crate::consumer::stored::{OutboxLetter, StoredConsumer};
     use crate::consumer::window::{DeadLetter, Snapshot};
     use crate::topic::supervisor::SupervisorMsg;
-    let h = Harness::start(None).await;
+    let h = Harness::start().await;
     let (t, dlq) = (topic("left"), topic("$dlq.left"));
     h.publish_ok(&t, "\"job\"").await;
     let first = h.topic_actor_id(&t).expect("topic actor");
+    // Retired (as an idle actor is); the next use starts another.
     h.topic_sup
-        .cast(SupervisorMsg::Rebalance { joined: true })
+        .cast(SupervisorMsg::Retire(t.clone(), first))
         .expect("cast");
     eventually("the topic actor stopped", || h.topic_actor_id(&t).is_none()).await;
     // As the stopped actor would have left it: offset 1 done, its dead letter unpublished.

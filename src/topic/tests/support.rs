@@ -31,40 +31,40 @@ use tokio::time::Instant;
 /// How long any awaited condition may take before the test fails.
 pub(super) const DEADLINE: Duration = Duration::from_secs(10);
 
-/// The exact `data` (JSON text) that makes a [`FaultyLog`] append panic, once.
-pub(super) const BOOM: &[u8] = b"\"boom\"";
-
-/// A real [`SledLog`] that panics in `append` the first time a message's data is `"boom"`,
-/// and in `read` whenever the topic is `poison_read_topic`. It can also hold the next read
-/// of one topic (as a slow disk would) until the test opens the gate.
+/// A real [`SledLog`] whose reads of one topic can be made to panic, whose publish-id
+/// lookups of one topic can be made to panic a number of times (a crash of that topic's
+/// actor: the actor looks ids up itself, while appends run in the shard's state machine),
+/// and which can hold the next read or append of one topic (as a slow disk would) until
+/// the test opens the gate, or hold every flush.
 pub(super) type FaultyLog = HookedLog<Boom>;
 
 /// The faults of [`FaultyLog`].
 pub(super) struct Boom {
-    pub(super) boom_armed: AtomicBool,
-    pub(super) booms: AtomicUsize,
-    pub(super) poison_read_topic: Option<String>,
+    /// Every read of this topic panics (see [`Boom::poison_reads`]).
+    poison_read_topic: Mutex<Option<String>>,
     /// The topic whose next read is held.
     pub(super) gate_topic: Mutex<Option<String>>,
     /// The topic whose next append is held.
     pub(super) append_gate_topic: Mutex<Option<String>>,
+    /// The topic whose next publish-id lookup is held.
+    lookup_gate_topic: Mutex<Option<String>>,
     /// Appends so far, of any topic.
     pub(super) appends: AtomicUsize,
-    /// A read is held at the gate (or was).
+    /// A read, append or lookup is held at its gate (or was).
     pub(super) gate_entered: AtomicBool,
     pub(super) gate_open: AtomicBool,
     /// Flushes wait while this is set (see [`Boom::hold_flushes`]).
     pub(super) flushes_held: AtomicBool,
     /// Flushes started so far.
     pub(super) flushes: AtomicUsize,
-    /// A topic whose next appends panic, and how many more will.
-    pub(super) failing_appends: Mutex<Option<(String, usize)>>,
+    /// A topic whose next publish-id lookups panic, and how many more will.
+    failing_lookups: Mutex<Option<(String, usize)>>,
     /// Every topic whose consumers were loaded, once per load (one per actor start).
     pub(super) loads: Mutex<Vec<String>>,
 }
 
 /// Opens a [`FaultyLog`] at `path`.
-pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str>) -> FaultyLog {
+pub(super) fn open_faulty(path: &std::path::Path) -> FaultyLog {
     let opts = SledOptions {
         dedupe_window_ms: 60_000,
         cache_bytes: 16 * 1024 * 1024,
@@ -72,17 +72,16 @@ pub(super) fn open_faulty(path: &std::path::Path, poison_read_topic: Option<&str
     HookedLog {
         inner: SledLog::open(path, opts).expect("open sled log"),
         faults: Boom {
-            boom_armed: AtomicBool::new(true),
-            booms: AtomicUsize::new(0),
-            poison_read_topic: poison_read_topic.map(str::to_string),
+            poison_read_topic: Mutex::new(None),
             gate_topic: Mutex::new(None),
             append_gate_topic: Mutex::new(None),
+            lookup_gate_topic: Mutex::new(None),
             appends: AtomicUsize::new(0),
             gate_entered: AtomicBool::new(false),
             gate_open: AtomicBool::new(false),
             flushes_held: AtomicBool::new(false),
             flushes: AtomicUsize::new(0),
-            failing_appends: Mutex::new(None),
+            failing_lookups: Mutex::new(None),
             loads: Mutex::new(Vec::new()),
         },
     }
@@ -99,6 +98,12 @@ impl Boom {
         *self.append_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
     }
 
+    /// Holds the next publish-id lookup of `topic` (its actor, handling a publish, is
+    /// stuck there) until [`Boom::open_gate`].
+    pub(super) fn hold_next_lookup(&self, topic: &TopicName) {
+        *self.lookup_gate_topic.lock().unwrap() = Some(topic.as_str().to_string());
+    }
+
     /// Holds every flush (the disk does not answer) until [`Boom::release_flushes`].
     pub(super) fn hold_flushes(&self) {
         self.flushes_held.store(true, Ordering::SeqCst);
@@ -108,14 +113,21 @@ impl Boom {
         self.flushes_held.store(false, Ordering::SeqCst);
     }
 
-    /// Makes the next `n` appends to `topic` panic (its actor fails each time).
-    pub(super) fn fail_next_appends(&self, topic: &TopicName, n: usize) {
-        *self.failing_appends.lock().unwrap() = Some((topic.as_str().to_string(), n));
+    /// Makes every read of `topic` from now on panic (whoever reads: a session's replay or
+    /// poll, or the topic's actor).
+    pub(super) fn poison_reads(&self, topic: &TopicName) {
+        *self.poison_read_topic.lock().unwrap() = Some(topic.as_str().to_string());
     }
 
-    /// How many of the appends [`Boom::fail_next_appends`] asked to fail have not yet.
-    pub(super) fn appends_left_to_fail(&self) -> usize {
-        self.failing_appends
+    /// Makes the next `n` publish-id lookups of `topic` panic. The topic's actor looks up
+    /// the id of each publish that has one: it fails on each of them (and is restarted).
+    pub(super) fn fail_next_lookups(&self, topic: &TopicName, n: usize) {
+        *self.failing_lookups.lock().unwrap() = Some((topic.as_str().to_string(), n));
+    }
+
+    /// How many of the lookups [`Boom::fail_next_lookups`] asked to fail have not yet.
+    pub(super) fn lookups_left_to_fail(&self) -> usize {
+        self.failing_lookups
             .lock()
             .unwrap()
             .as_ref()
@@ -154,10 +166,14 @@ impl Boom {
 }
 
 impl Faults for Boom {
-    fn append(&self, topic: &str, msgs: &[StoredMessage]) {
+    fn append(&self, topic: &str) {
         self.appends.fetch_add(1, Ordering::SeqCst);
         self.gate(&self.append_gate_topic, topic);
-        let fail = match &mut *self.failing_appends.lock().unwrap() {
+    }
+
+    fn lookup_id(&self, topic: &str, id: &str) {
+        self.gate(&self.lookup_gate_topic, topic);
+        let fail = match &mut *self.failing_lookups.lock().unwrap() {
             Some((failing, left)) if failing == topic && *left > 0 => {
                 *left -= 1;
                 true
@@ -165,12 +181,7 @@ impl Faults for Boom {
             _ => false,
         };
         if fail {
-            panic!("FaultyLog: injected failing append on topic {topic}");
-        }
-        if msgs.iter().any(|m| &m.data[..] == BOOM) && self.boom_armed.swap(false, Ordering::SeqCst)
-        {
-            self.booms.fetch_add(1, Ordering::SeqCst);
-            panic!("FaultyLog: injected append panic on topic {topic}");
+            panic!("FaultyLog: injected panic looking up id {id} of topic {topic}");
         }
     }
 
@@ -179,7 +190,7 @@ impl Faults for Boom {
     }
 
     fn read(&self, topic: &str) {
-        if self.poison_read_topic.as_deref() == Some(topic) {
+        if self.poison_read_topic.lock().unwrap().as_deref() == Some(topic) {
             panic!("FaultyLog: injected read panic on topic {topic}");
         }
         self.gate(&self.gate_topic, topic);
@@ -245,23 +256,19 @@ async fn start_replication(
 }
 
 impl Harness {
-    pub(super) async fn start(poison_read_topic: Option<&str>) -> Harness {
-        Harness::start_in(poison_read_topic, Cluster::alone("n1")).await
+    pub(super) async fn start() -> Harness {
+        Harness::start_in(Cluster::alone("n1")).await
     }
 
     /// A node of `cluster` (the sole node, or one of a [`crate::cluster::sim::SimNet`]).
-    pub(super) async fn start_in(poison_read_topic: Option<&str>, cluster: Cluster) -> Harness {
-        Harness::start_with(poison_read_topic, cluster, RestartPolicy::NODE).await
+    pub(super) async fn start_in(cluster: Cluster) -> Harness {
+        Harness::start_with(cluster, RestartPolicy::NODE).await
     }
 
     /// A node of `cluster` whose topic supervisor restarts as `policy` says.
-    pub(super) async fn start_with(
-        poison_read_topic: Option<&str>,
-        cluster: Cluster,
-        policy: RestartPolicy,
-    ) -> Harness {
+    pub(super) async fn start_with(cluster: Cluster, policy: RestartPolicy) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(open_faulty(dir.path(), poison_read_topic));
+        let log = Arc::new(open_faulty(dir.path()));
         log.mark_running().expect("mark running");
         let dyn_log: Arc<dyn TopicLog> = log.clone();
         let storage_stop = Shutdown::new();
@@ -365,6 +372,19 @@ impl Harness {
             .inner
             .read(topic.as_str(), from, to, usize::MAX, usize::MAX)
             .expect("log read")
+    }
+
+    /// Whether the Raft log of `topic`'s shard holds an entry (durable or not) that carries
+    /// the bytes `data`.
+    pub(super) fn raft_log_carries(&self, topic: &TopicName, data: &[u8]) -> bool {
+        let shard = self.replication.shard_of(topic.as_str());
+        let store = crate::replication::raft_store(&self.log.inner)
+            .and_then(|store| store.shard(shard))
+            .expect("raft store");
+        let entries = store.entries(0, None).expect("raft log");
+        entries
+            .iter()
+            .any(|(_, entry)| entry.windows(data.len()).any(|w| w == data))
     }
 
     /// Stops the tree in node order, then the flusher.
