@@ -224,8 +224,18 @@ impl Actor for TopicActor {
         if state.failed {
             return Ok(());
         }
-        // Unpublished dead letters are kept in their groups' outboxes, persisted here too.
-        state.persist_consumers();
+        // Unpublished dead letters are kept in their groups' outboxes, persisted here too,
+        // and waited for: the writer proposes nothing once the actor is gone.
+        if state.groups.values().any(|g| g.dirty) {
+            state.persist_consumers();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            state.writer.after_commit(Box::new(move |r| {
+                let _ = tx.send(r);
+            }));
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(LEAD_PATIENCE, rx).await {
+                tracing::info!(topic = %state.topic, error = %e, "consumer state not saved at stop");
+            }
+        }
         Ok(())
     }
 
