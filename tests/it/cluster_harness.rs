@@ -72,13 +72,12 @@ impl ClusterBuilder {
     /// Starts every node and returns at once.
     pub fn spawn(self) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let data = tmp.path().join("data");
         let ids: Vec<String> = (1..=self.n).map(|i| format!("n{i}")).collect();
         let gossip: Vec<SocketAddr> = (0..self.n).map(|_| free_addr()).collect();
         let transport: Vec<SocketAddr> = (0..self.n).map(|_| free_addr()).collect();
         let mut common = format!(
             "data_dir = {:?}\n{}\n",
-            data.display().to_string(),
+            tmp.path().join("data").display().to_string(),
             self.extra
         );
         for i in 0..self.n {
@@ -111,7 +110,6 @@ impl ClusterBuilder {
             nodes,
             ids,
             state: vec![Run::Running; self.n],
-            data,
             _tmp: tmp,
         }
     }
@@ -136,8 +134,6 @@ pub struct Cluster {
     nodes: Vec<TestNode>,
     ids: Vec<String>,
     state: Vec<Run>,
-    /// The `data_dir` of the config every node shares.
-    data: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -171,12 +167,6 @@ impl Cluster {
 
     pub fn http(&self, i: usize) -> String {
         self.nodes[i].http()
-    }
-
-    /// Node `i`'s data directory (`<data_dir>/<node id>`, as the node derives it). Wipe it
-    /// only while the node is down.
-    pub fn data_dir(&self, i: usize) -> PathBuf {
-        self.data.join(&self.ids[i])
     }
 
     /// `kill -9`.
