@@ -16,11 +16,12 @@
 //! counts towards a commit only once it is on disk. Applied ops and the applied position are
 //! flushed later, in order; a crash re-applies entries, which the ops tolerate.
 //!
-//! Not covered yet: a node whose data directory was wiped has no Raft state and would
-//! initialize its shards again as preferred leader (or wait forever as a follower). Rejoining
-//! needs the node to be told it is a replacement (a config flag or a missing store mark), to
-//! never initialize then, and the leader to remove and re-add it as a learner that catches up
-//! by snapshot before it votes again (membership changes through Raft only).
+//! Not covered yet: a node whose data directory was wiped has no Raft state; it initializes
+//! its shards again, and the leaders refuse a follower whose log went backwards (openraft's
+//! log-reversion check), so it never catches up. Rejoining needs the node to come back as a
+//! new incarnation (its Raft id derived from its store, not only its name) that the leader
+//! adds as a learner, and promotes to voter in place of the old one once it has caught up
+//! (membership changes through Raft only). The test waits on branch `wiped-rejoin-test`.
 
 pub(crate) mod cluster_net;
 mod codec;

@@ -61,7 +61,7 @@ fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, Rep
 }
 
 /// Starts the instance of `shard`, whose voters are `voters`; initializes the group if this
-/// node is its preferred leader and has no Raft state for it yet.
+/// node is one of them and has no Raft state for it yet.
 pub(crate) async fn start_group(
     settings: &ReplicationSettings,
     shard: u32,
@@ -95,7 +95,10 @@ pub(crate) async fn start_group(
     let raft = Raft::new(me, config(settings, shard)?, network, log_store, sm)
         .await
         .map_err(|e| raft_err(&e))?;
-    if empty && voters.first() == Some(&settings.me) {
+    // Every voter with no Raft state initializes the group with the same voters (openraft
+    // allows that with identical configurations): the first start of a cluster forms every
+    // shard even while a shard's preferred voter is down.
+    if empty && voters.contains(&settings.me) {
         let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()
             .map(|n| (placement::node_id(n), BasicNode { addr: n.clone() }))
