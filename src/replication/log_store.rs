@@ -122,6 +122,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((index, bytes)) => Some(self.decode_entry(index, &bytes)?.log_id()),
             None => purged,
         };
+        // A crash between writing the purge mark and deleting the entries below it (after a
+        // snapshot past the log's end) can leave entries below the mark: they are purged.
+        let last = match (last, purged) {
+            (Some(l), Some(p)) if l.index() < p.index() => Some(p),
+            (l, _) => l,
+        };
         Ok(LogState {
             last_purged_log_id: purged,
             last_log_id: last,

@@ -47,6 +47,7 @@ use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
 use shards::{Group, Names};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -116,6 +117,8 @@ struct Inner {
     groups: HashMap<u32, Arc<Group>>,
     leaders: watch::Receiver<Arc<Leaders>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set by `stop`: leadership is being handed away and must not come back.
+    stopping: AtomicBool,
 }
 
 /// The node's shard groups; cheap to clone.
@@ -215,6 +218,7 @@ impl Replication {
                 groups,
                 leaders,
                 tasks: Mutex::new(tasks),
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -308,6 +312,15 @@ impl Replication {
             Some(at) => at.elapsed() > patience,
             None => false,
         }
+    }
+
+    /// The Raft term of this node's replica of `shard` (0 if it holds none). A leader's term
+    /// changes when it lost and regained leadership: what it knew may be stale.
+    pub fn term(&self, shard: u32) -> u64 {
+        self.inner
+            .groups
+            .get(&shard)
+            .map_or(0, |g| g.raft.metrics().borrow_watched().current_term)
     }
 
     /// Whether every shard this node is a voter of has a leader it knows.
@@ -411,7 +424,10 @@ impl Replication {
     /// Serves an RPC that arrived from a peer for `shard`; returns the encoded response.
     pub async fn serve(&self, shard: u32, request: Vec<u8>) -> Vec<u8> {
         let response = match self.inner.groups.get(&shard) {
-            Some(group) => network::serve(&group.raft, &group.incoming, &request).await,
+            Some(group) => {
+                let stopping = self.inner.stopping.load(Ordering::Acquire);
+                network::serve(&group.raft, &group.incoming, &request, stopping).await
+            }
             None => network::RaftResponse::Refused(format!(
                 "{} is not a voter of shard {shard}",
                 self.inner.settings.me
@@ -426,6 +442,7 @@ impl Replication {
     /// Transfers leadership of every shard this node leads to an up-to-date voter (waits up
     /// to ~1 s in all), then shuts every Raft down.
     pub async fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
         let tasks: Vec<_> = match self.inner.tasks.lock() {
             Ok(mut tasks) => tasks.drain(..).collect(),
             Err(_) => Vec::new(),

@@ -261,11 +261,20 @@ impl RaftNetworkV2<TypeConfig> for Client {
 pub(crate) type Incoming = Mutex<Option<(SnapshotMeta, Vec<u8>)>>;
 
 /// Serves one request for a shard's `raft`; `incoming` holds a snapshot being received.
-pub(crate) async fn serve(raft: &Raft, incoming: &Incoming, request: &[u8]) -> RaftResponse {
+/// `stopping`: this node is handing its leadership away, so it refuses to take any back.
+pub(crate) async fn serve(
+    raft: &Raft,
+    incoming: &Incoming,
+    request: &[u8],
+    stopping: bool,
+) -> RaftResponse {
     let request: RaftRequest = match codec::decode(request) {
         Ok(r) => r,
         Err(e) => return RaftResponse::Refused(format!("undecodable request: {e}")),
     };
+    if stopping && matches!(request, RaftRequest::TransferLeader(_)) {
+        return RaftResponse::Refused("this node is stopping".into());
+    }
     let refused = |e: &dyn std::fmt::Display| RaftResponse::Refused(e.to_string());
     match request {
         RaftRequest::Append(rpc) => raft

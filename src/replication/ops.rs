@@ -129,17 +129,69 @@ fn appended<'a>(ops: &'a [Op], topic: &'a str) -> impl Iterator<Item = &'a Store
     })
 }
 
-/// Applies an entry's ops in order; a failing op is skipped. Returns the failures, by
-/// position. Applying the entry again (after a crash) leaves the same state.
-pub(crate) fn apply_entry(ops: &[Op], log: &dyn TopicLog) -> Vec<(usize, StorageError)> {
-    let mut failed = Vec::new();
+/// Applies an entry's ops in order; an op that cannot apply to this state (a gap, a missing
+/// topic) is skipped. Returns the skipped ops, by position, or the first storage failure:
+/// a replica that cannot write must stop rather than diverge. Applying the entry again
+/// (after a crash) leaves the same state.
+///
+/// A publish id is remembered only for an offset that holds that id's message, so an
+/// `Append` skipped because its offsets were taken (a stale owner's entry) can never make a
+/// retry of its publish look like a duplicate of another message.
+pub(crate) fn apply_entry(
+    ops: &[Op],
+    log: &dyn TopicLog,
+) -> Result<Vec<(usize, StorageError)>, StorageError> {
+    let mut skipped = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         let later = ops.get(i + 1..).unwrap_or_default();
-        if let Err(e) = op.apply_before(log, later) {
-            failed.push((i, e));
+        let result = match op {
+            Op::RememberIds {
+                topic,
+                ids,
+                time_ms,
+            } => remember_stored(log, topic, ids, *time_ms),
+            _ => op.apply_before(log, later),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e @ (StorageError::Sled(_) | StorageError::Corrupt { .. })) => return Err(e),
+            Err(e) => skipped.push((i, e)),
         }
     }
-    failed
+    Ok(skipped)
+}
+
+/// Remembers each of `ids` whose offset holds the message with that id.
+fn remember_stored(
+    log: &dyn TopicLog,
+    topic: &str,
+    ids: &[(String, u64)],
+    time_ms: u64,
+) -> Result<(), StorageError> {
+    let (Some(from), Some(to)) = (
+        ids.iter().map(|(_, o)| *o).min(),
+        ids.iter().map(|(_, o)| *o).max(),
+    ) else {
+        return Ok(());
+    };
+    let stored: std::collections::HashMap<u64, String> = log
+        .read(topic, from, to, usize::MAX, usize::MAX)?
+        .into_iter()
+        .map(|m| (m.offset, m.id))
+        .collect();
+    for (id, offset) in ids {
+        if stored.get(offset) == Some(id) {
+            log.remember_id(topic, id, *offset, time_ms)?;
+        } else {
+            tracing::warn!(
+                topic,
+                id,
+                offset,
+                "publish id not remembered: its offset holds another message"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// [`StoredMessage`] as serde sees it (the storage type stays free of serde).

@@ -148,6 +148,19 @@ pub(crate) async fn track_leader(
             }
         });
         if metrics.changed().await.is_err() {
+            // The instance stopped (shutdown, or a fatal storage error): this node no longer
+            // knows a leader for the shard, so it neither claims it nor reports ready.
+            tracing::warn!(shard = group.shard, "shard instance stopped");
+            leaders.send_modify(|all| {
+                let mut next = Leaders::clone(all);
+                if let Some(s) = usize::try_from(group.shard)
+                    .ok()
+                    .and_then(|i| next.by_shard.get_mut(i))
+                {
+                    *s = None;
+                }
+                *all = Arc::new(next);
+            });
             return;
         }
     }

@@ -95,12 +95,19 @@ impl StateMachine {
             .map_err(io_err)
     }
 
-    /// Applies `ops` of the entry at `index`; a failing op is logged and skipped.
-    pub fn apply_ops(&self, index: u64, ops: &[Op]) {
-        for (i, e) in ops::apply_entry(ops, &*self.log) {
+    /// Applies `ops` of the entry at `index`; an op that does not fit this state is logged
+    /// and skipped. A storage failure stops this replica of the shard (openraft's state
+    /// machine fails): a copy that missed a write must never serve or lead.
+    pub fn apply_ops(&self, index: u64, ops: &[Op]) -> io::Result<()> {
+        let skipped = ops::apply_entry(ops, &*self.log).map_err(|e| {
+            tracing::error!(shard = self.shard, index, error = %e, "storage failed applying an entry; this replica stops");
+            io_err(e)
+        })?;
+        for (i, e) in skipped {
             let topic = ops.get(i).and_then(Op::topic).unwrap_or("");
             tracing::warn!(shard = self.shard, index, topic, error = %e, "replicated op skipped");
         }
+        Ok(())
     }
 
     fn topics(&self) -> io::Result<Vec<String>> {
@@ -229,7 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let index = entry.log_id.index();
             match entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(data) => self.apply_ops(index, &data.ops),
+                EntryPayload::Normal(data) => self.apply_ops(index, &data.ops)?,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                 }

@@ -505,9 +505,10 @@ fn applying_an_entry_twice_leaves_the_same_state() {
         append(t, (1..=20).map(|i| msg(i, "m")).collect()),
         // A gap: skipped without stopping the entry.
         append(t, vec![msg(40, "gap")]),
+        // Remembered only where the offset holds that id's message.
         Op::RememberIds {
             topic: t.into(),
-            ids: vec![("p1".into(), 3)],
+            ids: vec![("id-3".into(), 3), ("not-there".into(), 4)],
             time_ms: 1_010,
         },
         save(t, "c", b"s1"),
@@ -520,7 +521,7 @@ fn applying_an_entry_twice_leaves_the_same_state() {
         append(t, vec![msg(21, "n")]),
     ];
     let apply = |log: &SledLog| {
-        let failed = ops::apply_entry(&entry, log);
+        let failed = ops::apply_entry(&entry, log).expect("no storage failure");
         assert!(
             failed.iter().all(|(i, _)| *i == 2),
             "only the gap fails: {failed:?}"
@@ -534,7 +535,8 @@ fn applying_an_entry_twice_leaves_the_same_state() {
     assert_eq!(meta.map(|m| m.head), Some(21));
     assert_eq!(msgs.len(), 11, "retention kept 10, then one more");
     assert_eq!(consumers.len(), 1);
-    assert_eq!(b.lookup_id(t, "p1", 1_020).expect("lookup"), Some(3));
+    assert_eq!(b.lookup_id(t, "id-3", 1_020).expect("lookup"), Some(3));
+    assert_eq!(b.lookup_id(t, "not-there", 1_020).expect("lookup"), None);
 }
 
 #[test]

@@ -105,6 +105,9 @@ pub struct TopicState {
     pub(super) writer: TopicWriter,
     /// Publish ids submitted and not yet committed (the log's index has the rest).
     inflight_ids: HashMap<String, u64>,
+    /// The shard's Raft term when this actor became owner: another term means leadership
+    /// went away and came back, and what this actor knows may be stale.
+    term: u64,
     /// This node did not lead the shard when the actor started: it serves nothing and is
     /// being retired.
     failed: bool,
@@ -159,6 +162,7 @@ impl Actor for TopicActor {
             shard,
             writer,
             inflight_ids: HashMap::new(),
+            term: 0,
             failed: true,
         })
     }
@@ -181,6 +185,7 @@ impl Actor for TopicActor {
             state.retire_now(&myself);
             return Ok(());
         }
+        state.term = state.ctx.replication.term(state.shard);
         let topic = state.topic.clone();
         let (meta, groups) = off_worker(&state.ctx.log, move |log| {
             let meta = log.meta(topic.as_str())?;
@@ -369,6 +374,13 @@ impl TopicState {
     /// the dedupe index, in flight, or earlier in the batch) gets its first offset back
     /// instead.
     fn commit(&mut self, myself: &ActorRef<TopicMsg>) -> Result<(), ActorProcessingErr> {
+        if self.ctx.replication.term(self.shard) != self.term {
+            tracing::info!(topic = %self.topic, "the shard's term changed; retiring");
+            self.fail_pending(TopicError::Moving);
+            self.failed = true;
+            self.retire_now(myself);
+            return Ok(());
+        }
         let staged = std::mem::take(&mut self.staged);
         if staged.is_empty() {
             return Ok(());
@@ -459,6 +471,10 @@ impl TopicState {
             let _ = p.reply.send(Err(error.clone()));
         }
         self.unflushed.clear();
+        // Staged publishes were never proposed: they may go to the next owner.
+        for s in self.staged.drain(..) {
+            let _ = s.reply.send(Err(TopicError::Moving));
+        }
     }
 
     /// Answers a repeated publish id with the offset it first got, once that is durable.
@@ -609,40 +625,67 @@ impl TopicState {
     /// could have taken them; then this actor's view of the topic is wrong and it restarts
     /// from the log (its publishers get `unavailable` and retry with their ids).
     fn check_applied(&self, upto: u64) -> Result<(), ActorProcessingErr> {
-        let Some((first, _)) = self.unflushed.front() else {
+        // Retention (applied in the same or a later entry) may have trimmed some already.
+        let retained = self
+            .ctx
+            .log
+            .meta(self.topic.as_str())?
+            .map_or(1, |m| m.first);
+        let wanted: Vec<&StoredMessage> = self
+            .unflushed
+            .iter()
+            .map(|(m, _)| m)
+            .take_while(|m| m.offset <= upto)
+            .filter(|m| m.offset >= retained)
+            .collect();
+        let Some(from) = wanted.first().map(|m| m.offset) else {
             return Ok(());
         };
-        let stored = self.ctx.log.read(
-            self.topic.as_str(),
-            first.offset,
-            upto,
-            usize::MAX,
-            usize::MAX,
-        )?;
-        let wanted = self.unflushed.iter().take_while(|(m, _)| m.offset <= upto);
-        let same = stored.len() as u64 == upto + 1 - first.offset
+        let stored = self
+            .ctx
+            .log
+            .read(self.topic.as_str(), from, upto, usize::MAX, usize::MAX)?;
+        let same = stored.len() == wanted.len()
             && stored
                 .iter()
-                .zip(wanted)
-                .all(|(s, (m, _))| s.offset == m.offset && s.id == m.id);
+                .zip(&wanted)
+                .all(|(s, m)| s.offset == m.offset && s.id == m.id);
         if same {
             return Ok(());
         }
-        tracing::error!(topic = %self.topic, from = first.offset, upto, "committed offsets hold other messages; reloading the topic");
+        tracing::error!(topic = %self.topic, from, upto, "committed offsets hold other messages; reloading the topic");
         Err("committed offsets hold other messages".into())
     }
 
-    /// Proposes retention at the leader's time; every replica trims the same messages.
+    /// Proposes retention at the leader's time when there is something to trim (more
+    /// messages than the limit, or the oldest one too old); every replica trims the same.
     fn apply_retention(&mut self, myself: &ActorRef<TopicMsg>) {
-        if !self.exists {
+        if !self.exists || self.durable < self.first {
             return;
         }
         let policy = self.ctx.retention;
+        let now = now_ms();
+        let over_count = self.durable + 1 - self.first > policy.max_messages;
+        let oldest = match self
+            .ctx
+            .log
+            .read(self.topic.as_str(), self.first, self.first, 1, 1)
+        {
+            Ok(m) => m.first().map(|m| m.time_ms),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "reading the oldest message failed");
+                None
+            }
+        };
+        let too_old = oldest.is_some_and(|t| now.saturating_sub(t) > policy.max_age_ms);
+        if !over_count && !too_old {
+            return;
+        }
         let op = Op::Retention {
             topic: self.topic.as_str().to_string(),
             max_messages: policy.max_messages,
             max_age_ms: policy.max_age_ms,
-            now_ms: now_ms(),
+            now_ms: now,
         };
         let me = myself.clone();
         self.writer.submit(

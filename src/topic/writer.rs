@@ -8,7 +8,8 @@
 //! One entry in flight per topic keeps a topic's entries in submission order (offsets are
 //! decided by the actor before it submits); different topics' entries are in flight at once.
 //! When the actor stops (its writer is dropped), nothing more it submitted is proposed: a
-//! successor decides offsets afresh from the log, and a stale entry must not race it.
+//! successor decides offsets afresh from the log, and a stale entry must not race it. After
+//! a write fails, every later one fails with it (the actor then retires).
 
 use crate::replication::{Op, ProposeError, Replication};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +84,9 @@ async fn run(
     closed: Arc<AtomicBool>,
 ) {
     let mut carry: Option<(Vec<Op>, Committed)> = None;
+    // After a write that did not commit, nothing later is proposed or confirmed: a later
+    // "committed" would vouch for the earlier ops too.
+    let mut failed: Option<WriteError> = None;
     loop {
         let first = match carry.take() {
             Some(next) => next,
@@ -108,7 +112,9 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let result = if closed.load(Ordering::Acquire) {
+        let result = if let Some(e) = &failed {
+            Err(e.clone())
+        } else if closed.load(Ordering::Acquire) {
             Err(WriteError::Unavailable("the topic stopped".into()))
         } else if ops.is_empty() {
             Ok(())
@@ -119,7 +125,10 @@ async fn run(
                 .map_err(WriteError::from)
         };
         if let Err(e) = &result {
-            tracing::info!(shard, error = %e, "topic write not committed");
+            if failed.is_none() {
+                tracing::info!(shard, error = %e, "topic write not committed");
+                failed = Some(e.clone());
+            }
         }
         for done in dones {
             done(result.clone());
