@@ -53,7 +53,10 @@ for name in ("durable1-nats-default", "durable1-nats-always", "durable3-repl",
 
 print("\n| fan-out row | deliveries/s | delivered/expected | acked pub/s | p50 / p90 / p99 / p99.9 / max ms |")
 print("|---|---:|---:|---:|---|")
-for name in ("xlat-repl", "xlat-main"):
+names = ["xlat-repl", "xlat-main"] + sorted(
+    (os.path.basename(f)[:-5] for f in glob.glob(f"{out}/xlat[0-9]*-*.json")),
+    key=lambda n: (n.split("-")[1], int(n.split("-")[0][4:])))
+for name in names:
     r = load(name)
     if r is None:
         continue

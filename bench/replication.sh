@@ -7,6 +7,8 @@
 #   three    - 3 nodes: Starling repl (factor 3) durable to a topic owned by n1; JetStream R3
 #              (default sync, and sync_interval: always); cross-node fan-out at RATE msg/s on
 #              repl and on main.
+#   rates    - 3 nodes: cross-node fan-out at each of RATES (default 1000 5000 10000) msg/s,
+#              repl then main.
 #   failover - 3 nodes, `bench failover` through a non-owner node (with bench/ack-gap.py
 #              beside it) while the topic's owner gets SIGKILL, SIGSTOP (SIGCONT after
 #              STOP_FOR s) and SIGTERM; a fresh cluster for each; repl, then main.
@@ -216,6 +218,26 @@ run_three() {
     stop_all
 }
 
+# cross-node fan-out at each of RATES msg/s (1 publisher on the owner n1, 10 subscribers on
+# n2 and n3), repl then main; the nodes' logs are kept in $OUT.
+run_rates() {
+    local label bin t rate
+    for label in repl main; do
+        bin=$MAIN_BIN
+        [ "$label" = repl ] && bin=$REPL_BIN
+        start_starling "$bin" 3
+        for rate in ${RATES:-1000 5000 10000}; do
+            t=$(topic_owned_by "xr$rate" n1)
+            bench "xlat$rate-$label" fanout --url "${ST_URL[1]}" --sub-url "${ST_URL[2]}" \
+                --sub-url "${ST_URL[3]}" --topic "$t" --subscribers 10 --publishers 1 \
+                --rate "$rate" --duration "$DURATION" --warmup "$WARMUP"
+        done
+        cp "$WORK"/starling/n*.log "$OUT/" 2>/dev/null || true
+        for f in "$OUT"/n?.log; do mv "$f" "${f%.log}-rates-$label.log"; done
+        stop_all
+    done
+}
+
 # failover_one LABEL BIN SIG: fresh 3-node cluster of BIN; publish through a non-owner;
 # signal the owner.
 failover_one() {
@@ -249,6 +271,7 @@ for s in "${SECTIONS[@]}"; do
     case $s in
     single) run_single ;;
     three) run_three ;;
+    rates) run_rates ;;
     failover)
         for sig in KILL STOP TERM; do failover_one repl "$REPL_BIN" "$sig"; done
         for sig in KILL STOP TERM; do failover_one main "$MAIN_BIN" "$sig"; done
