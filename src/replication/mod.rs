@@ -76,6 +76,9 @@ pub(crate) struct ReplicationSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Leaders {
     pub by_shard: Vec<Option<String>>,
+    /// A shard instance of this node stopped while the node runs (a fatal storage error):
+    /// the node cannot serve that shard until it restarts.
+    pub failed: bool,
 }
 
 /// Why replication could not start.
@@ -118,7 +121,9 @@ struct Inner {
     leaders: watch::Receiver<Arc<Leaders>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set by `stop`: leadership is being handed away and must not come back.
-    stopping: AtomicBool,
+    stopping: Arc<AtomicBool>,
+    /// Every shard has had a known leader since start (see `leaders_known`).
+    formed: AtomicBool,
 }
 
 /// The node's shard groups; cheap to clone.
@@ -181,12 +186,18 @@ impl Replication {
         }
         let initial = Leaders {
             by_shard: vec![None; voters.len()],
+            failed: false,
         };
         let (leaders_tx, leaders) = watch::channel(Arc::new(initial));
         let mut tasks = Vec::new();
+        let stopping = Arc::new(AtomicBool::new(false));
         for group in groups.values() {
-            let task =
-                shards::track_leader(Arc::clone(group), Arc::clone(&names), leaders_tx.clone());
+            let task = shards::track_leader(
+                Arc::clone(group),
+                Arc::clone(&names),
+                leaders_tx.clone(),
+                Arc::clone(&stopping),
+            );
             tasks.push(tokio::spawn(task));
         }
         let preferred: Vec<_> = groups
@@ -218,7 +229,8 @@ impl Replication {
                 groups,
                 leaders,
                 tasks: Mutex::new(tasks),
-                stopping: AtomicBool::new(false),
+                stopping,
+                formed: AtomicBool::new(false),
             }),
         })
     }
@@ -269,7 +281,7 @@ impl Replication {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ProposeError::NotLeader {
-                    leader: self.name(f.leader_id),
+                    leader: self.name(f.leader_id).or_else(|| self.leader(shard)),
                 })
             }
             Ok(Err(RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)))) => {
@@ -280,6 +292,44 @@ impl Replication {
                 "shard {shard}: no quorum within {PROPOSE_TIMEOUT:?}"
             ))),
         }
+    }
+
+    /// Submits `ops` as one entry, after every entry submitted before (the returned future
+    /// does not need to be awaited for the order to hold), and returns its outcome: resolved
+    /// once it is committed by a majority and applied on this node. So one proposer can keep
+    /// several entries in flight.
+    pub async fn submit(
+        &self,
+        shard: u32,
+        ops: Vec<Op>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), ProposeError>> + Send + 'static,
+        ProposeError,
+    > {
+        let group = Arc::clone(self.group(shard)?);
+        let (responder, _log_id, rx) = openraft::impls::ProgressResponder::<
+            types::TypeConfig,
+            openraft::raft::ClientWriteResult<types::TypeConfig>,
+        >::new();
+        group
+            .raft
+            .client_write_ff(types::Entry { ops }, Some(responder))
+            .await
+            .map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        let this = self.clone();
+        Ok(async move {
+            match tokio::time::timeout(PROPOSE_TIMEOUT, rx).await {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader {
+                    leader: this.name(f.leader_id).or_else(|| this.leader(shard)),
+                }),
+                Ok(Ok(Err(e))) => Err(ProposeError::Unavailable(e.to_string())),
+                Ok(Err(_)) => Err(ProposeError::Fatal(format!("shard {shard} stopped"))),
+                Err(_) => Err(ProposeError::Unavailable(format!(
+                    "shard {shard}: no quorum within {PROPOSE_TIMEOUT:?}"
+                ))),
+            }
+        })
     }
 
     /// The leader of `shard` as this node knows it (None if unknown or not a voter here).
@@ -323,15 +373,30 @@ impl Replication {
             .map_or(0, |g| g.raft.metrics().borrow_watched().current_term)
     }
 
-    /// Whether every shard this node is a voter of has a leader it knows.
-    pub fn leaders_known(&self) -> bool {
-        let leaders = self.inner.leaders.borrow();
-        self.inner.groups.keys().all(|s| {
-            leaders
-                .by_shard
-                .get(*s as usize)
-                .is_some_and(Option::is_some)
-        })
+    /// Readiness: since this node started, every shard it holds has had a live leader at
+    /// once — this node leading it, or a leader that `up` says is up (a vote remembered from
+    /// before a restart names a leader that may be gone) — and no shard instance has failed
+    /// since. A later election does not make the node unready.
+    pub fn leaders_known(&self, up: impl Fn(&str) -> bool) -> bool {
+        if self.inner.leaders.borrow().failed {
+            return false;
+        }
+        if self.inner.formed.load(Ordering::Acquire) {
+            return true;
+        }
+        let me = self.inner.settings.me.as_str();
+        let live = self.inner.groups.values().all(|g| {
+            let m = g.raft.metrics().borrow_watched().clone();
+            match self.name(m.current_leader) {
+                Some(leader) if leader == me => m.state == ServerState::Leader,
+                Some(leader) => up(&leader),
+                None => false,
+            }
+        });
+        if live {
+            self.inner.formed.store(true, Ordering::Release);
+        }
+        live
     }
 
     /// Changes whenever the leader of any local shard changes.

@@ -128,6 +128,7 @@ pub(crate) async fn track_leader(
     group: Arc<Group>,
     names: Names,
     leaders: watch::Sender<Arc<Leaders>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut metrics = group.raft.metrics();
     loop {
@@ -150,7 +151,9 @@ pub(crate) async fn track_leader(
         if metrics.changed().await.is_err() {
             // The instance stopped (shutdown, or a fatal storage error): this node no longer
             // knows a leader for the shard, so it neither claims it nor reports ready.
-            tracing::warn!(shard = group.shard, "shard instance stopped");
+            // A shutdown stops every instance; anything else is a failure of this one.
+            let failed = !stopping.load(std::sync::atomic::Ordering::Acquire);
+            tracing::warn!(shard = group.shard, failed, "shard instance stopped");
             leaders.send_modify(|all| {
                 let mut next = Leaders::clone(all);
                 if let Some(s) = usize::try_from(group.shard)
@@ -159,6 +162,7 @@ pub(crate) async fn track_leader(
                 {
                     *s = None;
                 }
+                next.failed |= failed;
                 *all = Arc::new(next);
             });
             return;

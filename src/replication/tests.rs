@@ -333,6 +333,16 @@ async fn proposed_ops_are_applied_on_every_replica() {
     let cluster = Cluster::start().await;
     let topic = "orders";
     let shard = cluster.node("n1").repl.shard_of(topic);
+    // Every voter initializes a new group, so the first leader may be any of them; wait for
+    // the preferred one, where leadership then stays.
+    let preferred = cluster.node("n1").repl.voters(shard)[0].clone();
+    poll(&format!("shard {shard} led by {preferred}"), || {
+        cluster
+            .running()
+            .all(|n| n.repl.leader(shard).as_ref() == Some(&preferred))
+            .then_some(())
+    })
+    .await;
     let leader = cluster.agreed_leader(shard).await;
     let ops = vec![
         create(topic),

@@ -224,7 +224,9 @@ impl Topics {
 
     /// Whether every shard this node holds knows its leader (part of readiness).
     pub fn leaders_known(&self) -> bool {
-        self.replication.leaders_known()
+        let up = self.cluster.peers();
+        self.replication
+            .leaders_known(|node| up.iter().any(|p| p == node))
     }
 
     /// Number of topic actors running.

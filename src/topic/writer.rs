@@ -1,20 +1,19 @@
 //! How a topic actor writes: every change to a topic's storage (messages, publish ids,
 //! consumer positions, retention) is an [`Op`] in its shard's replicated log. The actor
-//! hands ops to its [`TopicWriter`]; a task of the writer proposes them in the order they
-//! were submitted, one entry at a time, putting everything submitted meanwhile into the
-//! next entry (group commit through Raft). A callback runs once its ops are committed on a
-//! majority of the shard's voters and applied on this node, or have failed.
-//!
-//! One entry in flight per topic keeps a topic's entries in submission order (offsets are
-//! decided by the actor before it submits); different topics' entries are in flight at once.
+//! hands ops to its [`TopicWriter`]; a task of the writer submits them in the order they
+//! were submitted, putting everything queued meanwhile into one entry (group commit through
+//! Raft), with up to [`MAX_IN_FLIGHT`] entries of the topic in flight at once. Submission
+//! is ordered (`Replication::submit` returns once the entry is queued in the log), so the
+//! entries land in the log in the actor's order. A callback runs once its ops are committed
+//! on a majority of the shard's voters and applied on this node, or have failed.
 //! When the actor stops (its writer is dropped), nothing more it submitted is proposed: a
 //! successor decides offsets afresh from the log, and a stale entry must not race it. After
 //! a write fails, every later one fails with it (the actor then retires).
 
 use crate::replication::{Op, ProposeError, Replication};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Why submitted ops were not committed. Their outcome may be unknown: a proposal that
 /// timed out can still commit later.
@@ -42,6 +41,8 @@ pub(crate) type Committed = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 
 /// Most bytes of message data the writer puts in one entry (more waits for the next).
 const MAX_ENTRY_BYTES: usize = 1 << 20;
+/// Entries of one topic in flight at once (each after the one before in the log).
+const MAX_IN_FLIGHT: usize = 8;
 
 /// The actor's handle. Dropping it ends the task: what is queued is answered
 /// `Unavailable` without being proposed.
@@ -86,7 +87,8 @@ async fn run(
     let mut carry: Option<(Vec<Op>, Committed)> = None;
     // After a write that did not commit, nothing later is proposed or confirmed: a later
     // "committed" would vouch for the earlier ops too.
-    let mut failed: Option<WriteError> = None;
+    let failed: Arc<Mutex<Option<WriteError>>> = Arc::new(Mutex::new(None));
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let first = match carry.take() {
             Some(next) => next,
@@ -112,27 +114,66 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let result = if let Some(e) = &failed {
-            Err(e.clone())
+        let early = if let Some(e) = sticky(&failed) {
+            Some(Err(e))
         } else if closed.load(Ordering::Acquire) {
-            Err(WriteError::Unavailable("the topic stopped".into()))
+            Some(Err(WriteError::Unavailable("the topic stopped".into())))
         } else if ops.is_empty() {
-            Ok(())
+            // Only markers: they are answered once every entry in flight has completed.
+            let all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+            drop(all);
+            Some(sticky(&failed).map_or(Ok(()), Err))
         } else {
-            replication
-                .propose(shard, ops)
-                .await
-                .map_err(WriteError::from)
+            None
         };
-        if let Err(e) = &result {
-            if failed.is_none() {
-                tracing::info!(shard, error = %e, "topic write not committed");
-                failed = Some(e.clone());
+        if let Some(result) = early {
+            answer(dones, result);
+            continue;
+        }
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        match replication.submit(shard, ops).await {
+            Err(e) => {
+                let e = WriteError::from(e);
+                fail(&failed, shard, &e);
+                answer(dones, Err(e));
+            }
+            Ok(outcome) => {
+                let failed = Arc::clone(&failed);
+                tokio::spawn(async move {
+                    let result = outcome.await.map_err(WriteError::from);
+                    if let Err(e) = &result {
+                        fail(&failed, shard, e);
+                    }
+                    // An earlier entry that failed fails this one too.
+                    let result = match sticky(&failed) {
+                        Some(e) => Err(e),
+                        None => result,
+                    };
+                    answer(dones, result);
+                    drop(permit);
+                });
             }
         }
-        for done in dones {
-            done(result.clone());
-        }
+    }
+}
+
+fn sticky(failed: &Mutex<Option<WriteError>>) -> Option<WriteError> {
+    failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn fail(failed: &Mutex<Option<WriteError>>, shard: u32, e: &WriteError) {
+    let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
+    if f.is_none() {
+        tracing::info!(shard, error = %e, "topic write not committed");
+        *f = Some(e.clone());
+    }
+}
+
+fn answer(dones: Vec<Committed>, result: Result<(), WriteError>) {
+    for done in dones {
+        done(result.clone());
     }
 }
 

@@ -2,7 +2,7 @@
 //! hung nodes), reconnect, and refuse a node with the wrong cookie.
 
 use crate::cluster_harness::Cluster;
-use crate::harness::wait_for;
+use crate::harness::{publish, wait_for};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -107,19 +107,26 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
 }
 
 #[tokio::test]
-async fn a_node_that_finds_no_peer_serves_alone_after_the_join_timeout() {
+async fn a_node_without_a_majority_is_not_ready_until_its_peer_returns() {
     let mut c = Cluster::start(2, "").await;
     c.kill9(1);
     c.kill9(0);
     c.restart(0);
-    let started = Instant::now();
-    // Its only seed is gone: it waits for join_timeout_ms (3 s by default), then serves.
-    assert!(!c.ready(0).await, "ready before the join timeout");
-    wait_for("n1 to serve alone", || async {
-        c.ready(0).await.then_some(())
+    // Its only peer is gone: after join_timeout_ms (3 s) it has joined, but its shards (two
+    // voters each) cannot elect a leader alone, so it must not serve: nothing it
+    // acknowledged would be on a majority.
+    wait_for("n1 to have joined", || async {
+        c.view(0).await.filter(|v| v["ready"] == true).map(|_| ())
     })
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert!(!c.ready(0).await, "ready without a majority");
+    let (status, body) = publish(c.node(0), "alone", serde_json::json!(1), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    c.restart(1);
+    c.wait_formed().await;
+    let (status, body) = publish(c.node(0), "alone", serde_json::json!(2), None).await;
+    assert_eq!(status, 201, "{body}");
     // Leaving is prompt: the node closes its sessions and gossip without waiting.
     let started = Instant::now();
     assert!(c.terminate(0).success());
