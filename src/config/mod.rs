@@ -552,6 +552,29 @@ mod tests {
         let text = include_str!("../../cluster.toml");
         let c = Config::parse(text).unwrap();
         assert!(c.node("n1").is_ok());
+        // The file shows the defaults of the sections it lists.
+        assert_eq!(c.replication, ReplicationConfig::default());
+    }
+
+    #[test]
+    fn replication_settings_are_checked_by_key() {
+        for (toml, key) in [
+            ("[replication]\nshards = 0\n", "replication.shards"),
+            ("[replication]\nfactor = 0\n", "replication.factor"),
+            (
+                "[replication]\nheartbeat_ms = 200\nelection_min_ms = 500\n",
+                "replication.election_min_ms",
+            ),
+            (
+                "[replication]\nelection_min_ms = 900\nelection_max_ms = 900\n",
+                "replication.election_max_ms",
+            ),
+        ] {
+            let err = Config::parse(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let ok = Config::parse("[replication]\nshards = 4\nfactor = 1\n").unwrap();
+        assert_eq!((ok.replication.shards, ok.replication.factor), (4, 1));
     }
 
     #[test]
