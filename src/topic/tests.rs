@@ -320,8 +320,8 @@ async fn panicking_session_closes_its_queue_as_internal_error() {
     h.stop().await;
 }
 
-/// Publishes that arrive together are appended as one batch: each gets its own offset in
-/// arrival order, and a repeated id within the batch gets the first one's offset back.
+/// Publishes that arrive together are appended in a few batches (not one by one): each
+/// gets its own offset in arrival order, and a repeated id gets the first one's offset back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_that_arrive_together_are_committed_as_one_batch() {
     let h = Harness::start().await;
@@ -357,10 +357,13 @@ async fn publishes_that_arrive_together_are_committed_as_one_batch() {
         assert_eq!(ack.offset, offset, "{id} got two offsets");
     }
     assert_eq!(duplicates, 20);
-    assert_eq!(
-        h.log.appends.load(Ordering::SeqCst),
-        appends_before + 1,
-        "the 60 publishes that waited were not one append"
+    // Up to 8 entries of a topic are in flight at once (the writer pipelines them); what
+    // arrives meanwhile is merged into the next entry, so 60 publishes are a few appends,
+    // never one each.
+    let appends = h.log.appends.load(Ordering::SeqCst) - appends_before;
+    assert!(
+        (1..=10).contains(&appends),
+        "the 60 publishes that waited took {appends} appends"
     );
     let log = h.log_read(&t, 3, 100);
     assert_eq!(log.len(), 40);
