@@ -131,8 +131,24 @@ async fn run(
             continue;
         }
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            answer(
+                dones,
+                Err(WriteError::Unavailable("the topic stopped".into())),
+            );
             return;
         };
+        // Waiting for a slot can take a while: an entry in flight may have failed, or the
+        // actor may be gone, meanwhile; then this one must not be proposed.
+        let late = sticky(&failed).map(Err).or_else(|| {
+            closed
+                .load(Ordering::Acquire)
+                .then(|| Err(WriteError::Unavailable("the topic stopped".into())))
+        });
+        if let Some(result) = late {
+            drop(permit);
+            answer(dones, result);
+            continue;
+        }
         match replication.submit(shard, ops).await {
             Err(e) => {
                 let e = WriteError::from(e);
