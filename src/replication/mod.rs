@@ -275,23 +275,7 @@ impl Replication {
     /// Proposes `ops` as one entry; resolves once committed by a majority AND applied on
     /// this node.
     pub async fn propose(&self, shard: u32, ops: Vec<Op>) -> Result<(), ProposeError> {
-        let group = self.group(shard)?;
-        let write = group.raft.client_write(types::Entry { ops });
-        match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    leader: self.name(f.leader_id).or_else(|| self.leader(shard)),
-                })
-            }
-            Ok(Err(RaftError::APIError(e @ ClientWriteError::LogEntryDiscarded(_)))) => {
-                Err(ProposeError::Unavailable(e.to_string()))
-            }
-            Ok(Err(e)) => Err(ProposeError::Fatal(e.to_string())),
-            Err(_) => Err(ProposeError::Unavailable(format!(
-                "shard {shard}: no quorum within {PROPOSE_TIMEOUT:?}"
-            ))),
-        }
+        self.submit(shard, ops).await?.await
     }
 
     /// Submits `ops` as one entry, after every entry submitted before (the returned future

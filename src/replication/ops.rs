@@ -9,6 +9,7 @@
 //! appends after it.
 
 use crate::storage::{RetentionPolicy, StorageError, StoredMessage, TopicLog};
+use std::collections::HashMap;
 
 /// One storage write, as the shard leader decided it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -81,16 +82,7 @@ impl Op {
                 }
                 Ok(())
             }
-            Op::Append { topic, msgs } => {
-                let meta = log
-                    .meta(topic)?
-                    .ok_or_else(|| StorageError::NoSuchTopic(topic.clone()))?;
-                let fresh = msgs.partition_point(|m| m.offset <= meta.head);
-                match msgs.get(fresh..) {
-                    Some(rest) if !rest.is_empty() => log.append(topic, rest),
-                    _ => Ok(()),
-                }
-            }
+            Op::Append { topic, msgs } => append_fresh(log, topic, msgs).map(|_| ()),
             Op::RememberIds {
                 topic,
                 ids,
@@ -142,14 +134,21 @@ pub(crate) fn apply_entry(
     log: &dyn TopicLog,
 ) -> Result<Vec<(usize, StorageError)>, StorageError> {
     let mut skipped = Vec::new();
+    // What this entry's appends wrote: (topic, offset) -> id.
+    let mut written: HashMap<(&str, u64), &str> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         let later = ops.get(i + 1..).unwrap_or_default();
         let result = match op {
+            Op::Append { topic, msgs } => append_fresh(log, topic, msgs).map(|fresh| {
+                for m in fresh {
+                    written.insert((topic.as_str(), m.offset), m.id.as_str());
+                }
+            }),
             Op::RememberIds {
                 topic,
                 ids,
                 time_ms,
-            } => remember_stored(log, topic, ids, *time_ms),
+            } => remember_stored(log, topic, ids, *time_ms, &written),
             _ => op.apply_before(log, later),
         };
         match result {
@@ -161,25 +160,52 @@ pub(crate) fn apply_entry(
     Ok(skipped)
 }
 
-/// Remembers each of `ids` whose offset holds the message with that id.
+/// Appends the messages of `msgs` above the topic's head (those at or below it are stored
+/// already: an entry applied again after a crash, or offsets a stale owner lost); returns
+/// the ones it wrote.
+fn append_fresh<'a>(
+    log: &dyn TopicLog,
+    topic: &str,
+    msgs: &'a [StoredMessage],
+) -> Result<&'a [StoredMessage], StorageError> {
+    let meta = log
+        .meta(topic)?
+        .ok_or_else(|| StorageError::NoSuchTopic(topic.to_string()))?;
+    let fresh = msgs.get(msgs.partition_point(|m| m.offset <= meta.head)..);
+    match fresh {
+        Some(rest) if !rest.is_empty() => log.append(topic, rest).map(|()| rest),
+        _ => Ok(&[]),
+    }
+}
+
+/// Remembers each of `ids` whose offset holds the message with that id: known at once for
+/// what this entry wrote (`written`), read back from storage only for the rest (an entry
+/// applied again after a crash).
 fn remember_stored(
     log: &dyn TopicLog,
     topic: &str,
     ids: &[(String, u64)],
     time_ms: u64,
+    written: &HashMap<(&str, u64), &str>,
 ) -> Result<(), StorageError> {
-    let (Some(from), Some(to)) = (
-        ids.iter().map(|(_, o)| *o).min(),
-        ids.iter().map(|(_, o)| *o).max(),
-    ) else {
-        return Ok(());
+    let (ours, rest): (Vec<_>, Vec<_>) = ids
+        .iter()
+        .partition(|(id, offset)| written.get(&(topic, *offset)) == Some(&id.as_str()));
+    let stored: HashMap<u64, String> = match (
+        rest.iter().map(|(_, o)| *o).min(),
+        rest.iter().map(|(_, o)| *o).max(),
+    ) {
+        (Some(from), Some(to)) => log
+            .read(topic, from, to, usize::MAX, usize::MAX)?
+            .into_iter()
+            .map(|m| (m.offset, m.id))
+            .collect(),
+        _ => HashMap::new(),
     };
-    let stored: std::collections::HashMap<u64, String> = log
-        .read(topic, from, to, usize::MAX, usize::MAX)?
-        .into_iter()
-        .map(|m| (m.offset, m.id))
-        .collect();
-    for (id, offset) in ids {
+    for (id, offset) in ours {
+        log.remember_id(topic, id, *offset, time_ms)?;
+    }
+    for (id, offset) in rest {
         if stored.get(offset) == Some(id) {
             log.remember_id(topic, id, *offset, time_ms)?;
         } else {
