@@ -90,30 +90,47 @@ fn first_ack_after(acks: &[Ack], from: Instant) -> std::time::Duration {
         .expect("a publish sent after the fault was acknowledged")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins() {
-    let mut c = Cluster::start(3, "").await;
-    let t = "busy";
+/// What a fault of a busy topic's owner left: the topic's first epoch, the owner and the two
+/// other nodes, WS subscribers on those two (from offset 0), and every acknowledged publish.
+struct Faulted {
+    epoch: String,
+    owner: usize,
+    others: (usize, usize),
+    subs: Vec<(WsClient, Vec<Seen>)>,
+    acks: Vec<Ack>,
+    last: u64,
+}
+
+/// Creates topic `t`, publishes through a node that does not own it, applies `fault` to the
+/// owner (`what` names it in the printed failover time), and waits for 20 more publishes
+/// acknowledged by the new owner. Checks what every such test checks: one epoch, offsets
+/// continuing from the first message, every id once, and both subscribers saw every ack.
+async fn fault_the_owner_under_load(
+    c: &mut Cluster,
+    t: &str,
+    what: &str,
+    fault: impl FnOnce(&mut Cluster, usize),
+) -> Faulted {
     let (first, o) = c.create_topic(0, t, json!("first")).await;
     let epoch = epoch_of(&first);
     // The publisher goes through `a`, which does not own the topic; subscribers on both
     // nodes that survive.
     let (a, b) = c.others(o);
-    let mut subs = subscribers(&c, &[a, b], t).await;
+    let mut subs = subscribers(c, &[a, b], t).await;
     let publisher = Publisher::start(c.http(a), t.to_string());
     publisher.wait_acks(20, |_| true).await;
 
-    let killed = Instant::now();
-    c.kill9(o);
+    let at = Instant::now();
+    fault(c, o);
     let new_owner = c.wait_owner(t, |n| n != o).await;
-    let acks = publisher.wait_acks(1, |ack| ack.sent > killed).await;
+    let acks = publisher.wait_acks(1, |ack| ack.sent > at).await;
     eprintln!(
-        "kill -9 of the owner {} to the first publish acknowledged by the new owner {}: {:?} (target 1.5 s)",
+        "{what} of the owner {} to the first publish acknowledged by the new owner {}: {:?} (target 1.5 s)",
         c.id(o),
         c.id(new_owner),
-        first_ack_after(&acks, killed)
+        first_ack_after(&acks, at)
     );
-    publisher.wait_acks(20, |ack| ack.sent > killed).await;
+    publisher.wait_acks(20, |ack| ack.sent > at).await;
     let acks = publisher.finish().await;
     // p-1 follows the topic's first message: one epoch, offsets 2, 3, ... by id, each id once.
     assert_acks_continue(&acks, &epoch, 2);
@@ -121,6 +138,30 @@ async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins(
     read_all(&mut subs, &epoch, last).await;
     for (_, seen) in &subs {
         assert_saw_acks(seen, &acks);
+    }
+    Faulted {
+        epoch,
+        owner: o,
+        others: (a, b),
+        subs,
+        acks,
+        last,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins() {
+    let mut c = Cluster::start(3, "").await;
+    let t = "busy";
+    let Faulted {
+        epoch,
+        owner: o,
+        others: (a, b),
+        mut subs,
+        acks,
+        last,
+    } = fault_the_owner_under_load(&mut c, t, "kill -9", |c, o| c.kill9(o)).await;
+    for (_, seen) in &subs {
         assert_eq!(seen_ids(seen)[0], "busy.first", "{seen:?}");
     }
     for i in [a, b] {
@@ -145,31 +186,14 @@ async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins(
 async fn a_hung_owner_is_replaced_in_the_same_epoch_and_does_not_fork_when_it_resumes() {
     let mut c = Cluster::start(3, "").await;
     let t = "hung";
-    let (first, o) = c.create_topic(0, t, json!("first")).await;
-    let epoch = epoch_of(&first);
-    let (a, b) = c.others(o);
-    let mut subs = subscribers(&c, &[a, b], t).await;
-    let publisher = Publisher::start(c.http(a), t.to_string());
-    publisher.wait_acks(20, |_| true).await;
-
-    let stopped = Instant::now();
-    c.stop(o);
-    let new_owner = c.wait_owner(t, |n| n != o).await;
-    let acks = publisher.wait_acks(1, |ack| ack.sent > stopped).await;
-    eprintln!(
-        "kill -STOP of the owner {} to the first publish acknowledged by the new owner {}: {:?}",
-        c.id(o),
-        c.id(new_owner),
-        first_ack_after(&acks, stopped)
-    );
-    publisher.wait_acks(20, |ack| ack.sent > stopped).await;
-    let acks = publisher.finish().await;
-    assert_acks_continue(&acks, &epoch, 2);
-    let last = acks.last().expect("acks").offset;
-    read_all(&mut subs, &epoch, last).await;
-    for (_, seen) in &subs {
-        assert_saw_acks(seen, &acks);
-    }
+    let Faulted {
+        epoch,
+        owner: o,
+        others: (a, b),
+        mut subs,
+        acks,
+        last,
+    } = fault_the_owner_under_load(&mut c, t, "kill -STOP", |c, o| c.stop(o)).await;
 
     // The hung node resumes believing it still leads: it must not fork the topic. Publishes
     // through it and through the others continue the one history.
