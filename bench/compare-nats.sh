@@ -29,108 +29,8 @@ nats-server --version >&2
 cargo build --release >&2
 BIN=target/release/starling
 
-# Free TCP ports, one per argument name, assigned to those variables.
-free_ports() {
-    local ports
-    ports=$(python3 -c '
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))' "$#")
-    local i=1
-    for p in $ports; do
-        printf -v "${!i}" '%s' "$p"
-        i=$((i + 1))
-    done
-}
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-
-stop_all() {
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    PIDS=()
-    rm -rf "$WORK/nats" "$WORK/starling"
-}
-
-# start_nats N: N nodes (a cluster when N > 1); sets NATS_WS[i] and NATS_PID[i].
-start_nats() {
-    local n=$1 i routes=""
-    NATS_WS=() NATS_PID=() ROUTE=()
-    for i in $(seq 1 "$n"); do
-        local c w r
-        free_ports c w r
-        NATS_CLIENT[i]=$c NATS_WS[i]=$w ROUTE[i]=$r
-        routes+="nats-route://127.0.0.1:$r,"
-    done
-    for i in $(seq 1 "$n"); do
-        local dir="$WORK/nats/n$i"
-        mkdir -p "$dir"
-        {
-            echo "server_name: n$i"
-            echo "listen: 127.0.0.1:${NATS_CLIENT[i]}"
-            echo "websocket { listen: \"127.0.0.1:${NATS_WS[i]}\", no_tls: true }"
-            echo "jetstream { store_dir: \"$dir/js\" }"
-            if [ "$n" -gt 1 ]; then
-                echo "cluster { name: bench, listen: \"127.0.0.1:${ROUTE[i]}\", routes: [${routes%,}] }"
-            fi
-        } >"$dir/nats.conf"
-        nats-server -c "$dir/nats.conf" >"$dir/log" 2>&1 &
-        NATS_PID[i]=$!
-        PIDS+=("$!")
-    done
-    for i in $(seq 1 "$n"); do wait_port "${NATS_WS[i]}"; done
-    [ "$n" -gt 1 ] && sleep 3 # routes and the JetStream meta leader
-    return 0
-}
-
-# start_starling N: N nodes (fsync = "batch", the default); sets ST_URL[i] and ST_PID[i].
-start_starling() {
-    local n=$1 i
-    ST_URL=() ST_PID=()
-    local cfg="$WORK/starling/cluster.toml"
-    mkdir -p "$WORK/starling"
-    {
-        echo "data_dir = \"$WORK/starling/data\""
-        echo '[storage]'
-        echo 'fsync = "batch"'
-        for i in $(seq 1 "$n"); do
-            local h g c
-            free_ports h g c
-            ST_HTTP[i]=$h
-            echo '[[nodes]]'
-            echo "id = \"n$i\""
-            echo "http_addr = \"127.0.0.1:$h\""
-            if [ "$n" -gt 1 ]; then
-                echo "gossip_addr = \"127.0.0.1:$g\""
-                echo "cluster_addr = \"127.0.0.1:$c\""
-            fi
-        done
-    } >"$cfg"
-    for i in $(seq 1 "$n"); do
-        RUST_LOG=warn "$BIN" node "n$i" --config "$cfg" >"$WORK/starling/n$i.log" 2>&1 &
-        ST_PID[i]=$!
-        PIDS+=("$!")
-        ST_URL[i]="http://127.0.0.1:${ST_HTTP[i]}"
-    done
-    for i in $(seq 1 "$n"); do wait_port "${ST_HTTP[i]}"; done
-    [ "$n" -gt 1 ] && sleep 3 # membership
-    return 0
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh # (the script runs from the repository root)
 
 # bench NAME ARGS...: one run, its JSON record in $OUT/NAME.json.
 bench() {
@@ -147,7 +47,7 @@ DURABLE=(--publishers 64 --window 16 --rate 0 --duration "$DURATION" --warmup "$
 CONNS=(--connections 5000)
 
 # --- single node -------------------------------------------------------------------------
-start_starling 1
+start_starling "$BIN" 1
 bench conn-starling connections --url "${ST_URL[1]}" --pid "${ST_PID[1]}" "${CONNS[@]}"
 bench fanout-starling fanout --url "${ST_URL[1]}" "${FANOUT[@]}"
 bench latency-starling fanout --url "${ST_URL[1]}" "${LATENCY[@]}"
@@ -163,7 +63,7 @@ bench durable1-nats durable --target nats --url "$N1" --replicas 1 "${DURABLE[@]
 stop_all
 
 # --- three nodes: publisher on node 1, subscribers on nodes 2 and 3 -----------------------
-start_starling 3
+start_starling "$BIN" 3
 # A topic owned by n1, so the publisher talks to the owner (as in BENCHMARKS.md).
 TOPIC=""
 for k in $(seq 0 50); do
