@@ -113,15 +113,9 @@ impl Node {
             );
             Faults::new(&config, id)
         });
-        let membership = Membership::start(
-            &config,
-            &node_cfg,
-            http_addr,
-            faults.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .map_err(|e| NodeError::Cluster(e.to_string()))?;
+        let membership = Membership::start(&config, &node_cfg, http_addr, faults.clone())
+            .await
+            .map_err(|e| NodeError::Cluster(e.to_string()))?;
 
         let cluster = Cluster::new(
             membership.view(),
@@ -146,10 +140,19 @@ impl Node {
         };
         let net = Arc::new(ClusterRaftNet {
             cluster: cluster.clone(),
+            announcer: membership.announcer(),
         });
-        let replication = Replication::start(settings, log.clone(), raft_store, flusher, net)
-            .await
-            .map_err(|e| NodeError::Replication(e.to_string()))?;
+        // An empty data directory may wait here for its peers (see `identity`).
+        let started = Replication::start(settings, log.clone(), raft_store, flusher, net);
+        let replication = tokio::select! {
+            started = started => started.map_err(|e| NodeError::Replication(e.to_string()))?,
+            () = shutdown.wait() => {
+                membership.stop().await;
+                storage_stop.trigger();
+                let _ = flusher_task.await;
+                return Err(NodeError::Replication("shut down while starting".into()));
+            }
+        };
         cluster.set_owners(ShardOwners::new(replication.clone()));
         let ctx = TopicContext {
             idle: Duration::from_secs(config.limits.topic_idle_secs),

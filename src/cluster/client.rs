@@ -54,6 +54,7 @@ impl Cluster {
             gossip_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             cluster_addr: None,
             status: MemberStatus::Up,
+            facts: Default::default(),
         };
         let view = View {
             me: me.to_string(),

@@ -1,6 +1,7 @@
 //! Gossip: a chitchat instance (scuttlebutt gossip over UDP with a phi-accrual failure
 //! detector) and the reading of its state into one [`GossipPeer`] per node id.
 
+use super::announce::Announcer;
 use super::faults::{Faults, FaultyTransport};
 use super::membership::MembershipError;
 use super::status::{GossipPeer, Liveness};
@@ -15,6 +16,8 @@ use tokio::sync::watch;
 const HTTP_ADDR_KEY: &str = "http_addr";
 /// Key under which a node publishes its cluster transport address.
 const CLUSTER_ADDR_KEY: &str = "cluster_addr";
+/// Prefix of the keys of the facts an upper layer announces ([`Announcer`]).
+pub(super) const FACT_PREFIX: &str = "fact:";
 
 /// How long a dead node stays listed (as `Down`) before chitchat forgets it.
 const DEAD_NODE_GRACE: Duration = Duration::from_secs(30 * 60);
@@ -110,6 +113,11 @@ impl Gossip {
         })
     }
 
+    /// Sets this node's facts.
+    pub fn announcer(&self) -> Announcer {
+        Announcer::gossip(self.handle.chitchat())
+    }
+
     /// Changes whenever the set of live nodes changes.
     pub async fn live_watcher(&self) -> watch::Receiver<BTreeMap<ChitchatId, NodeState>> {
         self.handle.chitchat().lock().await.live_nodes_watcher()
@@ -147,6 +155,13 @@ impl Gossip {
                     gossip_addr: id.gossip_advertise_addr,
                     http_addr: state.get(HTTP_ADDR_KEY).and_then(|v| v.parse().ok()),
                     cluster_addr: state.get(CLUSTER_ADDR_KEY).and_then(|v| v.parse().ok()),
+                    facts: state
+                        .key_values()
+                        .filter_map(|(k, v)| {
+                            let key = k.strip_prefix(FACT_PREFIX)?;
+                            Some((key.to_string(), v.to_string()))
+                        })
+                        .collect(),
                 })
             })
             .collect()

@@ -12,6 +12,7 @@
 //! session event. It reads gossip, makes the sessions follow it, and derives the view with
 //! the pure [`status::derive`].
 
+use super::announce::Announcer;
 use super::faults::Faults;
 use super::gossip::{Announce, Gossip};
 use super::links::{LinkEvent, Links};
@@ -41,6 +42,7 @@ pub enum MembershipError {
 /// A running membership: gossip, failure detection and cluster sessions.
 pub struct Membership {
     view: watch::Receiver<Arc<View>>,
+    announcer: Announcer,
     run: Run,
 }
 
@@ -67,7 +69,6 @@ impl Membership {
         me: &NodeConfig,
         http_addr: SocketAddr,
         faults: Option<Faults>,
-        _shutdown: Shutdown,
     ) -> Result<Membership, MembershipError> {
         if !config.clustered() {
             let member = Member {
@@ -76,6 +77,7 @@ impl Membership {
                 gossip_addr: me.gossip_addr.unwrap_or(http_addr),
                 cluster_addr: me.cluster_addr,
                 status: MemberStatus::Up,
+                facts: BTreeMap::new(),
             };
             let view = View {
                 me: me.id.clone(),
@@ -85,6 +87,7 @@ impl Membership {
             let (tx, rx) = watch::channel(Arc::new(view));
             return Ok(Membership {
                 view: rx,
+                announcer: Announcer::default(),
                 run: Run::Alone { _sender: tx },
             });
         }
@@ -133,6 +136,7 @@ impl Membership {
             gossip_addr,
             cluster_addr: Some(cluster_addr),
             status: MemberStatus::Up,
+            facts: BTreeMap::new(),
         };
         let first = status::derive(
             me.clone(),
@@ -146,6 +150,7 @@ impl Membership {
         );
         let (tx, rx) = watch::channel(Arc::new(first));
         let stop = Shutdown::new();
+        let announcer = gossip.announcer();
         let driver = Driver {
             me,
             gossip,
@@ -160,6 +165,7 @@ impl Membership {
         let task = tokio::spawn(driver.run(stop.clone()));
         Ok(Membership {
             view: rx,
+            announcer,
             run: Run::Clustered { stop, task },
         })
     }
@@ -167,6 +173,11 @@ impl Membership {
     /// The current view, updated on every change.
     pub fn view(&self) -> watch::Receiver<Arc<View>> {
         self.view.clone()
+    }
+
+    /// Sets facts about this node that its peers see in their views.
+    pub fn announcer(&self) -> Announcer {
+        self.announcer.clone()
     }
 
     /// Leaves the cluster: closes every session, stops the transport and gossip.

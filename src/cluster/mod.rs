@@ -8,6 +8,7 @@
 //! Only one actor per node is remotable: the [`router::NodeRouter`], registered in the
 //! process group [`router_group`] of its node id. Topic and session actors stay local.
 
+mod announce;
 pub mod client;
 pub mod faults;
 mod gossip;
@@ -20,6 +21,8 @@ pub mod sim;
 mod status;
 pub mod view;
 pub mod wire;
+
+pub use announce::Announcer;
 
 /// The `ractor::pg` group that holds node `id`'s router (one member).
 pub fn router_group(id: &str) -> String {

@@ -10,7 +10,7 @@
 use super::port::{serve_call, serve_cast, CallError, Inbound, Transport};
 use super::view::{Member, MemberStatus, View};
 use async_trait::async_trait;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -27,6 +27,8 @@ struct Net {
     /// One ordered queue per link that carried a cast.
     queues: HashMap<Link, mpsc::UnboundedSender<Vec<u8>>>,
     views: HashMap<String, watch::Sender<Arc<View>>>,
+    /// What each node announced ([`super::Announcer`]), by node.
+    facts: HashMap<String, BTreeMap<String, String>>,
 }
 
 /// The shared network of a test.
@@ -69,6 +71,29 @@ impl SimNet {
         net.queues.retain(|(a, b), _| a != node && b != node);
     }
 
+    /// Sets a fact of node `me`: every node's view shows it.
+    pub(super) fn set_fact(&self, me: &str, key: &str, value: &str) {
+        let mut net = self.net();
+        net.facts
+            .entry(me.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+        for tx in net.views.values() {
+            tx.send_modify(|v| {
+                let mut next = View::clone(v);
+                if let Some(m) = next.members.get_mut(me).filter(|_| next.me != me) {
+                    m.facts.insert(key.to_string(), value.to_string());
+                }
+                *v = Arc::new(next);
+            });
+        }
+    }
+
+    /// Node `me`'s way to announce facts.
+    pub fn announcer(&self, me: &str) -> super::Announcer {
+        super::Announcer::sim(self.clone(), me)
+    }
+
     /// Every node's view: exactly `up` are up (and ready), every other known node down.
     pub fn set_up(&self, up: &[&str]) {
         let net = self.net();
@@ -78,6 +103,9 @@ impl SimNet {
             for m in v.members.values_mut() {
                 if !up.contains(&m.id.as_str()) {
                     m.status = MemberStatus::Down;
+                }
+                if m.id != *me {
+                    m.facts = net.facts.get(&m.id).cloned().unwrap_or_default();
                 }
             }
             v.ready = up.contains(&me.as_str());
@@ -127,6 +155,7 @@ fn view(me: &str, members: &[&str]) -> View {
         gossip_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         cluster_addr: None,
         status: MemberStatus::Up,
+        facts: Default::default(),
     };
     let members = members
         .iter()

@@ -29,6 +29,8 @@ pub struct GossipPeer {
     pub gossip_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub cluster_addr: Option<SocketAddr>,
+    /// What the peer announced about itself ([`super::gossip::Announcer`]).
+    pub facts: BTreeMap<String, String>,
 }
 
 /// The cluster session (ractor_cluster) with one peer.
@@ -95,6 +97,7 @@ pub fn derive(me: Member, peers: &[PeerFacts], join: &Join) -> View {
                 gossip_addr: g.gossip_addr,
                 cluster_addr: g.cluster_addr,
                 status,
+                facts: g.facts.clone(),
             },
         );
     }
@@ -129,6 +132,7 @@ mod tests {
             gossip_addr: addr(7001),
             cluster_addr: Some(addr(6001)),
             status: MemberStatus::Joining,
+            facts: Default::default(),
         }
     }
 
@@ -141,6 +145,7 @@ mod tests {
                 gossip_addr: addr(7000 + n),
                 http_addr: Some(addr(8000 + n)),
                 cluster_addr: Some(addr(6000 + n)),
+                facts: Default::default(),
             },
             link,
             router: true,

@@ -27,6 +27,9 @@ pub struct Member {
     pub gossip_addr: SocketAddr,
     pub cluster_addr: Option<SocketAddr>,
     pub status: MemberStatus,
+    /// What the member announced about itself (see [`super::gossip::Announcer`]); this
+    /// node's own entry has none.
+    pub facts: BTreeMap<String, String>,
 }
 
 /// The whole view. Always contains this node itself.

@@ -33,7 +33,8 @@ pub async fn topic(topic: String, state: AppState) -> Response {
     }
 }
 
-/// `GET /v1/cluster`: this node's id, whether it has joined, and every member it knows.
+/// `GET /v1/cluster`: this node's id, whether it has joined, every member it knows, and
+/// this node's replica of every shard.
 pub fn cluster(state: AppState) -> Response {
     let view = state.view.borrow().clone();
     let members: Vec<_> = view
@@ -57,7 +58,13 @@ pub fn cluster(state: AppState) -> Response {
         .collect();
     reply::json(
         200,
-        serde_json::json!({"node": view.me, "ready": view.ready, "members": members}).to_string(),
+        serde_json::json!({
+            "node": view.me,
+            "ready": view.ready,
+            "members": members,
+            "shards": state.topics.shards(),
+        })
+        .to_string(),
     )
 }
 

@@ -1,15 +1,18 @@
 //! [`RaftNet`] over the cluster's link: a Raft message is a [`Call::Raft`] to the peer's
-//! router, answered by its replica of the shard.
+//! router, answered by its replica of the shard. Facts ride on gossip.
 
 use super::network::NetError;
 use super::RaftNet;
 use crate::cluster::client::Cluster;
 use crate::cluster::port::CallError;
 use crate::cluster::wire::{Call, Reply};
+use crate::cluster::Announcer;
 use std::time::Duration;
 
 pub(crate) struct ClusterRaftNet {
     pub cluster: Cluster,
+    /// Sets this node's facts in gossip.
+    pub announcer: Announcer,
 }
 
 #[async_trait::async_trait]
@@ -29,5 +32,15 @@ impl RaftNet for ClusterRaftNet {
             Err(CallError::NoRoute(n)) => Err(NetError::Unreachable(n)),
             Err(e) => Err(NetError::Failed(e.to_string())),
         }
+    }
+
+    fn fact(&self, node: &str, key: &str) -> Option<String> {
+        let view = self.cluster.watch();
+        let view = view.borrow();
+        view.members.get(node)?.facts.get(key).cloned()
+    }
+
+    async fn announce(&self, key: &str, value: &str) {
+        self.announcer.set(key, value).await;
     }
 }

@@ -7,29 +7,29 @@
 //! Tasks, per node: for each local shard, openraft's own tasks (core, state machine worker,
 //! one replication task per follower while leading; openraft randomises each instance's
 //! first tick, so the groups' heartbeats do not beat in phase) and one leader-tracking task
-//! feeding [`Replication::leaders`]; one leadership-spread task that hands a shard back to
-//! its preferred voter once that one is caught up ([`shards::spread_leadership`]).
+//! feeding [`Replication::leaders`]; one upkeep task that, in the shards this node leads,
+//! replaces the replicas of wiped nodes ([`rejoin`]) and hands a shard back to its
+//! preferred voter once that one is caught up ([`shards::upkeep`]).
+//!
+//! Identity: a replica's Raft id is its node's name and an incarnation
+//! ([`identity`]); a node with an empty data directory that finds the cluster formed comes
+//! back as a new incarnation, never as the replica whose votes and log it lost.
 //!
 //! Durability: the Raft log and meta live in the node's sled database beside the topics
 //! ([`crate::storage::raft_store`]); appends and votes are acknowledged to openraft only
 //! after the node's one [`Flusher`] flushed them (group commit across shards), so an entry
 //! counts towards a commit only once it is on disk. Applied ops and the applied position are
 //! flushed later, in order; a crash re-applies entries, which the ops tolerate.
-//!
-//! Not covered yet: a node whose data directory was wiped has no Raft state; it initializes
-//! its shards again, and the leaders refuse a follower whose log went backwards (openraft's
-//! log-reversion check), so it never catches up. Rejoining needs the node to come back as a
-//! new incarnation (its Raft id derived from its store, not only its name) that the leader
-//! adds as a learner, and promotes to voter in place of the old one once it has caught up
-//! (membership changes through Raft only). The test waits on branch `wiped-rejoin-test`.
 
 pub(crate) mod cluster_net;
 mod codec;
+pub(crate) mod identity;
 mod log_store;
 pub(crate) mod network;
 mod ops;
 pub(crate) mod owners;
 mod placement;
+mod rejoin;
 mod shards;
 mod state_machine;
 #[cfg(test)]
@@ -45,7 +45,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
-use shards::{Group, Names};
+use placement::Names;
+use shards::Group;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,20 @@ pub(crate) struct Leaders {
     /// A shard instance of this node stopped while the node runs (a fatal storage error):
     /// the node cannot serve that shard until it restarts.
     pub failed: bool,
+}
+
+/// This node's replica of one shard, as `GET /v1/cluster` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub(crate) struct ShardReport {
+    pub shard: u32,
+    /// The replica's Raft id (the node's name and incarnation, see [`identity`]).
+    pub replica: u64,
+    /// Whether the replica is one of the shard's voters (else a learner, or not yet a
+    /// member: a new replica waiting for the leader to add it).
+    pub voter: bool,
+    pub leader: Option<String>,
+    /// The index of the last entry applied here.
+    pub applied: Option<u64>,
 }
 
 /// Why replication could not start.
@@ -116,7 +131,7 @@ pub(crate) fn raft_store(log: &SledLog) -> Result<RaftStore, StorageError> {
 struct Inner {
     settings: ReplicationSettings,
     voters: Vec<Vec<String>>,
-    names: Names,
+    names: Arc<Names>,
     groups: HashMap<u32, Arc<Group>>,
     leaders: watch::Receiver<Arc<Leaders>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -161,9 +176,9 @@ impl Replication {
             )));
         }
         let names = Arc::new(
-            placement::node_ids(&settings.nodes)
-                .map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
+            Names::new(&settings.nodes).map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
         );
+        let (incarnation, led) = identity::resolve(&settings, &store, net.as_ref()).await?;
         let voters: Vec<Vec<String>> = (0..settings.shards)
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
@@ -175,6 +190,7 @@ impl Replication {
                     &settings,
                     shard,
                     shard_voters,
+                    incarnation,
                     Arc::clone(&log),
                     &store,
                     flusher.clone(),
@@ -203,18 +219,24 @@ impl Replication {
         let preferred: Vec<_> = groups
             .values()
             .filter_map(|g| {
-                let shard_voters = voters.get(g.shard as usize)?;
-                let first = shard_voters.first()?;
-                let learners = settings
-                    .nodes
-                    .iter()
-                    .filter(|n| !shard_voters.contains(n))
-                    .map(|n| (placement::node_id(n), n.clone()))
-                    .collect();
-                Some((Arc::clone(g), placement::node_id(first), learners))
+                let first = voters.get(g.shard as usize)?.first()?;
+                Some((Arc::clone(g), first.clone()))
             })
             .collect();
-        tasks.push(tokio::spawn(shards::spread_leadership(preferred)));
+        if !led {
+            tasks.push(tokio::spawn(identity::confirm(
+                store.clone(),
+                Arc::clone(&net),
+                incarnation,
+                leaders.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(shards::upkeep(
+            preferred,
+            settings.clone(),
+            Arc::clone(&names),
+            Arc::clone(&net),
+        )));
         tracing::info!(
             me = settings.me,
             shards = settings.shards,
@@ -262,7 +284,8 @@ impl Replication {
     }
 
     fn name(&self, id: Option<u64>) -> Option<String> {
-        id.and_then(|id| self.inner.names.get(&id).cloned())
+        id.and_then(|id| self.inner.names.of(id))
+            .map(str::to_string)
     }
 
     fn group(&self, shard: u32) -> Result<&Arc<Group>, ProposeError> {
@@ -346,6 +369,32 @@ impl Replication {
             Some(at) => at.elapsed() > patience,
             None => false,
         }
+    }
+
+    /// This node's replica of every shard, in shard order.
+    pub fn report(&self) -> Vec<ShardReport> {
+        let mut shards: Vec<ShardReport> = self
+            .inner
+            .groups
+            .values()
+            .map(|g| {
+                let m = g.raft.metrics().borrow_watched().clone();
+                let voter = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == m.id);
+                ShardReport {
+                    shard: g.shard,
+                    replica: m.id,
+                    voter,
+                    leader: self.name(m.current_leader),
+                    applied: m.last_applied.map(|l| l.index),
+                }
+            })
+            .collect();
+        shards.sort_by_key(|s| s.shard);
+        shards
     }
 
     /// The Raft term of this node's replica of `shard` (0 if it holds none). A leader's term
@@ -505,11 +554,7 @@ impl Replication {
             if m.state != ServerState::Leader {
                 continue;
             }
-            let voters: Vec<u64> = self
-                .voters(group.shard)
-                .iter()
-                .map(|n| placement::node_id(n))
-                .collect();
+            let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
             if let Some(to) = shards::caught_up(&m, &voters) {
                 tracing::info!(shard = group.shard, to, "stopping: handing leadership over");
                 if let Err(e) = group.raft.trigger().transfer_leader(to).await {

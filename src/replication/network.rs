@@ -1,8 +1,10 @@
 //! Raft RPCs between the replicas of a shard, over the [`RaftNet`] port that the cluster
 //! layer implements (over its ractor_cluster link; in tests, in memory).
 //!
-//! Requests and responses are bincode-encoded [`RaftRequest`]s and [`RaftResponse`]s
-//! carrying openraft's own messages. An AppendEntries request carries at most
+//! Requests and responses are bincode-encoded [`Addressed`] [`RaftRequest`]s and
+//! [`RaftResponse`]s carrying openraft's own messages. A request names the replica it is
+//! for: a node refuses one addressed to another incarnation of itself (a wiped node must
+//! not answer for the replica it was, see [`super::identity`]). An AppendEntries request carries at most
 //! [`MAX_APPEND_BYTES`] of entries (at least one entry): a longer one is cut and answered
 //! with openraft's `PartialSuccess`, so the leader sends the rest next. A snapshot goes in
 //! chunks of [`SNAPSHOT_CHUNK`] bytes, installed once the last one arrived.
@@ -38,6 +40,12 @@ pub(crate) trait RaftNet: Send + Sync + 'static {
         request: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, NetError>;
+
+    /// The fact `key` that node `node` announced, if this node has heard it.
+    fn fact(&self, node: &str, key: &str) -> Option<String>;
+
+    /// Announces a fact about this node to every other node.
+    async fn announce(&self, key: &str, value: &str);
 }
 
 /// Why an RPC got no answer.
@@ -59,6 +67,13 @@ pub(crate) struct SnapshotChunk {
     pub offset: u64,
     pub total: u64,
     pub data: Vec<u8>,
+}
+
+/// A request and the replica (Raft id) it is for.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Addressed {
+    pub to: u64,
+    pub request: RaftRequest,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -90,9 +105,10 @@ pub(crate) struct NetFactory {
 impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = Client;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Client {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Client {
         Client {
             shard: self.shard,
+            target,
             node: node.addr.clone(),
             net: Arc::clone(&self.net),
         }
@@ -102,6 +118,8 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
 /// One shard's client of one peer.
 pub(crate) struct Client {
     shard: u32,
+    /// The replica's Raft id.
+    target: u64,
     node: String,
     net: Arc<dyn RaftNet>,
 }
@@ -109,11 +127,15 @@ pub(crate) struct Client {
 impl Client {
     async fn call(
         &self,
-        request: &RaftRequest,
+        request: RaftRequest,
         timeout: Duration,
     ) -> Result<RaftResponse, RPCError<TypeConfig>> {
-        let bytes =
-            codec::encode(request).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let addressed = Addressed {
+            to: self.target,
+            request,
+        };
+        let bytes = codec::encode(&addressed)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
         let answer = match self.net.call(&self.node, self.shard, bytes, timeout).await {
             Ok(answer) => answer,
             Err(e @ NetError::Unreachable(_)) => {
@@ -167,7 +189,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         }
         let last_sent = rpc.entries.last().map(|e| e.log_id());
         match self
-            .call(&RaftRequest::Append(rpc), option.hard_ttl())
+            .call(RaftRequest::Append(rpc), option.hard_ttl())
             .await?
         {
             RaftResponse::Append(AppendEntriesResponse::Success) if cut => {
@@ -183,10 +205,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(&RaftRequest::Vote(rpc), option.hard_ttl())
-            .await?
-        {
+        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await? {
             RaftResponse::Vote(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -198,7 +217,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(&RaftRequest::PreVote(rpc), option.hard_ttl())
+            .call(RaftRequest::PreVote(rpc), option.hard_ttl())
             .await?
         {
             RaftResponse::Vote(r) => Ok(r),
@@ -227,7 +246,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
                     data: data.get(offset..end).unwrap_or_default().to_vec(),
                 };
                 match self
-                    .call(&RaftRequest::Snapshot(chunk), option.hard_ttl())
+                    .call(RaftRequest::Snapshot(chunk), option.hard_ttl())
                     .await?
                 {
                     RaftResponse::Snapshot(Some(r)) => return Ok(r),
@@ -248,7 +267,7 @@ impl RaftNetworkV2<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
-            .call(&RaftRequest::TransferLeader(req), option.hard_ttl())
+            .call(RaftRequest::TransferLeader(req), option.hard_ttl())
             .await?
         {
             RaftResponse::TransferLeader(r) => Ok(r),
@@ -268,10 +287,16 @@ pub(crate) async fn serve(
     request: &[u8],
     stopping: bool,
 ) -> RaftResponse {
-    let request: RaftRequest = match codec::decode(request) {
+    let Addressed { to, request } = match codec::decode(request) {
         Ok(r) => r,
         Err(e) => return RaftResponse::Refused(format!("undecodable request: {e}")),
     };
+    if to != *raft.node_id() {
+        return RaftResponse::Refused(format!(
+            "replica {to} is gone: this node is replica {} now",
+            raft.node_id()
+        ));
+    }
     if stopping && matches!(request, RaftRequest::TransferLeader(_)) {
         return RaftResponse::Refused("this node is stopping".into());
     }

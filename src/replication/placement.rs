@@ -22,22 +22,40 @@ pub(crate) fn voters(shard: u32, nodes: &[String], factor: usize) -> Vec<String>
         .collect()
 }
 
-/// The Raft id of node `name`.
-pub(crate) fn node_id(name: &str) -> u64 {
-    stable_hash(name.as_bytes())
+/// The Raft id of incarnation `incarnation` of node `name`'s replicas: the name's stable
+/// hash with the incarnation in its low 32 bits (XOR), so incarnation 0 is the hash itself
+/// (the id every replica had before incarnations existed) and the high 32 bits name the node.
+pub(crate) fn replica_id(name: &str, incarnation: u32) -> u64 {
+    stable_hash(name.as_bytes()) ^ u64::from(incarnation)
 }
 
-/// Raft id -> name for every node; `Err` names two nodes whose ids collide.
-pub(crate) fn node_ids(nodes: &[String]) -> Result<HashMap<u64, String>, (String, String)> {
-    let mut ids = HashMap::with_capacity(nodes.len());
-    for name in nodes {
-        if let Some(other) = ids.insert(node_id(name), name.clone()) {
-            if &other != name {
-                return Err((other, name.clone()));
+/// Node names by the node part of Raft ids (whatever the incarnation).
+#[derive(Debug, Default)]
+pub(crate) struct Names(HashMap<u32, String>);
+
+impl Names {
+    /// `Err` names two nodes whose ids collide.
+    pub(crate) fn new(nodes: &[String]) -> Result<Names, (String, String)> {
+        let mut ids = HashMap::with_capacity(nodes.len());
+        for name in nodes {
+            if let Some(other) = ids.insert(node_part(replica_id(name, 0)), name.clone()) {
+                if &other != name {
+                    return Err((other, name.clone()));
+                }
             }
         }
+        Ok(Names(ids))
     }
-    Ok(ids)
+
+    /// The node that Raft id `id` is a replica of.
+    pub(crate) fn of(&self, id: u64) -> Option<&str> {
+        self.0.get(&node_part(id)).map(String::as_str)
+    }
+}
+
+fn node_part(id: u64) -> u32 {
+    // The high half of a u64 fits a u32.
+    (id >> 32) as u32
 }
 
 #[cfg(test)]
@@ -115,15 +133,19 @@ mod tests {
     }
 
     #[test]
-    fn node_ids_are_stable_and_distinct() {
+    fn replica_ids_name_their_node_whatever_the_incarnation() {
         let nodes = names(&["n1", "n2", "n3"]);
-        let ids = node_ids(&nodes).expect("no collision");
-        assert_eq!(ids.len(), 3);
+        let by_id = Names::new(&nodes).expect("no collision");
         for n in &nodes {
-            assert_eq!(ids.get(&node_id(n)), Some(n));
-            assert_eq!(node_id(n), stable_hash(n.as_bytes()));
+            // Incarnation 0 is the id replicas had before incarnations: stores keep working.
+            assert_eq!(replica_id(n, 0), stable_hash(n.as_bytes()));
+            for inc in [0, 1, 0xdead_beef, u32::MAX] {
+                assert_eq!(by_id.of(replica_id(n, inc)), Some(n.as_str()), "{n} {inc}");
+            }
+            assert_ne!(replica_id(n, 0), replica_id(n, 1), "incarnations differ");
         }
+        assert_eq!(by_id.of(replica_id("stranger", 0)), None);
         // A name listed twice is the same node, not a collision.
-        assert!(node_ids(&names(&["n1", "n1"])).is_ok());
+        assert!(Names::new(&names(&["n1", "n1"])).is_ok());
     }
 }

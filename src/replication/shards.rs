@@ -2,11 +2,14 @@
 //! and network; started, initialized and stopped here. A node that is not one of a shard's
 //! voters is its learner (added by the leader): it applies every entry too, so it knows
 //! the leader and holds the data, but never votes. Also the two background tasks: leader
-//! tracking (one per instance) and, per node, leadership spread and adding learners.
+//! tracking (one per instance) and, per node, the leader's upkeep of each shard it leads:
+//! members in step with the nodes' replicas ([`super::rejoin`]) and leadership spread.
 
+use super::identity::{self, Ad};
 use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
-use super::placement;
+use super::placement::{self, Names};
+use super::rejoin::{self, MemberSeen, Step};
 use super::state_machine::StateMachine;
 use super::types::{Metrics, NodeId, Raft};
 use super::{Leaders, ReplicationError, ReplicationSettings};
@@ -14,8 +17,8 @@ use crate::storage::flusher::Flusher;
 use crate::storage::{RaftStore, TopicLog};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, Config, RaftLogReader, ServerState, SnapshotPolicy};
-use std::collections::{BTreeMap, HashMap};
+use openraft::{BasicNode, ChangeMembers, Config, RaftLogReader, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -28,8 +31,10 @@ const LOG_TAIL: u64 = 10_000;
 const MAX_PAYLOAD_ENTRIES: u64 = 256;
 /// At most one leadership transfer attempt per shard in this period.
 const TRANSFER_BACKOFF: Duration = Duration::from_secs(5);
-/// How often the spread task looks at the shards.
+/// How often the upkeep task looks at the shards.
 const SPREAD_EVERY: Duration = Duration::from_millis(250);
+/// How long the upkeep task waits for one membership change.
+const CHANGE_WAIT: Duration = Duration::from_secs(5);
 
 /// One local shard instance.
 pub(crate) struct Group {
@@ -38,9 +43,6 @@ pub(crate) struct Group {
     /// A snapshot being received from the leader.
     pub incoming: Incoming,
 }
-
-/// Node names by Raft id.
-pub(crate) type Names = Arc<HashMap<NodeId, String>>;
 
 fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, ReplicationError> {
     let config = Config {
@@ -60,18 +62,21 @@ fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, Rep
         .map_err(|e| ReplicationError::Settings(e.to_string()))
 }
 
-/// Starts the instance of `shard`, whose voters are `voters`; initializes the group if this
-/// node is one of them and has no Raft state for it yet.
+/// Starts this node's replica of `shard` (whose voters are `voters`) as incarnation
+/// `incarnation`; initializes the group if this node is one of the voters, forms a new
+/// cluster (incarnation 0) and has no Raft state for the shard yet.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_group(
     settings: &ReplicationSettings,
     shard: u32,
     voters: &[String],
+    incarnation: u32,
     log: Arc<dyn TopicLog>,
     store: &RaftStore,
     flusher: Flusher,
     net: Arc<dyn RaftNet>,
 ) -> Result<Group, ReplicationError> {
-    let me = placement::node_id(&settings.me);
+    let me = placement::replica_id(&settings.me, incarnation);
     let shard_store = store.shard(shard)?;
     let mut log_store = LogStore::new(shard, shard_store.clone(), flusher);
     let raft_err = |e: &dyn std::fmt::Display| ReplicationError::Raft {
@@ -98,10 +103,10 @@ pub(crate) async fn start_group(
     // Every voter with no Raft state initializes the group with the same voters (openraft
     // allows that with identical configurations): the first start of a cluster forms every
     // shard even while a shard's preferred voter is down.
-    if empty && voters.contains(&settings.me) {
+    if empty && incarnation == 0 && voters.contains(&settings.me) {
         let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()
-            .map(|n| (placement::node_id(n), BasicNode { addr: n.clone() }))
+            .map(|n| (placement::replica_id(n, 0), BasicNode { addr: n.clone() }))
             .collect();
         raft.initialize(members).await.map_err(|e| raft_err(&e))?;
         tracing::info!(shard, voters = ?voters, "shard group initialized");
@@ -120,13 +125,15 @@ pub(crate) async fn start_group(
 
 /// The leader of a shard as `m` says, by name.
 pub(crate) fn leader_name(m: &Metrics, names: &Names) -> Option<String> {
-    m.current_leader.and_then(|id| names.get(&id).cloned())
+    m.current_leader
+        .and_then(|id| names.of(id))
+        .map(str::to_string)
 }
 
 /// Keeps `leaders` current with `group`'s view of its leader, until the instance stops.
 pub(crate) async fn track_leader(
     group: Arc<Group>,
-    names: Names,
+    names: Arc<Names>,
     leaders: watch::Sender<Arc<Leaders>>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -170,18 +177,61 @@ pub(crate) async fn track_leader(
     }
 }
 
-/// Adds each of `learners` that `m`'s membership lacks (without waiting for it to catch up).
-async fn add_learners(group: &Group, m: &Metrics, learners: &Learners) {
+/// Moves `m`'s group (led by this node) one step towards holding, for each configured
+/// node, the replica that node announced (`wanted`).
+async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<NodeId>)]) {
     let membership = m.membership_config.membership();
-    let known: std::collections::HashSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
-    for (id, name) in learners.iter().filter(|(id, _)| !known.contains(id)) {
-        let node = BasicNode { addr: name.clone() };
-        match group.raft.add_learner(*id, node, false).await {
-            Ok(_) => tracing::info!(shard = group.shard, learner = %name, "learner added"),
-            Err(e) => {
-                tracing::warn!(shard = group.shard, learner = %name, error = %e, "cannot add a learner")
+    let voters: HashSet<NodeId> = membership.voter_ids().collect();
+    let members: Vec<MemberSeen> = membership
+        .nodes()
+        .map(|(id, node)| MemberSeen {
+            id: *id,
+            node: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect();
+    let matched: HashMap<NodeId, u64> = m
+        .replication
+        .iter()
+        .flatten()
+        .filter_map(|(id, l)| Some((*id, l.as_ref()?.index())))
+        .collect();
+    let last = m.last_log_index.unwrap_or(0);
+    let shard = group.shard;
+    for step in rejoin::plan(&members, wanted, &matched, last) {
+        let (what, result) = match &step {
+            Step::AddLearner { id, node } => {
+                let node = BasicNode { addr: node.clone() };
+                let added = group.raft.add_learner(*id, node, false).await;
+                (
+                    "learner added",
+                    added.map(|_| ()).map_err(|e| e.to_string()),
+                )
             }
+            Step::SetVoters { voters, .. } => {
+                let change = ChangeMembers::ReplaceAllVoters(voters.clone());
+                ("replica replaced", change_members(group, change).await)
+            }
+            Step::Remove(ids) => {
+                let change = ChangeMembers::RemoveNodes(ids.clone());
+                ("stale learner removed", change_members(group, change).await)
+            }
+        };
+        match result {
+            Ok(()) => tracing::info!(shard, step = ?step, "{what}"),
+            Err(error) => tracing::warn!(shard, step = ?step, error, "membership step failed"),
         }
+    }
+}
+
+async fn change_members(
+    group: &Group,
+    change: ChangeMembers<NodeId, BasicNode>,
+) -> Result<(), String> {
+    match tokio::time::timeout(CHANGE_WAIT, group.raft.change_membership(change, false)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("not committed within {CHANGE_WAIT:?}")),
     }
 }
 
@@ -198,28 +248,62 @@ pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     })
 }
 
-/// The configured nodes that are not among a shard's voters: its learners.
-pub(crate) type Learners = Vec<(NodeId, String)>;
+/// The replica each of `nodes` announced (`me` is `my_id`).
+fn wanted(
+    nodes: &[String],
+    me: &str,
+    my_id: NodeId,
+    net: &dyn RaftNet,
+) -> Vec<(String, Option<NodeId>)> {
+    nodes
+        .iter()
+        .map(|n| {
+            let id = if n == me {
+                Some(my_id)
+            } else {
+                let ad = net.fact(n, identity::FACT);
+                let incarnation = ad.as_deref().and_then(Ad::parse).and_then(Ad::incarnation);
+                incarnation.map(|i| placement::replica_id(n, i))
+            };
+            (n.clone(), id)
+        })
+        .collect()
+}
 
-/// For each shard this node leads: adds every configured node that is not a member yet as a
-/// learner, and moves leadership to the shard's preferred voter once that one is caught up
-/// (at most one attempt per shard per [`TRANSFER_BACKOFF`]).
-pub(crate) async fn spread_leadership(groups: Vec<(Arc<Group>, NodeId, Learners)>) {
+/// The voter of `m`'s group that is a replica of node `name`.
+pub(crate) fn voter_of(m: &Metrics, name: &str, names: &Names) -> Option<NodeId> {
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .find(|id| names.of(*id) == Some(name))
+}
+
+/// For each shard this node leads (`groups`: each with its preferred leader's name): keeps
+/// its members in step with the replicas the configured `nodes` announced, and moves
+/// leadership to the preferred voter once that one is caught up (at most one attempt per
+/// shard per [`TRANSFER_BACKOFF`]).
+pub(crate) async fn upkeep(
+    groups: Vec<(Arc<Group>, String)>,
+    settings: ReplicationSettings,
+    names: Arc<Names>,
+    net: Arc<dyn RaftNet>,
+) {
     let mut last_try: HashMap<u32, Instant> = HashMap::new();
     let mut ticks = tokio::time::interval(SPREAD_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for (group, preferred, learners) in &groups {
+        for (group, preferred) in &groups {
             let m = group.raft.metrics().borrow_watched().clone();
             if m.state != ServerState::Leader {
                 continue;
             }
-            add_learners(group, &m, learners).await;
-            if m.id == *preferred {
+            let wanted = wanted(&settings.nodes, &settings.me, m.id, net.as_ref());
+            keep_members(group, &m, &wanted).await;
+            let Some(preferred) = voter_of(&m, preferred, &names) else {
                 continue;
-            }
-            if caught_up(&m, &[*preferred]).is_none() {
+            };
+            if m.id == preferred || caught_up(&m, &[preferred]).is_none() {
                 continue;
             }
             if last_try
@@ -234,7 +318,7 @@ pub(crate) async fn spread_leadership(groups: Vec<(Arc<Group>, NodeId, Learners)
                 to = preferred,
                 "moving leadership to the preferred voter"
             );
-            if let Err(e) = group.raft.trigger().transfer_leader(*preferred).await {
+            if let Err(e) = group.raft.trigger().transfer_leader(preferred).await {
                 tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");
             }
         }

@@ -19,6 +19,8 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Mesh {
     nodes: Mutex<HashMap<String, Replication>>,
     cut: Mutex<HashSet<(String, String)>>,
+    /// What each node announced, by node and key (gossip's stand-in).
+    facts: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Mesh {
@@ -69,6 +71,16 @@ impl RaftNet for MemNet {
             return Err(unreachable());
         }
         Ok(answer)
+    }
+
+    fn fact(&self, node: &str, key: &str) -> Option<String> {
+        let facts = self.mesh.facts.lock().expect("facts");
+        facts.get(&(node.to_string(), key.to_string())).cloned()
+    }
+
+    async fn announce(&self, key: &str, value: &str) {
+        let mut facts = self.mesh.facts.lock().expect("facts");
+        facts.insert((self.me.clone(), key.to_string()), value.to_string());
     }
 }
 
@@ -153,10 +165,16 @@ impl Cluster {
             .iter()
             .map(|_| TempDir::new().expect("tempdir"))
             .collect();
-        let mut nodes = Vec::new();
-        for (name, dir) in NODES.iter().zip(&dirs) {
-            nodes.push(Some(start_node(name, dir.path(), &mesh).await));
-        }
+        // Together: a node with an empty store waits to hear from a majority.
+        let started = NODES
+            .iter()
+            .zip(&dirs)
+            .map(|(name, dir)| start_node(name, dir.path(), &mesh));
+        let nodes = futures_util::future::join_all(started)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
         Cluster { mesh, dirs, nodes }
     }
 
@@ -186,6 +204,13 @@ impl Cluster {
         let i = Self::index(name);
         let path = self.dirs[i].path().to_path_buf();
         self.nodes[i] = Some(start_node(name, &path, &self.mesh).await);
+    }
+
+    /// Restarts `name` (stopped) on an empty data directory.
+    async fn restart_wiped(&mut self, name: &str) {
+        let i = Self::index(name);
+        self.dirs[i] = TempDir::new().expect("tempdir");
+        self.restart(name).await;
     }
 
     /// Waits until every running node agrees on one leader of `shard`, and returns it.
@@ -312,7 +337,7 @@ async fn every_shard_elects_its_preferred_voter() {
     group
         .raft
         .trigger()
-        .transfer_leader(placement::node_id(other))
+        .transfer_leader(placement::replica_id(other, 0))
         .await
         .expect("transfer");
     poll(&format!("shard 0 led by {other}"), || {
@@ -594,4 +619,96 @@ fn a_snapshot_installs_the_same_topics() {
             assert_eq!(dst.meta(t).expect("meta"), None, "{t} is in another shard");
         }
     }
+}
+
+/// The Raft id of `node`'s replica of `shard`.
+fn replica(node: &Node, shard: u32) -> u64 {
+    *node.repl.inner.groups[&shard].raft.node_id()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_as_a_new_replica_and_the_group_survives_another_loss() {
+    let mut cluster = Cluster::start().await;
+    let topic = "wiped";
+    let shard = cluster.node("n1").repl.shard_of(topic);
+    cluster
+        .propose(shard, vec![create(topic), append(topic, vec![msg(1, "a")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let wiped = NODES
+        .iter()
+        .find(|n| **n != leader)
+        .expect("a follower")
+        .to_string();
+    let old = replica(cluster.node(&wiped), shard);
+    assert_eq!(
+        old,
+        placement::replica_id(&wiped, 0),
+        "formed as incarnation 0"
+    );
+    cluster.stop(&wiped).await;
+    cluster
+        .propose(shard, vec![append(topic, vec![msg(2, "b")])])
+        .await;
+
+    cluster.restart_wiped(&wiped).await;
+    let new = replica(cluster.node(&wiped), shard);
+    assert_ne!(
+        new, old,
+        "an empty store never answers as the replica it was"
+    );
+    for i in 3..=4 {
+        cluster
+            .propose(shard, vec![append(topic, vec![msg(i, "c")])])
+            .await;
+    }
+    // Every shard's leader puts the new replica in the old one's place.
+    for s in 0..SHARDS {
+        let new = replica(cluster.node(&wiped), s);
+        poll(&format!("shard {s}: {wiped}'s new replica a voter"), || {
+            let leader = cluster.running().find(|n| {
+                n.repl.inner.groups[&s]
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .state
+                    == ServerState::Leader
+            })?;
+            let m = leader.repl.inner.groups[&s]
+                .raft
+                .metrics()
+                .borrow_watched()
+                .clone();
+            let members = m.membership_config.membership();
+            let voters: HashSet<u64> = members.voter_ids().collect();
+            let ids: HashSet<u64> = members.nodes().map(|(id, _)| *id).collect();
+            (voters.contains(&new) && voters.len() == 3 && !ids.contains(&old)).then_some(())
+        })
+        .await;
+    }
+    let leader = cluster.agreed_leader(shard).await;
+    let want = dump(&*cluster.node(&leader).log, topic);
+    assert_eq!(want.0.as_ref().map(|m| m.head), Some(4));
+    converged(&cluster, topic, &want).await;
+
+    // Another node goes: the wiped node and the last original one are a majority.
+    let other = NODES
+        .iter()
+        .find(|n| **n != wiped && **n != leader)
+        .expect("a third node")
+        .to_string();
+    let victim = if leader != wiped {
+        leader.clone()
+    } else {
+        other
+    };
+    cluster.stop(&victim).await;
+    cluster
+        .propose(shard, vec![append(topic, vec![msg(5, "d")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let want = dump(&*cluster.node(&leader).log, topic);
+    assert_eq!(want.0.as_ref().map(|m| m.head), Some(5));
+    assert_eq!(want.1.len(), 5, "every message kept: {:?}", want.1);
+    converged(&cluster, topic, &want).await;
 }

@@ -6,8 +6,10 @@
 //! - tree `raft-log:<shard>`: key = log index (u64 big-endian), value = crc32 of the
 //!   payload (4 bytes, big-endian) followed by the payload;
 //! - tree `raft-meta`: key = shard (u32 big-endian), `/`, a name (`vote`, `committed`,
-//!   `purged`, `applied`, `membership`); value framed like a log entry; and key `shards`
-//!   (no shard number before it): the number of shards the store was created with.
+//!   `purged`, `applied`, `membership`); value framed like a log entry; key `shards` (no
+//!   shard number before it): the number of shards the store was created with; key
+//!   `incarnation`: which identity this node's replicas have, and key `led` (present once
+//!   one of them saw a leader; see `replication::identity`).
 //!
 //! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key:
 //! a damaged record is never handed out.
@@ -16,6 +18,9 @@ use super::StorageError;
 
 const LOG_PREFIX: &str = "raft-log:";
 const META_TREE: &str = "raft-meta";
+const SHARDS_KEY: &[u8] = b"shards";
+const INCARNATION_KEY: &[u8] = b"incarnation";
+const LED_KEY: &[u8] = b"led";
 
 /// Handle to the Raft trees; cheap to clone.
 #[derive(Clone)]
@@ -43,7 +48,7 @@ impl RaftStore {
     /// Records `shards` as the store's shard count if it has none yet; returns the count
     /// the store was created with (which may differ: the caller refuses to start then).
     pub fn shard_count(&self, shards: u32) -> Result<u32, StorageError> {
-        let key: &[u8] = b"shards";
+        let key = SHARDS_KEY;
         match self.meta.get(key)? {
             Some(v) => {
                 let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
@@ -57,6 +62,56 @@ impl RaftStore {
                 Ok(shards)
             }
         }
+    }
+
+    /// The incarnation recorded in the store, if any.
+    pub fn incarnation(&self) -> Result<Option<u32>, StorageError> {
+        match self.meta.get(INCARNATION_KEY)? {
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+                    what: "raft",
+                    detail: format!("incarnation of {} bytes", v.len()),
+                })?;
+                Ok(Some(u32::from_be_bytes(bytes)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records the incarnation and flushes it to disk before returning.
+    pub fn set_incarnation(&self, incarnation: u32) -> Result<(), StorageError> {
+        self.meta
+            .insert(INCARNATION_KEY, &incarnation.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether [`RaftStore::set_led`] was called.
+    pub fn led(&self) -> Result<bool, StorageError> {
+        Ok(self.meta.contains_key(LED_KEY)?)
+    }
+
+    /// Records that a replica here saw a leader, flushed before returning.
+    pub fn set_led(&self) -> Result<(), StorageError> {
+        self.meta.insert(LED_KEY, b"")?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether any shard has Raft state here (a log entry or a meta record).
+    pub fn has_state(&self) -> Result<bool, StorageError> {
+        for item in self.meta.iter().keys() {
+            let key = item?;
+            if ![SHARDS_KEY, INCARNATION_KEY, LED_KEY].contains(&key.as_ref()) {
+                return Ok(true);
+            }
+        }
+        for name in self.db.tree_names() {
+            if name.starts_with(LOG_PREFIX.as_bytes()) && !self.db.open_tree(&name)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The trees of `shard` (created if absent).
@@ -216,6 +271,39 @@ mod tests {
         // A shard's own meta records never collide with the store-wide key.
         s.put_meta(&[("shards", b"x")]).expect("put");
         assert_eq!(raft.shard_count(8).expect("count"), 16);
+    }
+
+    #[test]
+    fn the_incarnation_is_kept_and_state_is_seen() {
+        let (_dir, db, s) = store();
+        let raft = RaftStore::open(&db).expect("store");
+        raft.shard_count(4).expect("count");
+        assert_eq!(raft.incarnation().expect("read"), None);
+        assert!(
+            !raft.has_state().expect("state"),
+            "the shard count is not state"
+        );
+        raft.set_incarnation(7).expect("set");
+        assert_eq!(raft.incarnation().expect("read"), Some(7));
+        assert!(!raft.has_state().expect("state"), "nor is the incarnation");
+        assert!(!raft.led().expect("led"));
+        raft.set_led().expect("set");
+        assert!(raft.led().expect("led"));
+        assert!(
+            !raft.has_state().expect("state"),
+            "nor the mark of a leader seen"
+        );
+        s.put_entries([(1, b"e".as_slice())]).expect("put");
+        assert!(raft.has_state().expect("state"), "a log entry is");
+        let (_dir2, db2, s2) = store();
+        s2.put_meta(&[("vote", b"v")]).expect("put");
+        assert!(
+            RaftStore::open(&db2)
+                .expect("store")
+                .has_state()
+                .expect("state"),
+            "a vote is"
+        );
     }
 
     #[test]

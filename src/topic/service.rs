@@ -229,6 +229,11 @@ impl Topics {
             .leaders_known(|node| up.iter().any(|p| p == node))
     }
 
+    /// This node's replica of every shard (`GET /v1/cluster`).
+    pub fn shards(&self) -> Vec<crate::replication::ShardReport> {
+        self.replication.report()
+    }
+
     /// Number of topic actors running.
     pub fn active(&self) -> usize {
         self.registry.len()

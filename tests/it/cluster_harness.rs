@@ -25,7 +25,7 @@ use crate::harness::{enc, wait_for, TestNode, WsClient, WsEvent, DEADLINE};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,12 +72,13 @@ impl ClusterBuilder {
     /// Starts every node and returns at once.
     pub fn spawn(self) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
         let ids: Vec<String> = (1..=self.n).map(|i| format!("n{i}")).collect();
         let gossip: Vec<SocketAddr> = (0..self.n).map(|_| free_addr()).collect();
         let transport: Vec<SocketAddr> = (0..self.n).map(|_| free_addr()).collect();
         let mut common = format!(
             "data_dir = {:?}\n{}\n",
-            tmp.path().join("data").display().to_string(),
+            data.display().to_string(),
             self.extra
         );
         for i in 0..self.n {
@@ -103,13 +104,15 @@ impl ClusterBuilder {
                 path
             })
             .collect();
-        let nodes = (0..self.n)
-            .map(|i| TestNode::start_configured(&ids[i], &configs[i], tmp.path()))
+        let specs: Vec<(&str, &Path)> = (0..self.n)
+            .map(|i| (ids[i].as_str(), configs[i].as_path()))
             .collect();
+        let nodes = TestNode::start_configured(&specs, tmp.path());
         Cluster {
             nodes,
             ids,
             state: vec![Run::Running; self.n],
+            data,
             _tmp: tmp,
         }
     }
@@ -134,6 +137,8 @@ pub struct Cluster {
     nodes: Vec<TestNode>,
     ids: Vec<String>,
     state: Vec<Run>,
+    /// The `data_dir` of the config every node shares.
+    data: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -167,6 +172,12 @@ impl Cluster {
 
     pub fn http(&self, i: usize) -> String {
         self.nodes[i].http()
+    }
+
+    /// Node `i`'s data directory (`<data_dir>/<node id>`, as the node derives it). Wipe it
+    /// only while the node is down.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.data.join(&self.ids[i])
     }
 
     /// `kill -9`.

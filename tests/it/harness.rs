@@ -71,18 +71,24 @@ impl TestNode {
         }
     }
 
-    /// Starts node `id` of the multi-node config file `config` (see `cluster_harness`);
-    /// `dir` is where the cluster keeps its files.
-    pub fn start_configured(id: &str, config: &Path, dir: &Path) -> TestNode {
-        let (child, addr) = spawn_node(id, config, CLUSTER_LOG);
-        TestNode {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-            _tmp: None,
-            extra: String::new(),
-            configured: Some((id.to_string(), config.to_path_buf())),
-        }
+    /// Starts nodes `(id, config file)` of a multi-node config (see `cluster_harness`)
+    /// together, and returns once each serves; `dir` is where the cluster keeps its files.
+    pub fn start_configured(nodes: &[(&str, &Path)], dir: &Path) -> Vec<TestNode> {
+        let launched: Vec<_> = nodes
+            .iter()
+            .map(|(id, config)| (launch_node(id, config, CLUSTER_LOG), id, config))
+            .collect();
+        launched
+            .into_iter()
+            .map(|((child, rx), id, config)| TestNode {
+                child,
+                addr: listening(&rx),
+                dir: dir.to_path_buf(),
+                _tmp: None,
+                extra: String::new(),
+                configured: Some((id.to_string(), config.to_path_buf())),
+            })
+            .collect()
     }
 
     /// Restarts the node on the same data directory (after `kill9` or `terminate`).
@@ -200,6 +206,14 @@ fn write_single_config(dir: &Path, extra: &str) -> PathBuf {
 
 /// Spawns `starling node <id> --config <config>` and reads the HTTP address it prints.
 fn spawn_node(id: &str, config: &Path, log: &str) -> (Child, SocketAddr) {
+    let (child, addr) = launch_node(id, config, log);
+    (child, listening(&addr))
+}
+
+/// Spawns `starling node <id> --config <config>`; the receiver gets the HTTP address it
+/// prints once it serves (a node on an empty data directory first waits to hear from a
+/// majority of its cluster: start a new cluster's nodes together).
+fn launch_node(id: &str, config: &Path, log: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
         .args(["node", id, "--config"])
         .arg(config)
@@ -221,12 +235,15 @@ fn spawn_node(id: &str, config: &Path, log: &str) -> (Child, SocketAddr) {
             }
         }
     });
-    let addr = rx
-        .recv_timeout(DEADLINE)
+    (child, rx)
+}
+
+/// Waits for the address a launched node prints.
+fn listening(rx: &std::sync::mpsc::Receiver<String>) -> SocketAddr {
+    rx.recv_timeout(DEADLINE)
         .expect("node did not print its address")
         .parse()
-        .expect("address");
-    (child, addr)
+        .expect("address")
 }
 
 impl Drop for TestNode {

@@ -19,4 +19,5 @@ mod robustness;
 mod smoke;
 mod sse_poll;
 mod up;
+mod wiped;
 mod ws;

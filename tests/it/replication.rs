@@ -17,7 +17,11 @@ use std::time::Instant;
 const CHAOS: &str = "[chaos]\nfault_injection = true\n";
 
 /// WebSocket subscribers to `topic` from `after=0`, one on each of `nodes`.
-async fn subscribers(c: &Cluster, nodes: &[usize], topic: &str) -> Vec<(WsClient, Vec<Seen>)> {
+pub(crate) async fn subscribers(
+    c: &Cluster,
+    nodes: &[usize],
+    topic: &str,
+) -> Vec<(WsClient, Vec<Seen>)> {
     let mut subs = Vec::new();
     for &i in nodes {
         let mut w = WsClient::connect(c.node(i)).await;
@@ -28,7 +32,7 @@ async fn subscribers(c: &Cluster, nodes: &[usize], topic: &str) -> Vec<(WsClient
 }
 
 /// Reads each subscriber up to `epoch`:`upto` and checks it saw one unbroken stream.
-async fn read_all(subs: &mut [(WsClient, Vec<Seen>)], epoch: &str, upto: u64) {
+pub(crate) async fn read_all(subs: &mut [(WsClient, Vec<Seen>)], epoch: &str, upto: u64) {
     for (w, seen) in subs.iter_mut() {
         read_until(w, seen, |s| saw(s, epoch, upto)).await;
         assert_one_stream(seen, epoch, upto);
@@ -36,14 +40,14 @@ async fn read_all(subs: &mut [(WsClient, Vec<Seen>)], epoch: &str, upto: u64) {
 }
 
 /// The epoch of a publish reply.
-fn epoch_of(reply: &Value) -> String {
+pub(crate) fn epoch_of(reply: &Value) -> String {
     reply["epoch"].as_str().expect("epoch").to_string()
 }
 
 /// Publishes once through each of `via` (ids `<tag>-<n>`, retried under the same id until
 /// accepted) and checks each lands in `epoch` at the next offset after `last`; returns the
 /// last offset.
-async fn publish_through(
+pub(crate) async fn publish_through(
     c: &Cluster,
     via: &[usize],
     topic: &str,
@@ -71,7 +75,7 @@ async fn publish_through(
 }
 
 /// Checks `GET /v1/topics/{t}` on node `i`: same epoch, head `head`.
-async fn assert_topic(c: &Cluster, i: usize, topic: &str, epoch: &str, head: u64) {
+pub(crate) async fn assert_topic(c: &Cluster, i: usize, topic: &str, epoch: &str, head: u64) {
     let (status, info) = get_json(c.node(i), &format!("/v1/topics/{}", enc(topic))).await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(
@@ -454,14 +458,14 @@ async fn topic_epoch(c: &Cluster, i: usize, topic: &str) -> String {
 }
 
 /// What each of `subs` delivered, by id: each must be exactly `want`, in order.
-fn assert_ids(subs: &[(WsClient, Vec<Seen>)], want: &[String], what: &str) {
+pub(crate) fn assert_ids(subs: &[(WsClient, Vec<Seen>)], want: &[String], what: &str) {
     for (_, seen) in subs {
         assert_eq!(seen_ids(seen), want, "{what}: {seen:?}");
     }
 }
 
 /// Ids `<tag>-0`, `<tag>-1`, ..., as `publish_through` publishes them.
-fn tagged(tag: &str, n: usize) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn tagged(tag: &str, n: usize) -> impl Iterator<Item = String> + '_ {
     (0..n).map(move |k| format!("{tag}-{k}"))
 }
 

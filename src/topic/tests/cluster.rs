@@ -27,10 +27,14 @@ impl Nodes {
         let net = SimNet::default();
         let ids: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let joined: Vec<_> = ids.iter().map(|id| net.join(id)).collect();
-        let mut nodes = Vec::new();
-        for (id, (view, transport)) in ids.iter().zip(joined) {
+        // Together: each waits to hear from a majority before it forms the shards.
+        let started = ids.iter().zip(joined).map(|(id, (view, transport))| {
             let cluster = Cluster::new(view, transport, Duration::from_secs(2));
-            let h = Harness::start_in(cluster).await;
+            Harness::start_in(cluster, net.announcer(id))
+        });
+        let started = futures_util::future::join_all(started).await;
+        let mut nodes = Vec::new();
+        for (id, h) in ids.iter().zip(started) {
             net.serve(id, Arc::new(h.topics.clone()));
             nodes.push(Some(h));
         }

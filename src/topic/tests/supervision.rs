@@ -63,7 +63,7 @@ async fn a_stopped_topic_starts_again_on_a_use_after_the_cool_down() {
         cool_down: Duration::from_millis(300),
         ..RestartPolicy::NODE
     };
-    let h = Harness::start_with(Cluster::alone("n1"), policy).await;
+    let h = Harness::start_with(Cluster::alone("n1"), Announcer::default(), policy).await;
     let bad = topic("mended");
     h.log
         .save_consumer(bad.as_str(), "g", b"not a consumer record")

@@ -1,6 +1,7 @@
 //! Test support: a fault-injecting TopicLog and an in-process node without sockets.
 
 use crate::cluster::client::Cluster;
+pub(super) use crate::cluster::Announcer;
 use crate::config::{FsyncMode, LimitsConfig};
 use crate::delivery::envelope::Delivery;
 use crate::delivery::outbound::{OutFrame, Outbound};
@@ -235,6 +236,7 @@ async fn start_replication(
     dyn_log: Arc<dyn TopicLog>,
     flusher: Flusher,
     cluster: &Cluster,
+    announcer: Announcer,
 ) -> Replication {
     let nodes: Vec<String> = cluster.watch().borrow().members.keys().cloned().collect();
     let settings = ReplicationSettings {
@@ -249,6 +251,7 @@ async fn start_replication(
     let store = crate::replication::raft_store(&log.inner).expect("raft store");
     let net = Arc::new(ClusterRaftNet {
         cluster: cluster.clone(),
+        announcer,
     });
     Replication::start(settings, dyn_log, store, flusher, net)
         .await
@@ -257,16 +260,27 @@ async fn start_replication(
 
 impl Harness {
     pub(super) async fn start() -> Harness {
-        Harness::start_in(Cluster::alone("n1")).await
+        Harness::start_with(
+            Cluster::alone("n1"),
+            Announcer::default(),
+            RestartPolicy::NODE,
+        )
+        .await
     }
 
-    /// A node of `cluster` (the sole node, or one of a [`crate::cluster::sim::SimNet`]).
-    pub(super) async fn start_in(cluster: Cluster) -> Harness {
-        Harness::start_with(cluster, RestartPolicy::NODE).await
+    /// A node of `cluster` (one of a [`crate::cluster::sim::SimNet`]), announcing its
+    /// facts with `announcer`. Start a simulated cluster's nodes together: a node with an
+    /// empty store waits to hear from a majority.
+    pub(super) async fn start_in(cluster: Cluster, announcer: Announcer) -> Harness {
+        Harness::start_with(cluster, announcer, RestartPolicy::NODE).await
     }
 
     /// A node of `cluster` whose topic supervisor restarts as `policy` says.
-    pub(super) async fn start_with(cluster: Cluster, policy: RestartPolicy) -> Harness {
+    pub(super) async fn start_with(
+        cluster: Cluster,
+        announcer: Announcer,
+        policy: RestartPolicy,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Arc::new(open_faulty(dir.path()));
         log.mark_running().expect("mark running");
@@ -278,7 +292,8 @@ impl Harness {
             Duration::from_millis(10),
             storage_stop.clone(),
         );
-        let replication = start_replication(&log, dyn_log.clone(), flusher, &cluster).await;
+        let replication =
+            start_replication(&log, dyn_log.clone(), flusher, &cluster, announcer).await;
         let ctx = TopicContext {
             idle: Duration::from_secs(3600),
             log: dyn_log.clone(),
