@@ -29,7 +29,7 @@ pub struct GossipPeer {
     pub gossip_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub cluster_addr: Option<SocketAddr>,
-    /// What the peer announced about itself ([`super::gossip::Announcer`]).
+    /// What the peer announced about itself ([`super::Announcer`]).
     pub facts: BTreeMap<String, String>,
 }
 

@@ -27,7 +27,7 @@ pub struct Member {
     pub gossip_addr: SocketAddr,
     pub cluster_addr: Option<SocketAddr>,
     pub status: MemberStatus,
-    /// What the member announced about itself (see [`super::gossip::Announcer`]); this
+    /// What the member announced about itself (see [`super::Announcer`]); this
     /// node's own entry has none.
     pub facts: BTreeMap<String, String>,
 }

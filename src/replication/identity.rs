@@ -5,62 +5,56 @@
 //! directory was wiped has forgotten both, so it must not answer as the replica it was: it
 //! takes a new incarnation, is a stranger to every shard, and each shard's leader adds it as
 //! a learner and, once it caught up, puts it in its old replica's place
-//! ([`super::rejoin`]). Incarnation 0 is for the replicas that form a new cluster.
+//! ([`super::rejoin`]). Incarnation 0 is for replicas that never answered anyone before.
 //!
-//! An empty store cannot tell by itself whether the cluster is new or the node was wiped,
-//! so every node announces in gossip (fact [`FACT`]) what it is: `fresh` (no identity
-//! yet), `forming` (an identity, but none of its replicas has seen a leader: nothing was
-//! promised to anyone yet) or `holds` (a replica saw a leader; recorded in the store, so it
-//! survives restarts). An empty node waits until it has heard from a majority of the
-//! configured nodes (itself included): if any of them holds, the cluster exists and the
-//! node takes a new random incarnation; if none does, the majority is forming a new cluster
-//! and it takes 0. A node that takes 0 so waits one election timeout before its replicas
-//! may vote, so that nodes started together (within about a second) all see it forming and
-//! take 0 too; one that starts after the first election comes in as a new replica, which is
-//! safe, only slower (the leaders replace its old replicas once it caught up).
+//! An empty store cannot tell by itself whether its node never ran or was wiped. So every
+//! node announces in gossip its identity (fact [`FACT`]: `fresh`, or its incarnation) and
+//! the nodes it has ever seen announce one (fact [`SEEN`], kept in its store, so it survives
+//! restarts). A node with an empty store waits until it has heard from a majority of the
+//! configured nodes (itself included). If any of them has seen it before, it was wiped and
+//! takes a new random incarnation; if none has, it never ran, and it takes 0 — whether the
+//! cluster is new or formed without it. It then waits one election timeout before its
+//! replicas answer anyone, so that its peers record that they saw it before it can promise
+//! anything.
 //!
-//! What it cannot see: a wiped node whose only peers that ever saw a leader are down, while
-//! the rest never saw one (down since the cluster formed). That is a majority of a shard
-//! faulty at once, beyond what replication promises.
+//! What it cannot see: a wiped node whose peers that saw it are all down while it starts.
+//! With a majority heard that means a majority of some shard faulty at once (the wiped node
+//! and those peers), beyond what replication promises. A store written before incarnations
+//! existed counts as incarnation 0.
 
 use super::network::RaftNet;
-use super::{placement, Leaders, ReplicationError, ReplicationSettings};
+use super::{placement, ReplicationError, ReplicationSettings};
 use crate::storage::{RaftStore, StorageError};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The gossip fact a node announces its replicas' identity under.
 pub(crate) const FACT: &str = "replica";
-/// The fact's value while a node holds no Raft state.
+/// The gossip fact listing the nodes this node has seen announce an identity.
+const SEEN: &str = "seen";
+/// The identity fact's value while a node has no identity yet.
 const FRESH: &str = "fresh";
-/// How often an empty node looks at the facts again while it waits.
+/// How often an empty node looks at the facts again while it waits, and how often a node
+/// looks for peers it has not seen yet.
 const RECHECK: Duration = Duration::from_millis(50);
-/// How often it says in the log that it is still waiting.
+/// How often a waiting node says so in the log.
 const SAY_EVERY: Duration = Duration::from_secs(5);
 
-/// Prefix of a forming node's fact.
-const FORMING: &str = "forming:";
-
-/// What a node announces about its replicas.
+/// A node's identity as it announces it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ad {
-    /// No Raft state, no identity yet.
+    /// No identity yet.
     Fresh,
-    /// This incarnation, and none of its replicas has seen a leader.
-    Forming(u32),
-    /// This incarnation, and a replica saw a leader: the cluster exists.
-    Holds(u32),
+    /// Its replicas are this incarnation.
+    Is(u32),
 }
 
 impl Ad {
     pub(crate) fn parse(value: &str) -> Option<Ad> {
         match value {
             FRESH => Some(Ad::Fresh),
-            v => match v.strip_prefix(FORMING) {
-                Some(n) => n.parse().ok().map(Ad::Forming),
-                None => v.parse().ok().map(Ad::Holds),
-            },
+            n => n.parse().ok().map(Ad::Is),
         }
     }
 
@@ -68,7 +62,7 @@ impl Ad {
     pub(crate) fn incarnation(self) -> Option<u32> {
         match self {
             Ad::Fresh => None,
-            Ad::Forming(n) | Ad::Holds(n) => Some(n),
+            Ad::Is(n) => Some(n),
         }
     }
 }
@@ -77,21 +71,16 @@ impl std::fmt::Display for Ad {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Ad::Fresh => f.write_str(FRESH),
-            Ad::Forming(n) => write!(f, "{FORMING}{n}"),
-            Ad::Holds(n) => write!(f, "{n}"),
+            Ad::Is(n) => write!(f, "{n}"),
         }
     }
 }
 
-/// What this node's store says before it hears from anyone: what it announces first.
-fn announced(store: &RaftStore) -> Result<Ad, StorageError> {
-    Ok(match store.incarnation()? {
-        Some(n) if store.led()? => Ad::Holds(n),
-        Some(n) => Ad::Forming(n),
-        // A store from before incarnations existed: its replicas are incarnation 0.
-        None if store.has_state()? => Ad::Holds(0),
-        None => Ad::Fresh,
-    })
+/// What a peer announced, as far as this node's decision goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Heard {
+    /// The peer has seen this node announce an identity before.
+    pub saw_me: bool,
 }
 
 /// The outcome of [`decide`].
@@ -99,23 +88,23 @@ fn announced(store: &RaftStore) -> Result<Ad, StorageError> {
 pub(crate) enum Decision {
     /// Be this incarnation.
     Use(u32),
-    /// Take a new incarnation: the cluster exists and this node lost its state.
+    /// Take a new incarnation: this node was seen before and lost its state.
     Rejoin,
     /// Not enough nodes heard from yet: `heard` of the `need` (this node included).
     Wait { heard: usize, need: usize },
 }
 
-/// Decides this node's incarnation from what its store says (`own`, see [`announced`]) and
-/// what the other configured nodes announced (`peers`: `None` = not heard from), among
-/// `nodes` configured nodes.
-pub(crate) fn decide(own: Ad, peers: &[Option<Ad>], nodes: usize) -> Decision {
-    if let Some(n) = own.incarnation() {
+/// Decides this node's incarnation from the one its store holds (`own`) and what the
+/// other configured nodes announced (`peers`: `None` = not heard from), among `nodes`
+/// configured nodes.
+pub(crate) fn decide(own: Option<u32>, peers: &[Option<Heard>], nodes: usize) -> Decision {
+    if let Some(n) = own {
         return Decision::Use(n);
     }
-    if peers.iter().any(|p| matches!(p, Some(Ad::Holds(_)))) {
+    if peers.iter().flatten().any(|p| p.saw_me) {
         return Decision::Rejoin;
     }
-    let heard = 1 + peers.iter().filter(|p| p.is_some()).count();
+    let heard = 1 + peers.iter().flatten().count();
     let need = nodes / 2 + 1;
     if heard >= need {
         Decision::Use(0)
@@ -130,23 +119,68 @@ fn new_incarnation() -> u32 {
     (uuid::Uuid::now_v7().as_u128() as u32).max(1)
 }
 
+/// The names in a [`SEEN`] fact.
+fn seen_in(fact: Option<String>) -> BTreeSet<String> {
+    fact.map(|f| {
+        f.split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn joined(names: &BTreeSet<String>) -> String {
+    names
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs a store call off the async threads (it may flush).
+async fn blocking<T: Send + 'static>(
+    store: &RaftStore,
+    f: impl FnOnce(&RaftStore) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|_| StorageError::Cancelled)?
+}
+
 /// Decides (waiting for the peers' facts if the store is empty), records and announces this
-/// node's incarnation; returns it and whether a replica here has seen a leader.
+/// node's incarnation.
 pub(crate) async fn resolve(
     settings: &ReplicationSettings,
     store: &RaftStore,
     net: &dyn RaftNet,
-) -> Result<(u32, bool), ReplicationError> {
-    let own = announced(store)?;
-    net.announce(FACT, &own.to_string()).await;
+) -> Result<u32, ReplicationError> {
+    let (own, seen) = blocking(store, |s| {
+        let own = match s.incarnation()? {
+            Some(n) => Some(n),
+            // A store from before incarnations existed: its replicas are incarnation 0.
+            None if s.has_state()? => Some(0),
+            None => None,
+        };
+        Ok((own, s.seen()?))
+    })
+    .await?;
+    net.announce(SEEN, &seen.join(",")).await;
+    net.announce(FACT, &own.map_or(Ad::Fresh, Ad::Is).to_string())
+        .await;
     let started = tokio::time::Instant::now();
-    let mut said = started;
+    let mut said: Option<tokio::time::Instant> = None;
     let incarnation = loop {
-        let peers: Vec<Option<Ad>> = settings
+        let peers: Vec<Option<Heard>> = settings
             .nodes
             .iter()
             .filter(|n| **n != settings.me)
-            .map(|n| net.fact(n, FACT).as_deref().and_then(Ad::parse))
+            .map(|n| {
+                net.fact(n, FACT).as_deref().and_then(Ad::parse)?;
+                let saw_me = seen_in(net.fact(n, SEEN)).contains(&settings.me);
+                Some(Heard { saw_me })
+            })
             .collect();
         match decide(own, &peers, settings.nodes.len()) {
             Decision::Use(n) => break n,
@@ -155,36 +189,31 @@ pub(crate) async fn resolve(
                 tracing::warn!(
                     node = settings.me,
                     incarnation = n,
-                    "this node's data directory is empty but the cluster exists: rejoining as a new replica of every shard (the leaders add it and catch it up)"
+                    "this node's data directory is empty but its peers have seen it before: rejoining as a new replica of every shard (the shard leaders add it and catch it up)"
                 );
                 break n;
             }
             Decision::Wait { heard, need } => {
-                if said.elapsed() >= SAY_EVERY || said == started {
-                    said = tokio::time::Instant::now();
+                if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                    said = Some(tokio::time::Instant::now());
                     tracing::info!(
                         node = settings.me,
                         heard,
                         need,
-                        "empty data directory: waiting to hear from a majority of the configured nodes, to tell a new cluster from a wiped node"
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "empty data directory: waiting to hear from a majority of the configured nodes, to tell a node that never ran from a wiped one"
                     );
                 }
                 tokio::time::sleep(RECHECK).await;
             }
         }
     };
-    if store.incarnation()? != Some(incarnation) {
-        store.set_incarnation(incarnation)?;
+    if blocking(store, |s| s.incarnation()).await? != Some(incarnation) {
+        blocking(store, move |s| s.set_incarnation(incarnation)).await?;
     }
-    let led = own == Ad::Holds(incarnation);
-    let ad = if led {
-        Ad::Holds(incarnation)
-    } else {
-        Ad::Forming(incarnation)
-    };
-    net.announce(FACT, &ad.to_string()).await;
-    if own == Ad::Fresh && incarnation == 0 {
-        // Forming a new cluster: give the nodes started with this one time to see it.
+    net.announce(FACT, &Ad::Is(incarnation).to_string()).await;
+    if own.is_none() {
+        // Let the peers record that they saw this identity before it answers anyone.
         tokio::time::sleep(Duration::from_millis(settings.election_max_ms)).await;
     }
     tracing::info!(
@@ -193,31 +222,52 @@ pub(crate) async fn resolve(
         id = placement::replica_id(&settings.me, incarnation),
         "replica identity"
     );
-    Ok((incarnation, led))
+    Ok(incarnation)
 }
 
-/// Waits until one of this node's replicas knows a leader, then records that and announces
-/// that this node holds (see the module docs).
-pub(crate) async fn confirm(
+/// Records (durably) and announces every configured peer this node sees announce an
+/// identity, for as long as the node runs.
+pub(crate) async fn remember_peers(
+    settings: ReplicationSettings,
     store: RaftStore,
     net: Arc<dyn RaftNet>,
-    incarnation: u32,
-    mut leaders: watch::Receiver<Arc<Leaders>>,
 ) {
-    if leaders
-        .wait_for(|l| l.by_shard.iter().any(Option::is_some))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    match tokio::task::spawn_blocking(move || store.set_led()).await {
-        Ok(Ok(())) => {
-            net.announce(FACT, &Ad::Holds(incarnation).to_string())
-                .await
+    let mut seen: BTreeSet<String> = match blocking(&store, |s| s.seen()).await {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the nodes seen; not recording them");
+            return;
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record that a leader was seen"),
-        Err(e) => tracing::warn!(error = %e, "cannot record that a leader was seen"),
+    };
+    let mut ticks = tokio::time::interval(RECHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let new: Vec<&String> = settings
+            .nodes
+            .iter()
+            .filter(|n| **n != settings.me && !seen.contains(*n))
+            .filter(|n| {
+                net.fact(n, FACT)
+                    .as_deref()
+                    .and_then(Ad::parse)
+                    .and_then(Ad::incarnation)
+                    .is_some()
+            })
+            .collect();
+        if new.is_empty() {
+            continue;
+        }
+        let mut next = seen.clone();
+        next.extend(new.into_iter().cloned());
+        let names: Vec<String> = next.iter().cloned().collect();
+        match blocking(&store, move |s| s.set_seen(&names)).await {
+            Ok(()) => {
+                net.announce(SEEN, &joined(&next)).await;
+                seen = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record the nodes seen; retrying"),
+        }
     }
 }
 
@@ -227,55 +277,47 @@ mod tests {
 
     #[test]
     fn ads_round_trip() {
-        for ad in [
-            Ad::Fresh,
-            Ad::Holds(0),
-            Ad::Holds(u32::MAX),
-            Ad::Forming(0),
-            Ad::Forming(7),
-        ] {
+        for ad in [Ad::Fresh, Ad::Is(0), Ad::Is(u32::MAX)] {
             assert_eq!(Ad::parse(&ad.to_string()), Some(ad));
         }
         assert_eq!(Ad::parse("nonsense"), None);
         assert_eq!(Ad::parse("-1"), None);
-        assert_eq!(Ad::parse("forming:x"), None);
+        assert_eq!(
+            seen_in(Some("n1,,n3".into())),
+            BTreeSet::from(["n1".to_string(), "n3".to_string()])
+        );
+        assert!(seen_in(None).is_empty());
     }
 
     #[test]
     fn decisions() {
-        use Ad::{Forming, Fresh, Holds};
         use Decision::{Rejoin, Use, Wait};
+        let new = Some(Heard { saw_me: false });
+        let knows = Some(Heard { saw_me: true });
         // (own, peers, configured nodes, decision)
-        let table: Vec<(Ad, Vec<Option<Ad>>, usize, Decision)> = vec![
-            // A store with state keeps its identity, whatever the peers say.
-            (Holds(7), vec![None, None], 3, Use(7)),
-            (Holds(0), vec![Some(Holds(9)), None], 3, Use(0)),
-            (Forming(3), vec![Some(Holds(9)), None], 3, Use(3)),
+        type Case = (Option<u32>, Vec<Option<Heard>>, usize, Decision);
+        let table: Vec<Case> = vec![
+            // A store with an identity keeps it, whatever the peers say.
+            (Some(7), vec![None, None], 3, Use(7)),
+            (Some(0), vec![knows, None], 3, Use(0)),
             // One node: nobody to wait for.
-            (Fresh, vec![], 1, Use(0)),
-            // A new cluster: a majority heard from, all fresh.
-            (Fresh, vec![Some(Fresh), None], 3, Use(0)),
-            (Fresh, vec![Some(Fresh), Some(Fresh)], 3, Use(0)),
-            // Peers that took 0 but saw no leader yet: still forming, this node joins them.
-            (Fresh, vec![Some(Forming(0)), None], 3, Use(0)),
-            (Fresh, vec![Some(Forming(0)), Some(Forming(0))], 3, Use(0)),
-            (Fresh, vec![None, None], 3, Wait { heard: 1, need: 2 }),
+            (None, vec![], 1, Use(0)),
+            // Never seen by a majority heard from: a new cluster, or one formed without it.
+            (None, vec![new, None], 3, Use(0)),
+            (None, vec![new, new], 3, Use(0)),
+            (None, vec![new, new, None, None], 5, Use(0)),
+            (None, vec![None, None], 3, Wait { heard: 1, need: 2 }),
             (
-                Fresh,
-                vec![Some(Fresh), None, None, None],
+                None,
+                vec![new, None, None, None],
                 5,
                 Wait { heard: 2, need: 3 },
             ),
-            (
-                Fresh,
-                vec![Some(Fresh), None, None],
-                4,
-                Wait { heard: 2, need: 3 },
-            ),
-            // Anyone holding state: the cluster exists, this node was wiped (or joins late).
-            (Fresh, vec![Some(Holds(0)), None], 3, Rejoin),
-            (Fresh, vec![None, None, None, Some(Holds(3))], 5, Rejoin),
-            (Fresh, vec![Some(Fresh), Some(Holds(0))], 3, Rejoin),
+            (None, vec![new, None, None], 4, Wait { heard: 2, need: 3 }),
+            // Anyone who saw it before: it was wiped.
+            (None, vec![knows, None], 3, Rejoin),
+            (None, vec![None, None, None, knows], 5, Rejoin),
+            (None, vec![new, knows], 3, Rejoin),
         ];
         for (own, peers, nodes, want) in table {
             assert_eq!(
@@ -288,7 +330,7 @@ mod tests {
 
     #[test]
     fn new_incarnations_are_never_zero_and_differ() {
-        let a: std::collections::HashSet<u32> = (0..100).map(|_| new_incarnation()).collect();
+        let a: BTreeSet<u32> = (0..100).map(|_| new_incarnation()).collect();
         assert!(!a.contains(&0));
         assert!(a.len() > 90, "{} distinct of 100", a.len());
     }

@@ -7,9 +7,10 @@
 //! Tasks, per node: for each local shard, openraft's own tasks (core, state machine worker,
 //! one replication task per follower while leading; openraft randomises each instance's
 //! first tick, so the groups' heartbeats do not beat in phase) and one leader-tracking task
-//! feeding [`Replication::leaders`]; one upkeep task that, in the shards this node leads,
-//! replaces the replicas of wiped nodes ([`rejoin`]) and hands a shard back to its
-//! preferred voter once that one is caught up ([`shards::upkeep`]).
+//! feeding [`Replication::leaders`] and one upkeep task that, while this node leads the
+//! shard, replaces the replicas of wiped nodes ([`rejoin`]) and hands the shard back to its
+//! preferred voter once that one is caught up ([`shards::upkeep`]); per node, one task that
+//! records the peers it has seen announce an identity ([`identity`]).
 //!
 //! Identity: a replica's Raft id is its node's name and an incarnation
 //! ([`identity`]); a node with an empty data directory that finds the cluster formed comes
@@ -91,6 +92,8 @@ pub(crate) struct ShardReport {
     /// Whether the replica is one of the shard's voters (else a learner, or not yet a
     /// member: a new replica waiting for the leader to add it).
     pub voter: bool,
+    /// The voters' Raft ids, as this replica knows the membership.
+    pub voters: Vec<u64>,
     pub leader: Option<String>,
     /// The index of the last entry applied here.
     pub applied: Option<u64>,
@@ -178,7 +181,7 @@ impl Replication {
         let names = Arc::new(
             Names::new(&settings.nodes).map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
         );
-        let (incarnation, led) = identity::resolve(&settings, &store, net.as_ref()).await?;
+        let incarnation = identity::resolve(&settings, &store, net.as_ref()).await?;
         let voters: Vec<Vec<String>> = (0..settings.shards)
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
@@ -216,25 +219,21 @@ impl Replication {
             );
             tasks.push(tokio::spawn(task));
         }
-        let preferred: Vec<_> = groups
-            .values()
-            .filter_map(|g| {
-                let first = voters.get(g.shard as usize)?.first()?;
-                Some((Arc::clone(g), first.clone()))
-            })
-            .collect();
-        if !led {
-            tasks.push(tokio::spawn(identity::confirm(
-                store.clone(),
+        for g in groups.values() {
+            let Some(first) = voters.get(g.shard as usize).and_then(|v| v.first()) else {
+                continue;
+            };
+            tasks.push(tokio::spawn(shards::upkeep(
+                Arc::clone(g),
+                first.clone(),
+                settings.clone(),
+                Arc::clone(&names),
                 Arc::clone(&net),
-                incarnation,
-                leaders.clone(),
             )));
         }
-        tasks.push(tokio::spawn(shards::upkeep(
-            preferred,
+        tasks.push(tokio::spawn(identity::remember_peers(
             settings.clone(),
-            Arc::clone(&names),
+            store.clone(),
             Arc::clone(&net),
         )));
         tracing::info!(
@@ -379,15 +378,12 @@ impl Replication {
             .values()
             .map(|g| {
                 let m = g.raft.metrics().borrow_watched().clone();
-                let voter = m
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == m.id);
+                let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
                 ShardReport {
                     shard: g.shard,
                     replica: m.id,
-                    voter,
+                    voter: voters.contains(&m.id),
+                    voters,
                     leader: self.name(m.current_leader),
                     applied: m.last_applied.map(|l| l.index),
                 }

@@ -39,17 +39,31 @@ pub(crate) enum Step {
 
 /// The steps towards a membership holding, for each configured node, the replica it has now.
 ///
-/// `members`: the shard's membership; `wanted`: each configured node and the replica it
+/// `members`: the shard's membership; `configs`: its voter sets (two while a change is half
+/// done, a joint config: then the only step is to finish it); `wanted`: each configured node and the replica it
 /// announced (`None`: not heard, nothing is done about it); `matched`: the last log index
 /// each replica holds as the leader knows it; `last`: the leader's last log index. Learners
 /// come first (several at once); at most one membership change, since openraft runs one at
 /// a time.
 pub(crate) fn plan(
     members: &[MemberSeen],
+    configs: &[BTreeSet<NodeId>],
     wanted: &[(String, Option<NodeId>)],
     matched: &HashMap<NodeId, u64>,
     last: u64,
 ) -> Vec<Step> {
+    if let [.., _, target] = configs {
+        let removed = configs
+            .iter()
+            .flatten()
+            .filter(|id| !target.contains(id))
+            .copied()
+            .collect();
+        return vec![Step::SetVoters {
+            voters: target.clone(),
+            removed,
+        }];
+    }
     let mut steps = Vec::new();
     let mut change = None;
     let voters: BTreeSet<NodeId> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
@@ -248,7 +262,35 @@ mod tests {
             ),
         ];
         for (what, members, wanted, matched, want) in cases {
-            assert_eq!(plan(&members, &wanted, matched, 1000), want, "{what}");
+            let voters: BTreeSet<NodeId> =
+                members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            assert_eq!(
+                plan(&members, &[voters], &wanted, matched, 1000),
+                want,
+                "{what}"
+            );
         }
+    }
+
+    #[test]
+    fn a_change_left_half_done_is_finished_first() {
+        // Joint config {10,20,30} + {10,20,31} (a leader died mid-change), and meanwhile
+        // b came back as 21: first the joint config is finished, nothing else.
+        let members = vec![
+            member(10, "a", true),
+            member(20, "b", true),
+            member(30, "c", true),
+            member(31, "c", true),
+        ];
+        let configs = [set(&[10, 20, 30]), set(&[10, 20, 31])];
+        let wanted = wanted(&[("b", Some(21)), ("c", Some(31))]);
+        let caught_up: HashMap<NodeId, u64> = [(20, 1000), (31, 1000)].into();
+        assert_eq!(
+            plan(&members, &configs, &wanted, &caught_up, 1000),
+            vec![Step::SetVoters {
+                voters: set(&[10, 20, 31]),
+                removed: set(&[30])
+            }]
+        );
     }
 }

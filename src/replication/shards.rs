@@ -179,7 +179,8 @@ pub(crate) async fn track_leader(
 
 /// Moves `m`'s group (led by this node) one step towards holding, for each configured
 /// node, the replica that node announced (`wanted`).
-async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<NodeId>)]) {
+/// False if a step failed.
+async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<NodeId>)]) -> bool {
     let membership = m.membership_config.membership();
     let voters: HashSet<NodeId> = membership.voter_ids().collect();
     let members: Vec<MemberSeen> = membership
@@ -198,15 +199,19 @@ async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<Node
         .collect();
     let last = m.last_log_index.unwrap_or(0);
     let shard = group.shard;
-    for step in rejoin::plan(&members, wanted, &matched, last) {
+    let configs = membership.get_joint_config();
+    let mut ok = true;
+    for step in rejoin::plan(&members, configs, wanted, &matched, last) {
         let (what, result) = match &step {
             Step::AddLearner { id, node } => {
                 let node = BasicNode { addr: node.clone() };
-                let added = group.raft.add_learner(*id, node, false).await;
-                (
-                    "learner added",
-                    added.map(|_| ()).map_err(|e| e.to_string()),
-                )
+                let added = group.raft.add_learner(*id, node, false);
+                let added = match tokio::time::timeout(CHANGE_WAIT, added).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("not committed within {CHANGE_WAIT:?}")),
+                };
+                ("learner added", added)
             }
             Step::SetVoters { voters, .. } => {
                 let change = ChangeMembers::ReplaceAllVoters(voters.clone());
@@ -219,9 +224,13 @@ async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<Node
         };
         match result {
             Ok(()) => tracing::info!(shard, step = ?step, "{what}"),
-            Err(error) => tracing::warn!(shard, step = ?step, error, "membership step failed"),
+            Err(error) => {
+                ok = false;
+                tracing::warn!(shard, step = ?step, error, "membership step failed")
+            }
         }
     }
+    ok
 }
 
 async fn change_members(
@@ -278,49 +287,49 @@ pub(crate) fn voter_of(m: &Metrics, name: &str, names: &Names) -> Option<NodeId>
         .find(|id| names.of(*id) == Some(name))
 }
 
-/// For each shard this node leads (`groups`: each with its preferred leader's name): keeps
-/// its members in step with the replicas the configured `nodes` announced, and moves
-/// leadership to the preferred voter once that one is caught up (at most one attempt per
-/// shard per [`TRANSFER_BACKOFF`]).
+/// While this node leads `group`'s shard: keeps its members in step with the replicas the
+/// configured nodes announced (after a failed step, again only after [`TRANSFER_BACKOFF`]),
+/// and moves leadership to the shard's `preferred` node once its voter is caught up (at
+/// most one attempt per [`TRANSFER_BACKOFF`]). One task per shard, so a shard that cannot
+/// commit holds up no other.
 pub(crate) async fn upkeep(
-    groups: Vec<(Arc<Group>, String)>,
+    group: Arc<Group>,
+    preferred: String,
     settings: ReplicationSettings,
     names: Arc<Names>,
     net: Arc<dyn RaftNet>,
 ) {
-    let mut last_try: HashMap<u32, Instant> = HashMap::new();
+    let mut last_transfer: Option<Instant> = None;
+    let mut last_failure: Option<Instant> = None;
+    let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < TRANSFER_BACKOFF);
     let mut ticks = tokio::time::interval(SPREAD_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        for (group, preferred) in &groups {
-            let m = group.raft.metrics().borrow_watched().clone();
-            if m.state != ServerState::Leader {
-                continue;
-            }
+        let m = group.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        if !recent(last_failure) {
             let wanted = wanted(&settings.nodes, &settings.me, m.id, net.as_ref());
-            keep_members(group, &m, &wanted).await;
-            let Some(preferred) = voter_of(&m, preferred, &names) else {
-                continue;
-            };
-            if m.id == preferred || caught_up(&m, &[preferred]).is_none() {
-                continue;
+            if !keep_members(&group, &m, &wanted).await {
+                last_failure = Some(Instant::now());
             }
-            if last_try
-                .get(&group.shard)
-                .is_some_and(|t| t.elapsed() < TRANSFER_BACKOFF)
-            {
-                continue;
-            }
-            last_try.insert(group.shard, Instant::now());
-            tracing::info!(
-                shard = group.shard,
-                to = preferred,
-                "moving leadership to the preferred voter"
-            );
-            if let Err(e) = group.raft.trigger().transfer_leader(preferred).await {
-                tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");
-            }
+        }
+        let Some(to) = voter_of(&m, &preferred, &names) else {
+            continue;
+        };
+        if m.id == to || caught_up(&m, &[to]).is_none() || recent(last_transfer) {
+            continue;
+        }
+        last_transfer = Some(Instant::now());
+        tracing::info!(
+            shard = group.shard,
+            to,
+            "moving leadership to the preferred voter"
+        );
+        if let Err(e) = group.raft.trigger().transfer_leader(to).await {
+            tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");
         }
     }
 }

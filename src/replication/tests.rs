@@ -160,21 +160,28 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Cluster::start_only(&NODES).await
+    }
+
+    /// Starts only `names` (together: a node with an empty store waits to hear from a
+    /// majority); the others can be started later with `restart`.
+    async fn start_only(names: &[&str]) -> Cluster {
         let mesh = Arc::new(Mesh::default());
         let dirs: Vec<TempDir> = NODES
             .iter()
             .map(|_| TempDir::new().expect("tempdir"))
             .collect();
-        // Together: a node with an empty store waits to hear from a majority.
-        let started = NODES
-            .iter()
-            .zip(&dirs)
-            .map(|(name, dir)| start_node(name, dir.path(), &mesh));
-        let nodes = futures_util::future::join_all(started)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect();
+        let started = NODES.iter().zip(&dirs).map(|(name, dir)| {
+            let mesh = &mesh;
+            async move {
+                if names.contains(name) {
+                    Some(start_node(name, dir.path(), mesh).await)
+                } else {
+                    None
+                }
+            }
+        });
+        let nodes = futures_util::future::join_all(started).await;
         Cluster { mesh, dirs, nodes }
     }
 
@@ -711,4 +718,91 @@ async fn a_wiped_node_rejoins_as_a_new_replica_and_the_group_survives_another_lo
     assert_eq!(want.0.as_ref().map(|m| m.head), Some(5));
     assert_eq!(want.1.len(), 5, "every message kept: {:?}", want.1);
     converged(&cluster, topic, &want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_never_stands_in_for_the_replica_it_was() {
+    let mut cluster = Cluster::start().await;
+    let topic = "stand-in";
+    let shard = cluster.node("n1").repl.shard_of(topic);
+    cluster
+        .propose(shard, vec![create(topic), append(topic, vec![msg(1, "a")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let mut followers = NODES
+        .iter()
+        .filter(|n| **n != leader)
+        .map(|n| n.to_string());
+    let (lagging, wiped) = (
+        followers.next().expect("a follower"),
+        followers.next().expect("another follower"),
+    );
+    // Offset 2 commits on the leader and `wiped`, not on `lagging`.
+    cluster.mesh.isolate(&lagging);
+    cluster
+        .propose(shard, vec![append(topic, vec![msg(2, "b")])])
+        .await;
+    // Both replicas that hold it go: the leader stops, `wiped` comes back empty.
+    cluster.stop(&leader).await;
+    cluster.stop(&wiped).await;
+    cluster.restart_wiped(&wiped).await;
+    cluster.mesh.heal();
+    // `lagging` and the wiped node are two nodes of three, but the wiped node is a new
+    // replica and refuses to vote as its old one: no leader may be elected, or offset 2
+    // (acknowledged) would be lost. Watched for 6 election timeouts.
+    let until = Instant::now() + Duration::from_millis(6 * 600);
+    while Instant::now() < until {
+        for n in cluster.running() {
+            let m = n.repl.inner.groups[&shard]
+                .raft
+                .metrics()
+                .borrow_watched()
+                .clone();
+            assert_ne!(
+                m.state,
+                ServerState::Leader,
+                "{} leads shard {shard} without the replicas that hold offset 2",
+                n.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The old leader returns: offset 2 is there, on every node.
+    cluster.restart(&leader).await;
+    let leader = cluster.agreed_leader(shard).await;
+    let want = dump(&*cluster.node(&leader).log, topic);
+    assert_eq!(want.0.as_ref().map(|m| m.head), Some(2), "{want:?}");
+    converged(&cluster, topic, &want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_ran_joins_a_formed_cluster_as_incarnation_0() {
+    let mut cluster = Cluster::start_only(&["n1", "n2"]).await;
+    let topic = "late";
+    let shard = cluster.node("n1").repl.shard_of(topic);
+    cluster
+        .propose(shard, vec![create(topic), append(topic, vec![msg(1, "a")])])
+        .await;
+    // n3 was never seen by anyone: it is no wiped node, and takes the id it was formed with.
+    cluster.restart("n3").await;
+    for s in 0..SHARDS {
+        assert_eq!(
+            replica(cluster.node("n3"), s),
+            placement::replica_id("n3", 0),
+            "shard {s}"
+        );
+    }
+    cluster
+        .propose(shard, vec![append(topic, vec![msg(2, "b")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let want = dump(&*cluster.node(&leader).log, topic);
+    converged(&cluster, topic, &want).await;
+    // Now the others have seen it: wiped, it comes back as a new replica.
+    cluster.stop("n3").await;
+    cluster.restart_wiped("n3").await;
+    assert_ne!(
+        replica(cluster.node("n3"), shard),
+        placement::replica_id("n3", 0)
+    );
 }

@@ -8,8 +8,8 @@
 //! - tree `raft-meta`: key = shard (u32 big-endian), `/`, a name (`vote`, `committed`,
 //!   `purged`, `applied`, `membership`); value framed like a log entry; key `shards` (no
 //!   shard number before it): the number of shards the store was created with; key
-//!   `incarnation`: which identity this node's replicas have, and key `led` (present once
-//!   one of them saw a leader; see `replication::identity`).
+//!   `incarnation`: which identity this node's replicas have, and key `seen`: the nodes
+//!   this node has seen announce an identity, comma-separated (see `replication::identity`).
 //!
 //! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key:
 //! a damaged record is never handed out.
@@ -20,7 +20,7 @@ const LOG_PREFIX: &str = "raft-log:";
 const META_TREE: &str = "raft-meta";
 const SHARDS_KEY: &[u8] = b"shards";
 const INCARNATION_KEY: &[u8] = b"incarnation";
-const LED_KEY: &[u8] = b"led";
+const SEEN_KEY: &[u8] = b"seen";
 
 /// Handle to the Raft trees; cheap to clone.
 #[derive(Clone)]
@@ -86,14 +86,25 @@ impl RaftStore {
         Ok(())
     }
 
-    /// Whether [`RaftStore::set_led`] was called.
-    pub fn led(&self) -> Result<bool, StorageError> {
-        Ok(self.meta.contains_key(LED_KEY)?)
+    /// The names recorded by [`RaftStore::set_seen`].
+    pub fn seen(&self) -> Result<Vec<String>, StorageError> {
+        let Some(v) = self.meta.get(SEEN_KEY)? else {
+            return Ok(Vec::new());
+        };
+        let text = std::str::from_utf8(&v).map_err(|_| StorageError::Corrupt {
+            what: "raft",
+            detail: "the names of the nodes seen are not UTF-8".into(),
+        })?;
+        Ok(text
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect())
     }
 
-    /// Records that a replica here saw a leader, flushed before returning.
-    pub fn set_led(&self) -> Result<(), StorageError> {
-        self.meta.insert(LED_KEY, b"")?;
+    /// Records node names (no `,` in them), flushed before returning.
+    pub fn set_seen(&self, names: &[String]) -> Result<(), StorageError> {
+        self.meta.insert(SEEN_KEY, names.join(",").as_bytes())?;
         self.db.flush()?;
         Ok(())
     }
@@ -102,7 +113,7 @@ impl RaftStore {
     pub fn has_state(&self) -> Result<bool, StorageError> {
         for item in self.meta.iter().keys() {
             let key = item?;
-            if ![SHARDS_KEY, INCARNATION_KEY, LED_KEY].contains(&key.as_ref()) {
+            if ![SHARDS_KEY, INCARNATION_KEY, SEEN_KEY].contains(&key.as_ref()) {
                 return Ok(true);
             }
         }
@@ -286,13 +297,11 @@ mod tests {
         raft.set_incarnation(7).expect("set");
         assert_eq!(raft.incarnation().expect("read"), Some(7));
         assert!(!raft.has_state().expect("state"), "nor is the incarnation");
-        assert!(!raft.led().expect("led"));
-        raft.set_led().expect("set");
-        assert!(raft.led().expect("led"));
-        assert!(
-            !raft.has_state().expect("state"),
-            "nor the mark of a leader seen"
-        );
+        assert!(raft.seen().expect("seen").is_empty());
+        let names = vec!["n1".to_string(), "n3".to_string()];
+        raft.set_seen(&names).expect("set");
+        assert_eq!(raft.seen().expect("seen"), names);
+        assert!(!raft.has_state().expect("state"), "nor the nodes seen");
         s.put_entries([(1, b"e".as_slice())]).expect("put");
         assert!(raft.has_state().expect("state"), "a log entry is");
         let (_dir2, db2, s2) = store();

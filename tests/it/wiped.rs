@@ -10,13 +10,18 @@ use crate::replication::{
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// Node `i`'s replica of every shard as `GET /v1/cluster` reports it: (Raft id, voter).
-async fn replicas(c: &Cluster, i: usize) -> Option<Vec<(u64, bool)>> {
+/// Node `i`'s replica of every shard as `GET /v1/cluster` reports it: its Raft id and
+/// the shard's voters.
+async fn replicas(c: &Cluster, i: usize) -> Option<Vec<(u64, Vec<u64>)>> {
     let view = c.view(i).await?;
     view["shards"]
         .as_array()?
         .iter()
-        .map(|s| Some((s["replica"].as_u64()?, s["voter"].as_bool()?)))
+        .map(|s| {
+            let voters: Option<Vec<u64>> =
+                s["voters"].as_array()?.iter().map(Value::as_u64).collect();
+            Some((s["replica"].as_u64()?, voters?))
+        })
         .collect()
 }
 
@@ -94,7 +99,7 @@ async fn a_node_restarted_with_a_wiped_data_dir_catches_up_and_the_cluster_survi
     let w = c.others(o).0;
     let before = replicas(&c, w).await.expect("the node's replicas");
     assert!(
-        !before.is_empty() && before.iter().all(|(_, voter)| *voter),
+        !before.is_empty() && before.iter().all(|(me, voters)| voters.contains(me)),
         "{before:?}"
     );
     let dir = c.data_dir(w);
@@ -124,22 +129,24 @@ async fn a_node_restarted_with_a_wiped_data_dir_catches_up_and_the_cluster_survi
     last = publish_through(&c, &via, t, &epoch, "back", last).await;
     ids.extend(tagged("back", via.len()));
     // Every shard's leader puts the wiped node's new replica in its old one's place: it
-    // reports itself a voter of every shard (three nodes, three voters) as a new replica.
-    let wanted = before.len();
-    wait_for(
+    // reports itself one of three voters of every shard (three nodes, three voters), and
+    // its old replica is not.
+    let (before, c_ref) = (&before, &c);
+    let now = wait_for(
         &format!("{} to be a voter of every shard again", c.id(w)),
-        || async {
-            let now = replicas(&c, w).await?;
-            let voters = now.iter().filter(|(_, voter)| *voter).count();
-            (now.len() == wanted && voters == wanted).then_some(now)
+        || async move {
+            let now = replicas(c_ref, w).await?;
+            let replaced = now.len() == before.len()
+                && now.iter().zip(before).all(|((me, voters), (old, _))| {
+                    voters.len() == 3 && voters.contains(me) && !voters.contains(old)
+                });
+            replaced.then_some(now)
         },
     )
-    .await
-    .iter()
-    .zip(&before)
-    .for_each(|((new, _), (old, _))| {
-        assert_ne!(new, old, "the wiped node answers as the replica it was")
-    });
+    .await;
+    for ((new, _), (old, _)) in now.iter().zip(before) {
+        assert_ne!(new, old, "the wiped node answers as the replica it was");
+    }
 
     // Another node dies: the topic's owner if that is one of the two original nodes (a new
     // leader must be elected from the wiped node and the other), else an original node.
