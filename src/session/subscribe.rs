@@ -10,7 +10,9 @@ use crate::delivery::{SubId, Subscriber};
 use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::Position;
 use crate::protocol::{ApiError, TopicName};
+use crate::topic::error::TopicError;
 use crate::topic::handle::{MemberJoin, TopicHandle};
+use crate::topic::service::ROUTE_PATIENCE;
 use ractor::ActorRef;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,9 +129,22 @@ impl SessionState {
         req: Option<&RawValue>,
         resumed: bool,
     ) -> Result<(), ApiError> {
-        let (handle, subscriber) = self.prepare(myself, &topic).await?;
-        let (id, cursor) = (subscriber.id, subscriber.cursor.clone());
-        let info = handle.subscribe(subscriber, position).await?;
+        // An actor that retires meanwhile (its node stopped leading the topic's shard)
+        // answers `Moving`: look the topic up again, as `Topics::handle` does.
+        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(20);
+        let (handle, id, cursor, info) = loop {
+            let (handle, subscriber) = self.prepare(myself, &topic).await?;
+            let (id, cursor) = (subscriber.id, subscriber.cursor.clone());
+            match handle.subscribe(subscriber, position.clone()).await {
+                Ok(info) => break (handle, id, cursor, info),
+                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(400));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         if !resumed || !info.plan.recovered() {
             let frame = Subscribed {
                 topic: topic.clone(),

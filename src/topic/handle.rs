@@ -52,7 +52,10 @@ impl TopicHandle {
     ) -> Result<T, TopicError> {
         match self.actor.call(msg, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(v)) => Ok(v),
-            _ => Err(TopicError::Restarting),
+            // The actor stopped before it answered (it retired, e.g. its node stopped
+            // leading the shard): look the topic up again.
+            Err(_) | Ok(CallResult::SenderError) => Err(TopicError::Moving),
+            Ok(CallResult::Timeout) => Err(TopicError::Restarting),
         }
     }
 

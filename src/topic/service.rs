@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// How long a publish keeps trying while its topic changes hands (an election fits well
 /// within it).
-const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
+pub(crate) const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
 
 #[derive(Clone)]
 pub struct Topics {
