@@ -5,6 +5,7 @@ use super::network::NetError;
 use super::RaftNet;
 use crate::cluster::client::Cluster;
 use crate::cluster::port::CallError;
+use crate::cluster::view::MemberStatus;
 use crate::cluster::wire::{Call, Reply};
 use crate::cluster::Announcer;
 use std::time::Duration;
@@ -37,7 +38,12 @@ impl RaftNet for ClusterRaftNet {
     fn fact(&self, node: &str, key: &str) -> Option<String> {
         let view = self.cluster.watch();
         let view = view.borrow();
-        view.members.get(node)?.facts.get(key).cloned()
+        let member = view.members.get(node)?;
+        // Gossip keeps a dead node's last facts for a while: they say nothing about now.
+        if member.status == MemberStatus::Down {
+            return None;
+        }
+        member.facts.get(key).cloned()
     }
 
     async fn announce(&self, key: &str, value: &str) {

@@ -11,16 +11,18 @@
 //! node announces in gossip its identity (fact [`FACT`]: `fresh`, or its incarnation) and
 //! the nodes it has ever seen announce one (fact [`SEEN`], kept in its store, so it survives
 //! restarts). A node with an empty store waits until it has heard from a majority of the
-//! configured nodes (itself included). If any of them has seen it before, it was wiped and
-//! takes a new random incarnation; if none has, it never ran, and it takes 0 — whether the
-//! cluster is new or formed without it. It then waits one election timeout before its
-//! replicas answer anyone, so that its peers record that they saw it before it can promise
-//! anything.
+//! configured nodes (itself included; a node gossip marks down does not count). If any of
+//! them has seen it before, it was wiped and takes a new random incarnation; if none has,
+//! it never ran, and it takes 0 — whether the cluster is new or formed without it. Its
+//! replicas start only once a majority lists it as seen (nodes starting together record
+//! each other, so this cannot deadlock): before it can promise anything, a majority will
+//! remember it.
 //!
 //! What it cannot see: a wiped node whose peers that saw it are all down while it starts.
 //! With a majority heard that means a majority of some shard faulty at once (the wiped node
 //! and those peers), beyond what replication promises. A store written before incarnations
-//! existed counts as incarnation 0.
+//! existed counts as incarnation 0, and as having seen every configured node (its peers
+//! ran, and may have been promised things, before anyone recorded it).
 
 use super::network::RaftNet;
 use super::{placement, ReplicationError, ReplicationSettings};
@@ -149,6 +151,43 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| StorageError::Cancelled)?
 }
 
+/// A store written before incarnations existed (Raft state, no incarnation): records every
+/// other configured node as seen, since they may have been promised things before anyone
+/// kept track. Call before [`remember_peers`] and [`resolve`].
+pub(crate) async fn upgrade(
+    settings: &ReplicationSettings,
+    store: &RaftStore,
+) -> Result<(), StorageError> {
+    let others: Vec<String> = settings
+        .nodes
+        .iter()
+        .filter(|n| **n != settings.me)
+        .cloned()
+        .collect();
+    blocking(store, move |s| {
+        if s.incarnation()?.is_none() && s.has_state()? && s.seen()?.is_empty() {
+            s.set_seen(&others)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The other configured nodes whose facts this node has (gossip does not mark them down).
+fn heard<'a>(
+    settings: &'a ReplicationSettings,
+    net: &'a dyn RaftNet,
+) -> impl Iterator<Item = (&'a String, Ad, BTreeSet<String>)> + 'a {
+    settings
+        .nodes
+        .iter()
+        .filter(|n| **n != settings.me)
+        .filter_map(move |n| {
+            let ad = net.fact(n, FACT).as_deref().and_then(Ad::parse)?;
+            Some((n, ad, seen_in(net.fact(n, SEEN))))
+        })
+}
+
 /// Decides (waiting for the peers' facts if the store is empty), records and announces this
 /// node's incarnation.
 pub(crate) async fn resolve(
@@ -156,32 +195,30 @@ pub(crate) async fn resolve(
     store: &RaftStore,
     net: &dyn RaftNet,
 ) -> Result<u32, ReplicationError> {
-    let (own, seen) = blocking(store, |s| {
+    let (own, has_state) = blocking(store, |s| {
+        let has_state = s.has_state()?;
         let own = match s.incarnation()? {
             Some(n) => Some(n),
             // A store from before incarnations existed: its replicas are incarnation 0.
-            None if s.has_state()? => Some(0),
+            None if has_state => Some(0),
             None => None,
         };
-        Ok((own, s.seen()?))
+        Ok((own, has_state))
     })
     .await?;
-    net.announce(SEEN, &seen.join(",")).await;
     net.announce(FACT, &own.map_or(Ad::Fresh, Ad::Is).to_string())
         .await;
     let started = tokio::time::Instant::now();
     let mut said: Option<tokio::time::Instant> = None;
     let incarnation = loop {
-        let peers: Vec<Option<Heard>> = settings
-            .nodes
-            .iter()
-            .filter(|n| **n != settings.me)
-            .map(|n| {
-                net.fact(n, FACT).as_deref().and_then(Ad::parse)?;
-                let saw_me = seen_in(net.fact(n, SEEN)).contains(&settings.me);
-                Some(Heard { saw_me })
+        let mut peers: Vec<Option<Heard>> = heard(settings, net)
+            .map(|(_, _, seen)| {
+                Some(Heard {
+                    saw_me: seen.contains(&settings.me),
+                })
             })
             .collect();
+        peers.resize(settings.nodes.len().saturating_sub(1), None);
         match decide(own, &peers, settings.nodes.len()) {
             Decision::Use(n) => break n,
             Decision::Rejoin => {
@@ -212,9 +249,28 @@ pub(crate) async fn resolve(
         blocking(store, move |s| s.set_incarnation(incarnation)).await?;
     }
     net.announce(FACT, &Ad::Is(incarnation).to_string()).await;
-    if own.is_none() {
-        // Let the peers record that they saw this identity before it answers anyone.
-        tokio::time::sleep(Duration::from_millis(settings.election_max_ms)).await;
+    if !has_state {
+        // No replica here has answered anyone yet: first a majority must remember this node.
+        let need = settings.nodes.len() / 2 + 1;
+        let mut said: Option<tokio::time::Instant> = None;
+        loop {
+            let knows_me = heard(settings, net)
+                .filter(|(_, _, seen)| seen.contains(&settings.me))
+                .count();
+            if 1 + knows_me >= need {
+                break;
+            }
+            if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                said = Some(tokio::time::Instant::now());
+                tracing::info!(
+                    node = settings.me,
+                    knows_me,
+                    need,
+                    "waiting for a majority of the configured nodes to record this node"
+                );
+            }
+            tokio::time::sleep(RECHECK).await;
+        }
     }
     tracing::info!(
         node = settings.me,
@@ -239,6 +295,7 @@ pub(crate) async fn remember_peers(
             return;
         }
     };
+    net.announce(SEEN, &joined(&seen)).await;
     let mut ticks = tokio::time::interval(RECHECK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -181,27 +181,43 @@ impl Replication {
         let names = Arc::new(
             Names::new(&settings.nodes).map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
         );
-        let incarnation = identity::resolve(&settings, &store, net.as_ref()).await?;
+        identity::upgrade(&settings, &store).await?;
+        let peers_task = tokio::spawn(identity::remember_peers(
+            settings.clone(),
+            store.clone(),
+            Arc::clone(&net),
+        ));
+        let incarnation = match identity::resolve(&settings, &store, net.as_ref()).await {
+            Ok(n) => n,
+            Err(e) => {
+                peers_task.abort();
+                return Err(e);
+            }
+        };
         let voters: Vec<Vec<String>> = (0..settings.shards)
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
         let mut groups = HashMap::new();
         // A voter of every shard it is picked for, a learner of the others.
         for (shard, shard_voters) in (0..settings.shards).zip(&voters) {
-            {
-                let group = shards::start_group(
-                    &settings,
-                    shard,
-                    shard_voters,
-                    incarnation,
-                    Arc::clone(&log),
-                    &store,
-                    flusher.clone(),
-                    Arc::clone(&net),
-                )
-                .await?;
-                groups.insert(shard, Arc::new(group));
-            }
+            let group = shards::start_group(
+                &settings,
+                shard,
+                shard_voters,
+                incarnation,
+                Arc::clone(&log),
+                &store,
+                flusher.clone(),
+                Arc::clone(&net),
+            )
+            .await;
+            match group {
+                Ok(group) => groups.insert(shard, Arc::new(group)),
+                Err(e) => {
+                    peers_task.abort();
+                    return Err(e);
+                }
+            };
         }
         let initial = Leaders {
             by_shard: vec![None; voters.len()],
@@ -231,11 +247,7 @@ impl Replication {
                 Arc::clone(&net),
             )));
         }
-        tasks.push(tokio::spawn(identity::remember_peers(
-            settings.clone(),
-            store.clone(),
-            Arc::clone(&net),
-        )));
+        tasks.push(peers_task);
         tracing::info!(
             me = settings.me,
             shards = settings.shards,

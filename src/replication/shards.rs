@@ -1,9 +1,9 @@
 //! The Raft instances of this node: one per shard, each with its log store, state machine
 //! and network; started, initialized and stopped here. A node that is not one of a shard's
 //! voters is its learner (added by the leader): it applies every entry too, so it knows
-//! the leader and holds the data, but never votes. Also the two background tasks: leader
-//! tracking (one per instance) and, per node, the leader's upkeep of each shard it leads:
-//! members in step with the nodes' replicas ([`super::rejoin`]) and leadership spread.
+//! the leader and holds the data, but never votes. Also the two background tasks of each
+//! instance: leader tracking, and the leader's upkeep of its shard: members in step with
+//! the nodes' replicas ([`super::rejoin`]) and leadership spread.
 
 use super::identity::{self, Ad};
 use super::log_store::LogStore;
@@ -310,11 +310,18 @@ pub(crate) async fn upkeep(
         if m.state != ServerState::Leader {
             continue;
         }
-        if !recent(last_failure) {
+        // A joint config (a change half done) is finished at once, whatever failed before.
+        let joint = m.membership_config.membership().get_joint_config().len() > 1;
+        if joint || !recent(last_failure) {
             let wanted = wanted(&settings.nodes, &settings.me, m.id, net.as_ref());
             if !keep_members(&group, &m, &wanted).await {
                 last_failure = Some(Instant::now());
             }
+        }
+        // The steps may have taken a while and changed the membership.
+        let m = group.raft.metrics().borrow_watched().clone();
+        if m.state != ServerState::Leader {
+            continue;
         }
         let Some(to) = voter_of(&m, &preferred, &names) else {
             continue;

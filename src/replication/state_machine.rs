@@ -41,6 +41,9 @@ struct TopicImage {
     #[serde(with = "messages")]
     messages: Vec<StoredMessage>,
     consumers: Vec<(String, Vec<u8>)>,
+    /// The idempotency index: (publish id, offset, leader time), so a publish retried
+    /// against a replica that caught up by snapshot is not stored twice.
+    ids: Vec<(String, u64, u64)>,
 }
 
 /// One shard's state machine.
@@ -138,7 +141,9 @@ impl StateMachine {
                 from = last + 1;
             }
             let consumers = self.log.consumers(&name).map_err(io_err)?;
+            let ids = self.log.remembered_ids(&name).map_err(io_err)?;
             images.push(TopicImage {
+                ids,
                 name,
                 epoch: meta.epoch,
                 first: meta.first,
@@ -185,6 +190,11 @@ impl StateMachine {
             for (consumer, state) in &image.consumers {
                 self.log
                     .save_consumer(name, consumer, state)
+                    .map_err(io_err)?;
+            }
+            for (id, offset, time_ms) in &image.ids {
+                self.log
+                    .remember_id(name, id, *offset, *time_ms)
                     .map_err(io_err)?;
             }
             installed.insert(image.name);

@@ -21,6 +21,8 @@ struct Mesh {
     cut: Mutex<HashSet<(String, String)>>,
     /// What each node announced, by node and key (gossip's stand-in).
     facts: Mutex<HashMap<(String, String), String>>,
+    /// Stopped nodes: gossip marks them down, so their facts do not count.
+    down: Mutex<HashSet<String>>,
 }
 
 impl Mesh {
@@ -74,6 +76,9 @@ impl RaftNet for MemNet {
     }
 
     fn fact(&self, node: &str, key: &str) -> Option<String> {
+        if self.mesh.down.lock().expect("down").contains(node) {
+            return None;
+        }
         let facts = self.mesh.facts.lock().expect("facts");
         facts.get(&(node.to_string(), key.to_string())).cloned()
     }
@@ -114,6 +119,7 @@ fn open_log(path: &Path) -> SledLog {
 }
 
 async fn start_node(name: &str, path: &Path, mesh: &Arc<Mesh>) -> Node {
+    mesh.down.lock().expect("down").remove(name);
     let log = Arc::new(open_log(path));
     let store = raft_store(&log).expect("raft store");
     let shutdown = Shutdown::new();
@@ -148,6 +154,7 @@ impl Node {
     async fn stop(self, mesh: &Mesh) {
         self.repl.stop().await;
         mesh.nodes.lock().expect("nodes").remove(&self.name);
+        mesh.down.lock().expect("down").insert(self.name.clone());
         self.shutdown.trigger();
     }
 }
@@ -599,6 +606,11 @@ fn a_snapshot_installs_the_same_topics() {
                 max_age_ms: 1_000_000,
                 now_ms: 2_000,
             },
+            Op::RememberIds {
+                topic: t.clone(),
+                ids: vec![("id-39".to_string(), 39), ("id-40".to_string(), 40)],
+                time_ms: 2_000,
+            },
         ] {
             op.apply(&*src).expect("apply");
         }
@@ -622,6 +634,11 @@ fn a_snapshot_installs_the_same_topics() {
         if placement::shard_of(t, 2) == shard {
             assert_eq!(dump(&*dst, t), dump(&*src, t), "{t}");
             assert_eq!(dump(&*dst, t).1.len(), 25);
+            // The idempotency index came along: a retried publish is recognised.
+            for (id, offset) in [("id-39", 39), ("id-40", 40)] {
+                assert_eq!(dst.lookup_id(t, id, 2_500).expect("lookup"), Some(offset));
+            }
+            assert_eq!(dst.lookup_id(t, "never", 2_500).expect("lookup"), None);
         } else {
             assert_eq!(dst.meta(t).expect("meta"), None, "{t} is in another shard");
         }
@@ -750,7 +767,7 @@ async fn a_wiped_node_never_stands_in_for_the_replica_it_was() {
     // `lagging` and the wiped node are two nodes of three, but the wiped node is a new
     // replica and refuses to vote as its old one: no leader may be elected, or offset 2
     // (acknowledged) would be lost. Watched for 6 election timeouts.
-    let until = Instant::now() + Duration::from_millis(6 * 600);
+    let until = Instant::now() + Duration::from_millis(6 * settings("n1").election_max_ms);
     while Instant::now() < until {
         for n in cluster.running() {
             let m = n.repl.inner.groups[&shard]
@@ -805,4 +822,29 @@ async fn a_node_that_never_ran_joins_a_formed_cluster_as_incarnation_0() {
         replica(cluster.node("n3"), shard),
         placement::replica_id("n3", 0)
     );
+}
+
+#[tokio::test]
+async fn a_store_from_before_incarnations_has_seen_every_other_node() {
+    let dir = TempDir::new().expect("tempdir");
+    let log = open_log(dir.path());
+    let store = raft_store(&log).expect("raft store");
+    let me = settings("n2");
+    // Raft state, no incarnation: written by a version without them.
+    store
+        .shard(0)
+        .expect("shard")
+        .put_meta(&[("vote", b"v")])
+        .expect("put");
+    identity::upgrade(&me, &store).await.expect("upgrade");
+    assert_eq!(store.seen().expect("seen"), vec!["n1", "n3"]);
+    // Anything else is left alone: an empty store, or one with an incarnation.
+    let fresh_dir = TempDir::new().expect("tempdir");
+    let fresh = raft_store(&open_log(fresh_dir.path())).expect("raft store");
+    identity::upgrade(&me, &fresh).await.expect("upgrade");
+    assert!(fresh.seen().expect("seen").is_empty());
+    store.set_seen(&[]).expect("reset");
+    store.set_incarnation(0).expect("incarnation");
+    identity::upgrade(&me, &store).await.expect("upgrade");
+    assert!(store.seen().expect("seen").is_empty());
 }

@@ -184,6 +184,8 @@ pub trait TopicLog: Send + Sync + 'static {
     ) -> Result<(), StorageError>;
     /// The offset a publish id got, if it was seen within the dedupe window before `now_ms`.
     fn lookup_id(&self, topic: &str, id: &str, now_ms: u64) -> Result<Option<u64>, StorageError>;
+    /// Every publish id of `topic` still in the idempotency index: (id, offset, time).
+    fn remembered_ids(&self, topic: &str) -> Result<Vec<(String, u64, u64)>, StorageError>;
     /// Frees idempotency entries older than the dedupe window.
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError>;
     /// Stores the state of consumer `name` of `topic` (durable with the next flush).

@@ -453,6 +453,26 @@ impl TopicLog for SledLog {
         Ok(None)
     }
 
+    fn remembered_ids(&self, topic: &str) -> Result<Vec<(String, u64, u64)>, StorageError> {
+        let prefix = dedupe_key(topic, "");
+        let mut out = Vec::new();
+        for tree in read(&self.dedupe).values() {
+            for item in tree.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let id = key
+                    .get(prefix.len()..)
+                    .and_then(|id| std::str::from_utf8(id).ok())
+                    .ok_or_else(|| StorageError::Corrupt {
+                        what: "dedupe",
+                        detail: format!("a publish id of {topic} is not UTF-8"),
+                    })?;
+                let rec: DedupeRecord = decode("dedupe", &value)?;
+                out.push((id.to_string(), rec.offset, rec.time_ms));
+            }
+        }
+        Ok(out)
+    }
+
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
         let keep_from = self.bucket(now_ms).saturating_sub(1);
         let expired = {

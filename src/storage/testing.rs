@@ -107,6 +107,10 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.lookup_id(topic, id, now_ms)
     }
 
+    fn remembered_ids(&self, topic: &str) -> Result<Vec<(String, u64, u64)>, StorageError> {
+        self.inner.remembered_ids(topic)
+    }
+
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
         self.inner.expire_ids(now_ms)
     }

@@ -52,10 +52,12 @@ impl TopicHandle {
     ) -> Result<T, TopicError> {
         match self.actor.call(msg, Some(CALL_TIMEOUT)).await {
             Ok(CallResult::Success(v)) => Ok(v),
-            // The actor stopped before it answered (it retired, e.g. its node stopped
-            // leading the shard): look the topic up again.
-            Err(_) | Ok(CallResult::SenderError) => Err(TopicError::Moving),
-            Ok(CallResult::Timeout) => Err(TopicError::Restarting),
+            // The actor was gone before it got the message (it retired, e.g. its node
+            // stopped leading the shard): nothing happened, look the topic up again.
+            Err(_) => Err(TopicError::Moving),
+            // It took the message and stopped (or hung) before answering: the outcome is
+            // unknown.
+            Ok(CallResult::SenderError) | Ok(CallResult::Timeout) => Err(TopicError::Restarting),
         }
     }
 
@@ -99,7 +101,12 @@ impl TopicHandle {
         if r.is_err() {
             self.unsubscribe_now(id);
         }
-        r
+        // A subscription that an actor took and then stopped with is gone with it: trying
+        // again (under a new id) is safe.
+        r.map_err(|e| match e {
+            TopicError::Restarting => TopicError::Moving,
+            other => other,
+        })
     }
 
     /// Asks to make `sub` live once its replay reached `next`.
