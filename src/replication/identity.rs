@@ -121,6 +121,20 @@ fn new_incarnation() -> u32 {
     (uuid::Uuid::now_v7().as_u128() as u32).max(1)
 }
 
+/// A waiting loop's log line: at once, then every [`SAY_EVERY`].
+#[derive(Default)]
+struct Every(Option<tokio::time::Instant>);
+
+impl Every {
+    fn due(&mut self) -> bool {
+        let due = self.0.is_none_or(|t| t.elapsed() >= SAY_EVERY);
+        if due {
+            self.0 = Some(tokio::time::Instant::now());
+        }
+        due
+    }
+}
+
 /// The names in a [`SEEN`] fact.
 fn seen_in(fact: Option<String>) -> BTreeSet<String> {
     fact.map(|f| {
@@ -209,7 +223,7 @@ pub(crate) async fn resolve(
     net.announce(FACT, &own.map_or(Ad::Fresh, Ad::Is).to_string())
         .await;
     let started = tokio::time::Instant::now();
-    let mut said: Option<tokio::time::Instant> = None;
+    let mut say = Every::default();
     let incarnation = loop {
         let mut peers: Vec<Option<Heard>> = heard(settings, net)
             .map(|(_, _, seen)| {
@@ -231,8 +245,7 @@ pub(crate) async fn resolve(
                 break n;
             }
             Decision::Wait { heard, need } => {
-                if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
-                    said = Some(tokio::time::Instant::now());
+                if say.due() {
                     tracing::info!(
                         node = settings.me,
                         heard,
@@ -252,7 +265,7 @@ pub(crate) async fn resolve(
     if !has_state {
         // No replica here has answered anyone yet: first a majority must remember this node.
         let need = settings.nodes.len() / 2 + 1;
-        let mut said: Option<tokio::time::Instant> = None;
+        let mut say = Every::default();
         loop {
             let knows_me = heard(settings, net)
                 .filter(|(_, _, seen)| seen.contains(&settings.me))
@@ -260,8 +273,7 @@ pub(crate) async fn resolve(
             if 1 + knows_me >= need {
                 break;
             }
-            if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
-                said = Some(tokio::time::Instant::now());
+            if say.due() {
                 tracing::info!(
                     node = settings.me,
                     knows_me,

@@ -48,17 +48,10 @@ impl RaftStore {
     /// Records `shards` as the store's shard count if it has none yet; returns the count
     /// the store was created with (which may differ: the caller refuses to start then).
     pub fn shard_count(&self, shards: u32) -> Result<u32, StorageError> {
-        let key = SHARDS_KEY;
-        match self.meta.get(key)? {
-            Some(v) => {
-                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
-                    what: "raft",
-                    detail: format!("shard count of {} bytes", v.len()),
-                })?;
-                Ok(u32::from_be_bytes(bytes))
-            }
+        match self.read_u32(SHARDS_KEY, "shard count")? {
+            Some(count) => Ok(count),
             None => {
-                self.meta.insert(key, &shards.to_be_bytes())?;
+                self.meta.insert(SHARDS_KEY, &shards.to_be_bytes())?;
                 Ok(shards)
             }
         }
@@ -66,16 +59,19 @@ impl RaftStore {
 
     /// The incarnation recorded in the store, if any.
     pub fn incarnation(&self) -> Result<Option<u32>, StorageError> {
-        match self.meta.get(INCARNATION_KEY)? {
-            Some(v) => {
-                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
-                    what: "raft",
-                    detail: format!("incarnation of {} bytes", v.len()),
-                })?;
-                Ok(Some(u32::from_be_bytes(bytes)))
-            }
-            None => Ok(None),
-        }
+        self.read_u32(INCARNATION_KEY, "incarnation")
+    }
+
+    /// A store-wide u32 record (`what` names it in errors).
+    fn read_u32(&self, key: &[u8], what: &str) -> Result<Option<u32>, StorageError> {
+        let Some(v) = self.meta.get(key)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt {
+            what: "raft",
+            detail: format!("{what} of {} bytes", v.len()),
+        })?;
+        Ok(Some(u32::from_be_bytes(bytes)))
     }
 
     /// Records the incarnation and flushes it to disk before returning.
