@@ -40,7 +40,8 @@ impl RaftNet for ClusterRaftNet {
         let view = view.borrow();
         let member = view.members.get(node)?;
         // Gossip keeps a dead node's last facts for a while: they say nothing about now.
-        if member.status == MemberStatus::Down {
+        // A member whose cluster cookie was refused is no peer at all.
+        if matches!(member.status, MemberStatus::Down | MemberStatus::Refused) {
             return None;
         }
         member.facts.get(key).cloned()

@@ -14,9 +14,9 @@
 //! configured nodes (itself included; a node gossip marks down does not count). If any of
 //! them has seen it before, it was wiped and takes a new random incarnation; if none has,
 //! it never ran, and it takes 0 — whether the cluster is new or formed without it. Its
-//! replicas start only once a majority lists it as seen (nodes starting together record
-//! each other, so this cannot deadlock): before it can promise anything, a majority will
-//! remember it.
+//! replicas start only once a majority lists it as seen (every node records its peers from
+//! the moment it starts, so nodes starting together record each other): before it can
+//! promise anything, a majority will remember it.
 //!
 //! What it cannot see: a wiped node whose peers that saw it are all down while it starts.
 //! With a majority heard that means a majority of some shard faulty at once (the wiped node
@@ -293,20 +293,20 @@ pub(crate) async fn resolve(
     Ok(incarnation)
 }
 
+/// The peers this node has seen so far (see [`remember_peers`]).
+pub(crate) async fn seen(store: &RaftStore) -> Result<Vec<String>, StorageError> {
+    blocking(store, |s| s.seen()).await
+}
+
 /// Records (durably) and announces every configured peer this node sees announce an
-/// identity, for as long as the node runs.
+/// identity, starting from `seen`, for as long as the node runs.
 pub(crate) async fn remember_peers(
     settings: ReplicationSettings,
     store: RaftStore,
     net: Arc<dyn RaftNet>,
+    seen: Vec<String>,
 ) {
-    let mut seen: BTreeSet<String> = match blocking(&store, |s| s.seen()).await {
-        Ok(names) => names.into_iter().collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the nodes seen; not recording them");
-            return;
-        }
-    };
+    let mut seen: BTreeSet<String> = seen.into_iter().collect();
     net.announce(SEEN, &joined(&seen)).await;
     let mut ticks = tokio::time::interval(RECHECK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

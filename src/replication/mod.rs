@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// How long a proposal waits for a quorum.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,18 +183,15 @@ impl Replication {
             Names::new(&settings.nodes).map_err(|(a, b)| ReplicationError::IdCollision(a, b))?,
         );
         identity::upgrade(&settings, &store).await?;
-        let peers_task = tokio::spawn(identity::remember_peers(
+        let seen = identity::seen(&store).await?;
+        // Aborted if starting fails or is abandoned (a shutdown during the wait for peers).
+        let peers_task = AbortOnDropHandle::new(tokio::spawn(identity::remember_peers(
             settings.clone(),
             store.clone(),
             Arc::clone(&net),
-        ));
-        let incarnation = match identity::resolve(&settings, &store, net.as_ref()).await {
-            Ok(n) => n,
-            Err(e) => {
-                peers_task.abort();
-                return Err(e);
-            }
-        };
+            seen,
+        )));
+        let incarnation = identity::resolve(&settings, &store, net.as_ref()).await?;
         let voters: Vec<Vec<String>> = (0..settings.shards)
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
@@ -211,13 +209,7 @@ impl Replication {
                 Arc::clone(&net),
             )
             .await;
-            match group {
-                Ok(group) => groups.insert(shard, Arc::new(group)),
-                Err(e) => {
-                    peers_task.abort();
-                    return Err(e);
-                }
-            };
+            groups.insert(shard, Arc::new(group?));
         }
         let initial = Leaders {
             by_shard: vec![None; voters.len()],
@@ -247,7 +239,7 @@ impl Replication {
                 Arc::clone(&net),
             )));
         }
-        tasks.push(peers_task);
+        tasks.push(peers_task.detach());
         tracing::info!(
             me = settings.me,
             shards = settings.shards,

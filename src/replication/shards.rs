@@ -288,7 +288,8 @@ pub(crate) fn voter_of(m: &Metrics, name: &str, names: &Names) -> Option<NodeId>
 }
 
 /// While this node leads `group`'s shard: keeps its members in step with the replicas the
-/// configured nodes announced (after a failed step, again only after [`TRANSFER_BACKOFF`]),
+/// configured nodes announced (after a failed step, again only after [`TRANSFER_BACKOFF`],
+/// or one election timeout while a joint config waits to be finished),
 /// and moves leadership to the shard's `preferred` node once its voter is caught up (at
 /// most one attempt per [`TRANSFER_BACKOFF`]). One task per shard, so a shard that cannot
 /// commit holds up no other.
@@ -301,7 +302,9 @@ pub(crate) async fn upkeep(
 ) {
     let mut last_transfer: Option<Instant> = None;
     let mut last_failure: Option<Instant> = None;
-    let recent = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < TRANSFER_BACKOFF);
+    let within = |t: Option<Instant>, d: Duration| t.is_some_and(|t| t.elapsed() < d);
+    let recent = |t: Option<Instant>| within(t, TRANSFER_BACKOFF);
+    let election = Duration::from_millis(settings.election_max_ms);
     let mut ticks = tokio::time::interval(SPREAD_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -310,9 +313,10 @@ pub(crate) async fn upkeep(
         if m.state != ServerState::Leader {
             continue;
         }
-        // A joint config (a change half done) is finished at once, whatever failed before.
+        // A joint config (a change half done) is finished soon, whatever failed before.
         let joint = m.membership_config.membership().get_joint_config().len() > 1;
-        if joint || !recent(last_failure) {
+        let wait = if joint { election } else { TRANSFER_BACKOFF };
+        if !within(last_failure, wait) {
             let wanted = wanted(&settings.nodes, &settings.me, m.id, net.as_ref());
             if !keep_members(&group, &m, &wanted).await {
                 last_failure = Some(Instant::now());

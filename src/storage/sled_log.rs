@@ -72,6 +72,9 @@ pub struct SledLog {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Dedupe trees by bucket; users hold the read lock while they use a tree.
     dedupe: RwLock<BTreeMap<u64, sled::Tree>>,
+    /// Buckets below this one were expired (changed under the `dedupe` write lock): an id
+    /// remembered with an older time (an entry applied late, a snapshot) is not kept.
+    dedupe_floor: std::sync::atomic::AtomicU64,
 }
 
 /// The stripe of `topic` among `stripes` message trees.
@@ -429,6 +432,10 @@ impl TopicLog for SledLog {
             return Ok(());
         }
         let mut trees = write(&self.dedupe);
+        if bucket < self.dedupe_floor.load(std::sync::atomic::Ordering::Acquire) {
+            // Past the dedupe window already: no lookup would find it.
+            return Ok(());
+        }
         let tree = match trees.entry(bucket) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(self.db.open_tree(format!("{DEDUPE_PREFIX}{bucket}"))?),
@@ -475,11 +482,12 @@ impl TopicLog for SledLog {
 
     fn expire_ids(&self, now_ms: u64) -> Result<(), StorageError> {
         let keep_from = self.bucket(now_ms).saturating_sub(1);
-        let expired = {
-            let mut trees = write(&self.dedupe);
-            let kept = trees.split_off(&keep_from);
-            std::mem::replace(&mut *trees, kept)
-        };
+        // Under the write lock throughout: nobody reopens a bucket while it is dropped.
+        let mut trees = write(&self.dedupe);
+        self.dedupe_floor
+            .fetch_max(keep_from, std::sync::atomic::Ordering::AcqRel);
+        let kept = trees.split_off(&keep_from);
+        let expired = std::mem::replace(&mut *trees, kept);
         for bucket in expired.into_keys() {
             self.db.drop_tree(format!("{DEDUPE_PREFIX}{bucket}"))?;
             tracing::debug!(bucket, "dedupe bucket expired");

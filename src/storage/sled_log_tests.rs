@@ -341,6 +341,16 @@ fn dedupe_window_expires() {
     );
     log.expire_ids(10_000).unwrap();
     assert_eq!(dedupe_trees(&log), 0);
+    // An id remembered late with an old time (an entry applied late, a snapshot) goes
+    // below the expired floor: kept nowhere, no dropped bucket reopened, and no error.
+    log.remember_id("t", "late", 3, 1_050).unwrap();
+    assert_eq!(dedupe_trees(&log), 0);
+    assert_eq!(log.remembered_ids("t").unwrap(), vec![]);
+    log.remember_id("t", "now", 4, 10_000).unwrap();
+    assert_eq!(
+        log.remembered_ids("t").unwrap(),
+        vec![("now".to_string(), 4, 10_000)]
+    );
 }
 
 #[test]

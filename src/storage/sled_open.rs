@@ -126,6 +126,7 @@ impl SledLog {
             opts,
             topics: RwLock::new(topics),
             dedupe: RwLock::new(dedupe),
+            dedupe_floor: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
