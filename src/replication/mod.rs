@@ -96,6 +96,8 @@ pub(crate) struct ShardReport {
     /// The voters' Raft ids, as this replica knows the membership.
     pub voters: Vec<u64>,
     pub leader: Option<String>,
+    /// The node placement prefers as the shard's leader (leadership moves back to it).
+    pub preferred: Option<String>,
     /// The index of the last entry applied here.
     pub applied: Option<u64>,
 }
@@ -389,6 +391,7 @@ impl Replication {
                     voter: voters.contains(&m.id),
                     voters,
                     leader: self.name(m.current_leader),
+                    preferred: self.voters(g.shard).first().cloned(),
                     applied: m.last_applied.map(|l| l.index),
                 }
             })

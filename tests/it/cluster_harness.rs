@@ -121,6 +121,7 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         let cluster = self.spawn();
         cluster.wait_formed().await;
+        cluster.wait_settled().await;
         cluster
     }
 }
@@ -250,6 +251,30 @@ impl Cluster {
         })
         .await;
         start.elapsed()
+    }
+
+    /// Waits until every node sees every shard led by its preferred node: leadership moves
+    /// there after the first elections, and a test that reads a topic's owner once must
+    /// not see it move for that reason.
+    pub async fn wait_settled(&self) {
+        for i in 0..self.len() {
+            wait_for(
+                &format!(
+                    "{} to see every shard led by its preferred node",
+                    self.ids[i]
+                ),
+                || async {
+                    let view = self.view(i).await?;
+                    let shards = view["shards"].as_array()?;
+                    let settled = !shards.is_empty()
+                        && shards
+                            .iter()
+                            .all(|s| s["leader"].is_string() && s["leader"] == s["preferred"]);
+                    settled.then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Waits until every running node is ready and sees every other running node up.
