@@ -74,15 +74,28 @@ impl TestNode {
     /// Starts nodes `(id, config file)` of a multi-node config (see `cluster_harness`)
     /// together, and returns once each serves; `dir` is where the cluster keeps its files.
     pub fn start_configured(nodes: &[(&str, &Path)], dir: &Path) -> Vec<TestNode> {
-        let launched: Vec<_> = nodes
+        let mut launched: Vec<_> = nodes
             .iter()
             .map(|(id, config)| (launch_node(id, config, CLUSTER_LOG), id, config))
             .collect();
+        let addrs: Vec<Option<SocketAddr>> = launched
+            .iter()
+            .map(|((_, rx), _, _)| rx.recv_timeout(DEADLINE).ok()?.parse().ok())
+            .collect();
+        if addrs.iter().any(Option::is_none) {
+            // No node may outlive a failed start.
+            for ((child, _), _, _) in &mut launched {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            panic!("a node did not print its address: {addrs:?}");
+        }
         launched
             .into_iter()
-            .map(|((child, rx), id, config)| TestNode {
+            .zip(addrs.into_iter().flatten())
+            .map(|(((child, _), id, config), addr)| TestNode {
                 child,
-                addr: listening(&rx),
+                addr,
                 dir: dir.to_path_buf(),
                 _tmp: None,
                 extra: String::new(),
