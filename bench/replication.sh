@@ -84,12 +84,18 @@ run_single() {
             cat "$OUT/durable1-$bin-r$r.txt" >&2
         done
     done
-    start_nats 1 ""
-    bench durable1-nats-default durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 1 "${DURABLE[@]}"
-    stop_all
-    start_nats 1 always
-    bench durable1-nats-always durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 1 "${DURABLE[@]}"
-    stop_all
+    nats_durable 1
+}
+
+# JetStream with N replicas (N nodes), durable publishes with its default sync_interval,
+# then with sync_interval: always.
+nats_durable() {
+    local n=$1 sync
+    for sync in default always; do
+        start_nats "$n" "$( [ "$sync" = always ] && echo always )"
+        bench "durable$n-nats-$sync" durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas "$n" "${DURABLE[@]}"
+        stop_all
+    done
 }
 
 run_three() {
@@ -106,12 +112,7 @@ run_three() {
     bench xlat-main fanout --url "${ST_URL[1]}" --sub-url "${ST_URL[2]}" --sub-url "${ST_URL[3]}" --topic "$t" "${XLAT[@]}"
     stop_all
 
-    start_nats 3 ""
-    bench durable3-nats-default durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 3 "${DURABLE[@]}"
-    stop_all
-    start_nats 3 always
-    bench durable3-nats-always durable --target nats --url "ws://127.0.0.1:${NATS_WS[1]}" --replicas 3 "${DURABLE[@]}"
-    stop_all
+    nats_durable 3
 }
 
 # cross-node fan-out at each of RATES msg/s (1 publisher on the owner n1, 10 subscribers on

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The gossip fact a node announces its replicas' identity under.
-pub(crate) const FACT: &str = "replica";
+const FACT: &str = "replica";
 /// The gossip fact listing the nodes this node has seen announce an identity.
 const SEEN: &str = "seen";
 /// The identity fact's value while a node has no identity yet.
@@ -187,6 +187,12 @@ pub(crate) async fn upgrade(
     .await
 }
 
+/// The incarnation node `node` announced, if it has one and this node heard it.
+pub(crate) fn incarnation_of(net: &dyn RaftNet, node: &str) -> Option<u32> {
+    let ad = net.fact(node, FACT)?;
+    Ad::parse(&ad)?.incarnation()
+}
+
 /// The other configured nodes whose facts this node has (gossip does not mark them down).
 fn heard<'a>(
     settings: &'a ReplicationSettings,
@@ -225,14 +231,13 @@ pub(crate) async fn resolve(
     let started = tokio::time::Instant::now();
     let mut say = Every::default();
     let incarnation = loop {
-        let mut peers: Vec<Option<Heard>> = heard(settings, net)
+        let peers: Vec<Option<Heard>> = heard(settings, net)
             .map(|(_, _, seen)| {
                 Some(Heard {
                     saw_me: seen.contains(&settings.me),
                 })
             })
             .collect();
-        peers.resize(settings.nodes.len().saturating_sub(1), None);
         match decide(own, &peers, settings.nodes.len()) {
             Decision::Use(n) => break n,
             Decision::Rejoin => {
@@ -316,13 +321,7 @@ pub(crate) async fn remember_peers(
             .nodes
             .iter()
             .filter(|n| **n != settings.me && !seen.contains(*n))
-            .filter(|n| {
-                net.fact(n, FACT)
-                    .as_deref()
-                    .and_then(Ad::parse)
-                    .and_then(Ad::incarnation)
-                    .is_some()
-            })
+            .filter(|n| incarnation_of(net.as_ref(), n).is_some())
             .collect();
         if new.is_empty() {
             continue;

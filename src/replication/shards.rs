@@ -5,7 +5,7 @@
 //! instance: leader tracking, and the leader's upkeep of its shard: members in step with
 //! the nodes' replicas ([`super::rejoin`]) and leadership spread.
 
-use super::identity::{self, Ad};
+use super::identity;
 use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
 use super::placement::{self, Names};
@@ -270,9 +270,7 @@ fn wanted(
             let id = if n == me {
                 Some(my_id)
             } else {
-                let ad = net.fact(n, identity::FACT);
-                let incarnation = ad.as_deref().and_then(Ad::parse).and_then(Ad::incarnation);
-                incarnation.map(|i| placement::replica_id(n, i))
+                identity::incarnation_of(net, n).map(|i| placement::replica_id(n, i))
             };
             (n.clone(), id)
         })

@@ -157,6 +157,26 @@ async fn fault_the_owner_under_load(
 async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins() {
     let mut c = Cluster::start(3, "").await;
     let t = "busy";
+    let faulted = fault_the_owner_under_load(&mut c, t, "kill -9", |c, o| c.kill9(o)).await;
+    let (o, (a, b)) = (faulted.owner, faulted.others);
+    for (_, seen) in &faulted.subs {
+        assert_eq!(seen_ids(seen)[0], "busy.first", "{seen:?}");
+    }
+    for i in [a, b] {
+        assert_topic(&c, i, t, &faulted.epoch, faulted.last).await;
+    }
+
+    // The killed node comes back with its data: same epoch, offsets continue, through it
+    // and through the others; the subscribers see no reset.
+    c.restart(o);
+    one_history_after_return(&c, t, faulted, &[o, a, b], "back").await;
+}
+
+/// Once the faulted owner is back (`c` formed again): publishes through each of `via` (ids
+/// `<tag>-<n>`) continue the one history, the first subscribers see them with no reset, a
+/// new subscriber on the returned node gets the whole history with every acknowledged
+/// publish, and every node reports the same head.
+async fn one_history_after_return(c: &Cluster, t: &str, f: Faulted, via: &[usize], tag: &str) {
     let Faulted {
         epoch,
         owner: o,
@@ -164,54 +184,31 @@ async fn a_killed_owner_is_replaced_in_the_same_epoch_without_a_gap_and_rejoins(
         mut subs,
         acks,
         last,
-    } = fault_the_owner_under_load(&mut c, t, "kill -9", |c, o| c.kill9(o)).await;
-    for (_, seen) in &subs {
-        assert_eq!(seen_ids(seen)[0], "busy.first", "{seen:?}");
-    }
-    for i in [a, b] {
-        assert_topic(&c, i, t, &epoch, last).await;
-    }
-
-    // The killed node comes back with its data: same epoch, offsets continue, through it
-    // and through the others; the subscribers see no reset.
-    c.restart(o);
+    } = f;
     c.wait_formed().await;
-    let next = publish_through(&c, &[o, a, b], t, &epoch, "back", last).await;
+    let next = publish_through(c, via, t, &epoch, tag, last).await;
     read_all(&mut subs, &epoch, next).await;
+    c.wait_owner(t, |_| true).await;
+    for i in [o, a, b] {
+        assert_topic(c, i, t, &epoch, next).await;
+    }
     // The returning node serves the whole history, as acknowledged.
-    let mut full = subscribers(&c, &[o], t).await;
+    let mut full = subscribers(c, &[o], t).await;
     read_all(&mut full, &epoch, next).await;
     assert_saw_acks(&full[0].1, &acks);
-    c.wait_owner(t, |_| true).await;
-    assert_topic(&c, o, t, &epoch, next).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_owner_is_replaced_in_the_same_epoch_and_does_not_fork_when_it_resumes() {
     let mut c = Cluster::start(3, "").await;
     let t = "hung";
-    let Faulted {
-        epoch,
-        owner: o,
-        others: (a, b),
-        mut subs,
-        acks,
-        last,
-    } = fault_the_owner_under_load(&mut c, t, "kill -STOP", |c, o| c.stop(o)).await;
-
+    let faulted = fault_the_owner_under_load(&mut c, t, "kill -STOP", |c, o| c.stop(o)).await;
     // The hung node resumes believing it still leads: it must not fork the topic. Publishes
     // through it and through the others continue the one history.
+    let o = faulted.owner;
+    let (a, b) = faulted.others;
     c.cont(o);
-    c.wait_formed().await;
-    let next = publish_through(&c, &[o, a, b, o], t, &epoch, "resumed", last).await;
-    read_all(&mut subs, &epoch, next).await;
-    c.wait_owner(t, |_| true).await;
-    for i in [o, a, b] {
-        assert_topic(&c, i, t, &epoch, next).await;
-    }
-    let mut full = subscribers(&c, &[o], t).await;
-    read_all(&mut full, &epoch, next).await;
-    assert_saw_acks(&full[0].1, &acks);
+    one_history_after_return(&c, t, faulted, &[o, a, b, o], "resumed").await;
 }
 
 /// POSTs a partition to node `i` that drops exactly `peers`.
