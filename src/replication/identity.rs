@@ -116,7 +116,7 @@ pub(crate) fn decide(own: Option<u32>, peers: &[Option<Heard>], nodes: usize) ->
 }
 
 /// A new incarnation: random, never 0.
-fn new_incarnation() -> u32 {
+pub(crate) fn new_incarnation() -> u32 {
     // The low bits of a v7 uuid are random.
     (uuid::Uuid::now_v7().as_u128() as u32).max(1)
 }
@@ -191,6 +191,21 @@ pub(crate) async fn upgrade(
 pub(crate) fn incarnation_of(net: &dyn RaftNet, node: &str) -> Option<u32> {
     let ad = net.fact(node, FACT)?;
     Ad::parse(&ad)?.incarnation()
+}
+
+/// The gossip fact naming the incarnation of a node's replica of `shard` where it has one
+/// of its own (its copy of that shard was dropped, see [`super::heal`]).
+pub(crate) fn shard_fact(shard: u32) -> String {
+    format!("{FACT}.{shard}")
+}
+
+/// The incarnation of node `node`'s replica of `shard`, as it announced it: the shard's own
+/// if it has one, else the node's.
+pub(crate) fn replica_incarnation(net: &dyn RaftNet, node: &str, shard: u32) -> Option<u32> {
+    match net.fact(node, &shard_fact(shard)) {
+        Some(own) => own.parse().ok(),
+        None => incarnation_of(net, node),
+    }
 }
 
 /// The other configured nodes whose facts this node has (gossip does not mark them down).

@@ -24,6 +24,7 @@
 
 pub(crate) mod cluster_net;
 mod codec;
+mod heal;
 pub(crate) mod identity;
 mod log_store;
 pub(crate) mod network;
@@ -41,16 +42,16 @@ pub(crate) use network::RaftNet;
 pub(crate) use ops::Op;
 
 use crate::storage::flusher::Flusher;
-use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
+use crate::storage::{Damage, RaftStore, SledLog, StorageError, TopicLog};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::Instant as _;
 use openraft::{ReadPolicy, ServerState};
 use placement::Names;
 use shards::Group;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -79,9 +80,10 @@ pub(crate) struct ReplicationSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Leaders {
     pub by_shard: Vec<Option<String>>,
-    /// A shard instance of this node stopped while the node runs (a fatal storage error):
-    /// the node cannot serve that shard until it restarts.
-    pub failed: bool,
+    /// Shards whose instance on this node stopped while the node runs (a fatal storage
+    /// error): the node cannot serve them until it restarts (or, for a damaged copy, until
+    /// the copy is dropped and the instance started again).
+    pub failed: BTreeSet<u32>,
 }
 
 /// This node's replica of one shard, as `GET /v1/cluster` shows it.
@@ -113,6 +115,8 @@ pub(crate) enum ReplicationError {
     Storage(#[from] StorageError),
     #[error("shard {shard}: {detail}")]
     Raft { shard: u32, detail: String },
+    #[error("shard {shard}: this node holds its only copy and a record of it is damaged (the log names it): restore the data directory from a backup")]
+    OnlyCopyDamaged { shard: u32 },
 }
 
 /// Why a proposal (or a leadership check) did not succeed.
@@ -138,8 +142,14 @@ struct Inner {
     settings: ReplicationSettings,
     voters: Vec<Vec<String>>,
     names: Arc<Names>,
-    groups: HashMap<u32, Arc<Group>>,
+    /// This node's instance of every shard; one is replaced when its copy is dropped.
+    groups: HashMap<u32, RwLock<Arc<Group>>>,
+    /// What starting an instance again takes.
+    parts: heal::Parts,
+    /// The node's incarnation (a shard may have its own, see [`heal`]).
+    incarnation: u32,
     leaders: watch::Receiver<Arc<Leaders>>,
+    leaders_tx: watch::Sender<Arc<Leaders>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set by `stop`: leadership is being handed away and must not come back.
     stopping: Arc<AtomicBool>,
@@ -197,69 +207,164 @@ impl Replication {
         let voters: Vec<Vec<String>> = (0..settings.shards)
             .map(|s| placement::voters(s, &settings.nodes, settings.factor))
             .collect();
+        let damage = store.damage().clone();
+        let damaged = heal::shards_of(&damage.take(), settings.shards);
+        let parts = heal::Parts {
+            settings: settings.clone(),
+            log,
+            store,
+            flusher,
+            net,
+        };
         let mut groups = HashMap::new();
         // A voter of every shard it is picked for, a learner of the others.
         for (shard, shard_voters) in (0..settings.shards).zip(&voters) {
-            let group = shards::start_group(
-                &settings,
-                shard,
-                shard_voters,
-                incarnation,
-                Arc::clone(&log),
-                &store,
-                flusher.clone(),
-                Arc::clone(&net),
-            )
-            .await;
-            groups.insert(shard, Arc::new(group?));
+            let damaged = damaged.contains(&shard);
+            let group =
+                heal::start_shard(&parts, shard, shard_voters, incarnation, damaged).await?;
+            groups.insert(shard, RwLock::new(Arc::new(group)));
         }
         let initial = Leaders {
             by_shard: vec![None; voters.len()],
-            failed: false,
+            failed: BTreeSet::new(),
         };
         let (leaders_tx, leaders) = watch::channel(Arc::new(initial));
-        let mut tasks = Vec::new();
-        let stopping = Arc::new(AtomicBool::new(false));
-        for group in groups.values() {
-            let task = shards::track_leader(
-                Arc::clone(group),
-                Arc::clone(&names),
-                leaders_tx.clone(),
-                Arc::clone(&stopping),
-            );
-            tasks.push(tokio::spawn(task));
-        }
-        for g in groups.values() {
-            let Some(first) = voters.get(g.shard as usize).and_then(|v| v.first()) else {
-                continue;
-            };
-            tasks.push(tokio::spawn(shards::upkeep(
-                Arc::clone(g),
-                first.clone(),
-                settings.clone(),
-                Arc::clone(&names),
-                Arc::clone(&net),
-            )));
-        }
-        tasks.push(peers_task.detach());
-        tracing::info!(
-            me = settings.me,
-            shards = settings.shards,
-            local = groups.len(),
-            "replication started"
-        );
-        Ok(Replication {
+        let local = groups.len();
+        let replication = Replication {
             inner: Arc::new(Inner {
                 settings,
                 voters,
                 names,
                 groups,
+                parts,
+                incarnation,
                 leaders,
-                tasks: Mutex::new(tasks),
-                stopping,
+                leaders_tx,
+                tasks: Mutex::new(Vec::new()),
+                stopping: Arc::new(AtomicBool::new(false)),
                 formed: AtomicBool::new(false),
             }),
-        })
+        };
+        let mut tasks: Vec<JoinHandle<()>> = replication
+            .all_groups()
+            .iter()
+            .flat_map(|g| replication.group_tasks(g))
+            .collect();
+        tasks.push(peers_task.detach());
+        let weak = Arc::downgrade(&replication.inner);
+        tasks.push(tokio::spawn(Replication::heal_damage(weak, damage)));
+        replication.keep_tasks(tasks);
+        tracing::info!(
+            me = replication.me(),
+            shards = replication.shards(),
+            local,
+            "replication started"
+        );
+        Ok(replication)
+    }
+
+    /// The background tasks of one local instance: leader tracking and upkeep.
+    fn group_tasks(&self, group: &Arc<Group>) -> Vec<JoinHandle<()>> {
+        let inner = &self.inner;
+        let mut tasks = vec![tokio::spawn(shards::track_leader(
+            Arc::clone(group),
+            Arc::clone(&inner.names),
+            inner.leaders_tx.clone(),
+            Arc::clone(&inner.stopping),
+        ))];
+        if let Some(first) = self.voters(group.shard).first() {
+            tasks.push(tokio::spawn(shards::upkeep(
+                Arc::clone(group),
+                first.clone(),
+                inner.settings.clone(),
+                Arc::clone(&inner.names),
+                Arc::clone(&inner.parts.net),
+            )));
+        }
+        tasks
+    }
+
+    fn keep_tasks(&self, new: Vec<JoinHandle<()>>) {
+        match self.inner.tasks.lock() {
+            Ok(mut tasks) => {
+                tasks.retain(|t| !t.is_finished());
+                tasks.extend(new);
+            }
+            Err(_) => new.iter().for_each(JoinHandle::abort),
+        }
+    }
+
+    /// Drops every local copy reported damaged and starts its instance again (see
+    /// [`heal`]), for as long as the node runs.
+    async fn heal_damage(inner: Weak<Inner>, damage: Damage) {
+        loop {
+            damage.reported().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let this = Replication { inner };
+            for shard in heal::shards_of(&damage.take(), this.shards()) {
+                if this.inner.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                this.replace_copy(shard).await;
+            }
+        }
+    }
+
+    /// Stops this node's instance of `shard`, drops its copy and starts it again empty, as
+    /// a new incarnation that the leader catches up. A copy no other voter holds is kept
+    /// (unserved), and the node says so.
+    async fn replace_copy(&self, shard: u32) {
+        let Some(slot) = self.inner.groups.get(&shard) else {
+            return;
+        };
+        let voters = self.voters(shard);
+        if !heal::can_drop(voters, self.me()) {
+            let e = ReplicationError::OnlyCopyDamaged { shard };
+            tracing::error!(shard, error = %e, "a damaged record is not served");
+            return;
+        }
+        let old = Arc::clone(&read_lock(slot));
+        old.retired.store(true, Ordering::Release);
+        if let Err(e) = old.raft.shutdown().await {
+            tracing::debug!(shard, error = %e, "raft shutdown");
+        }
+        let parts = &self.inner.parts;
+        match heal::restart_dropped(parts, shard, voters, self.inner.incarnation).await {
+            Ok(group) => {
+                let group = Arc::new(group);
+                *write_lock(slot) = Arc::clone(&group);
+                self.keep_tasks(self.group_tasks(&group));
+                self.inner.leaders_tx.send_modify(|all| {
+                    if all.failed.contains(&shard) {
+                        let mut next = Leaders::clone(all);
+                        next.failed.remove(&shard);
+                        *all = Arc::new(next);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(shard, error = %e, "cannot start the shard again after dropping its copy");
+                self.inner.leaders_tx.send_modify(|all| {
+                    let mut next = Leaders::clone(all);
+                    next.failed.insert(shard);
+                    *all = Arc::new(next);
+                });
+            }
+        }
+    }
+
+    /// This node's instance of every local shard.
+    fn all_groups(&self) -> Vec<Arc<Group>> {
+        let mut groups: Vec<Arc<Group>> = self
+            .inner
+            .groups
+            .values()
+            .map(|slot| Arc::clone(&read_lock(slot)))
+            .collect();
+        groups.sort_by_key(|g| g.shard);
+        groups
     }
 
     /// This node's name.
@@ -293,10 +398,11 @@ impl Replication {
             .map(str::to_string)
     }
 
-    fn group(&self, shard: u32) -> Result<&Arc<Group>, ProposeError> {
+    fn group(&self, shard: u32) -> Result<Arc<Group>, ProposeError> {
         self.inner
             .groups
             .get(&shard)
+            .map(|slot| Arc::clone(&read_lock(slot)))
             .ok_or(ProposeError::NotLeader { leader: None })
     }
 
@@ -318,7 +424,7 @@ impl Replication {
         impl std::future::Future<Output = Result<(), ProposeError>> + Send + 'static,
         ProposeError,
     > {
-        let group = Arc::clone(self.group(shard)?);
+        let group = self.group(shard)?;
         let (responder, _log_id, rx) = openraft::impls::ProgressResponder::<
             types::TypeConfig,
             openraft::raft::ClientWriteResult<types::TypeConfig>,
@@ -359,7 +465,7 @@ impl Replication {
     /// longer than an election takes: it cannot commit, and the others have likely elected
     /// another leader.
     pub fn quorum_lost(&self, shard: u32) -> bool {
-        let Some(group) = self.inner.groups.get(&shard) else {
+        let Ok(group) = self.group(shard) else {
             return false;
         };
         if self.voters(shard).len() < 2 {
@@ -378,10 +484,8 @@ impl Replication {
 
     /// This node's replica of every shard, in shard order.
     pub fn report(&self) -> Vec<ShardReport> {
-        let mut shards: Vec<ShardReport> = self
-            .inner
-            .groups
-            .values()
+        self.all_groups()
+            .iter()
             .map(|g| {
                 let m = g.raft.metrics().borrow_watched().clone();
                 let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
@@ -395,17 +499,13 @@ impl Replication {
                     applied: m.last_applied.map(|l| l.index),
                 }
             })
-            .collect();
-        shards.sort_by_key(|s| s.shard);
-        shards
+            .collect()
     }
 
     /// The Raft term of this node's replica of `shard` (0 if it holds none). A leader's term
     /// changes when it lost and regained leadership: what it knew may be stale.
     pub fn term(&self, shard: u32) -> u64 {
-        self.inner
-            .groups
-            .get(&shard)
+        self.group(shard)
             .map_or(0, |g| g.raft.metrics().borrow_watched().current_term)
     }
 
@@ -414,14 +514,14 @@ impl Replication {
     /// before a restart names a leader that may be gone) — and no shard instance has failed
     /// since. A later election does not make the node unready.
     pub fn leaders_known(&self, up: impl Fn(&str) -> bool) -> bool {
-        if self.inner.leaders.borrow().failed {
+        if !self.inner.leaders.borrow().failed.is_empty() {
             return false;
         }
         if self.inner.formed.load(Ordering::Acquire) {
             return true;
         }
         let me = self.inner.settings.me.as_str();
-        let live = self.inner.groups.values().all(|g| {
+        let live = self.all_groups().iter().all(|g| {
             let m = g.raft.metrics().borrow_watched().clone();
             match self.name(m.current_leader) {
                 Some(leader) if leader == me => m.state == ServerState::Leader,
@@ -459,7 +559,7 @@ impl Replication {
             if state == ServerState::Leader {
                 let read = group.raft.ensure_linearizable(ReadPolicy::ReadIndex);
                 return match tokio::time::timeout_at(deadline, read).await {
-                    Ok(Ok(_)) => self.applied_own_log(group, deadline).await,
+                    Ok(Ok(_)) => self.applied_own_log(&group, deadline).await,
                     Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                         Err(ProposeError::NotLeader {
                             leader: self.name(f.leader_id),
@@ -524,7 +624,7 @@ impl Replication {
 
     /// Serves an RPC that arrived from a peer for `shard`; returns the encoded response.
     pub async fn serve(&self, shard: u32, request: Vec<u8>) -> Vec<u8> {
-        let response = match self.inner.groups.get(&shard) {
+        let response = match self.group(shard).ok() {
             Some(group) => {
                 let stopping = self.inner.stopping.load(Ordering::Acquire);
                 network::serve(&group.raft, &group.incoming, &request, stopping).await
@@ -552,7 +652,8 @@ impl Replication {
             task.abort();
         }
         let deadline = tokio::time::Instant::now() + STOP_TRANSFER_WAIT;
-        for group in self.inner.groups.values() {
+        let groups = self.all_groups();
+        for group in &groups {
             let m = group.raft.metrics().borrow_watched().clone();
             if m.state != ServerState::Leader {
                 continue;
@@ -565,7 +666,7 @@ impl Replication {
                 }
             }
         }
-        for group in self.inner.groups.values() {
+        for group in &groups {
             let mut metrics = group.raft.metrics();
             loop {
                 let leads = {
@@ -581,11 +682,21 @@ impl Replication {
                 }
             }
         }
-        for group in self.inner.groups.values() {
+        for group in &groups {
             if let Err(e) = group.raft.shutdown().await {
                 tracing::warn!(shard = group.shard, error = %e, "raft shutdown");
             }
         }
         tracing::info!(me = self.inner.settings.me, "replication stopped");
     }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

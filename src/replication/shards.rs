@@ -42,6 +42,15 @@ pub(crate) struct Group {
     pub raft: Raft,
     /// A snapshot being received from the leader.
     pub incoming: Incoming,
+    /// Set when this instance is stopped to be replaced (its copy is being dropped): its
+    /// stop is not a failure, and its tasks end.
+    pub retired: std::sync::atomic::AtomicBool,
+}
+
+impl Group {
+    fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, ReplicationError> {
@@ -120,6 +129,7 @@ pub(crate) async fn start_group(
         shard,
         raft,
         incoming: Incoming::default(),
+        retired: Default::default(),
     })
 }
 
@@ -158,8 +168,9 @@ pub(crate) async fn track_leader(
         if metrics.changed().await.is_err() {
             // The instance stopped (shutdown, or a fatal storage error): this node no longer
             // knows a leader for the shard, so it neither claims it nor reports ready.
-            // A shutdown stops every instance; anything else is a failure of this one.
-            let failed = !stopping.load(std::sync::atomic::Ordering::Acquire);
+            // A shutdown stops every instance, and a copy being dropped its own; anything
+            // else is a failure of this one (until its copy is dropped and it starts again).
+            let failed = !stopping.load(std::sync::atomic::Ordering::Acquire) && !group.retired();
             tracing::warn!(shard = group.shard, failed, "shard instance stopped");
             leaders.send_modify(|all| {
                 let mut next = Leaders::clone(all);
@@ -169,7 +180,9 @@ pub(crate) async fn track_leader(
                 {
                     *s = None;
                 }
-                next.failed |= failed;
+                if failed {
+                    next.failed.insert(group.shard);
+                }
                 *all = Arc::new(next);
             });
             return;
@@ -257,9 +270,10 @@ pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     })
 }
 
-/// The replica each of `nodes` announced (`me` is `my_id`).
+/// The replica of `shard` each of `nodes` announced (`me` is `my_id`).
 fn wanted(
     nodes: &[String],
+    shard: u32,
     me: &str,
     my_id: NodeId,
     net: &dyn RaftNet,
@@ -270,7 +284,7 @@ fn wanted(
             let id = if n == me {
                 Some(my_id)
             } else {
-                identity::incarnation_of(net, n).map(|i| placement::replica_id(n, i))
+                identity::replica_incarnation(net, n, shard).map(|i| placement::replica_id(n, i))
             };
             (n.clone(), id)
         })
@@ -307,6 +321,9 @@ pub(crate) async fn upkeep(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        if group.retired() {
+            return;
+        }
         let m = group.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             continue;
@@ -315,7 +332,13 @@ pub(crate) async fn upkeep(
         let joint = m.membership_config.membership().get_joint_config().len() > 1;
         let wait = if joint { election } else { TRANSFER_BACKOFF };
         if !within(last_failure, wait) {
-            let wanted = wanted(&settings.nodes, &settings.me, m.id, net.as_ref());
+            let wanted = wanted(
+                &settings.nodes,
+                group.shard,
+                &settings.me,
+                m.id,
+                net.as_ref(),
+            );
             if !keep_members(&group, &m, &wanted).await {
                 last_failure = Some(Instant::now());
             }

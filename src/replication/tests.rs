@@ -347,7 +347,7 @@ async fn every_shard_elects_its_preferred_voter() {
     // Moved away (as after a failover), leadership comes back to the preferred voter.
     let voters = cluster.node("n1").repl.voters(0).to_vec();
     let (preferred, other) = (&voters[0], &voters[1]);
-    let group = Arc::clone(&cluster.node(preferred).repl.inner.groups[&0]);
+    let group = cluster.node(preferred).repl.group(0).expect("shard 0");
     group
         .raft
         .trigger()
@@ -647,7 +647,7 @@ fn a_snapshot_installs_the_same_topics() {
 
 /// The Raft id of `node`'s replica of `shard`.
 fn replica(node: &Node, shard: u32) -> u64 {
-    *node.repl.inner.groups[&shard].raft.node_id()
+    *node.repl.group(shard).expect("shard").raft.node_id()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,14 +691,19 @@ async fn a_wiped_node_rejoins_as_a_new_replica_and_the_group_survives_another_lo
         let new = replica(cluster.node(&wiped), s);
         poll(&format!("shard {s}: {wiped}'s new replica a voter"), || {
             let leader = cluster.running().find(|n| {
-                n.repl.inner.groups[&s]
+                n.repl
+                    .group(s)
+                    .expect("shard")
                     .raft
                     .metrics()
                     .borrow_watched()
                     .state
                     == ServerState::Leader
             })?;
-            let m = leader.repl.inner.groups[&s]
+            let m = leader
+                .repl
+                .group(s)
+                .expect("shard")
                 .raft
                 .metrics()
                 .borrow_watched()
@@ -770,7 +775,10 @@ async fn a_wiped_node_never_stands_in_for_the_replica_it_was() {
     let until = Instant::now() + Duration::from_millis(6 * settings("n1").election_max_ms);
     while Instant::now() < until {
         for n in cluster.running() {
-            let m = n.repl.inner.groups[&shard]
+            let m = n
+                .repl
+                .group(shard)
+                .expect("shard")
                 .raft
                 .metrics()
                 .borrow_watched()
@@ -847,4 +855,65 @@ async fn a_store_from_before_incarnations_has_seen_every_other_node() {
     store.set_incarnation(0).expect("incarnation");
     identity::upgrade(&me, &store).await.expect("upgrade");
     assert!(store.seen().expect("seen").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_cut_short_by_a_crash_is_finished_before_the_shard_starts() {
+    let mut cluster = Cluster::start().await;
+    let topic = "dropped";
+    let shard = cluster.node("n1").repl.shard_of(topic);
+    let other = (shard + 1) % SHARDS;
+    cluster
+        .propose(shard, vec![create(topic), append(topic, vec![msg(1, "a")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let f = NODES
+        .iter()
+        .find(|n| **n != leader)
+        .expect("a follower")
+        .to_string();
+    let want = dump(&*cluster.node(&leader).log, topic);
+    converged(&cluster, topic, &want).await;
+    let kept = replica(cluster.node(&f), other);
+    cluster.stop(&f).await;
+    // A drop of f's copy of the shard got as far as recording itself, then the node died.
+    {
+        let path = cluster.dirs[Cluster::index(&f)].path().to_path_buf();
+        // The stopped node's tasks let go of its store soon after the stop.
+        let log = poll("the stopped node's store", || {
+            SledLog::open(
+                &path,
+                SledOptions {
+                    dedupe_window_ms: 60_000,
+                    cache_bytes: 1 << 20,
+                },
+            )
+            .ok()
+        })
+        .await;
+        let store = raft_store(&log).expect("raft store");
+        store
+            .shard(shard)
+            .expect("shard")
+            .begin_drop(77)
+            .expect("begin");
+        log.flush().expect("flush");
+    }
+    cluster.restart(&f).await;
+    let node = cluster.node(&f);
+    let store = raft_store(&node.log).expect("raft store");
+    assert!(
+        !store.shard(shard).expect("shard").dropping().expect("read"),
+        "the drop was finished"
+    );
+    assert_eq!(replica(node, shard), placement::replica_id(&f, 77));
+    assert_eq!(replica(node, other), kept, "no other shard is touched");
+    // The leader catches the new replica up.
+    cluster
+        .propose(shard, vec![append(topic, vec![msg(2, "b")])])
+        .await;
+    let leader = cluster.agreed_leader(shard).await;
+    let want = dump(&*cluster.node(&leader).log, topic);
+    assert_eq!(want.1.len(), 2);
+    converged(&cluster, topic, &want).await;
 }

@@ -25,16 +25,20 @@
 //!   store mark, which detects a store that lost durable writes (see [`store_mark`]).
 //!
 //! Opening refuses a damaged directory with [`StorageError::Damaged`], naming it: sled's
-//! own errors, its panics on some corrupt files (caught, see [`quiet_panic`]), a record that
-//! does not decode (a topic's last chunk is read, checksum and all, to find its head),
-//! messages of a topic without a meta record or in the wrong message tree, message trees
-//! that do not match the stored count, and a store mark behind its file.
+//! own errors, its panics on some corrupt files (caught, see [`quiet_panic`]), a meta record
+//! that does not decode, messages of a topic without a meta record or in the wrong message
+//! tree, message trees that do not match the stored count, and a store mark behind its file.
+//! A topic whose last chunk (read, checksum and all, to find its head) is corrupt does not
+//! stop the opening: its copy is reported damaged ([`damage`]), like every chunk found
+//! corrupt later, and the replication layer replaces it from another replica (or refuses
+//! to start where no other replica exists).
 //!
 //! Appends are visible to readers at once but durable only after [`TopicLog::flush`]; the
 //! [`flusher::Flusher`] task is the only caller of `flush` (concurrent flushes deadlock sled
 //! 0.34, sled #1308) and group-commits every append that arrived before it started.
 
 pub mod blocking;
+pub mod damage;
 pub mod flusher;
 // Measurements, not tests: built only by bench/storage-layout.sh (`--cfg starling_bench`).
 #[cfg(all(test, starling_bench))]
@@ -48,6 +52,7 @@ mod store_mark;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use damage::{Damage, Damaged};
 pub use raft_store::{RaftShardStore, RaftStore};
 pub use sled_log::{SledLog, SledOptions};
 
@@ -150,6 +155,8 @@ pub trait TopicLog: Send + Sync + 'static {
     /// Opens a replaced copy for appends once its import is complete; refused if the import
     /// was cut short meanwhile.
     fn unseal(&self, topic: &str) -> Result<(), StorageError>;
+    /// Removes everything stored for the topic (meta, messages, consumers, publish ids).
+    fn forget(&self, topic: &str) -> Result<(), StorageError>;
     /// Every topic that exists.
     fn topics(&self) -> Result<Vec<String>, StorageError>;
     /// Appends messages whose offsets continue the topic's head with no gap. Visible to

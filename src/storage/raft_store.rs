@@ -9,11 +9,15 @@
 //!   `purged`, `applied`, `membership`); value framed like a log entry; key `shards` (no
 //!   shard number before it): the number of shards the store was created with; key
 //!   `incarnation`: which identity this node's replicas have, and key `seen`: the nodes
-//!   this node has seen announce an identity, comma-separated (see `replication::identity`).
+//!   this node has seen announce an identity, comma-separated (see `replication::identity`);
+//!   shard records `incarnation` (a shard whose copy was dropped has its own) and
+//!   `dropping` (a drop of the shard's copy is under way).
 //!
-//! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key:
-//! a damaged record is never handed out.
+//! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key,
+//! and the shard is reported damaged ([`super::damage`]): a damaged record is never handed
+//! out.
 
+use super::damage::{Damage, Damaged};
 use super::StorageError;
 
 const LOG_PREFIX: &str = "raft-log:";
@@ -21,12 +25,17 @@ const META_TREE: &str = "raft-meta";
 const SHARDS_KEY: &[u8] = b"shards";
 const INCARNATION_KEY: &[u8] = b"incarnation";
 const SEEN_KEY: &[u8] = b"seen";
+/// Shard meta record: the shard's own incarnation (see [`RaftShardStore::incarnation`]).
+const SHARD_INCARNATION: &str = "incarnation";
+/// Shard meta record: present while the shard's copy is being dropped.
+const DROPPING: &str = "dropping";
 
 /// Handle to the Raft trees; cheap to clone.
 #[derive(Clone)]
 pub struct RaftStore {
     db: sled::Db,
     meta: sled::Tree,
+    damage: Damage,
 }
 
 /// One shard's log and meta records.
@@ -35,14 +44,21 @@ pub struct RaftShardStore {
     shard: u32,
     log: sled::Tree,
     meta: sled::Tree,
+    damage: Damage,
 }
 
 impl RaftStore {
-    pub(super) fn open(db: &sled::Db) -> Result<RaftStore, StorageError> {
+    pub(super) fn open(db: &sled::Db, damage: Damage) -> Result<RaftStore, StorageError> {
         Ok(RaftStore {
             db: db.clone(),
             meta: db.open_tree(META_TREE)?,
+            damage,
         })
+    }
+
+    /// Where damaged records are reported (the store's, see [`super::damage`]).
+    pub fn damage(&self) -> &Damage {
+        &self.damage
     }
 
     /// Records `shards` as the store's shard count if it has none yet; returns the count
@@ -127,6 +143,7 @@ impl RaftStore {
             shard,
             log: self.db.open_tree(format!("{LOG_PREFIX}{shard}"))?,
             meta: self.meta.clone(),
+            damage: self.damage.clone(),
         })
     }
 }
@@ -139,10 +156,14 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 impl RaftShardStore {
+    /// The payload of a stored record; a damaged one is reported and refused.
     fn unframe(&self, what: &str, stored: &[u8]) -> Result<Vec<u8>, StorageError> {
-        let corrupt = |detail: &str| StorageError::Corrupt {
-            what: "raft",
-            detail: format!("shard {} {what}: {detail}", self.shard),
+        let corrupt = |detail: &str| {
+            self.damage.report(Damaged::Shard(self.shard));
+            StorageError::Corrupt {
+                what: "raft",
+                detail: format!("shard {} {what}: {detail}", self.shard),
+            }
         };
         let (sum, payload) = stored
             .split_first_chunk::<4>()
@@ -229,6 +250,62 @@ impl RaftShardStore {
         }
     }
 
+    /// The incarnation of this node's replica of the shard, if the shard has one of its own
+    /// (its copy was dropped and caught up again); else the node's incarnation applies.
+    pub fn incarnation(&self) -> Result<Option<u32>, StorageError> {
+        let Some(bytes) = self.meta(SHARD_INCARNATION)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+            self.damage.report(Damaged::Shard(self.shard));
+            StorageError::Corrupt {
+                what: "raft",
+                detail: format!("shard {} incarnation of {} bytes", self.shard, bytes.len()),
+            }
+        })?;
+        Ok(Some(u32::from_be_bytes(bytes)))
+    }
+
+    /// Whether a [`RaftShardStore::drop_state`] started and did not finish.
+    pub fn dropping(&self) -> Result<bool, StorageError> {
+        Ok(self.meta.get(self.meta_key(DROPPING))?.is_some())
+    }
+
+    /// Starts dropping this shard's Raft state: records (before any removal, and sled makes
+    /// writes durable in order) that it is being dropped, and the incarnation the replica
+    /// will have afterwards. Then the caller removes the shard's topics and calls
+    /// [`RaftShardStore::drop_state`].
+    pub fn begin_drop(&self, incarnation: u32) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(self.meta_key(DROPPING), frame(&[]));
+        batch.insert(
+            self.meta_key(SHARD_INCARNATION),
+            frame(&incarnation.to_be_bytes()),
+        );
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Removes the shard's log and every meta record but its incarnation, the dropping mark
+    /// last. Durable after the next flush.
+    pub fn drop_state(&self) -> Result<(), StorageError> {
+        self.remove_range(self.log.iter())?;
+        let mut prefix = self.shard.to_be_bytes().to_vec();
+        prefix.push(b'/');
+        let keep = self.meta_key(SHARD_INCARNATION);
+        let last = self.meta_key(DROPPING);
+        let mut batch = sled::Batch::default();
+        for key in self.meta.scan_prefix(&prefix).keys() {
+            let key = key?;
+            if key != keep.as_slice() && key != last.as_slice() {
+                batch.remove(key);
+            }
+        }
+        self.meta.apply_batch(batch)?;
+        self.meta.remove(last)?;
+        Ok(())
+    }
+
     /// Writes meta records of this shard in one batch. Durable after the next flush.
     pub fn put_meta(&self, records: &[(&str, &[u8])]) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
@@ -258,7 +335,7 @@ mod tests {
             .path(dir.path())
             .open()
             .expect("open sled");
-        let shard = RaftStore::open(&db)
+        let shard = RaftStore::open(&db, Damage::default())
             .expect("store")
             .shard(3)
             .expect("shard");
@@ -268,7 +345,7 @@ mod tests {
     #[test]
     fn the_shard_count_is_the_one_the_store_was_created_with() {
         let (_dir, db, s) = store();
-        let raft = RaftStore::open(&db).expect("store");
+        let raft = RaftStore::open(&db, Damage::default()).expect("store");
         assert_eq!(raft.shard_count(16).expect("count"), 16);
         assert_eq!(
             raft.shard_count(32).expect("count"),
@@ -283,7 +360,7 @@ mod tests {
     #[test]
     fn the_incarnation_is_kept_and_state_is_seen() {
         let (_dir, db, s) = store();
-        let raft = RaftStore::open(&db).expect("store");
+        let raft = RaftStore::open(&db, Damage::default()).expect("store");
         raft.shard_count(4).expect("count");
         assert_eq!(raft.incarnation().expect("read"), None);
         assert!(
@@ -303,7 +380,7 @@ mod tests {
         let (_dir2, db2, s2) = store();
         s2.put_meta(&[("vote", b"v")]).expect("put");
         assert!(
-            RaftStore::open(&db2)
+            RaftStore::open(&db2, Damage::default())
                 .expect("store")
                 .has_state()
                 .expect("state"),
@@ -349,13 +426,40 @@ mod tests {
             text.contains("shard 3") && text.contains("index 7"),
             "{text}"
         );
+        assert_eq!(s.damage.take(), vec![Damaged::Shard(3)], "reported");
+    }
+
+    #[test]
+    fn dropping_a_shard_keeps_only_its_new_incarnation_and_no_other_shard_is_touched() {
+        let (_dir, db, s) = store();
+        let other = RaftStore::open(&db, Damage::default())
+            .expect("store")
+            .shard(4)
+            .expect("shard");
+        for shard in [&s, &other] {
+            shard.put_entries([(1, b"e".as_slice())]).expect("put");
+            shard
+                .put_meta(&[("vote", b"v"), ("applied", b"a")])
+                .expect("put");
+        }
+        assert_eq!(s.incarnation().expect("read"), None);
+        s.begin_drop(9).expect("begin");
+        assert!(s.dropping().expect("read"), "marked before anything goes");
+        s.drop_state().expect("drop");
+        assert!(!s.dropping().expect("read"));
+        assert_eq!(s.incarnation().expect("read"), Some(9));
+        assert_eq!(s.last_entry().expect("read"), None);
+        assert_eq!(s.meta("vote").expect("read"), None);
+        assert_eq!(s.meta("applied").expect("read"), None);
+        assert_eq!(other.last_entry().expect("read").map(|e| e.0), Some(1));
+        assert_eq!(other.meta("vote").expect("read"), Some(b"v".to_vec()));
     }
 
     #[test]
     fn meta_records_are_per_shard() {
         let (_dir, db, s) = store();
         s.put_meta(&[("vote", b"v3")]).expect("put");
-        let other = RaftStore::open(&db)
+        let other = RaftStore::open(&db, Damage::default())
             .expect("store")
             .shard(4)
             .expect("shard");

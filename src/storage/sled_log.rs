@@ -6,6 +6,7 @@
 //! lock while they iterate, and retention advances `first` under the write lock before it
 //! deletes chunks below it, so no reader still looks at a chunk being deleted.
 
+use super::damage::{Damage, Damaged};
 use super::retention;
 use super::sled_codec::*;
 use super::store_mark::StoreMark;
@@ -75,6 +76,8 @@ pub struct SledLog {
     /// Buckets below this one were expired (changed under the `dedupe` write lock): an id
     /// remembered with an older time (an entry applied late, a snapshot) is not kept.
     dedupe_floor: std::sync::atomic::AtomicU64,
+    /// Copies found damaged, for the layers above.
+    damage: Damage,
 }
 
 /// The stripe of `topic` among `stripes` message trees.
@@ -86,7 +89,7 @@ fn stripe_of(topic: &str, stripes: usize) -> usize {
 impl SledLog {
     /// The Raft log and meta trees in this node's database (see [`super::raft_store`]).
     pub fn raft_store(&self) -> Result<super::RaftStore, StorageError> {
-        super::RaftStore::open(&self.db)
+        super::RaftStore::open(&self.db, self.damage.clone())
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, StorageError> {
@@ -118,6 +121,21 @@ impl SledLog {
         };
         self.meta.insert(name.as_bytes(), encode("meta", &rec)?)?;
         Ok(())
+    }
+
+    /// `result`, after reporting `topic`'s copy as damaged if a chunk of it was corrupt.
+    fn noticed<T>(&self, topic: &str, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(StorageError::Corrupt { what: "chunk", .. }) = &result {
+            self.damage.report(Damaged::Topic(topic.to_string()));
+        }
+        result
+    }
+
+    /// Where this store reports damaged copies it finds (see [`super::damage`]; the layers
+    /// above get it from [`super::RaftStore::damage`]).
+    #[cfg(test)]
+    pub fn damage(&self) -> Damage {
+        self.damage.clone()
     }
 
     fn bucket(&self, now_ms: u64) -> u64 {
@@ -328,47 +346,51 @@ impl TopicLog for SledLog {
         max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StorageError> {
         let t = self.topic(topic)?;
-        // Held while reading: retention deletes chunks only after advancing `first` under
-        // the write lock.
-        let state = read(&t.state);
-        let end = to.min(t.head.load(Ordering::Acquire));
-        let mut expected = from.max(state.first);
-        let mut out = Vec::new();
-        if expected > end || max_count == 0 {
-            return Ok(out);
-        }
-        let from_chunk = chunk_at(&t.tree, topic, expected)?.map_or(expected, |(start, _)| start);
-        let mut bytes = 0usize;
-        for item in t
-            .tree
-            .range(chunk_key(topic, from_chunk)..=chunk_key(topic, end))
-        {
-            let (key, value) = item?;
-            let (_, start) = split_chunk_key(&key)?;
-            for (offset, rec) in (start..).zip(decode_chunk(topic, start, &value)?.iter()) {
-                if offset < expected {
-                    continue;
-                }
-                if offset != expected {
-                    break;
-                }
-                let msg = to_message(offset, rec);
-                let size = msg.size();
-                if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
-                    return Ok(out);
-                }
-                bytes = bytes.saturating_add(size);
-                out.push(msg);
-                expected += 1;
-                if out.len() >= max_count || expected > end {
-                    return Ok(out);
+        let found = (|| {
+            // Held while reading: retention deletes chunks only after advancing `first` under
+            // the write lock.
+            let state = read(&t.state);
+            let end = to.min(t.head.load(Ordering::Acquire));
+            let mut expected = from.max(state.first);
+            let mut out = Vec::new();
+            if expected > end || max_count == 0 {
+                return Ok(out);
+            }
+            let from_chunk =
+                chunk_at(&t.tree, topic, expected)?.map_or(expected, |(start, _)| start);
+            let mut bytes = 0usize;
+            for item in t
+                .tree
+                .range(chunk_key(topic, from_chunk)..=chunk_key(topic, end))
+            {
+                let (key, value) = item?;
+                let (_, start) = split_chunk_key(&key)?;
+                for (offset, rec) in (start..).zip(decode_chunk(topic, start, &value)?.iter()) {
+                    if offset < expected {
+                        continue;
+                    }
+                    if offset != expected {
+                        break;
+                    }
+                    let msg = to_message(offset, rec);
+                    let size = msg.size();
+                    if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                        return Ok(out);
+                    }
+                    bytes = bytes.saturating_add(size);
+                    out.push(msg);
+                    expected += 1;
+                    if out.len() >= max_count || expected > end {
+                        return Ok(out);
+                    }
                 }
             }
-        }
-        Err(corrupt(
-            "chunk",
-            format!("{topic} offset {expected} is missing"),
-        ))
+            Err(corrupt(
+                "chunk",
+                format!("{topic} offset {expected} is missing"),
+            ))
+        })();
+        self.noticed(topic, found)
     }
 
     fn apply_retention(
@@ -392,7 +414,8 @@ impl TopicLog for SledLog {
             now_ms,
             |from, to, cutoff| first_at_or_after(tree, topic, from, to, cutoff),
             |offset| Ok(chunk_at(tree, topic, offset)?.map(|(start, _)| start)),
-        )?;
+        );
+        let decision = self.noticed(topic, decision)?;
         if decision.first != current_first {
             // Persisted before any chunk goes, so a crash never leaves `first` below a hole.
             self.put_meta(topic, &epoch, decision.first, &lease)?;
@@ -529,6 +552,10 @@ impl TopicLog for SledLog {
 
     fn unseal(&self, topic: &str) -> Result<(), StorageError> {
         self.open_copy(topic, |l| l.importing)
+    }
+
+    fn forget(&self, topic: &str) -> Result<(), StorageError> {
+        self.forget_copy(topic)
     }
 
     fn flush(&self) -> Result<(), StorageError> {

@@ -2,14 +2,16 @@
 //! store of the previous layout, see [`super::migrate`]) and every topic into memory. A
 //! damaged data directory is refused with [`StorageError::Damaged`] naming it, whether sled
 //! returns an error, panics (sled 0.34.7 does on some corrupt files, in the calling thread),
-//! a record does not decode, a topic's last chunk fails its checksum, messages are stored
-//! for a topic without a meta record or in the wrong message tree, a message tree is
-//! missing, or the store mark shows lost writes.
+//! a meta record does not decode, messages are stored for a topic without a meta record or
+//! in the wrong message tree, a message tree is missing, or the store mark shows lost
+//! writes. A topic whose last chunk fails its checksum is reported damaged instead (see
+//! [`crate::storage::damage`]).
 
 use super::super::quiet_panic::catch_panic;
 use super::super::store_mark::{self, StoreMark};
 use super::migrate;
 use super::*;
+use crate::storage::damage::{Damage, Damaged};
 use std::path::Path;
 
 /// Most message trees a store may record (a sanity bound on the stored count).
@@ -95,7 +97,8 @@ impl SledLog {
             .map(|stripe| db.open_tree(msgs_name(stripe)))
             .collect::<Result<Vec<_>, _>>()?;
         migrate::migrate(&db, &msgs, old)?;
-        let heads = scan_heads(&msgs, |topic| states.contains_key(topic))?;
+        let damage = Damage::default();
+        let heads = scan_heads(&msgs, |topic| states.contains_key(topic), &damage)?;
         let mut dedupe = BTreeMap::new();
         for name in &names {
             if let Some(bucket) = std::str::from_utf8(name)
@@ -127,6 +130,7 @@ impl SledLog {
             topics: RwLock::new(topics),
             dedupe: RwLock::new(dedupe),
             dedupe_floor: std::sync::atomic::AtomicU64::new(0),
+            damage,
         })
     }
 
@@ -196,10 +200,13 @@ fn check_message_trees(
 
 /// The head of every topic with chunks (the last offset of its last chunk), walking each
 /// message tree topic by topic: two seeks and one decoded chunk per topic. Messages of a
-/// topic without a meta record, or in another topic's tree, are refused.
+/// topic without a meta record, or in another topic's tree, are refused. A topic whose last
+/// chunk is corrupt is reported to `damage` and has no head here (it is never served; the
+/// replication layer replaces its copy).
 fn scan_heads(
     msgs: &[sled::Tree],
     known: impl Fn(&str) -> bool,
+    damage: &Damage,
 ) -> Result<HashMap<String, u64>, StorageError> {
     let mut heads = HashMap::new();
     for (stripe, tree) in msgs.iter().enumerate() {
@@ -220,8 +227,16 @@ fn scan_heads(
                 );
                 return Err(corrupt("chunk", detail));
             }
-            if let Some((last, _)) = last_message(tree, topic)? {
-                heads.insert(topic.to_string(), last);
+            match last_message(tree, topic) {
+                Ok(Some((last, _))) => {
+                    heads.insert(topic.to_string(), last);
+                }
+                Ok(None) => {}
+                Err(StorageError::Corrupt { detail, .. }) => {
+                    tracing::error!(topic, detail, "the topic's last chunk is corrupt");
+                    damage.report(Damaged::Topic(topic.to_string()));
+                }
+                Err(e) => return Err(e),
             }
             from = topic_end(topic);
         }

@@ -1,5 +1,5 @@
-//! Handing a topic between owners: sealing this node's copy, and replacing it wholesale
-//! with a copy taken over from another node.
+//! Replacing a topic's copy wholesale (a snapshot from the shard's leader), and dropping it
+//! (a damaged shard copy, before it is caught up again).
 
 use super::{dedupe_key, delete_chunks, lock, read, write, SledLog, Topic};
 use crate::storage::{Lease, StorageError, TopicMeta};
@@ -24,11 +24,35 @@ impl SledLog {
         let mut topics = write(&self.topics);
         let old = topics.remove(topic);
         let _writer = old.as_ref().map(|t| lock(&t.writer));
+        self.clear_copy(topic, old.as_deref())?;
+        self.put_meta(topic, epoch, first, &lease)?;
         let tree = self.msgs_tree(topic).clone();
+        let t = Topic::new(epoch.to_string(), first, lease, first - 1, tree);
+        let meta = t.meta();
+        topics.insert(topic.to_string(), Arc::new(t));
+        tracing::info!(topic, epoch, term, first, "topic copy replaced");
+        Ok(meta)
+    }
+
+    /// Removes everything stored for `topic`: as if it had never been created here.
+    pub(super) fn forget_copy(&self, topic: &str) -> Result<(), StorageError> {
+        let mut topics = write(&self.topics);
+        let old = topics.remove(topic);
+        let _writer = old.as_ref().map(|t| lock(&t.writer));
+        // The meta record first: sled makes writes durable in order, so a crash midway
+        // leaves no meta record over a partial copy (open refuses chunks without one).
+        self.meta.remove(topic.as_bytes())?;
+        self.clear_copy(topic, old.as_deref())?;
+        tracing::info!(topic, "topic copy dropped");
+        Ok(())
+    }
+
+    /// Deletes `topic`'s messages (once `old`'s readers are done), consumers and publish ids.
+    fn clear_copy(&self, topic: &str, old: Option<&Topic>) -> Result<(), StorageError> {
         {
             // Waits for the old copy's readers.
-            let _state = old.as_ref().map(|t| write(&t.state));
-            delete_chunks(&tree, topic, None)?;
+            let _state = old.map(|t| write(&t.state));
+            delete_chunks(self.msgs_tree(topic), topic, None)?;
         }
         let prefix = dedupe_key(topic, "");
         for item in self.consumers.scan_prefix(&prefix).keys() {
@@ -39,12 +63,7 @@ impl SledLog {
                 tree.remove(key?)?;
             }
         }
-        self.put_meta(topic, epoch, first, &lease)?;
-        let t = Topic::new(epoch.to_string(), first, lease, first - 1, tree);
-        let meta = t.meta();
-        topics.insert(topic.to_string(), Arc::new(t));
-        tracing::info!(topic, epoch, term, first, "topic copy replaced");
-        Ok(meta)
+        Ok(())
     }
 
     /// Opens the copy for appends if `expected` still holds of its lease (compare and set:

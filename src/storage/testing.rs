@@ -62,6 +62,10 @@ impl<F: Faults> TopicLog for HookedLog<F> {
         self.inner.unseal(topic)
     }
 
+    fn forget(&self, topic: &str) -> Result<(), StorageError> {
+        self.inner.forget(topic)
+    }
+
     fn topics(&self) -> Result<Vec<String>, StorageError> {
         self.inner.topics()
     }

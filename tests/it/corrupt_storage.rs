@@ -156,3 +156,44 @@ async fn a_damaged_data_directory_fails_start_with_one_clear_line() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn a_damaged_chunk_of_the_only_copy_fails_start_and_is_never_served() {
+    let mut node = TestNode::start("");
+    for i in 0..5 {
+        publish_ok(&node, "only", json!(i)).await;
+    }
+    assert!(node.terminate().success());
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    copy_dir(&node.dir.join("data").join("n1"), &data_dir.join("n1"));
+    {
+        // The topic's last chunk gets a flipped byte under its checksum.
+        let db = sled::open(data_dir.join("n1")).expect("open the stopped node's store");
+        let prefix = b"only\0";
+        let (tree, key) = db
+            .tree_names()
+            .into_iter()
+            .filter(|n| n.starts_with(b"msgs:"))
+            .find_map(|n| {
+                let t = db.open_tree(n).expect("tree");
+                let key = t.scan_prefix(prefix).keys().next_back()?.expect("key");
+                Some((t, key))
+            })
+            .expect("a chunk of the topic");
+        let mut value = tree.get(&key).expect("get").expect("value").to_vec();
+        *value.last_mut().expect("not empty") ^= 0x5a;
+        tree.insert(&key, value).expect("write");
+        db.flush().expect("flush");
+    }
+    let o = start(tmp.path(), &data_dir);
+    assert!(!o.listened, "the node started on a damaged only copy");
+    assert!(!matches!(o.exit, Some(0) | None), "exit {:?}", o.exit);
+    let clear = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("only copy") && l.contains("damaged") && l.contains("backup"))
+        .count();
+    assert_eq!(clear, 1, "one line saying what to do:\n{}", o.stderr);
+    assert!(!o.stderr.contains("panicked at"), "{}", o.stderr);
+}

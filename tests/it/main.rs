@@ -10,6 +10,7 @@ mod consumer_groups;
 mod consumers;
 mod corrupt_storage;
 mod harness;
+mod healed;
 mod hostile;
 mod hostile_data;
 mod lifecycle;

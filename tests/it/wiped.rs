@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// Node `i`'s replica of every shard as `GET /v1/cluster` reports it: its Raft id and
 /// the shard's voters.
-async fn replicas(c: &Cluster, i: usize) -> Option<Vec<(u64, Vec<u64>)>> {
+pub(crate) async fn replicas(c: &Cluster, i: usize) -> Option<Vec<(u64, Vec<u64>)>> {
     let view = c.view(i).await?;
     view["shards"]
         .as_array()?
@@ -27,7 +27,11 @@ async fn replicas(c: &Cluster, i: usize) -> Option<Vec<(u64, Vec<u64>)>> {
 
 /// The whole history of `topic` read through node `via` with long polls from `after=0`:
 /// (epoch, offset, id) of each message, in order.
-async fn history_via(c: &Cluster, via: usize, topic: &str) -> Vec<(String, u64, String)> {
+pub(crate) async fn history_via(
+    c: &Cluster,
+    via: usize,
+    topic: &str,
+) -> Vec<(String, u64, String)> {
     let client = publish_client();
     let mut out: Vec<(String, u64, String)> = Vec::new();
     loop {
@@ -62,7 +66,12 @@ async fn history_via(c: &Cluster, via: usize, topic: &str) -> Vec<(String, u64, 
 }
 
 /// `history` is exactly `ids` at offsets 1, 2, ... in `epoch`.
-fn assert_history(history: &[(String, u64, String)], epoch: &str, ids: &[String], what: &str) {
+pub(crate) fn assert_history(
+    history: &[(String, u64, String)],
+    epoch: &str,
+    ids: &[String],
+    what: &str,
+) {
     let want: Vec<(String, u64, String)> = ids
         .iter()
         .enumerate()
