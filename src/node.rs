@@ -308,7 +308,11 @@ fn recover(log: &dyn TopicLog, fsync: FsyncMode, alone: bool) -> Result<(), Stor
         "unclean stop with fsync=\"none\": starting a new epoch for every topic"
     );
     for topic in topics {
-        log.set_epoch(&topic, &crate::topic::new_epoch(), crate::topic::now_ms())?;
+        log.set_epoch(
+            &topic,
+            &crate::protocol::resume::new_epoch(),
+            crate::topic::now_ms(),
+        )?;
     }
     log.flush()
 }

@@ -1,5 +1,5 @@
-//! `starling pub` and `starling sub`: small clients for a person at a terminal, on the
-//! typed client crate.
+//! `starling pub`, `starling sub` and `starling recover-shard`: small clients for a person
+//! at a terminal, on the typed client crate.
 
 use starling_client::{Client, Error, Frame, Subscribe, WsConn};
 use std::time::Duration;
@@ -29,6 +29,27 @@ pub async fn publish(
         Err(e) => return Err(format!("cannot reach {base}: {e}")),
     };
     let line = serde_json::to_string(&published).map_err(|e| e.to_string())?;
+    println!("{line}");
+    Ok(())
+}
+
+/// `starling recover-shard`: asks the node at `base` to recover `shard` from its copy.
+pub async fn recover_shard(base: &str, shard: u32, yes: bool) -> Result<(), String> {
+    if !yes {
+        return Err(format!(
+            "recovering shard {shard} starts it anew from {base}'s copy under new epochs: acknowledged messages that copy lacks are lost for good. Use it only when a majority of the shard's voters lost their data, and add --yes"
+        ));
+    }
+    let reply = match Client::new(base).recover_shard(shard).await {
+        Ok(reply) => reply,
+        Err(Error::Api {
+            status,
+            code,
+            message,
+        }) => return Err(format!("HTTP {status}: {code}: {message}")),
+        Err(e) => return Err(format!("cannot reach {base}: {e}")),
+    };
+    let line = serde_json::to_string(&reply).map_err(|e| e.to_string())?;
     println!("{line}");
     Ok(())
 }

@@ -68,6 +68,24 @@ pub enum Command {
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
+    /// Recover a shard from the copy on one node, when a majority of the shard's voters lost
+    /// their data for good (wiped disks). The shard's group starts anew from that node's
+    /// copy and every topic of the shard gets a new epoch: messages the copy lacks are
+    /// lost, and clients that resume are told (`recovered:false`). Refused while the shard
+    /// has a leader or a majority of live voters. Run it on the node's machine (the admin
+    /// API answers only loopback clients).
+    RecoverShard {
+        /// The shard's number (`GET /v1/cluster` lists them).
+        shard: u32,
+        /// Say that the history this copy lacks may be lost (required).
+        #[arg(long)]
+        yes: bool,
+        /// Node whose copy to recover from (default: the first node of the config file).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+    },
     /// Drive a running node or cluster (or one it starts) with many concurrent clients and
     /// report throughput and latency: a table, and a JSON record with --json FILE.
     #[cfg(unix)]
@@ -140,6 +158,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 url,
                 config,
             } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
+            Command::RecoverShard {
+                shard,
+                yes,
+                url,
+                config,
+            } => client::recover_shard(&base_url(url, &config)?, shard, yes).await,
             #[cfg(unix)]
             Command::Bench { scenario } => {
                 raise_fd_limit();

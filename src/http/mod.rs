@@ -1,6 +1,7 @@
 //! The HTTP layer (warp): routes of `PROTOCOL.md`, each a thin adapter from requests to
 //! sessions and topics. Nothing below this module sees a warp type.
 
+mod admin;
 mod body;
 mod chaos;
 mod conn_io;
@@ -145,6 +146,11 @@ pub fn routes(
         .and(s())
         .and(body())
         .map(chaos::partition);
+    let recover = warp::path!("v1" / "admin" / "shards" / u32 / "recover")
+        .and(warp::post())
+        .and(warp::ext::optional::<server::Peer>())
+        .and(s())
+        .then(admin::recover);
     let healthz = warp::path!("healthz").and(warp::get()).map(info::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
@@ -179,6 +185,8 @@ pub fn routes(
                 .or(cluster)
                 .unify()
                 .or(partition)
+                .unify()
+                .or(recover)
                 .unify()
                 .or(healthz)
                 .unify()

@@ -34,6 +34,11 @@ pub(crate) struct ConnHandle {
     kill: CancellationToken,
 }
 
+/// The address a request's connection comes from (in the request's extensions: this
+/// server accepts connections itself, so warp's own `addr::remote` knows none).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
+
 impl ConnHandle {
     /// Drops the connection now; what it had not sent yet is discarded.
     pub(crate) fn kill(&self) {
@@ -203,6 +208,7 @@ pub(crate) async fn serve<F: Routes>(
             counts: counts.clone(),
             kill,
             timeouts,
+            peer: Peer(remote),
         };
         let span = tracing::debug_span!("conn", id, %remote);
         let run = conn.run(
@@ -245,6 +251,7 @@ struct Conn {
     counts: Arc<Counts>,
     kill: CancellationToken,
     timeouts: Timeouts,
+    peer: Peer,
 }
 
 impl Conn {
@@ -261,7 +268,7 @@ impl Conn {
             kill: self.kill.clone(),
         };
         let counts = self.counts.clone();
-        let id = self.id;
+        let (id, peer) = (self.id, self.peer);
         let pending = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let svc = warp::service(routes);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -271,6 +278,7 @@ impl Conn {
                 counts.lock_pending().remove(&id);
             }
             req.extensions_mut().insert(handle.clone());
+            req.extensions_mut().insert(peer);
             let mut svc = svc.clone();
             svc.call(req)
         });

@@ -95,6 +95,11 @@ pub fn plan(pos: &Position, meta: &TopicMeta) -> Result<ResumePlan, ApiError> {
     })
 }
 
+/// A new epoch: 16 random alphanumerics.
+pub fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

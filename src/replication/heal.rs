@@ -9,9 +9,13 @@
 //! the voters, as for a wiped node ([`super::rejoin`]). The shard's own incarnation is kept
 //! in its meta records and announced in gossip ([`identity::shard_fact`]).
 //!
-//! A copy is dropped only where another voter of the shard holds the data. Where this node
-//! is the shard's only voter (`factor = 1`, or one configured node) the damaged records stay
-//! unserved and the node says so: at start it refuses to run with such a shard.
+//! A copy is dropped only while enough of the shard's other voters are ready to catch it
+//! up ([`may_drop`]): up, in the same generation, and announcing no damaged copy of their
+//! own (a node announces its damaged copy, fact `damaged.<shard>`, for [`ANNOUNCED_FOR`]
+//! before it drops it, so two nodes that find damage at once both keep theirs). Until then
+//! the damaged records stay unserved; a node that finds damage while starting waits. Where
+//! the shard has fewer than three voters (`factor` 1 or 2) no copy is ever dropped: at
+//! start the node refuses to run with it.
 //!
 //! A drop is crash-safe: it first records (in one batch) that it is under way and the new
 //! incarnation; sled makes writes durable in order, so after a crash anywhere the record is
@@ -27,6 +31,12 @@ use crate::storage::flusher::Flusher;
 use crate::storage::{Damaged, RaftStore, TopicLog};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a damaged copy's node looks again whether it may drop it.
+const RECHECK: Duration = Duration::from_millis(250);
+/// How often a node waiting to drop a damaged copy says so.
+const SAY_EVERY: Duration = Duration::from_secs(5);
 
 /// What starting a shard's replica takes; cheap to clone.
 #[derive(Clone)]
@@ -49,10 +59,51 @@ pub(crate) fn shards_of(found: &[Damaged], shards: u32) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Whether this node (`me`) may drop its copy of a shard with `voters`: another voter holds
-/// the data (a learner's copy never counts towards anything).
-pub(crate) fn can_drop(voters: &[String], me: &str) -> bool {
-    voters.iter().any(|v| v != me)
+/// How long a node announces a damaged copy before it drops it: two nodes that find damage
+/// in one shard at once see each other's announcement and both keep their copies.
+pub(crate) const ANNOUNCED_FOR: Duration = Duration::from_secs(2);
+
+/// Whether this node may drop its damaged copy of a shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Drop,
+    /// Not now: too few of the shard's other voters are ready to catch the copy up.
+    Wait {
+        ready: usize,
+        need: usize,
+    },
+    /// Never: the shard has too few voters to replace this one (`factor` 1 or 2).
+    Never,
+}
+
+/// Whether this node (`me`) may drop its copy of a shard with `voters` (by placement), given
+/// which of them are `ready` (up, in this node's generation of the shard, announcing no
+/// damaged copy of their own). A learner's copy counts towards nothing: it may always go.
+/// A voter's may go only while the others that are ready are a majority of all voters
+/// without it: they hold every committed entry, can elect a leader and add the new replica,
+/// so the shard loses neither data nor availability (with 3 voters: both others).
+pub(crate) fn may_drop(voters: &[String], me: &str, ready: impl Fn(&str) -> bool) -> Verdict {
+    if !voters.iter().any(|v| v == me) {
+        return Verdict::Drop;
+    }
+    if voters.len() < 3 {
+        return Verdict::Never;
+    }
+    let need = voters.len() / 2 + 1;
+    let ready = voters.iter().filter(|v| *v != me && ready(v)).count();
+    if ready >= need {
+        Verdict::Drop
+    } else {
+        Verdict::Wait { ready, need }
+    }
+}
+
+/// Whether node `node` is ready to catch up a copy of `shard` this node drops (see
+/// [`may_drop`]): up (its gossip facts are there), in `generation`, with no damaged copy.
+pub(crate) fn ready(net: &dyn RaftNet, node: &str, shard: u32, generation: u32) -> bool {
+    identity::incarnation_of(net, node).is_some()
+        && identity::generation_of(net, node, shard) == generation
+        && !identity::damaged_of(net, node, shard)
 }
 
 /// Starts this node's replica of `shard` (see [`shards::start_group`]), as the shard's own
@@ -67,31 +118,111 @@ pub(crate) async fn start_shard(
     damaged: bool,
 ) -> Result<Group, ReplicationError> {
     let shard_store = parts.store.shard(shard)?;
-    let unfinished = off_worker(&parts.log, move |_| shard_store.dropping()).await?;
-    if unfinished {
+    let unfinished = off_worker(&parts.log, move |_| {
+        Ok(shard_store.dropping()?.then_some(shard_store.recovering()?))
+    })
+    .await?;
+    if let Some(recovering) = unfinished {
         tracing::warn!(shard, "finishing the drop of this node's copy of the shard");
-        drop_copy(parts, shard, None).await?;
+        drop_copy(parts, shard, None, recovering).await?;
     } else if damaged {
-        drop_damaged(parts, shard, voters).await?;
+        wait_to_drop(parts, shard, voters).await?;
+        drop_damaged(parts, shard).await?;
     }
     match start(parts, shard, voters, node_incarnation).await {
-        Err(ReplicationError::Raft { .. }) if damaged_now(parts, shard) => {
-            drop_damaged(parts, shard, voters).await?;
+        Err(_) if damaged_now(parts, shard) => {
+            wait_to_drop(parts, shard, voters).await?;
+            drop_damaged(parts, shard).await?;
             start(parts, shard, voters, node_incarnation).await
         }
         started => started,
     }
 }
 
-/// Drops this node's damaged copy of `shard` (if another voter holds the data) and starts
-/// its replica again, empty, as a new incarnation.
+/// Announces that this node's copy of `shard` is damaged (or no longer).
+pub(crate) async fn announce_damaged(parts: &Parts, shard: u32, damaged: bool) {
+    let fact = identity::damaged_fact(shard);
+    parts
+        .net
+        .announce(&fact, if damaged { "1" } else { "0" })
+        .await;
+}
+
+/// While starting: announces the damaged copy and waits until it may be dropped (at least
+/// [`ANNOUNCED_FOR`]), saying why every 5 s; an error if it never may.
+async fn wait_to_drop(
+    parts: &Parts,
+    shard: u32,
+    voters: &[String],
+) -> Result<(), ReplicationError> {
+    announce_damaged(parts, shard, true).await;
+    let shard_store = parts.store.shard(shard)?;
+    let generation = off_worker(&parts.log, move |_| shard_store.generation()).await?;
+    let since = tokio::time::Instant::now();
+    let mut said: Option<tokio::time::Instant> = None;
+    let net = parts.net.as_ref();
+    loop {
+        let ready = |n: &str| ready(net, n, shard, generation);
+        match may_drop(voters, &parts.settings.me, ready) {
+            Verdict::Never => return Err(ReplicationError::OnlyCopyDamaged { shard }),
+            Verdict::Drop if since.elapsed() >= ANNOUNCED_FOR => return Ok(()),
+            Verdict::Drop => {}
+            Verdict::Wait { ready, need } => {
+                if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
+                    said = Some(tokio::time::Instant::now());
+                    tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
+                }
+            }
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
+/// Drops this node's damaged copy of `shard` and starts its replica again, empty, as a new
+/// incarnation (the caller checked [`may_drop`]).
 pub(crate) async fn restart_dropped(
     parts: &Parts,
     shard: u32,
     voters: &[String],
     node_incarnation: u32,
 ) -> Result<Group, ReplicationError> {
-    drop_damaged(parts, shard, voters).await?;
+    drop_damaged(parts, shard).await?;
+    start(parts, shard, voters, node_incarnation).await
+}
+
+/// Drops this node's copy of `shard`, whose group a peer started anew as `generation`, and
+/// starts its replica again, empty, as a new incarnation of that generation.
+pub(crate) async fn restart_adopting(
+    parts: &Parts,
+    shard: u32,
+    voters: &[String],
+    node_incarnation: u32,
+    generation: u32,
+) -> Result<Group, ReplicationError> {
+    let incarnation = identity::new_incarnation();
+    drop_copy(parts, shard, Some((incarnation, generation)), false).await?;
+    tracing::warn!(
+        shard,
+        generation,
+        incarnation,
+        "the shard was recovered from a minority elsewhere: dropped this node's copy, it catches up from the recovered group as a new replica"
+    );
+    start(parts, shard, voters, node_incarnation).await
+}
+
+/// Starts `shard`'s group anew from this node's copy (see [`super::recover`]): every topic
+/// of the shard keeps its messages under a new epoch, the Raft state goes, and the replica
+/// starts as a new incarnation of the next generation, the group's only voter.
+pub(crate) async fn restart_recovering(
+    parts: &Parts,
+    shard: u32,
+    voters: &[String],
+    node_incarnation: u32,
+) -> Result<Group, ReplicationError> {
+    let shard_store = parts.store.shard(shard)?;
+    let generation = off_worker(&parts.log, move |_| shard_store.generation()).await? + 1;
+    let incarnation = identity::new_incarnation();
+    drop_copy(parts, shard, Some((incarnation, generation)), true).await?;
     start(parts, shard, voters, node_incarnation).await
 }
 
@@ -102,6 +233,8 @@ fn damaged_now(parts: &Parts, shard: u32) -> bool {
     !parts.store.damage().take_where(about).is_empty()
 }
 
+/// Starts the replica as its store says (the shard's own incarnation, generation, and
+/// whether a recovery is under way), after announcing them.
 async fn start(
     parts: &Parts,
     shard: u32,
@@ -109,18 +242,32 @@ async fn start(
     node_incarnation: u32,
 ) -> Result<Group, ReplicationError> {
     let shard_store = parts.store.shard(shard)?;
-    let own = off_worker(&parts.log, move |_| shard_store.incarnation()).await?;
+    let (own, generation, recovering) = off_worker(&parts.log, move |_| {
+        Ok((
+            shard_store.incarnation()?,
+            shard_store.generation()?,
+            shard_store.recovering()?,
+        ))
+    })
+    .await?;
     if let Some(n) = own {
-        parts
-            .net
-            .announce(&identity::shard_fact(shard), &n.to_string())
-            .await;
+        let fact = identity::shard_fact(shard);
+        parts.net.announce(&fact, &n.to_string()).await;
     }
+    if generation > 0 {
+        let fact = identity::generation_fact(shard);
+        parts.net.announce(&fact, &generation.to_string()).await;
+    }
+    let start = shards::Start {
+        incarnation: own.unwrap_or(node_incarnation),
+        generation,
+        recovering,
+    };
     shards::start_group(
         &parts.settings,
         shard,
         voters,
-        own.unwrap_or(node_incarnation),
+        start,
         Arc::clone(&parts.log),
         &parts.store,
         parts.flusher.clone(),
@@ -129,40 +276,46 @@ async fn start(
     .await
 }
 
-async fn drop_damaged(
-    parts: &Parts,
-    shard: u32,
-    voters: &[String],
-) -> Result<(), ReplicationError> {
-    if !can_drop(voters, &parts.settings.me) {
-        return Err(ReplicationError::OnlyCopyDamaged { shard });
-    }
+async fn drop_damaged(parts: &Parts, shard: u32) -> Result<(), ReplicationError> {
+    let shard_store = parts.store.shard(shard)?;
+    let generation = off_worker(&parts.log, move |_| shard_store.generation()).await?;
     let incarnation = identity::new_incarnation();
-    drop_copy(parts, shard, Some(incarnation)).await?;
+    drop_copy(parts, shard, Some((incarnation, generation)), false).await?;
     tracing::warn!(
         shard,
         incarnation,
         id = placement::replica_id(&parts.settings.me, incarnation),
         "dropped this node's damaged copy of the shard: it catches up from the shard's leader as a new replica"
     );
+    announce_damaged(parts, shard, false).await;
     Ok(())
 }
 
-/// Removes this node's copy of `shard` (see the module doc); `incarnation`: the one the
-/// replica takes afterwards, or `None` to finish a drop already begun.
+/// Removes this node's copy of `shard` (see the module doc). `begin`: the incarnation and
+/// generation the replica takes afterwards, or `None` to finish a drop already begun.
+/// `recovering`: the shard's topics are kept, each under a new epoch, for a recovery
+/// (else they go).
 async fn drop_copy(
     parts: &Parts,
     shard: u32,
-    incarnation: Option<u32>,
+    begin: Option<(u32, u32)>,
+    recovering: bool,
 ) -> Result<(), ReplicationError> {
     let shard_store = parts.store.shard(shard)?;
     let shards = parts.settings.shards;
     off_worker(&parts.log, move |log| {
-        if let Some(n) = incarnation {
-            shard_store.begin_drop(n)?;
+        if let Some((incarnation, generation)) = begin {
+            shard_store.begin_drop(incarnation, generation, recovering)?;
         }
         for topic in log.topics()? {
-            if placement::shard_of(&topic, shards) == shard {
+            if placement::shard_of(&topic, shards) != shard {
+                continue;
+            }
+            if recovering {
+                let epoch = crate::protocol::resume::new_epoch();
+                log.set_epoch(&topic, &epoch, 0)?;
+                tracing::warn!(topic, epoch, "recovered under a new epoch");
+            } else {
                 log.forget(&topic)?;
             }
         }
@@ -186,10 +339,25 @@ mod tests {
     }
 
     #[test]
-    fn only_a_copy_another_voter_holds_is_dropped() {
+    fn a_voters_copy_goes_only_while_the_others_ready_are_a_majority() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(can_drop(&names(&["n1", "n2", "n3"]), "n1"));
-        assert!(can_drop(&names(&["n2", "n3"]), "n1"), "a learner's copy");
-        assert!(!can_drop(&names(&["n1"]), "n1"), "the only voter");
+        let three = names(&["n1", "n2", "n3"]);
+        let all = |_: &str| true;
+        let none = |_: &str| false;
+        assert_eq!(may_drop(&three, "n1", all), Verdict::Drop);
+        assert_eq!(
+            may_drop(&three, "n1", |n| n == "n2"),
+            Verdict::Wait { ready: 1, need: 2 },
+            "one other voter down or damaged too"
+        );
+        assert_eq!(may_drop(&three, "n4", none), Verdict::Drop, "a learner");
+        assert_eq!(may_drop(&names(&["n1"]), "n1", all), Verdict::Never);
+        assert_eq!(may_drop(&names(&["n1", "n2"]), "n1", all), Verdict::Never);
+        let five = names(&["n1", "n2", "n3", "n4", "n5"]);
+        assert_eq!(may_drop(&five, "n1", |n| n != "n5"), Verdict::Drop);
+        assert_eq!(
+            may_drop(&five, "n1", |n| n == "n2" || n == "n3"),
+            Verdict::Wait { ready: 2, need: 3 }
+        );
     }
 }

@@ -208,6 +208,29 @@ pub(crate) fn replica_incarnation(net: &dyn RaftNet, node: &str, shard: u32) -> 
     }
 }
 
+/// The gossip fact naming a node's generation of `shard`, where it is above 0 (see
+/// [`super::recover`]).
+pub(crate) fn generation_fact(shard: u32) -> String {
+    format!("generation.{shard}")
+}
+
+/// The generation of `shard` node `node` announced (0 if none).
+pub(crate) fn generation_of(net: &dyn RaftNet, node: &str, shard: u32) -> u32 {
+    net.fact(node, &generation_fact(shard))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The gossip fact by which a node says its copy of `shard` is damaged ("1") or not.
+pub(crate) fn damaged_fact(shard: u32) -> String {
+    format!("damaged.{shard}")
+}
+
+/// Whether node `node` announces a damaged copy of `shard`.
+pub(crate) fn damaged_of(net: &dyn RaftNet, node: &str, shard: u32) -> bool {
+    net.fact(node, &damaged_fact(shard)).as_deref() == Some("1")
+}
+
 /// The other configured nodes whose facts this node has (gossip does not mark them down).
 fn heard<'a>(
     settings: &'a ReplicationSettings,

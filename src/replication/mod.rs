@@ -24,6 +24,7 @@
 
 pub(crate) mod cluster_net;
 mod codec;
+mod copies;
 mod heal;
 pub(crate) mod identity;
 mod log_store;
@@ -31,6 +32,7 @@ pub(crate) mod network;
 mod ops;
 pub(crate) mod owners;
 mod placement;
+mod recover;
 mod rejoin;
 mod shards;
 mod state_machine;
@@ -38,11 +40,13 @@ mod state_machine;
 mod tests;
 mod types;
 
+pub(crate) use copies::{RecoverError, Recovered};
 pub(crate) use network::RaftNet;
 pub(crate) use ops::Op;
+pub(crate) use recover::Refusal;
 
 use crate::storage::flusher::Flusher;
-use crate::storage::{Damage, RaftStore, SledLog, StorageError, TopicLog};
+use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::Instant as _;
@@ -51,7 +55,7 @@ use placement::Names;
 use shards::Group;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -115,7 +119,7 @@ pub(crate) enum ReplicationError {
     Storage(#[from] StorageError),
     #[error("shard {shard}: {detail}")]
     Raft { shard: u32, detail: String },
-    #[error("shard {shard}: this node holds its only copy and a record of it is damaged (the log names it): restore the data directory from a backup")]
+    #[error("shard {shard}: a record of this node's copy is damaged (the log names it) and the shard has too few other voters to catch it up from: restore the data directory from a backup")]
     OnlyCopyDamaged { shard: u32 },
 }
 
@@ -252,7 +256,7 @@ impl Replication {
             .collect();
         tasks.push(peers_task.detach());
         let weak = Arc::downgrade(&replication.inner);
-        tasks.push(tokio::spawn(Replication::heal_damage(weak, damage)));
+        tasks.push(tokio::spawn(Replication::keep_copies(weak, damage)));
         replication.keep_tasks(tasks);
         tracing::info!(
             me = replication.me(),
@@ -261,98 +265,6 @@ impl Replication {
             "replication started"
         );
         Ok(replication)
-    }
-
-    /// The background tasks of one local instance: leader tracking and upkeep.
-    fn group_tasks(&self, group: &Arc<Group>) -> Vec<JoinHandle<()>> {
-        let inner = &self.inner;
-        let mut tasks = vec![tokio::spawn(shards::track_leader(
-            Arc::clone(group),
-            Arc::clone(&inner.names),
-            inner.leaders_tx.clone(),
-            Arc::clone(&inner.stopping),
-        ))];
-        if let Some(first) = self.voters(group.shard).first() {
-            tasks.push(tokio::spawn(shards::upkeep(
-                Arc::clone(group),
-                first.clone(),
-                inner.settings.clone(),
-                Arc::clone(&inner.names),
-                Arc::clone(&inner.parts.net),
-            )));
-        }
-        tasks
-    }
-
-    fn keep_tasks(&self, new: Vec<JoinHandle<()>>) {
-        match self.inner.tasks.lock() {
-            Ok(mut tasks) => {
-                tasks.retain(|t| !t.is_finished());
-                tasks.extend(new);
-            }
-            Err(_) => new.iter().for_each(JoinHandle::abort),
-        }
-    }
-
-    /// Drops every local copy reported damaged and starts its instance again (see
-    /// [`heal`]), for as long as the node runs.
-    async fn heal_damage(inner: Weak<Inner>, damage: Damage) {
-        loop {
-            damage.reported().await;
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let this = Replication { inner };
-            for shard in heal::shards_of(&damage.take(), this.shards()) {
-                if this.inner.stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                this.replace_copy(shard).await;
-            }
-        }
-    }
-
-    /// Stops this node's instance of `shard`, drops its copy and starts it again empty, as
-    /// a new incarnation that the leader catches up. A copy no other voter holds is kept
-    /// (unserved), and the node says so.
-    async fn replace_copy(&self, shard: u32) {
-        let Some(slot) = self.inner.groups.get(&shard) else {
-            return;
-        };
-        let voters = self.voters(shard);
-        if !heal::can_drop(voters, self.me()) {
-            let e = ReplicationError::OnlyCopyDamaged { shard };
-            tracing::error!(shard, error = %e, "a damaged record is not served");
-            return;
-        }
-        let old = Arc::clone(&read_lock(slot));
-        old.retired.store(true, Ordering::Release);
-        if let Err(e) = old.raft.shutdown().await {
-            tracing::debug!(shard, error = %e, "raft shutdown");
-        }
-        let parts = &self.inner.parts;
-        match heal::restart_dropped(parts, shard, voters, self.inner.incarnation).await {
-            Ok(group) => {
-                let group = Arc::new(group);
-                *write_lock(slot) = Arc::clone(&group);
-                self.keep_tasks(self.group_tasks(&group));
-                self.inner.leaders_tx.send_modify(|all| {
-                    if all.failed.contains(&shard) {
-                        let mut next = Leaders::clone(all);
-                        next.failed.remove(&shard);
-                        *all = Arc::new(next);
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::error!(shard, error = %e, "cannot start the shard again after dropping its copy");
-                self.inner.leaders_tx.send_modify(|all| {
-                    let mut next = Leaders::clone(all);
-                    next.failed.insert(shard);
-                    *all = Arc::new(next);
-                });
-            }
-        }
     }
 
     /// This node's instance of every local shard.
@@ -643,10 +555,17 @@ impl Replication {
     /// Transfers leadership of every shard this node leads to an up-to-date voter (waits up
     /// to ~1 s in all), then shuts every Raft down.
     pub async fn stop(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
+        // Under the tasks' lock: a copy replaced meanwhile either has its tasks here, or
+        // sees the node stopping and shuts its new instance down itself.
         let tasks: Vec<_> = match self.inner.tasks.lock() {
-            Ok(mut tasks) => tasks.drain(..).collect(),
-            Err(_) => Vec::new(),
+            Ok(mut tasks) => {
+                self.inner.stopping.store(true, Ordering::Release);
+                tasks.drain(..).collect()
+            }
+            Err(_) => {
+                self.inner.stopping.store(true, Ordering::Release);
+                Vec::new()
+            }
         };
         for task in &tasks {
             task.abort();

@@ -42,15 +42,18 @@ pub(crate) enum Step {
 /// `members`: the shard's membership; `configs`: its voter sets (two while a change is half
 /// done, a joint config: then the only step is to finish it); `wanted`: each configured node and the replica it
 /// announced (`None`: not heard, nothing is done about it); `matched`: the last log index
-/// each replica holds as the leader knows it; `last`: the leader's last log index. Learners
-/// come first (several at once); at most one membership change, since openraft runs one at
-/// a time.
+/// each replica holds as the leader knows it; `last`: the leader's last log index; `voting`:
+/// the nodes placement makes the shard's voters (a group started anew by a recovery from a
+/// minority has only its recovering node as voter: each other one's replica becomes a voter
+/// once it caught up). Learners come first (several at once); at most one membership
+/// change, since openraft runs one at a time.
 pub(crate) fn plan(
     members: &[MemberSeen],
     configs: &[BTreeSet<NodeId>],
     wanted: &[(String, Option<NodeId>)],
     matched: &HashMap<NodeId, u64>,
     last: u64,
+    voting: &BTreeSet<String>,
 ) -> Vec<Step> {
     if let [.., _, target] = configs {
         let removed = configs
@@ -67,6 +70,7 @@ pub(crate) fn plan(
     let mut steps = Vec::new();
     let mut change = None;
     let voters: BTreeSet<NodeId> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    let ready = |id: &NodeId| matched.get(id).is_some_and(|m| *m + CATCH_UP_SLACK >= last);
     for (node, want) in wanted {
         let Some(want) = *want else { continue };
         let mine: Vec<&MemberSeen> = members.iter().filter(|m| &m.node == node).collect();
@@ -85,10 +89,7 @@ pub(crate) fn plan(
             continue;
         }
         if stale.iter().any(|id| voters.contains(id)) {
-            let ready = matched
-                .get(&want)
-                .is_some_and(|m| *m + CATCH_UP_SLACK >= last);
-            if ready {
+            if ready(&want) {
                 let mut next: BTreeSet<NodeId> = voters
                     .iter()
                     .copied()
@@ -103,6 +104,22 @@ pub(crate) fn plan(
         } else {
             change = Some(Step::Remove(stale));
         }
+    }
+    if change.is_none() {
+        // A voting node none of whose replicas votes: its caught-up replica becomes one.
+        change = wanted.iter().find_map(|(node, want)| {
+            let want = (*want)?;
+            let votes = members.iter().any(|m| &m.node == node && m.voter);
+            let learner = members.iter().any(|m| m.id == want);
+            (voting.contains(node) && !votes && learner && ready(&want)).then(|| {
+                let mut next = voters.clone();
+                next.insert(want);
+                Step::SetVoters {
+                    voters: next,
+                    removed: BTreeSet::new(),
+                }
+            })
+        });
     }
     steps.extend(change);
     steps
@@ -261,15 +278,58 @@ mod tests {
                 }],
             ),
         ];
+        let voting: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
         for (what, members, wanted, matched, want) in cases {
             let voters: BTreeSet<NodeId> =
                 members.iter().filter(|m| m.voter).map(|m| m.id).collect();
             assert_eq!(
-                plan(&members, &[voters], &wanted, matched, 1000),
+                plan(&members, &[voters], &wanted, matched, 1000, &voting),
                 want,
                 "{what}"
             );
         }
+    }
+
+    #[test]
+    fn a_group_started_anew_takes_the_voting_nodes_back_one_at_a_time() {
+        // A recovery left a (11) the only voter; b's new replica caught up, c's did not,
+        // d is no voting node.
+        let members = vec![
+            member(11, "a", true),
+            member(21, "b", false),
+            member(31, "c", false),
+            member(41, "d", false),
+        ];
+        let voting: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
+        let wanted = wanted(&[
+            ("a", Some(11)),
+            ("b", Some(21)),
+            ("c", Some(31)),
+            ("d", Some(41)),
+        ]);
+        let matched: HashMap<NodeId, u64> = [(21, 1000), (31, 10), (41, 1000)].into();
+        let step = |voters: &[NodeId]| Step::SetVoters {
+            voters: set(voters),
+            removed: BTreeSet::new(),
+        };
+        let configs = [set(&[11])];
+        assert_eq!(
+            plan(&members, &configs, &wanted, &matched, 1000, &voting),
+            vec![step(&[11, 21])]
+        );
+        // Once b votes, c is next when it caught up; d never.
+        let mut members = members;
+        members[1].voter = true;
+        let configs = [set(&[11, 21])];
+        assert_eq!(
+            plan(&members, &configs, &wanted, &matched, 1000, &voting),
+            vec![]
+        );
+        let matched: HashMap<NodeId, u64> = [(21, 1000), (31, 1000), (41, 1000)].into();
+        assert_eq!(
+            plan(&members, &configs, &wanted, &matched, 1000, &voting),
+            vec![step(&[11, 21, 31])]
+        );
     }
 
     #[test]
@@ -285,8 +345,9 @@ mod tests {
         let configs = [set(&[10, 20, 30]), set(&[10, 20, 31])];
         let wanted = wanted(&[("b", Some(21)), ("c", Some(31))]);
         let caught_up: HashMap<NodeId, u64> = [(20, 1000), (31, 1000)].into();
+        let voting: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
         assert_eq!(
-            plan(&members, &configs, &wanted, &caught_up, 1000),
+            plan(&members, &configs, &wanted, &caught_up, 1000, &voting),
             vec![Step::SetVoters {
                 voters: set(&[10, 20, 31]),
                 removed: set(&[30])

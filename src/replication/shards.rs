@@ -10,7 +10,7 @@ use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
 use super::placement::{self, Names};
 use super::rejoin::{self, MemberSeen, Step};
-use super::state_machine::StateMachine;
+use super::state_machine::{Fence, StateMachine};
 use super::types::{Metrics, NodeId, Raft};
 use super::{Leaders, ReplicationError, ReplicationSettings};
 use crate::storage::flusher::Flusher;
@@ -18,7 +18,7 @@ use crate::storage::{RaftStore, TopicLog};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, ChangeMembers, Config, RaftLogReader, ServerState, SnapshotPolicy};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -45,6 +45,13 @@ pub(crate) struct Group {
     /// Set when this instance is stopped to be replaced (its copy is being dropped): its
     /// stop is not a failure, and its tasks end.
     pub retired: std::sync::atomic::AtomicBool,
+    /// The shard's generation here (raised by each recovery from a minority).
+    pub generation: u32,
+    /// Set while the group a recovery started has no snapshot of the recovered data yet:
+    /// no replica may be added, since entries alone would not give it that data.
+    pub recovering: std::sync::atomic::AtomicBool,
+    /// Closed once the instance is stopped to be replaced (see [`Fence`]).
+    pub fence: Fence,
 }
 
 impl Group {
@@ -71,20 +78,37 @@ fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, Rep
         .map_err(|e| ReplicationError::Settings(e.to_string()))
 }
 
-/// Starts this node's replica of `shard` (whose voters are `voters`) as incarnation
-/// `incarnation`; initializes the group if this node is one of the voters, forms a new
-/// cluster (incarnation 0) and has no Raft state for the shard yet.
+/// How a replica with no Raft state for its shard starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Start {
+    /// Its incarnation (see [`identity`]).
+    pub incarnation: u32,
+    /// The shard's generation here.
+    pub generation: u32,
+    /// A recovery from a minority started anew from this replica's data: with no Raft state
+    /// it initializes the group with itself as the only voter.
+    pub recovering: bool,
+}
+
+/// Starts this node's replica of `shard` (whose voters are `voters`) as `start` says;
+/// initializes the group if this node is one of the voters, forms a new cluster
+/// (incarnation 0) and has no Raft state for the shard yet, or if it recovers the shard.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn start_group(
     settings: &ReplicationSettings,
     shard: u32,
     voters: &[String],
-    incarnation: u32,
+    start: Start,
     log: Arc<dyn TopicLog>,
     store: &RaftStore,
     flusher: Flusher,
     net: Arc<dyn RaftNet>,
 ) -> Result<Group, ReplicationError> {
+    let Start {
+        incarnation,
+        generation,
+        recovering,
+    } = start;
     let me = placement::replica_id(&settings.me, incarnation);
     let shard_store = store.shard(shard)?;
     let mut log_store = LogStore::new(shard, shard_store.clone(), flusher);
@@ -103,8 +127,9 @@ pub(crate) async fn start_group(
             .await
             .map_err(|e| raft_err(&e))?
             .is_none();
-    let sm =
-        StateMachine::open(shard, settings.shards, log, shard_store).map_err(|e| raft_err(&e))?;
+    let fence = Fence::default();
+    let sm = StateMachine::open(shard, settings.shards, log, shard_store, fence.clone())
+        .map_err(|e| raft_err(&e))?;
     let network = NetFactory { shard, net };
     let raft = Raft::new(me, config(settings, shard)?, network, log_store, sm)
         .await
@@ -112,7 +137,19 @@ pub(crate) async fn start_group(
     // Every voter with no Raft state initializes the group with the same voters (openraft
     // allows that with identical configurations): the first start of a cluster forms every
     // shard even while a shard's preferred voter is down.
-    if empty && incarnation == 0 && voters.contains(&settings.me) {
+    if empty && recovering {
+        let node = BasicNode {
+            addr: settings.me.clone(),
+        };
+        raft.initialize(BTreeMap::from([(me, node)]))
+            .await
+            .map_err(|e| raft_err(&e))?;
+        tracing::warn!(
+            shard,
+            generation,
+            "shard group started anew from this node's copy"
+        );
+    } else if empty && incarnation == 0 && voters.contains(&settings.me) {
         let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()
             .map(|n| (placement::replica_id(n, 0), BasicNode { addr: n.clone() }))
@@ -130,6 +167,9 @@ pub(crate) async fn start_group(
         raft,
         incoming: Incoming::default(),
         retired: Default::default(),
+        generation,
+        recovering: recovering.into(),
+        fence,
     })
 }
 
@@ -141,6 +181,9 @@ pub(crate) fn leader_name(m: &Metrics, names: &Names) -> Option<String> {
 }
 
 /// Keeps `leaders` current with `group`'s view of its leader, until the instance stops.
+/// A retired instance (replaced by another) changes nothing: its successor's task owns
+/// the shard's entry; the check runs inside each update, so it orders with the
+/// replacement's own updates.
 pub(crate) async fn track_leader(
     group: Arc<Group>,
     names: Arc<Names>,
@@ -148,10 +191,13 @@ pub(crate) async fn track_leader(
     stopping: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut metrics = group.raft.metrics();
+    let slot = usize::try_from(group.shard).ok();
     loop {
         let leader = leader_name(&metrics.borrow_watched(), &names);
         leaders.send_if_modified(|all| {
-            let slot = usize::try_from(group.shard).ok();
+            if group.retired() {
+                return false;
+            }
             match slot.and_then(|i| all.by_shard.get(i)) {
                 Some(known) if *known != leader => {
                     let mut next = Leaders::clone(all);
@@ -170,20 +216,21 @@ pub(crate) async fn track_leader(
             // knows a leader for the shard, so it neither claims it nor reports ready.
             // A shutdown stops every instance, and a copy being dropped its own; anything
             // else is a failure of this one (until its copy is dropped and it starts again).
-            let failed = !stopping.load(std::sync::atomic::Ordering::Acquire) && !group.retired();
-            tracing::warn!(shard = group.shard, failed, "shard instance stopped");
-            leaders.send_modify(|all| {
+            leaders.send_if_modified(|all| {
+                if group.retired() {
+                    return false;
+                }
+                let failed = !stopping.load(std::sync::atomic::Ordering::Acquire);
+                tracing::warn!(shard = group.shard, failed, "shard instance stopped");
                 let mut next = Leaders::clone(all);
-                if let Some(s) = usize::try_from(group.shard)
-                    .ok()
-                    .and_then(|i| next.by_shard.get_mut(i))
-                {
+                if let Some(s) = slot.and_then(|i| next.by_shard.get_mut(i)) {
                     *s = None;
                 }
                 if failed {
                     next.failed.insert(group.shard);
                 }
                 *all = Arc::new(next);
+                true
             });
             return;
         }
@@ -191,9 +238,14 @@ pub(crate) async fn track_leader(
 }
 
 /// Moves `m`'s group (led by this node) one step towards holding, for each configured
-/// node, the replica that node announced (`wanted`).
+/// node, the replica that node announced (`wanted`), with the `voting` nodes as voters.
 /// False if a step failed.
-async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<NodeId>)]) -> bool {
+async fn keep_members(
+    group: &Group,
+    m: &Metrics,
+    wanted: &[(String, Option<NodeId>)],
+    voting: &BTreeSet<String>,
+) -> bool {
     let membership = m.membership_config.membership();
     let voters: HashSet<NodeId> = membership.voter_ids().collect();
     let members: Vec<MemberSeen> = membership
@@ -214,7 +266,7 @@ async fn keep_members(group: &Group, m: &Metrics, wanted: &[(String, Option<Node
     let shard = group.shard;
     let configs = membership.get_joint_config();
     let mut ok = true;
-    for step in rejoin::plan(&members, configs, wanted, &matched, last) {
+    for step in rejoin::plan(&members, configs, wanted, &matched, last, voting) {
         let (what, result) = match &step {
             Step::AddLearner { id, node } => {
                 let node = BasicNode { addr: node.clone() };
@@ -270,19 +322,24 @@ pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     })
 }
 
-/// The replica of `shard` each of `nodes` announced (`me` is `my_id`).
+/// The replica of `group`'s shard each of `nodes` announced (`me` is `my_id`); none for a
+/// node still in an older generation of the shard (its replica belongs to a group that
+/// was started anew: it drops it and announces a new one).
 fn wanted(
     nodes: &[String],
-    shard: u32,
+    group: &Group,
     me: &str,
     my_id: NodeId,
     net: &dyn RaftNet,
 ) -> Vec<(String, Option<NodeId>)> {
+    let shard = group.shard;
     nodes
         .iter()
         .map(|n| {
             let id = if n == me {
                 Some(my_id)
+            } else if identity::generation_of(net, n, shard) < group.generation {
+                None
             } else {
                 identity::replica_incarnation(net, n, shard).map(|i| placement::replica_id(n, i))
             };
@@ -307,11 +364,15 @@ pub(crate) fn voter_of(m: &Metrics, name: &str, names: &Names) -> Option<NodeId>
 /// commit holds up no other.
 pub(crate) async fn upkeep(
     group: Arc<Group>,
-    preferred: String,
+    voting: Vec<String>,
     settings: ReplicationSettings,
     names: Arc<Names>,
     net: Arc<dyn RaftNet>,
 ) {
+    let Some(preferred) = voting.first().cloned() else {
+        return;
+    };
+    let voting: BTreeSet<String> = voting.into_iter().collect();
     let mut last_transfer: Option<Instant> = None;
     let mut last_failure: Option<Instant> = None;
     let within = |t: Option<Instant>, d: Duration| t.is_some_and(|t| t.elapsed() < d);
@@ -331,15 +392,10 @@ pub(crate) async fn upkeep(
         // A joint config (a change half done) is finished soon, whatever failed before.
         let joint = m.membership_config.membership().get_joint_config().len() > 1;
         let wait = if joint { election } else { TRANSFER_BACKOFF };
-        if !within(last_failure, wait) {
-            let wanted = wanted(
-                &settings.nodes,
-                group.shard,
-                &settings.me,
-                m.id,
-                net.as_ref(),
-            );
-            if !keep_members(&group, &m, &wanted).await {
+        let recovering = group.recovering.load(std::sync::atomic::Ordering::Acquire);
+        if !recovering && !within(last_failure, wait) {
+            let wanted = wanted(&settings.nodes, &group, &settings.me, m.id, net.as_ref());
+            if !keep_members(&group, &m, &wanted, &voting).await {
                 last_failure = Some(Instant::now());
             }
         }

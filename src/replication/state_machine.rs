@@ -57,6 +57,36 @@ pub(crate) struct StateMachine {
     /// The last snapshot built or installed (in memory: rebuilt by openraft after a restart
     /// if the log was purged).
     current: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// Closed when this instance is replaced: nothing is written after that.
+    fence: Fence,
+}
+
+/// Lets a replaced instance's state machine write no more: openraft's `shutdown` does not
+/// wait for the state machine's task, which finishes what it was given. Closing waits for
+/// the entry being applied, then every later write fails.
+#[derive(Clone, Default)]
+pub(crate) struct Fence(Arc<std::sync::Mutex<bool>>);
+
+impl Fence {
+    /// Waits for a write in progress; after this, writes fail.
+    pub fn close(&self) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    }
+
+    /// Runs `write` unless the fence is closed (holding it closed meanwhile).
+    fn guard<T>(&self, shard: u32, write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let closed = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *closed {
+            return Err(io_err(format!("shard {shard}: this instance was replaced")));
+        }
+        write()
+    }
 }
 
 impl StateMachine {
@@ -66,6 +96,7 @@ impl StateMachine {
         shards: u32,
         log: Arc<dyn TopicLog>,
         store: RaftShardStore,
+        fence: Fence,
     ) -> io::Result<StateMachine> {
         let read = |name: &str| -> io::Result<Option<Vec<u8>>> { store.meta(name).map_err(io_err) };
         let corrupt = |name: &str, e: bincode::error::DecodeError| {
@@ -87,6 +118,7 @@ impl StateMachine {
             applied,
             membership,
             current: None,
+            fence,
         })
     }
 
@@ -244,15 +276,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         while let Some((entry, responder)) = entries.try_next().await? {
             let index = entry.log_id.index();
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(data) => self.apply_ops(index, &data.ops)?,
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+            let fence = self.fence.clone();
+            fence.guard(self.shard, || {
+                match entry.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(data) => self.apply_ops(index, &data.ops)?,
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    }
                 }
-            }
-            self.applied = Some(entry.log_id);
-            self.record_applied()?;
+                self.applied = Some(entry.log_id);
+                self.record_applied()
+            })?;
             if let Some(responder) = responder {
                 responder.send(());
             }
@@ -270,10 +305,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         tracing::info!(shard = self.shard, bytes = snapshot.len(), last = ?meta.last_log_id, "installing snapshot");
-        self.install(&snapshot)?;
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.record_applied()?;
+        let fence = self.fence.clone();
+        fence.guard(self.shard, || {
+            self.install(&snapshot)?;
+            self.applied = meta.last_log_id;
+            self.membership = meta.last_membership.clone();
+            self.record_applied()
+        })?;
         self.current = Some((meta.clone(), Arc::new(snapshot)));
         Ok(())
     }

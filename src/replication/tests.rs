@@ -110,17 +110,23 @@ fn settings(me: &str) -> ReplicationSettings {
     }
 }
 
-fn open_log(path: &Path) -> SledLog {
+fn try_open_log(path: &Path) -> Option<SledLog> {
     let opts = SledOptions {
         dedupe_window_ms: 60_000,
         cache_bytes: 8 * 1024 * 1024,
     };
-    SledLog::open(path, opts).expect("open store")
+    SledLog::open(path, opts).ok()
+}
+
+fn open_log(path: &Path) -> SledLog {
+    try_open_log(path).expect("open store")
 }
 
 async fn start_node(name: &str, path: &Path, mesh: &Arc<Mesh>) -> Node {
     mesh.down.lock().expect("down").remove(name);
-    let log = Arc::new(open_log(path));
+    // A stopped node's last tasks (openraft's state machine task among them) let go of
+    // its store soon after the stop.
+    let log = Arc::new(poll("the store to be free", || try_open_log(path)).await);
     let store = raft_store(&log).expect("raft store");
     let shutdown = Shutdown::new();
     let dyn_log: Arc<dyn TopicLog> = log.clone();
@@ -626,7 +632,8 @@ fn a_snapshot_installs_the_same_topics() {
             .expect("raft store")
             .shard(shard)
             .expect("shard");
-        state_machine::StateMachine::open(shard, 2, log.clone(), store).expect("sm")
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, Default::default())
+            .expect("sm")
     };
     let image = sm(&src).image().expect("image");
     sm(&dst).install(&image).expect("install");
@@ -875,30 +882,15 @@ async fn a_drop_cut_short_by_a_crash_is_finished_before_the_shard_starts() {
     let want = dump(&*cluster.node(&leader).log, topic);
     converged(&cluster, topic, &want).await;
     let kept = replica(cluster.node(&f), other);
-    cluster.stop(&f).await;
     // A drop of f's copy of the shard got as far as recording itself, then the node died.
     {
-        let path = cluster.dirs[Cluster::index(&f)].path().to_path_buf();
-        // The stopped node's tasks let go of its store soon after the stop.
-        let log = poll("the stopped node's store", || {
-            SledLog::open(
-                &path,
-                SledOptions {
-                    dedupe_window_ms: 60_000,
-                    cache_bytes: 1 << 20,
-                },
-            )
-            .ok()
-        })
-        .await;
-        let store = raft_store(&log).expect("raft store");
-        store
-            .shard(shard)
-            .expect("shard")
-            .begin_drop(77)
-            .expect("begin");
+        let log = &cluster.node(&f).log;
+        let store = raft_store(log).expect("raft store");
+        let s = store.shard(shard).expect("shard");
+        s.begin_drop(77, 0, false).expect("begin");
         log.flush().expect("flush");
     }
+    cluster.stop(&f).await;
     cluster.restart(&f).await;
     let node = cluster.node(&f);
     let store = raft_store(&node.log).expect("raft store");

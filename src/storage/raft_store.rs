@@ -10,8 +10,9 @@
 //!   shard number before it): the number of shards the store was created with; key
 //!   `incarnation`: which identity this node's replicas have, and key `seen`: the nodes
 //!   this node has seen announce an identity, comma-separated (see `replication::identity`);
-//!   shard records `incarnation` (a shard whose copy was dropped has its own) and
-//!   `dropping` (a drop of the shard's copy is under way).
+//!   shard records `incarnation` (a shard whose copy was dropped has its own), `dropping`
+//!   (a drop of the shard's copy is under way), `generation` (raised by each recovery from
+//!   a minority) and `recovering` (a recovery's group has no snapshot yet).
 //!
 //! A checksum mismatch is [`StorageError::Corrupt`] naming the shard and the index or key,
 //! and the shard is reported damaged ([`super::damage`]): a damaged record is never handed
@@ -29,6 +30,12 @@ const SEEN_KEY: &[u8] = b"seen";
 const SHARD_INCARNATION: &str = "incarnation";
 /// Shard meta record: present while the shard's copy is being dropped.
 const DROPPING: &str = "dropping";
+/// Shard meta record: the shard's generation (u32): raised by each recovery from a
+/// minority, which starts the shard's Raft group anew.
+const GENERATION: &str = "generation";
+/// Shard meta record: present from the start of a recovery from a minority until the
+/// recovered group has its first snapshot.
+const RECOVERING: &str = "recovering";
 
 /// Handle to the Raft trees; cheap to clone.
 #[derive(Clone)]
@@ -253,14 +260,24 @@ impl RaftShardStore {
     /// The incarnation of this node's replica of the shard, if the shard has one of its own
     /// (its copy was dropped and caught up again); else the node's incarnation applies.
     pub fn incarnation(&self) -> Result<Option<u32>, StorageError> {
-        let Some(bytes) = self.meta(SHARD_INCARNATION)? else {
+        self.read_u32(SHARD_INCARNATION)
+    }
+
+    /// The shard's generation (0 until a recovery from a minority).
+    pub fn generation(&self) -> Result<u32, StorageError> {
+        Ok(self.read_u32(GENERATION)?.unwrap_or(0))
+    }
+
+    /// A u32 meta record of this shard.
+    fn read_u32(&self, name: &str) -> Result<Option<u32>, StorageError> {
+        let Some(bytes) = self.meta(name)? else {
             return Ok(None);
         };
         let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
             self.damage.report(Damaged::Shard(self.shard));
             StorageError::Corrupt {
                 what: "raft",
-                detail: format!("shard {} incarnation of {} bytes", self.shard, bytes.len()),
+                detail: format!("shard {} {name} of {} bytes", self.shard, bytes.len()),
             }
         })?;
         Ok(Some(u32::from_be_bytes(bytes)))
@@ -271,38 +288,58 @@ impl RaftShardStore {
         Ok(self.meta.get(self.meta_key(DROPPING))?.is_some())
     }
 
+    /// Whether a recovery from a minority started and its group has no snapshot yet.
+    pub fn recovering(&self) -> Result<bool, StorageError> {
+        Ok(self.meta.get(self.meta_key(RECOVERING))?.is_some())
+    }
+
     /// Starts dropping this shard's Raft state: records (before any removal, and sled makes
-    /// writes durable in order) that it is being dropped, and the incarnation the replica
-    /// will have afterwards. Then the caller removes the shard's topics and calls
-    /// [`RaftShardStore::drop_state`].
-    pub fn begin_drop(&self, incarnation: u32) -> Result<(), StorageError> {
+    /// writes durable in order) that it is being dropped, the incarnation the replica will
+    /// have afterwards and the shard's generation, and with `recovering` that this copy's
+    /// data starts the shard's group anew. Then the caller removes (or re-epochs) the
+    /// shard's topics and calls [`RaftShardStore::drop_state`].
+    pub fn begin_drop(
+        &self,
+        incarnation: u32,
+        generation: u32,
+        recovering: bool,
+    ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         batch.insert(self.meta_key(DROPPING), frame(&[]));
         batch.insert(
             self.meta_key(SHARD_INCARNATION),
             frame(&incarnation.to_be_bytes()),
         );
+        batch.insert(self.meta_key(GENERATION), frame(&generation.to_be_bytes()));
+        if recovering {
+            batch.insert(self.meta_key(RECOVERING), frame(&[]));
+        }
         self.meta.apply_batch(batch)?;
         Ok(())
     }
 
-    /// Removes the shard's log and every meta record but its incarnation, the dropping mark
-    /// last. Durable after the next flush.
+    /// Removes the shard's log and every meta record but its incarnation, generation and
+    /// recovery mark, the dropping mark last. Durable after the next flush.
     pub fn drop_state(&self) -> Result<(), StorageError> {
         self.remove_range(self.log.iter())?;
         let mut prefix = self.shard.to_be_bytes().to_vec();
         prefix.push(b'/');
-        let keep = self.meta_key(SHARD_INCARNATION);
-        let last = self.meta_key(DROPPING);
+        let keep = [SHARD_INCARNATION, GENERATION, RECOVERING, DROPPING].map(|n| self.meta_key(n));
         let mut batch = sled::Batch::default();
         for key in self.meta.scan_prefix(&prefix).keys() {
             let key = key?;
-            if key != keep.as_slice() && key != last.as_slice() {
+            if !keep.iter().any(|k| k.as_slice() == key.as_ref()) {
                 batch.remove(key);
             }
         }
         self.meta.apply_batch(batch)?;
-        self.meta.remove(last)?;
+        self.meta.remove(self.meta_key(DROPPING))?;
+        Ok(())
+    }
+
+    /// Ends a recovery (its group has a snapshot of the recovered data).
+    pub fn end_recovery(&self) -> Result<(), StorageError> {
+        self.meta.remove(self.meta_key(RECOVERING))?;
         Ok(())
     }
 
@@ -443,11 +480,14 @@ mod tests {
                 .expect("put");
         }
         assert_eq!(s.incarnation().expect("read"), None);
-        s.begin_drop(9).expect("begin");
+        s.begin_drop(9, 2, false).expect("begin");
         assert!(s.dropping().expect("read"), "marked before anything goes");
         s.drop_state().expect("drop");
         assert!(!s.dropping().expect("read"));
         assert_eq!(s.incarnation().expect("read"), Some(9));
+        assert_eq!(s.generation().expect("read"), 2);
+        assert_eq!(other.generation().expect("read"), 0);
+        assert!(!s.recovering().expect("read"));
         assert_eq!(s.last_entry().expect("read"), None);
         assert_eq!(s.meta("vote").expect("read"), None);
         assert_eq!(s.meta("applied").expect("read"), None);

@@ -123,9 +123,22 @@ impl SledLog {
         Ok(())
     }
 
-    /// `result`, after reporting `topic`'s copy as damaged if a chunk of it was corrupt.
-    fn noticed<T>(&self, topic: &str, result: Result<T, StorageError>) -> Result<T, StorageError> {
+    /// `result` of a call on `topic`'s copy `t`, after reporting the copy as damaged if a
+    /// chunk of it was corrupt. A copy replaced or forgotten meanwhile (its chunks may be
+    /// gone) is no finding: the call fails as if the topic did not exist.
+    fn noticed<T>(
+        &self,
+        topic: &str,
+        t: &Arc<Topic>,
+        result: Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         if let Err(StorageError::Corrupt { what: "chunk", .. }) = &result {
+            let current = read(&self.topics)
+                .get(topic)
+                .is_some_and(|now| Arc::ptr_eq(now, t));
+            if !current {
+                return Err(StorageError::NoSuchTopic(topic.to_string()));
+            }
             self.damage.report(Damaged::Topic(topic.to_string()));
         }
         result
@@ -390,7 +403,7 @@ impl TopicLog for SledLog {
                 format!("{topic} offset {expected} is missing"),
             ))
         })();
-        self.noticed(topic, found)
+        self.noticed(topic, &t, found)
     }
 
     fn apply_retention(
@@ -415,7 +428,7 @@ impl TopicLog for SledLog {
             |from, to, cutoff| first_at_or_after(tree, topic, from, to, cutoff),
             |offset| Ok(chunk_at(tree, topic, offset)?.map(|(start, _)| start)),
         );
-        let decision = self.noticed(topic, decision)?;
+        let decision = self.noticed(topic, &t, decision)?;
         if decision.first != current_first {
             // Persisted before any chunk goes, so a crash never leaves `first` below a hole.
             self.put_meta(topic, &epoch, decision.first, &lease)?;

@@ -39,30 +39,30 @@ impl SledLog {
         let mut topics = write(&self.topics);
         let old = topics.remove(topic);
         let _writer = old.as_ref().map(|t| lock(&t.writer));
-        // The meta record first: sled makes writes durable in order, so a crash midway
-        // leaves no meta record over a partial copy (open refuses chunks without one).
-        self.meta.remove(topic.as_bytes())?;
+        // The meta record last: sled makes writes durable in order, so after a crash midway
+        // the topic is still there (open refuses chunks without a meta record) and the
+        // drop that was under way forgets it again.
         self.clear_copy(topic, old.as_deref())?;
+        self.meta.remove(topic.as_bytes())?;
         tracing::info!(topic, "topic copy dropped");
         Ok(())
     }
 
-    /// Deletes `topic`'s messages (once `old`'s readers are done), consumers and publish ids.
+    /// Deletes `topic`'s publish ids, consumers and messages (once `old`'s readers are done),
+    /// in that order.
     fn clear_copy(&self, topic: &str, old: Option<&Topic>) -> Result<(), StorageError> {
-        {
-            // Waits for the old copy's readers.
-            let _state = old.map(|t| write(&t.state));
-            delete_chunks(self.msgs_tree(topic), topic, None)?;
-        }
         let prefix = dedupe_key(topic, "");
-        for item in self.consumers.scan_prefix(&prefix).keys() {
-            self.consumers.remove(item?)?;
-        }
         for tree in read(&self.dedupe).values() {
             for key in tree.scan_prefix(&prefix).keys() {
                 tree.remove(key?)?;
             }
         }
+        for item in self.consumers.scan_prefix(&prefix).keys() {
+            self.consumers.remove(item?)?;
+        }
+        // Waits for the old copy's readers.
+        let _state = old.map(|t| write(&t.state));
+        delete_chunks(self.msgs_tree(topic), topic, None)?;
         Ok(())
     }
 

@@ -194,7 +194,7 @@ impl Actor for TopicActor {
         .await?;
         let exists = meta.is_some();
         let meta = meta.unwrap_or_else(|| TopicMeta {
-            epoch: super::new_epoch(),
+            epoch: crate::protocol::resume::new_epoch(),
             first: 1,
             head: 0,
         });

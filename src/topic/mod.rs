@@ -238,11 +238,6 @@ pub(crate) enum TopicMsg {
     },
 }
 
-/// A new epoch: 16 random alphanumerics.
-pub fn new_epoch() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_string()
-}
-
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

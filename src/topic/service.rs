@@ -229,6 +229,18 @@ impl Topics {
             .leaders_known(|node| up.iter().any(|p| p == node))
     }
 
+    /// Recovers `shard` from this node's copy, as an operator asked (see
+    /// [`crate::replication::Replication::recover`]).
+    pub async fn recover_shard(
+        &self,
+        shard: u32,
+    ) -> Result<crate::replication::Recovered, crate::replication::RecoverError> {
+        let up = self.cluster.peers();
+        self.replication
+            .recover(shard, |node| up.iter().any(|p| p == node))
+            .await
+    }
+
     /// This node's replica of every shard (`GET /v1/cluster`).
     pub fn shards(&self) -> Vec<crate::replication::ShardReport> {
         self.replication.report()

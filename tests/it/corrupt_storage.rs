@@ -192,7 +192,9 @@ async fn a_damaged_chunk_of_the_only_copy_fails_start_and_is_never_served() {
     let clear = o
         .stderr
         .lines()
-        .filter(|l| l.contains("only copy") && l.contains("damaged") && l.contains("backup"))
+        .filter(|l| {
+            l.contains("too few other voters") && l.contains("damaged") && l.contains("backup")
+        })
         .count();
     assert_eq!(clear, 1, "one line saying what to do:\n{}", o.stderr);
     assert!(!o.stderr.contains("panicked at"), "{}", o.stderr);

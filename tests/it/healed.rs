@@ -9,7 +9,6 @@ use crate::harness::{enc, wait_for};
 use crate::replication::{epoch_of, publish_through, tagged};
 use crate::wiped::{assert_history, history_via, replicas};
 use serde_json::{json, Value};
-use std::path::Path;
 
 /// Shards of the test cluster (few, so that topics and the damaged log share none).
 const SHARDS: u64 = 4;
@@ -18,11 +17,10 @@ fn shard_of(topic: &str) -> u64 {
     starling::placement::stable_hash(topic.as_bytes()) % SHARDS
 }
 
-/// Flips the last byte (payload, under the record's checksum) of one record in the sled
-/// store at `dir` (the node is down): in the trees whose name starts with `tree`, the first
-/// or last key that starts with `key`.
-fn flip_record(dir: &Path, tree: &str, key: &[u8], last: bool) {
-    let db = sled::open(dir).expect("open the stopped node's store");
+/// Flips the last byte (payload, under the record's checksum) of one record in a stopped
+/// node's sled store: in the trees whose name starts with `tree`, the first or last key
+/// that starts with `key`.
+fn flip_record(db: &sled::Db, tree: &str, key: &[u8], last: bool) {
     let mut found = None;
     for name in db.tree_names() {
         if !name.starts_with(tree.as_bytes()) {
@@ -40,7 +38,6 @@ fn flip_record(dir: &Path, tree: &str, key: &[u8], last: bool) {
     let mut value = t.get(&k).expect("get").expect("value").to_vec();
     *value.last_mut().expect("not empty") ^= 0x5a;
     t.insert(&k, value).expect("write the flipped record");
-    db.flush().expect("flush");
 }
 
 /// Topic key prefix in a message tree.
@@ -123,10 +120,13 @@ async fn damaged_records_are_never_served_and_the_node_catches_its_copy_up_again
 
     let status = tokio::task::block_in_place(|| c.terminate(w));
     assert!(status.success(), "SIGTERM exit: {status:?}");
-    let dir = c.data_dir(w);
-    flip_record(&dir, "msgs:", &chunk_prefix(&led), false);
-    flip_record(&dir, "msgs:", &chunk_prefix(&other), true);
-    flip_record(&dir, &format!("raft-log:{log_shard}"), &[], true);
+    {
+        let db = sled::open(c.data_dir(w)).expect("open the stopped node's store");
+        flip_record(&db, "msgs:", &chunk_prefix(&led), false);
+        flip_record(&db, "msgs:", &chunk_prefix(&other), true);
+        flip_record(&db, &format!("raft-log:{log_shard}"), &[], true);
+        db.flush().expect("flush");
+    }
 
     c.restart(w);
     c.wait_formed().await;

@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_data;
 mod lifecycle;
 mod membership;
+mod recovered;
 mod replication;
 mod robustness;
 mod smoke;

@@ -175,6 +175,15 @@ impl Client {
         answer(self.get("/v1/cluster", Duration::ZERO).send().await).await
     }
 
+    /// `POST /v1/admin/shards/{shard}/recover`: starts `shard` anew from the node's copy
+    /// (an operator's last resort when a majority of its voters lost their data); the reply
+    /// names the shard's new generation and each topic's new epoch.
+    pub async fn recover_shard(&self, shard: u32) -> Result<serde_json::Value, Error> {
+        let url = format!("{}/v1/admin/shards/{shard}/recover", self.base);
+        let req = self.limit(self.http.post(url), Duration::ZERO);
+        answer(req.send().await).await
+    }
+
     /// Whether `GET /readyz` succeeds.
     pub async fn ready(&self) -> bool {
         let res = self.get("/readyz", Duration::ZERO).send().await;

@@ -1,0 +1,35 @@
+//! `POST /v1/admin/shards/{shard}/recover`: an operator's command to recover a shard from
+//! this node's copy when a majority of its voters lost their data (see the README and
+//! `replication::recover`). It answers only clients on this machine (a loopback address):
+//! until the admin API has token authentication, anyone who can reach the port must not be
+//! able to start a shard anew. Do not route `/v1/admin` through a reverse proxy.
+
+use super::reply;
+use super::server::Peer;
+use super::AppState;
+use crate::protocol::{ApiError, ErrorCode};
+use crate::replication::RecoverError;
+use warp::reply::Response;
+
+/// Recovers `shard` here. 200 with the shard's new generation, this node's replica and
+/// every topic of the shard with its new epoch; 400 if the shard has (or can elect) a
+/// leader, 404 for no such shard, 403 for a client not on this machine.
+pub async fn recover(shard: u32, peer: Option<Peer>, state: AppState) -> Response {
+    if !peer.is_some_and(|Peer(a)| a.ip().is_loopback()) {
+        return reply::error(&ApiError::new(
+            ErrorCode::Forbidden,
+            "the admin API answers only clients on this node's machine (a loopback address)",
+        ));
+    }
+    match state.topics.recover_shard(shard).await {
+        Ok(recovered) => match serde_json::to_string(&recovered) {
+            Ok(body) => reply::json(200, body),
+            Err(_) => reply::error(&ApiError::internal()),
+        },
+        Err(RecoverError::Refused(e @ crate::replication::Refusal::NoSuchShard(_))) => {
+            reply::error(&ApiError::new(ErrorCode::NotFound, e.to_string()))
+        }
+        Err(RecoverError::Refused(e)) => reply::error(&ApiError::bad_request(e.to_string())),
+        Err(e @ RecoverError::Failed(_)) => reply::error(&ApiError::unavailable(e.to_string())),
+    }
+}
