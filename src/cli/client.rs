@@ -34,13 +34,13 @@ pub async fn publish(
 }
 
 /// `starling recover-shard`: asks the node at `base` to recover `shard` from its copy.
-pub async fn recover_shard(base: &str, shard: u32, yes: bool) -> Result<(), String> {
+pub async fn recover_shard(base: &str, shard: u32, yes: bool, force: bool) -> Result<(), String> {
     if !yes {
         return Err(format!(
             "recovering shard {shard} starts it anew from {base}'s copy under new epochs: acknowledged messages that copy lacks are lost for good. Use it only when a majority of the shard's voters lost their data, and add --yes"
         ));
     }
-    let reply = match Client::new(base).recover_shard(shard).await {
+    let reply = match Client::new(base).recover_shard(shard, force).await {
         Ok(reply) => reply,
         Err(Error::Api {
             status,

@@ -80,6 +80,10 @@ pub enum Command {
         /// Say that the history this copy lacks may be lost (required).
         #[arg(long)]
         yes: bool,
+        /// Recover even while voters that are not live are merely unreachable (not known
+        /// to have lost their data): they drop what they did meanwhile when they return.
+        #[arg(long)]
+        force: bool,
         /// Node whose copy to recover from (default: the first node of the config file).
         #[arg(long)]
         url: Option<String>,
@@ -161,9 +165,10 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::RecoverShard {
                 shard,
                 yes,
+                force,
                 url,
                 config,
-            } => client::recover_shard(&base_url(url, &config)?, shard, yes).await,
+            } => client::recover_shard(&base_url(url, &config)?, shard, yes, force).await,
             #[cfg(unix)]
             Command::Bench { scenario } => {
                 raise_fd_limit();

@@ -9,19 +9,35 @@ use super::server::Peer;
 use super::AppState;
 use crate::protocol::{ApiError, ErrorCode};
 use crate::replication::RecoverError;
+use std::collections::HashMap;
 use warp::reply::Response;
 
-/// Recovers `shard` here. 200 with the shard's new generation, this node's replica and
-/// every topic of the shard with its new epoch; 400 if the shard has (or can elect) a
-/// leader, 404 for no such shard, 403 for a client not on this machine.
-pub async fn recover(shard: u32, peer: Option<Peer>, state: AppState) -> Response {
+/// Recovers `shard` here (`?force=true`: even while voters that are not live are merely
+/// unreachable). 200 with the shard's new generation, this node's replica and every topic
+/// of the shard with its new epoch; 400 if it may not (see `replication::Refusal`), 404 for
+/// no such shard, 403 for a client not on this machine.
+pub async fn recover(
+    shard: u32,
+    query: HashMap<String, String>,
+    peer: Option<Peer>,
+    state: AppState,
+) -> Response {
     if !peer.is_some_and(|Peer(a)| a.ip().is_loopback()) {
         return reply::error(&ApiError::new(
             ErrorCode::Forbidden,
             "the admin API answers only clients on this node's machine (a loopback address)",
         ));
     }
-    match state.topics.recover_shard(shard).await {
+    let force = match query.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return reply::error(&ApiError::bad_request(format!(
+                "force must be true or false, not {other:?}"
+            )))
+        }
+    };
+    match state.topics.recover_shard(shard, force).await {
         Ok(recovered) => match serde_json::to_string(&recovered) {
             Ok(body) => reply::json(200, body),
             Err(_) => reply::error(&ApiError::internal()),

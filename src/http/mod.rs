@@ -148,6 +148,7 @@ pub fn routes(
         .map(chaos::partition);
     let recover = warp::path!("v1" / "admin" / "shards" / u32 / "recover")
         .and(warp::post())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::ext::optional::<server::Peer>())
         .and(s())
         .then(admin::recover);

@@ -53,16 +53,16 @@ enum Why {
     Damaged,
     /// A peer started the shard's group anew as this generation: dropped, caught up from
     /// the new group.
-    Adopt(u32),
-    /// Recovered here from a minority: the group starts anew from it.
-    Recover,
+    Adopt(u64),
+    /// Recovered here from a minority: the group starts anew from it, as this generation.
+    Recover(u64),
 }
 
 /// A shard recovered from a minority on this node.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct Recovered {
     pub shard: u32,
-    pub generation: u32,
+    pub generation: u64,
     /// The Raft id of this node's replica of the new group (its only voter for now).
     pub replica: u64,
     /// Every topic of the shard here, with its new epoch.
@@ -152,31 +152,42 @@ impl Replication {
                     v.insert(Pending::default());
                 }
             }
-            let mut todo: Vec<(u32, Why)> = Vec::new();
-            damaged.retain(|shard, pending| match this.verdict(*shard) {
-                heal::Verdict::Drop if pending.since.elapsed() >= heal::ANNOUNCED_FOR => {
-                    todo.push((*shard, Why::Damaged));
-                    true
-                }
-                heal::Verdict::Drop => true,
-                heal::Verdict::Wait { ready, need } => {
-                    if pending.say() {
-                        tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
+            let mut todo: Vec<(Arc<Group>, Why)> = Vec::new();
+            damaged.retain(|shard, pending| {
+                let Ok(group) = this.group(*shard) else {
+                    return false;
+                };
+                match this.verdict(&group) {
+                    heal::Verdict::Drop if pending.since.elapsed() >= heal::ANNOUNCED_FOR => {
+                        todo.push((group, Why::Damaged));
+                        true
                     }
-                    true
-                }
-                heal::Verdict::Never => {
-                    let e = ReplicationError::OnlyCopyDamaged { shard: *shard };
-                    tracing::error!(shard, error = %e, "the damaged records are not served");
-                    false
+                    heal::Verdict::Drop => true,
+                    heal::Verdict::Wait { ready, need } => {
+                        if pending.say() {
+                            tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
+                        }
+                        true
+                    }
+                    heal::Verdict::Never => {
+                        let e = ReplicationError::OnlyCopyDamaged { shard: *shard };
+                        tracing::error!(shard, error = %e, "the damaged records are not served");
+                        false
+                    }
                 }
             });
-            todo.extend(this.newer_generations().map(|(s, g)| (s, Why::Adopt(g))));
-            for (shard, why) in todo {
+            for (shard, generation) in this.newer_generations() {
+                if let Ok(group) = this.group(shard) {
+                    todo.push((group, Why::Adopt(generation)));
+                }
+            }
+            for (group, why) in todo {
                 if this.inner.stopping.load(Ordering::Acquire) {
                     return;
                 }
-                match this.replace_copy(shard, why).await {
+                let shard = group.shard;
+                let _one = this.inner.replacing.lock().await;
+                match this.replace_locked(&group, why).await {
                     Ok(_) => {
                         // Reports about the copy just dropped are no news about the new one.
                         let shards = this.shards();
@@ -193,18 +204,18 @@ impl Replication {
         }
     }
 
-    /// Whether this node may drop its damaged copy of `shard` now.
-    fn verdict(&self, shard: u32) -> heal::Verdict {
-        let Ok(group) = self.group(shard) else {
-            return heal::Verdict::Never;
-        };
-        let net = self.inner.parts.net.as_ref();
-        let ready = |n: &str| heal::ready(net, n, shard, group.generation);
-        heal::may_drop(self.voters(shard), self.me(), ready)
+    /// Whether this node may drop its damaged copy in `group` now: from the group's own
+    /// voters (see [`heal::may_drop`]).
+    fn verdict(&self, group: &Group) -> heal::Verdict {
+        let m = group.raft.metrics().borrow_watched().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let parts = &self.inner.parts;
+        let ready = |id: u64| heal::ready(parts, id, group.shard, group.generation);
+        heal::may_drop(&voters, m.id, ready)
     }
 
     /// Shards whose group a peer announces under a higher generation than this node's.
-    fn newer_generations(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    fn newer_generations(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         let net = self.inner.parts.net.as_ref();
         let me = self.me();
         self.all_groups().into_iter().filter_map(move |g| {
@@ -220,38 +231,59 @@ impl Replication {
         })
     }
 
-    /// Stops this node's instance of `shard`, drops its copy as `why` says and starts it
-    /// again as a new incarnation. A damaged copy no other voter holds is kept (unserved).
-    async fn replace_copy(&self, shard: u32, why: Why) -> Result<Arc<Group>, ReplicationError> {
+    /// Stops `old` (this node's instance of its shard), drops its copy as `why` says and
+    /// starts it again as a new incarnation; nothing if `old` is no longer the shard's
+    /// instance (it was replaced meanwhile). Hold `replacing` (one replacement at a time).
+    async fn replace_locked(
+        &self,
+        old: &Arc<Group>,
+        why: Why,
+    ) -> Result<Arc<Group>, ReplicationError> {
+        let shard = old.shard;
         let Some(slot) = self.inner.groups.get(&shard) else {
             return Err(ReplicationError::Settings(format!("no shard {shard}")));
         };
+        if !Arc::ptr_eq(&read_lock(slot), old) || old.retired.load(Ordering::Acquire) {
+            return Err(ReplicationError::Settings(format!(
+                "shard {shard} was replaced meanwhile"
+            )));
+        }
         let voters = self.voters(shard);
-        let old = Arc::clone(&read_lock(slot));
         old.retired.store(true, Ordering::Release);
         if let Err(e) = old.raft.shutdown().await {
             tracing::debug!(shard, error = %e, "raft shutdown");
         }
-        // openraft's state machine task may still be applying what it was given.
-        old.fence.close();
+        // openraft's state machine task may still be applying what it was given (off the
+        // async threads: it may be installing a whole snapshot).
+        let fence = old.fence.clone();
+        if tokio::task::spawn_blocking(move || fence.close())
+            .await
+            .is_err()
+        {
+            old.fence.close();
+        }
         let (parts, me) = (&self.inner.parts, self.inner.incarnation);
         let started = match why {
             Why::Damaged => heal::restart_dropped(parts, shard, voters, me).await,
             Why::Adopt(g) => heal::restart_adopting(parts, shard, voters, me, g).await,
-            Why::Recover => heal::restart_recovering(parts, shard, voters, me).await,
+            Why::Recover(g) => heal::restart_recovering(parts, shard, voters, me, g).await,
         };
         let failed = started.is_err();
+        // The shard's leader is unknown until the new instance's tracker says (so the topic
+        // layer sees a change and retires actors of the old copy).
         self.inner.leaders_tx.send_modify(|all| {
-            if all.failed.contains(&shard) != failed {
-                let mut next = Leaders::clone(all);
-                match failed {
-                    true => next.failed.insert(shard),
-                    false => next.failed.remove(&shard),
-                };
-                *all = Arc::new(next);
+            let mut next = Leaders::clone(all);
+            if let Some(s) = next.by_shard.get_mut(shard as usize) {
+                *s = None;
             }
+            match failed {
+                true => next.failed.insert(shard),
+                false => next.failed.remove(&shard),
+            };
+            *all = Arc::new(next);
         });
         let group = Arc::new(started?);
+        heal::announce_damaged(parts, shard, false).await;
         *write_lock(slot) = Arc::clone(&group);
         if !self.keep_tasks(self.group_tasks(&group)) {
             // The node stopped meanwhile, after shutting down the instances it saw.
@@ -262,65 +294,110 @@ impl Replication {
         Ok(group)
     }
 
-    /// Recovers `shard` from this node's copy (see [`recover`]), if this node is one of its
-    /// voters and no majority of the group's voters is live: a voter is live if it is this
-    /// node's replica, or its node is `up` and announces that replica.
+    /// Recovers `shard` from this node's copy (see [`recover`]): refused unless this node
+    /// holds a copy, no peer announces a newer generation and the group has no live majority
+    /// (a voter is live if it is this node's replica, or its node is among `up` and
+    /// announces that replica in this generation); also refused, unless `force`, while a
+    /// voter that is not live is merely unreachable rather than known to have lost its data.
+    /// Runs in a task of its own: a caller that goes away does not cut it short.
     pub async fn recover(
         &self,
         shard: u32,
-        up: impl Fn(&str) -> bool,
+        up: Vec<String>,
+        force: bool,
     ) -> Result<Recovered, RecoverError> {
-        let group = self
-            .group(shard)
-            .map_err(|_| recover::Refusal::NoSuchShard(shard))?;
-        let voters = self.voters(shard);
-        if !voters.iter().any(|v| v == self.me()) {
-            let voters = voters.join(", ");
-            return Err(recover::Refusal::NotAVoter { shard, voters }.into());
-        }
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let _one = this.inner.replacing.lock().await;
+            let (group, generation) = this.may_recover(shard, &up, force)?;
+            tracing::warn!(
+                shard,
+                generation,
+                "recovering the shard from this node's copy, as an operator asked: its topics get new epochs"
+            );
+            let group = this
+                .replace_locked(&group, Why::Recover(generation))
+                .await
+                .map_err(|e| RecoverError::Failed(e.to_string()))?;
+            this.recovered(&group)
+        });
+        task.await
+            .map_err(|e| RecoverError::Failed(e.to_string()))?
+    }
+
+    /// The shard's instance and the generation to recover it as, if it may be.
+    fn may_recover(
+        &self,
+        shard: u32,
+        up: &[String],
+        force: bool,
+    ) -> Result<(Arc<Group>, u64), recover::Refusal> {
+        use recover::Refusal;
+        let group = self.group(shard).map_err(|_| Refusal::NoSuchShard(shard))?;
         let m = group.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        if m.last_applied.is_none() || !membership.nodes().any(|(id, _)| *id == m.id) {
+            return Err(Refusal::Empty(shard));
+        }
         if m.state == ServerState::Leader && !self.quorum_lost(shard) {
             let leader = self.me().to_string();
-            return Err(recover::Refusal::Led { shard, leader }.into());
+            return Err(Refusal::Led { shard, leader });
         }
         let net = self.inner.parts.net.as_ref();
-        let group_voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        let live: Vec<u64> = group_voters
+        let peers = || self.inner.settings.nodes.iter().filter(|n| *n != self.me());
+        let newest = peers()
+            .map(|n| identity::generation_of(net, n, shard))
+            .max()
+            .unwrap_or(0);
+        if newest > group.generation {
+            return Err(Refusal::Newer {
+                shard,
+                generation: newest,
+            });
+        }
+        let is_up = |node: &str| up.iter().any(|p| p == node);
+        let configs = membership.get_joint_config().clone();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let live: Vec<u64> = voters
             .iter()
             .copied()
             .filter(|id| {
                 *id == m.id
                     || self.inner.names.of(*id).is_some_and(|node| {
-                        let generation = identity::generation_of(net, node, shard);
-                        up(node)
-                            && generation == group.generation
+                        is_up(node)
+                            && identity::generation_of(net, node, shard) == group.generation
                             && identity::replica_incarnation(net, node, shard)
                                 .map(|i| super::placement::replica_id(node, i))
                                 == Some(*id)
                     })
             })
             .collect();
-        recover::check(shard, &group_voters, &live)?;
-        tracing::warn!(
-            shard,
-            voters = ?group_voters,
-            live = ?live,
-            "recovering the shard from this node's copy, as an operator asked: its topics get new epochs"
-        );
-        let group = self
-            .replace_copy(shard, Why::Recover)
-            .await
-            .map_err(|e| RecoverError::Failed(e.to_string()))?;
+        recover::check(shard, &configs, &live)?;
+        let unreachable: Vec<&str> = voters
+            .iter()
+            .filter(|id| !live.contains(id))
+            .filter_map(|id| self.inner.names.of(*id))
+            .filter(|node| !is_up(node))
+            .collect();
+        if !force && !unreachable.is_empty() {
+            let nodes = unreachable.join(", ");
+            return Err(Refusal::Unreachable { shard, nodes });
+        }
+        let generation = recover::next_generation(newest.max(group.generation));
+        Ok((group, generation))
+    }
+
+    /// What a recovery of `group`'s shard gave: every topic of it here, with its new epoch.
+    fn recovered(&self, group: &Group) -> Result<Recovered, RecoverError> {
+        let shard = group.shard;
         let log = &self.inner.parts.log;
+        let failed = |e: crate::storage::StorageError| RecoverError::Failed(e.to_string());
         let mut topics = Vec::new();
-        for topic in log
-            .topics()
-            .map_err(|e| RecoverError::Failed(e.to_string()))?
-        {
+        for topic in log.topics().map_err(failed)? {
             if self.shard_of(&topic) != shard {
                 continue;
             }
-            if let Ok(Some(meta)) = log.meta(&topic) {
+            if let Some(meta) = log.meta(&topic).map_err(failed)? {
                 topics.push(RecoveredTopic {
                     topic,
                     epoch: meta.epoch,

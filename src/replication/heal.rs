@@ -24,7 +24,10 @@
 use super::identity;
 use super::network::RaftNet;
 use super::placement;
+use super::placement::Names;
 use super::shards::{self, Group};
+use super::state_machine::stored_voters;
+use super::types::NodeId;
 use super::{ReplicationError, ReplicationSettings};
 use crate::storage::blocking::off_worker;
 use crate::storage::flusher::Flusher;
@@ -42,6 +45,8 @@ const SAY_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct Parts {
     pub settings: ReplicationSettings,
+    /// Node names by Raft id.
+    pub names: Arc<Names>,
     pub log: Arc<dyn TopicLog>,
     pub store: RaftStore,
     pub flusher: Flusher,
@@ -76,21 +81,21 @@ pub(crate) enum Verdict {
     Never,
 }
 
-/// Whether this node (`me`) may drop its copy of a shard with `voters` (by placement), given
-/// which of them are `ready` (up, in this node's generation of the shard, announcing no
-/// damaged copy of their own). A learner's copy counts towards nothing: it may always go.
-/// A voter's may go only while the others that are ready are a majority of all voters
-/// without it: they hold every committed entry, can elect a leader and add the new replica,
-/// so the shard loses neither data nor availability (with 3 voters: both others).
-pub(crate) fn may_drop(voters: &[String], me: &str, ready: impl Fn(&str) -> bool) -> Verdict {
-    if !voters.iter().any(|v| v == me) {
+/// Whether this node's replica `me` may drop its copy of a shard whose group has `voters`
+/// (Raft ids), given which of them are `ready` (see [`ready`]). A learner's copy counts
+/// towards nothing: it may always go. A voter's may go only while the others that are
+/// ready are a majority of all voters without it: they hold every committed entry, can
+/// elect a leader and add the new replica, so the shard loses neither data nor
+/// availability (with 3 voters: both others).
+pub(crate) fn may_drop(voters: &[NodeId], me: NodeId, ready: impl Fn(NodeId) -> bool) -> Verdict {
+    if !voters.contains(&me) {
         return Verdict::Drop;
     }
     if voters.len() < 3 {
         return Verdict::Never;
     }
     let need = voters.len() / 2 + 1;
-    let ready = voters.iter().filter(|v| *v != me && ready(v)).count();
+    let ready = voters.iter().filter(|v| **v != me && ready(**v)).count();
     if ready >= need {
         Verdict::Drop
     } else {
@@ -98,12 +103,17 @@ pub(crate) fn may_drop(voters: &[String], me: &str, ready: impl Fn(&str) -> bool
     }
 }
 
-/// Whether node `node` is ready to catch up a copy of `shard` this node drops (see
-/// [`may_drop`]): up (its gossip facts are there), in `generation`, with no damaged copy.
-pub(crate) fn ready(net: &dyn RaftNet, node: &str, shard: u32, generation: u32) -> bool {
-    identity::incarnation_of(net, node).is_some()
-        && identity::generation_of(net, node, shard) == generation
-        && !identity::damaged_of(net, node, shard)
+/// Whether voter `id` of `shard`'s group is ready to catch up a copy this node drops (see
+/// [`may_drop`]): its node is up (its gossip facts are there) and still announces that very
+/// replica (not a new one that holds nothing yet), in `generation`, with no damaged copy.
+pub(crate) fn ready(parts: &Parts, id: NodeId, shard: u32, generation: u64) -> bool {
+    let net = parts.net.as_ref();
+    parts.names.of(id).is_some_and(|node| {
+        identity::replica_incarnation(net, node, shard).map(|i| placement::replica_id(node, i))
+            == Some(id)
+            && identity::generation_of(net, node, shard) == generation
+            && !identity::damaged_of(net, node, shard)
+    })
 }
 
 /// Starts this node's replica of `shard` (see [`shards::start_group`]), as the shard's own
@@ -126,12 +136,12 @@ pub(crate) async fn start_shard(
         tracing::warn!(shard, "finishing the drop of this node's copy of the shard");
         drop_copy(parts, shard, None, recovering).await?;
     } else if damaged {
-        wait_to_drop(parts, shard, voters).await?;
+        wait_to_drop(parts, shard, voters, node_incarnation).await?;
         drop_damaged(parts, shard).await?;
     }
     match start(parts, shard, voters, node_incarnation).await {
         Err(_) if damaged_now(parts, shard) => {
-            wait_to_drop(parts, shard, voters).await?;
+            wait_to_drop(parts, shard, voters, node_incarnation).await?;
             drop_damaged(parts, shard).await?;
             start(parts, shard, voters, node_incarnation).await
         }
@@ -154,16 +164,35 @@ async fn wait_to_drop(
     parts: &Parts,
     shard: u32,
     voters: &[String],
+    node_incarnation: u32,
 ) -> Result<(), ReplicationError> {
     announce_damaged(parts, shard, true).await;
     let shard_store = parts.store.shard(shard)?;
-    let generation = off_worker(&parts.log, move |_| shard_store.generation()).await?;
+    let (generation, own, stored) = off_worker(&parts.log, move |_| {
+        Ok((
+            shard_store.generation()?,
+            shard_store.incarnation()?,
+            stored_voters(&shard_store),
+        ))
+    })
+    .await?;
+    let me = placement::replica_id(&parts.settings.me, own.unwrap_or(node_incarnation));
     let since = tokio::time::Instant::now();
     let mut said: Option<tokio::time::Instant> = None;
-    let net = parts.net.as_ref();
     loop {
-        let ready = |n: &str| ready(net, n, shard, generation);
-        match may_drop(voters, &parts.settings.me, ready) {
+        // The group's voters as this copy last applied them; where that record is damaged
+        // too, the placement voters' replicas as their nodes announce them.
+        let voters: Vec<NodeId> = stored.clone().unwrap_or_else(|| {
+            let net = parts.net.as_ref();
+            let id = |n: &String| match *n == parts.settings.me {
+                true => Some(me),
+                false => identity::replica_incarnation(net, n, shard)
+                    .map(|i| placement::replica_id(n, i)),
+            };
+            voters.iter().filter_map(id).collect()
+        });
+        let ready = |id: NodeId| ready(parts, id, shard, generation);
+        match may_drop(&voters, me, ready) {
             Verdict::Never => return Err(ReplicationError::OnlyCopyDamaged { shard }),
             Verdict::Drop if since.elapsed() >= ANNOUNCED_FOR => return Ok(()),
             Verdict::Drop => {}
@@ -197,7 +226,7 @@ pub(crate) async fn restart_adopting(
     shard: u32,
     voters: &[String],
     node_incarnation: u32,
-    generation: u32,
+    generation: u64,
 ) -> Result<Group, ReplicationError> {
     let incarnation = identity::new_incarnation();
     drop_copy(parts, shard, Some((incarnation, generation)), false).await?;
@@ -212,15 +241,14 @@ pub(crate) async fn restart_adopting(
 
 /// Starts `shard`'s group anew from this node's copy (see [`super::recover`]): every topic
 /// of the shard keeps its messages under a new epoch, the Raft state goes, and the replica
-/// starts as a new incarnation of the next generation, the group's only voter.
+/// starts as a new incarnation of `generation`, the group's only voter.
 pub(crate) async fn restart_recovering(
     parts: &Parts,
     shard: u32,
     voters: &[String],
     node_incarnation: u32,
+    generation: u64,
 ) -> Result<Group, ReplicationError> {
-    let shard_store = parts.store.shard(shard)?;
-    let generation = off_worker(&parts.log, move |_| shard_store.generation()).await? + 1;
     let incarnation = identity::new_incarnation();
     drop_copy(parts, shard, Some((incarnation, generation)), true).await?;
     start(parts, shard, voters, node_incarnation).await
@@ -298,7 +326,7 @@ async fn drop_damaged(parts: &Parts, shard: u32) -> Result<(), ReplicationError>
 async fn drop_copy(
     parts: &Parts,
     shard: u32,
-    begin: Option<(u32, u32)>,
+    begin: Option<(u32, u64)>,
     recovering: bool,
 ) -> Result<(), ReplicationError> {
     let shard_store = parts.store.shard(shard)?;
@@ -340,23 +368,27 @@ mod tests {
 
     #[test]
     fn a_voters_copy_goes_only_while_the_others_ready_are_a_majority() {
-        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let three = names(&["n1", "n2", "n3"]);
-        let all = |_: &str| true;
-        let none = |_: &str| false;
-        assert_eq!(may_drop(&three, "n1", all), Verdict::Drop);
+        let three = [1, 2, 3];
+        let all = |_: NodeId| true;
+        let none = |_: NodeId| false;
+        assert_eq!(may_drop(&three, 1, all), Verdict::Drop);
         assert_eq!(
-            may_drop(&three, "n1", |n| n == "n2"),
+            may_drop(&three, 1, |n| n == 2),
             Verdict::Wait { ready: 1, need: 2 },
-            "one other voter down or damaged too"
+            "one other voter down, damaged, or a new replica not caught up"
         );
-        assert_eq!(may_drop(&three, "n4", none), Verdict::Drop, "a learner");
-        assert_eq!(may_drop(&names(&["n1"]), "n1", all), Verdict::Never);
-        assert_eq!(may_drop(&names(&["n1", "n2"]), "n1", all), Verdict::Never);
-        let five = names(&["n1", "n2", "n3", "n4", "n5"]);
-        assert_eq!(may_drop(&five, "n1", |n| n != "n5"), Verdict::Drop);
+        assert_eq!(may_drop(&three, 4, none), Verdict::Drop, "a learner");
         assert_eq!(
-            may_drop(&five, "n1", |n| n == "n2" || n == "n3"),
+            may_drop(&[1], 4, none),
+            Verdict::Drop,
+            "a learner of a single-voter shard"
+        );
+        assert_eq!(may_drop(&[1], 1, all), Verdict::Never);
+        assert_eq!(may_drop(&[1, 2], 1, all), Verdict::Never);
+        let five = [1, 2, 3, 4, 5];
+        assert_eq!(may_drop(&five, 1, |n| n != 5), Verdict::Drop);
+        assert_eq!(
+            may_drop(&five, 1, |n| n == 2 || n == 3),
             Verdict::Wait { ready: 2, need: 3 }
         );
     }

@@ -215,7 +215,7 @@ pub(crate) fn generation_fact(shard: u32) -> String {
 }
 
 /// The generation of `shard` node `node` announced (0 if none).
-pub(crate) fn generation_of(net: &dyn RaftNet, node: &str, shard: u32) -> u32 {
+pub(crate) fn generation_of(net: &dyn RaftNet, node: &str, shard: u32) -> u64 {
     net.fact(node, &generation_fact(shard))
         .and_then(|g| g.parse().ok())
         .unwrap_or(0)

@@ -155,6 +155,8 @@ struct Inner {
     leaders: watch::Receiver<Arc<Leaders>>,
     leaders_tx: watch::Sender<Arc<Leaders>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Held while a shard's instance is being replaced (rare: one at a time).
+    replacing: tokio::sync::Mutex<()>,
     /// Set by `stop`: leadership is being handed away and must not come back.
     stopping: Arc<AtomicBool>,
     /// Every shard has had a known leader since start (see `leaders_known`).
@@ -215,6 +217,7 @@ impl Replication {
         let damaged = heal::shards_of(&damage.take(), settings.shards);
         let parts = heal::Parts {
             settings: settings.clone(),
+            names: Arc::clone(&names),
             log,
             store,
             flusher,
@@ -245,6 +248,7 @@ impl Replication {
                 leaders,
                 leaders_tx,
                 tasks: Mutex::new(Vec::new()),
+                replacing: tokio::sync::Mutex::new(()),
                 stopping: Arc::new(AtomicBool::new(false)),
                 formed: AtomicBool::new(false),
             }),
@@ -414,11 +418,14 @@ impl Replication {
             .collect()
     }
 
-    /// The Raft term of this node's replica of `shard` (0 if it holds none). A leader's term
-    /// changes when it lost and regained leadership: what it knew may be stale.
-    pub fn term(&self, shard: u32) -> u64 {
-        self.group(shard)
-            .map_or(0, |g| g.raft.metrics().borrow_watched().current_term)
+    /// This node's replica of `shard` and its Raft term ((0, 0) if it holds none). A
+    /// leader's changes when it lost and regained leadership, or its copy was replaced: what
+    /// it knew may be stale.
+    pub fn term(&self, shard: u32) -> (u64, u64) {
+        self.group(shard).map_or((0, 0), |g| {
+            let m = g.raft.metrics().borrow_watched().clone();
+            (m.id, m.current_term)
+        })
     }
 
     /// Readiness: since this node started, every shard it holds has had a live leader at

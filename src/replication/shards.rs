@@ -46,7 +46,7 @@ pub(crate) struct Group {
     /// stop is not a failure, and its tasks end.
     pub retired: std::sync::atomic::AtomicBool,
     /// The shard's generation here (raised by each recovery from a minority).
-    pub generation: u32,
+    pub generation: u64,
     /// Set while the group a recovery started has no snapshot of the recovered data yet:
     /// no replica may be added, since entries alone would not give it that data.
     pub recovering: std::sync::atomic::AtomicBool,
@@ -84,7 +84,7 @@ pub(crate) struct Start {
     /// Its incarnation (see [`identity`]).
     pub incarnation: u32,
     /// The shard's generation here.
-    pub generation: u32,
+    pub generation: u64,
     /// A recovery from a minority started anew from this replica's data: with no Raft state
     /// it initializes the group with itself as the only voter.
     pub recovering: bool,

@@ -18,7 +18,7 @@ use super::codec;
 use super::log_store::io_err;
 use super::ops::{self, messages, Op};
 use super::placement::shard_of;
-use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{RaftShardStore, StoredMessage, TopicLog};
 use futures_util::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -87,6 +87,14 @@ impl Fence {
         }
         write()
     }
+}
+
+/// The voters (of every config, during a change) of the membership this shard's state
+/// machine last applied, if its record is there and intact.
+pub(crate) fn stored_voters(store: &RaftShardStore) -> Option<Vec<NodeId>> {
+    let bytes = store.meta(MEMBERSHIP).ok()??;
+    let stored: StoredMembership = codec::decode(&bytes).ok()?;
+    Some(stored.membership().voter_ids().collect())
 }
 
 impl StateMachine {

@@ -129,20 +129,13 @@ impl SessionState {
         req: Option<&RawValue>,
         resumed: bool,
     ) -> Result<(), ApiError> {
-        // An actor that retires meanwhile (its node stopped leading the topic's shard)
-        // answers `Moving`: look the topic up again, as `Topics::handle` does.
-        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
-        let mut pause = std::time::Duration::from_millis(20);
+        let mut moving = Moving::new();
         let (handle, id, cursor, info) = loop {
             let (handle, subscriber) = self.prepare(myself, &topic).await?;
             let (id, cursor) = (subscriber.id, subscriber.cursor.clone());
             match handle.subscribe(subscriber, position.clone()).await {
                 Ok(info) => break (handle, id, cursor, info),
-                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(400));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => moving.again(e).await?,
             }
         };
         if !resumed || !info.plan.recovered() {
@@ -193,20 +186,25 @@ impl SessionState {
         req: Option<&RawValue>,
         resumed: bool,
     ) -> Result<(), ApiError> {
-        let (handle, member) = self.prepare(myself, &topic).await?;
-        let (id, cursor) = (member.id, member.cursor.clone());
-        // The topic actor announces the subscription itself, so that it precedes every
-        // delivery.
-        let joined = handle
-            .join(MemberJoin {
+        let mut moving = Moving::new();
+        let (handle, id, cursor, joined) = loop {
+            let (handle, member) = self.prepare(myself, &topic).await?;
+            let (id, cursor) = (member.id, member.cursor.clone());
+            // The topic actor announces the subscription itself, so that it precedes every
+            // delivery.
+            let join = MemberJoin {
                 name: name.clone(),
                 member,
-                options,
+                options: options.clone(),
                 after,
                 announce: !resumed,
                 req: req.map(|r| r.to_owned()),
-            })
-            .await?;
+            };
+            match handle.join(join).await {
+                Ok(joined) => break (handle, id, cursor, joined),
+                Err(e) => moving.again(e).await?,
+            }
+        };
         let sub = Sub {
             id,
             topic: handle,
@@ -216,6 +214,35 @@ impl SessionState {
             retry_since: None,
         };
         self.subs.insert(topic, sub);
+        Ok(())
+    }
+}
+
+/// Retries of a subscription whose topic actor retired meanwhile (its node stopped leading
+/// the topic's shard: it answers `Moving`): the topic is looked up again, as
+/// `Topics::handle` does, for up to [`ROUTE_PATIENCE`], pausing 20 ms, doubling to 400 ms.
+struct Moving {
+    deadline: tokio::time::Instant,
+    pause: std::time::Duration,
+}
+
+impl Moving {
+    fn new() -> Moving {
+        Moving {
+            deadline: tokio::time::Instant::now() + ROUTE_PATIENCE,
+            pause: std::time::Duration::from_millis(20),
+        }
+    }
+
+    /// After `e`: Ok once it is time to try again, or `e` as the answer.
+    async fn again(&mut self, e: TopicError) -> Result<(), ApiError> {
+        if !matches!(e, TopicError::Moving)
+            || tokio::time::Instant::now() + self.pause >= self.deadline
+        {
+            return Err(e.into());
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(std::time::Duration::from_millis(400));
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ const SEEN_KEY: &[u8] = b"seen";
 const SHARD_INCARNATION: &str = "incarnation";
 /// Shard meta record: present while the shard's copy is being dropped.
 const DROPPING: &str = "dropping";
-/// Shard meta record: the shard's generation (u32): raised by each recovery from a
+/// Shard meta record: the shard's generation (u64): raised by each recovery from a
 /// minority, which starts the shard's Raft group anew.
 const GENERATION: &str = "generation";
 /// Shard meta record: present from the start of a recovery from a minority until the
@@ -264,8 +264,18 @@ impl RaftShardStore {
     }
 
     /// The shard's generation (0 until a recovery from a minority).
-    pub fn generation(&self) -> Result<u32, StorageError> {
-        Ok(self.read_u32(GENERATION)?.unwrap_or(0))
+    pub fn generation(&self) -> Result<u64, StorageError> {
+        let Some(bytes) = self.meta(GENERATION)? else {
+            return Ok(0);
+        };
+        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            self.damage.report(Damaged::Shard(self.shard));
+            StorageError::Corrupt {
+                what: "raft",
+                detail: format!("shard {} generation of {} bytes", self.shard, bytes.len()),
+            }
+        })?;
+        Ok(u64::from_be_bytes(bytes))
     }
 
     /// A u32 meta record of this shard.
@@ -301,7 +311,7 @@ impl RaftShardStore {
     pub fn begin_drop(
         &self,
         incarnation: u32,
-        generation: u32,
+        generation: u64,
         recovering: bool,
     ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();

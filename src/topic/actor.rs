@@ -105,9 +105,10 @@ pub struct TopicState {
     pub(super) writer: TopicWriter,
     /// Publish ids submitted and not yet committed (the log's index has the rest).
     inflight_ids: HashMap<String, u64>,
-    /// The shard's Raft term when this actor became owner: another term means leadership
-    /// went away and came back, and what this actor knows may be stale.
-    term: u64,
+    /// The shard's replica and Raft term when this actor became owner: another means
+    /// leadership went away and came back (or the copy was replaced), and what this actor
+    /// knows may be stale.
+    term: (u64, u64),
     /// This node did not lead the shard when the actor started: it serves nothing and is
     /// being retired.
     failed: bool,
@@ -162,7 +163,7 @@ impl Actor for TopicActor {
             shard,
             writer,
             inflight_ids: HashMap::new(),
-            term: 0,
+            term: (0, 0),
             failed: true,
         })
     }

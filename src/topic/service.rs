@@ -234,11 +234,10 @@ impl Topics {
     pub async fn recover_shard(
         &self,
         shard: u32,
+        force: bool,
     ) -> Result<crate::replication::Recovered, crate::replication::RecoverError> {
         let up = self.cluster.peers();
-        self.replication
-            .recover(shard, |node| up.iter().any(|p| p == node))
-            .await
+        self.replication.recover(shard, up, force).await
     }
 
     /// This node's replica of every shard (`GET /v1/cluster`).

@@ -176,10 +176,14 @@ impl Client {
     }
 
     /// `POST /v1/admin/shards/{shard}/recover`: starts `shard` anew from the node's copy
-    /// (an operator's last resort when a majority of its voters lost their data); the reply
-    /// names the shard's new generation and each topic's new epoch.
-    pub async fn recover_shard(&self, shard: u32) -> Result<serde_json::Value, Error> {
-        let url = format!("{}/v1/admin/shards/{shard}/recover", self.base);
+    /// (an operator's last resort when a majority of its voters lost their data; `force`:
+    /// even while some of them are merely unreachable); the reply names the shard's new
+    /// generation and each topic's new epoch.
+    pub async fn recover_shard(&self, shard: u32, force: bool) -> Result<serde_json::Value, Error> {
+        let url = format!(
+            "{}/v1/admin/shards/{shard}/recover?force={force}",
+            self.base
+        );
         let req = self.limit(self.http.post(url), Duration::ZERO);
         answer(req.send().await).await
     }
