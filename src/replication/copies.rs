@@ -19,21 +19,22 @@ const GENERATIONS_EVERY: Duration = Duration::from_millis(250);
 
 /// A damaged copy waiting to be dropped.
 struct Pending {
+    /// The replica whose copy is damaged (one replaced meanwhile is not).
+    replica: u64,
     /// Since when it is announced damaged.
     since: Instant,
     said: Option<Instant>,
 }
 
-impl Default for Pending {
-    fn default() -> Self {
+impl Pending {
+    fn new(replica: u64) -> Pending {
         Pending {
+            replica,
             since: Instant::now(),
             said: None,
         }
     }
-}
 
-impl Pending {
     /// Whether to say again that it waits (at once, then every 5 s).
     fn say(&mut self) -> bool {
         let due = self
@@ -147,9 +148,12 @@ impl Replication {
             };
             let this = Replication { inner };
             for shard in heal::shards_of(&damage.take(), this.shards()) {
+                let Ok(group) = this.group(shard) else {
+                    continue;
+                };
                 if let Entry::Vacant(v) = damaged.entry(shard) {
                     heal::announce_damaged(&this.inner.parts, shard, true).await;
-                    v.insert(Pending::default());
+                    v.insert(Pending::new(*group.raft.node_id()));
                 }
             }
             let mut todo: Vec<(Arc<Group>, Why)> = Vec::new();
@@ -157,6 +161,10 @@ impl Replication {
                 let Ok(group) = this.group(*shard) else {
                     return false;
                 };
+                if *group.raft.node_id() != pending.replica {
+                    // Replaced meanwhile (recovered here, or adopted): not this copy.
+                    return false;
+                }
                 match this.verdict(&group) {
                     heal::Verdict::Drop if pending.since.elapsed() >= heal::ANNOUNCED_FOR => {
                         todo.push((group, Why::Damaged));
@@ -188,7 +196,8 @@ impl Replication {
                 let shard = group.shard;
                 let _one = this.inner.replacing.lock().await;
                 match this.replace_locked(&group, why).await {
-                    Ok(_) => {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
                         // Reports about the copy just dropped are no news about the new one.
                         let shards = this.shards();
                         damage.take_where(|d| {
@@ -232,35 +241,44 @@ impl Replication {
     }
 
     /// Stops `old` (this node's instance of its shard), drops its copy as `why` says and
-    /// starts it again as a new incarnation; nothing if `old` is no longer the shard's
-    /// instance (it was replaced meanwhile). Hold `replacing` (one replacement at a time).
+    /// starts it again as a new incarnation; `None` if `old` is no longer the shard's
+    /// instance (it was replaced meanwhile). An instance stopped by a replacement whose
+    /// restart failed is started again. Hold `replacing` (one replacement at a time).
     async fn replace_locked(
         &self,
         old: &Arc<Group>,
         why: Why,
-    ) -> Result<Arc<Group>, ReplicationError> {
+    ) -> Result<Option<Arc<Group>>, ReplicationError> {
         let shard = old.shard;
         let Some(slot) = self.inner.groups.get(&shard) else {
             return Err(ReplicationError::Settings(format!("no shard {shard}")));
         };
-        if !Arc::ptr_eq(&read_lock(slot), old) || old.retired.load(Ordering::Acquire) {
-            return Err(ReplicationError::Settings(format!(
-                "shard {shard} was replaced meanwhile"
-            )));
+        if !Arc::ptr_eq(&read_lock(slot), old) {
+            return Ok(None);
         }
         let voters = self.voters(shard);
-        old.retired.store(true, Ordering::Release);
-        if let Err(e) = old.raft.shutdown().await {
-            tracing::debug!(shard, error = %e, "raft shutdown");
-        }
-        // openraft's state machine task may still be applying what it was given (off the
-        // async threads: it may be installing a whole snapshot).
-        let fence = old.fence.clone();
-        if tokio::task::spawn_blocking(move || fence.close())
-            .await
-            .is_err()
-        {
-            old.fence.close();
+        if !old.retired.swap(true, Ordering::AcqRel) {
+            // The shard's leader is unknown until the new instance's tracker says, so the
+            // topic layer sees a change and retires the actors of the copy that goes.
+            self.inner.leaders_tx.send_modify(|all| {
+                let mut next = Leaders::clone(all);
+                if let Some(s) = next.by_shard.get_mut(shard as usize) {
+                    *s = None;
+                }
+                *all = Arc::new(next);
+            });
+            if let Err(e) = old.raft.shutdown().await {
+                tracing::debug!(shard, error = %e, "raft shutdown");
+            }
+            // openraft's state machine task may still be applying what it was given (off
+            // the async threads: it may be installing a whole snapshot).
+            let fence = old.fence.clone();
+            if tokio::task::spawn_blocking(move || fence.close())
+                .await
+                .is_err()
+            {
+                old.fence.close();
+            }
         }
         let (parts, me) = (&self.inner.parts, self.inner.incarnation);
         let started = match why {
@@ -269,21 +287,23 @@ impl Replication {
             Why::Recover(g) => heal::restart_recovering(parts, shard, voters, me, g).await,
         };
         let failed = started.is_err();
-        // The shard's leader is unknown until the new instance's tracker says (so the topic
-        // layer sees a change and retires actors of the old copy).
-        self.inner.leaders_tx.send_modify(|all| {
-            let mut next = Leaders::clone(all);
-            if let Some(s) = next.by_shard.get_mut(shard as usize) {
-                *s = None;
+        self.inner.leaders_tx.send_if_modified(|all| {
+            if all.failed.contains(&shard) == failed {
+                return false;
             }
+            let mut next = Leaders::clone(all);
             match failed {
                 true => next.failed.insert(shard),
                 false => next.failed.remove(&shard),
             };
             *all = Arc::new(next);
+            true
         });
         let group = Arc::new(started?);
-        heal::announce_damaged(parts, shard, false).await;
+        if !matches!(why, Why::Recover(_)) {
+            // The recovered copy keeps its records, damaged ones too.
+            heal::announce_damaged(parts, shard, false).await;
+        }
         *write_lock(slot) = Arc::clone(&group);
         if !self.keep_tasks(self.group_tasks(&group)) {
             // The node stopped meanwhile, after shutting down the instances it saw.
@@ -291,7 +311,7 @@ impl Replication {
                 tracing::debug!(shard, error = %e, "raft shutdown");
             }
         }
-        Ok(group)
+        Ok(Some(group))
     }
 
     /// Recovers `shard` from this node's copy (see [`recover`]): refused unless this node
@@ -318,7 +338,8 @@ impl Replication {
             let group = this
                 .replace_locked(&group, Why::Recover(generation))
                 .await
-                .map_err(|e| RecoverError::Failed(e.to_string()))?;
+                .map_err(|e| RecoverError::Failed(e.to_string()))?
+                .ok_or_else(|| RecoverError::Failed("replaced meanwhile: ask again".into()))?;
             this.recovered(&group)
         });
         task.await
@@ -373,11 +394,19 @@ impl Replication {
             })
             .collect();
         recover::check(shard, &configs, &live)?;
+        // A voter that is not live counts as having lost its data only on evidence: its
+        // node is up and announces another replica of the shard (a new incarnation).
+        let lost = |id: u64, node: &str| {
+            is_up(node)
+                && identity::replica_incarnation(net, node, shard)
+                    .is_some_and(|i| super::placement::replica_id(node, i) != id)
+        };
         let unreachable: Vec<&str> = voters
             .iter()
             .filter(|id| !live.contains(id))
-            .filter_map(|id| self.inner.names.of(*id))
-            .filter(|node| !is_up(node))
+            .filter_map(|id| Some((*id, self.inner.names.of(*id)?)))
+            .filter(|(id, node)| !lost(*id, node))
+            .map(|(_, node)| node)
             .collect();
         if !force && !unreachable.is_empty() {
             let nodes = unreachable.join(", ");

@@ -184,12 +184,14 @@ async fn wait_to_drop(
         // too, the placement voters' replicas as their nodes announce them.
         let voters: Vec<NodeId> = stored.clone().unwrap_or_else(|| {
             let net = parts.net.as_ref();
-            let id = |n: &String| match *n == parts.settings.me {
-                true => Some(me),
+            // A peer whose replica is not known counts, as one never ready (an id no
+            // replica has: the node part of a Raft id is its name's hash).
+            let id = |(k, n): (usize, &String)| match *n == parts.settings.me {
+                true => me,
                 false => identity::replica_incarnation(net, n, shard)
-                    .map(|i| placement::replica_id(n, i)),
+                    .map_or(k as u64, |i| placement::replica_id(n, i)),
             };
-            voters.iter().filter_map(id).collect()
+            voters.iter().enumerate().map(id).collect()
         });
         let ready = |id: NodeId| ready(parts, id, shard, generation);
         match may_drop(&voters, me, ready) {
@@ -261,21 +263,15 @@ fn damaged_now(parts: &Parts, shard: u32) -> bool {
     !parts.store.damage().take_where(about).is_empty()
 }
 
-/// Starts the replica as its store says (the shard's own incarnation, generation, and
-/// whether a recovery is under way), after announcing them.
-async fn start(
+/// Announces the shard's own incarnation and generation as the store has them (if any);
+/// returns them.
+pub(crate) async fn announce_shard(
     parts: &Parts,
     shard: u32,
-    voters: &[String],
-    node_incarnation: u32,
-) -> Result<Group, ReplicationError> {
+) -> Result<(Option<u32>, u64), ReplicationError> {
     let shard_store = parts.store.shard(shard)?;
-    let (own, generation, recovering) = off_worker(&parts.log, move |_| {
-        Ok((
-            shard_store.incarnation()?,
-            shard_store.generation()?,
-            shard_store.recovering()?,
-        ))
+    let (own, generation) = off_worker(&parts.log, move |_| {
+        Ok((shard_store.incarnation()?, shard_store.generation()?))
     })
     .await?;
     if let Some(n) = own {
@@ -286,6 +282,20 @@ async fn start(
         let fact = identity::generation_fact(shard);
         parts.net.announce(&fact, &generation.to_string()).await;
     }
+    Ok((own, generation))
+}
+
+/// Starts the replica as its store says (the shard's own incarnation, generation, and
+/// whether a recovery is under way), after announcing them.
+async fn start(
+    parts: &Parts,
+    shard: u32,
+    voters: &[String],
+    node_incarnation: u32,
+) -> Result<Group, ReplicationError> {
+    let (own, generation) = announce_shard(parts, shard).await?;
+    let shard_store = parts.store.shard(shard)?;
+    let recovering = off_worker(&parts.log, move |_| shard_store.recovering()).await?;
     let start = shards::Start {
         incarnation: own.unwrap_or(node_incarnation),
         generation,

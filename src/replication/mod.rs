@@ -223,6 +223,11 @@ impl Replication {
             flusher,
             net,
         };
+        // Every shard's own incarnation and generation are announced before any starts (one
+        // may wait long): peers must not take this node for one that lost its replicas.
+        for shard in 0..settings.shards {
+            heal::announce_shard(&parts, shard).await?;
+        }
         let mut groups = HashMap::new();
         // A voter of every shard it is picked for, a learner of the others.
         for (shard, shard_voters) in (0..settings.shards).zip(&voters) {

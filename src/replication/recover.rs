@@ -88,6 +88,7 @@ pub(crate) async fn finish(group: Arc<Group>, store: RaftStore) {
     }
     let mut metrics = group.raft.metrics();
     let mut asked: Option<tokio::time::Instant> = None;
+    let mut purging: Option<tokio::time::Instant> = None;
     loop {
         if group.retired.load(Ordering::Acquire) {
             return;
@@ -96,7 +97,11 @@ pub(crate) async fn finish(group: Arc<Group>, store: RaftStore) {
         if m.state == ServerState::Leader && m.last_applied.is_some() {
             let step = match (m.snapshot, m.purged) {
                 (Some(snap), purged) if purged >= Some(snap) => break,
-                (Some(snap), _) => group.raft.trigger().purge_log(snap.index).await,
+                (Some(snap), _) if purging.is_none_or(|t| t.elapsed() >= STEP_WAIT) => {
+                    purging = Some(tokio::time::Instant::now());
+                    group.raft.trigger().purge_log(snap.index).await
+                }
+                (Some(_), _) => Ok(()),
                 // Asked again if no snapshot came of it (openraft skips one while another
                 // is being built).
                 (None, _) if asked.is_none_or(|t| t.elapsed() >= STEP_WAIT) => {

@@ -323,6 +323,8 @@ impl RaftShardStore {
         batch.insert(self.meta_key(GENERATION), frame(&generation.to_be_bytes()));
         if recovering {
             batch.insert(self.meta_key(RECOVERING), frame(&[]));
+        } else {
+            batch.remove(self.meta_key(RECOVERING));
         }
         self.meta.apply_batch(batch)?;
         Ok(())
@@ -497,6 +499,11 @@ mod tests {
         assert_eq!(s.incarnation().expect("read"), Some(9));
         assert_eq!(s.generation().expect("read"), 2);
         assert_eq!(other.generation().expect("read"), 0);
+        assert!(!s.recovering().expect("read"));
+        // A recovery's mark goes with a later drop that is no recovery (an adoption).
+        s.begin_drop(10, 3, true).expect("begin");
+        assert!(s.recovering().expect("read"));
+        s.begin_drop(11, 4, false).expect("begin");
         assert!(!s.recovering().expect("read"));
         assert_eq!(s.last_entry().expect("read"), None);
         assert_eq!(s.meta("vote").expect("read"), None);

@@ -71,14 +71,19 @@ async fn a_shard_whose_majority_lost_its_data_is_recovered_from_the_survivor_und
     // after an election timeout), then done.
     let url = c.http(x);
     let mut refusals = Vec::new();
-    let out = wait_for("recover-shard to succeed", || {
-        let (ok, out, err) = recover_shard(&url, shard, true);
-        if !ok {
-            refusals.push(err);
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let out = loop {
+        let (ok, out, err) = tokio::task::block_in_place(|| recover_shard(&url, shard, true));
+        if ok {
+            break out;
         }
-        async move { ok.then_some(out) }
-    })
-    .await;
+        refusals.push(err);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "recover-shard refused until the deadline: {refusals:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     eprintln!("refused {} time(s) first: {refusals:?}", refusals.len());
     let reply: Value = serde_json::from_str(out.trim()).expect("one JSON line");
     assert_eq!(reply["shard"], shard, "{reply}");
