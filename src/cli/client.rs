@@ -19,28 +19,13 @@ pub async fn publish(
     id: Option<String>,
 ) -> Result<(), String> {
     let client = Client::new(base);
-    let published = match client.publish(topic, &data_json(data), id.as_deref()).await {
-        Ok(p) => p,
-        Err(Error::Api {
-            status,
-            code,
-            message,
-        }) => return Err(format!("HTTP {status}: {code}: {message}")),
-        Err(e) => return Err(format!("cannot reach {base}: {e}")),
-    };
-    let line = serde_json::to_string(&published).map_err(|e| e.to_string())?;
-    println!("{line}");
-    Ok(())
+    let published = client.publish(topic, &data_json(data), id.as_deref()).await;
+    print_reply(base, published)
 }
 
-/// `starling recover-shard`: asks the node at `base` to recover `shard` from its copy.
-pub async fn recover_shard(base: &str, shard: u32, yes: bool, force: bool) -> Result<(), String> {
-    if !yes {
-        return Err(format!(
-            "recovering shard {shard} starts it anew from {base}'s copy under new epochs: acknowledged messages that copy lacks are lost for good. Use it only when a majority of the shard's voters lost their data, and add --yes"
-        ));
-    }
-    let reply = match Client::new(base).recover_shard(shard, force).await {
+/// Prints a node's reply as one JSON line, or says why there is none.
+fn print_reply<T: serde::Serialize>(base: &str, reply: Result<T, Error>) -> Result<(), String> {
+    let reply = match reply {
         Ok(reply) => reply,
         Err(Error::Api {
             status,
@@ -52,6 +37,16 @@ pub async fn recover_shard(base: &str, shard: u32, yes: bool, force: bool) -> Re
     let line = serde_json::to_string(&reply).map_err(|e| e.to_string())?;
     println!("{line}");
     Ok(())
+}
+
+/// `starling recover-shard`: asks the node at `base` to recover `shard` from its copy.
+pub async fn recover_shard(base: &str, shard: u32, yes: bool, force: bool) -> Result<(), String> {
+    if !yes {
+        return Err(format!(
+            "recovering shard {shard} starts it anew from {base}'s copy under new epochs: acknowledged messages that copy lacks are lost for good. Use it only when a majority of the shard's voters lost their data, and add --yes"
+        ));
+    }
+    print_reply(base, Client::new(base).recover_shard(shard, force).await)
 }
 
 pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<(), String> {

@@ -283,8 +283,8 @@ impl Replication {
         let (parts, me) = (&self.inner.parts, self.inner.incarnation);
         let started = match why {
             Why::Damaged => heal::restart_dropped(parts, shard, voters, me).await,
-            Why::Adopt(g) => heal::restart_adopting(parts, shard, voters, me, g).await,
-            Why::Recover(g) => heal::restart_recovering(parts, shard, voters, me, g).await,
+            Why::Adopt(g) => heal::restart_anew(parts, shard, voters, me, g, false).await,
+            Why::Recover(g) => heal::restart_anew(parts, shard, voters, me, g, true).await,
         };
         let failed = started.is_err();
         self.inner.leaders_tx.send_if_modified(|all| {

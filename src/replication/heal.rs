@@ -221,38 +221,29 @@ pub(crate) async fn restart_dropped(
     start(parts, shard, voters, node_incarnation).await
 }
 
-/// Drops this node's copy of `shard`, whose group a peer started anew as `generation`, and
-/// starts its replica again, empty, as a new incarnation of that generation.
-pub(crate) async fn restart_adopting(
+/// Starts this node's replica of `shard` again as a new incarnation of `generation`, with
+/// `recovering` (see [`super::recover`]) from this node's own copy: every topic of the
+/// shard keeps its messages under a new epoch, the Raft state goes, and the replica is the
+/// new group's only voter; without it (a peer started the group anew as `generation`) the
+/// copy goes and the replica catches up from that group.
+pub(crate) async fn restart_anew(
     parts: &Parts,
     shard: u32,
     voters: &[String],
     node_incarnation: u32,
     generation: u64,
+    recovering: bool,
 ) -> Result<Group, ReplicationError> {
     let incarnation = identity::new_incarnation();
-    drop_copy(parts, shard, Some((incarnation, generation)), false).await?;
-    tracing::warn!(
-        shard,
-        generation,
-        incarnation,
-        "the shard was recovered from a minority elsewhere: dropped this node's copy, it catches up from the recovered group as a new replica"
-    );
-    start(parts, shard, voters, node_incarnation).await
-}
-
-/// Starts `shard`'s group anew from this node's copy (see [`super::recover`]): every topic
-/// of the shard keeps its messages under a new epoch, the Raft state goes, and the replica
-/// starts as a new incarnation of `generation`, the group's only voter.
-pub(crate) async fn restart_recovering(
-    parts: &Parts,
-    shard: u32,
-    voters: &[String],
-    node_incarnation: u32,
-    generation: u64,
-) -> Result<Group, ReplicationError> {
-    let incarnation = identity::new_incarnation();
-    drop_copy(parts, shard, Some((incarnation, generation)), true).await?;
+    drop_copy(parts, shard, Some((incarnation, generation)), recovering).await?;
+    if !recovering {
+        tracing::warn!(
+            shard,
+            generation,
+            incarnation,
+            "the shard was recovered from a minority elsewhere: dropped this node's copy, it catches up from the recovered group as a new replica"
+        );
+    }
     start(parts, shard, voters, node_incarnation).await
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Asked on a node that holds a copy of the shard (a voter's or a learner's), while the
 //! group has no live majority ([`check`]) and no peer announces a newer generation, the
-//! node starts the shard's Raft group anew from its own copy ([`super::heal::restart_recovering`]): every topic of the shard keeps its
+//! node starts the shard's Raft group anew from its own copy ([`super::heal::restart_anew`]): every topic of the shard keeps its
 //! messages, consumers and publish ids but gets a **new epoch** (acknowledged messages this
 //! copy lacks may be lost, and clients are told: a resume from the old epoch is
 //! `recovered:false`), the node's Raft state for the shard goes, and its replica starts as a

@@ -260,37 +260,27 @@ impl RaftShardStore {
     /// The incarnation of this node's replica of the shard, if the shard has one of its own
     /// (its copy was dropped and caught up again); else the node's incarnation applies.
     pub fn incarnation(&self) -> Result<Option<u32>, StorageError> {
-        self.read_u32(SHARD_INCARNATION)
+        Ok(self.read_fixed(SHARD_INCARNATION)?.map(u32::from_be_bytes))
     }
 
     /// The shard's generation (0 until a recovery from a minority).
     pub fn generation(&self) -> Result<u64, StorageError> {
-        let Some(bytes) = self.meta(GENERATION)? else {
-            return Ok(0);
-        };
-        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-            self.damage.report(Damaged::Shard(self.shard));
-            StorageError::Corrupt {
-                what: "raft",
-                detail: format!("shard {} generation of {} bytes", self.shard, bytes.len()),
-            }
-        })?;
-        Ok(u64::from_be_bytes(bytes))
+        Ok(self.read_fixed(GENERATION)?.map_or(0, u64::from_be_bytes))
     }
 
-    /// A u32 meta record of this shard.
-    fn read_u32(&self, name: &str) -> Result<Option<u32>, StorageError> {
+    /// A meta record of this shard of exactly `N` bytes (a number, big-endian).
+    fn read_fixed<const N: usize>(&self, name: &str) -> Result<Option<[u8; N]>, StorageError> {
         let Some(bytes) = self.meta(name)? else {
             return Ok(None);
         };
-        let bytes: [u8; 4] = bytes.as_slice().try_into().map_err(|_| {
+        let fixed: [u8; N] = bytes.as_slice().try_into().map_err(|_| {
             self.damage.report(Damaged::Shard(self.shard));
             StorageError::Corrupt {
                 what: "raft",
                 detail: format!("shard {} {name} of {} bytes", self.shard, bytes.len()),
             }
         })?;
-        Ok(Some(u32::from_be_bytes(bytes)))
+        Ok(Some(fixed))
     }
 
     /// Whether a [`RaftShardStore::drop_state`] started and did not finish.
