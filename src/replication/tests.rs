@@ -909,3 +909,43 @@ async fn a_drop_cut_short_by_a_crash_is_finished_before_the_shard_starts() {
     assert_eq!(want.1.len(), 2);
     converged(&cluster, topic, &want).await;
 }
+
+#[tokio::test]
+async fn a_replaced_instances_state_machine_writes_nothing_once_its_fence_is_closed() {
+    use openraft::storage::RaftStateMachine;
+    let src_dir = TempDir::new().expect("tempdir");
+    let dst_dir = TempDir::new().expect("tempdir");
+    let src = Arc::new(open_log(src_dir.path()));
+    let dst = Arc::new(open_log(dst_dir.path()));
+    let topic = "fenced";
+    create(topic).apply(&*src).expect("apply");
+    append(topic, vec![msg(1, "a")])
+        .apply(&*src)
+        .expect("apply");
+    let shard = placement::shard_of(topic, 2);
+    let fence = state_machine::Fence::default();
+    let sm = |log: &Arc<SledLog>, fence: state_machine::Fence| {
+        let store = raft_store(log)
+            .expect("raft store")
+            .shard(shard)
+            .expect("shard");
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, fence).expect("sm")
+    };
+    let image = sm(&src, Default::default()).image().expect("image");
+    let mut dst_sm = sm(&dst, fence.clone());
+    fence.close();
+    let meta = types::SnapshotMeta {
+        last_log_id: None,
+        last_membership: Default::default(),
+    };
+    let refused = dst_sm.install_snapshot(&meta, image.clone()).await;
+    assert!(refused.is_err(), "a closed fence lets nothing in");
+    assert_eq!(dst.meta(topic).expect("meta"), None, "nothing was written");
+    // An open one does (the same call).
+    let mut open_sm = sm(&dst, Default::default());
+    open_sm
+        .install_snapshot(&meta, image)
+        .await
+        .expect("install");
+    assert_eq!(dump(&*dst, topic), dump(&*src, topic));
+}
