@@ -564,8 +564,8 @@ impl Replication {
         })
     }
 
-    /// Transfers leadership of every shard this node leads to an up-to-date voter (waits up
-    /// to ~1 s in all), then shuts every Raft down.
+    /// Transfers leadership of every shard this node leads to the voter holding the most of
+    /// its log (waits up to ~1 s in all), then shuts every Raft down.
     pub async fn stop(&self) {
         // Under the tasks' lock: a copy replaced meanwhile either has its tasks here, or
         // sees the node stopping and shuts its new instance down itself.
@@ -590,7 +590,7 @@ impl Replication {
                 continue;
             }
             let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            if let Some(to) = shards::caught_up(&m, &voters) {
+            if let Some(to) = shards::most_caught_up(&m, &voters) {
                 tracing::info!(shard = group.shard, to, "stopping: handing leadership over");
                 if let Err(e) = group.raft.trigger().transfer_leader(to).await {
                     tracing::warn!(shard = group.shard, error = %e, "leadership transfer failed");

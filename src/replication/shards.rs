@@ -322,6 +322,21 @@ pub(crate) fn caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
     })
 }
 
+/// The voter of `m`'s group (not this replica) that holds the most of the leader's log, if
+/// any holds some: the one to hand leadership to when this node stops. openraft's transfer
+/// stops new entries and the target waits for its log to catch up before it stands, so it
+/// need not be caught up already (under load none ever is at the instant of asking).
+pub(crate) fn most_caught_up(m: &Metrics, candidates: &[NodeId]) -> Option<NodeId> {
+    let replication = m.replication.as_ref()?;
+    candidates
+        .iter()
+        .copied()
+        .filter(|id| *id != m.id)
+        .filter_map(|id| Some((replication.get(&id)?.as_ref()?.index(), id)))
+        .max()
+        .map(|(_, id)| id)
+}
+
 /// The replica of `group`'s shard each of `nodes` announced (`me` is `my_id`); none for a
 /// node still in an older generation of the shard (its replica belongs to a group that
 /// was started anew: it drops it and announces a new one).
