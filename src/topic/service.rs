@@ -22,6 +22,53 @@ use std::time::Duration;
 /// within it).
 pub(crate) const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
 
+/// The pauses between attempts at a topic that is changing hands, for up to
+/// [`ROUTE_PATIENCE`]: 20 ms doubling to 400 ms, cut short when ownership changes (a new
+/// shard leader is tried at once, not at the next step of the backoff).
+struct Retry {
+    deadline: tokio::time::Instant,
+    pause: Duration,
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+impl Retry {
+    fn new(cluster: &Cluster) -> Retry {
+        let mut changes = cluster.owner_changes();
+        if let Some(rx) = &mut changes {
+            rx.borrow_and_update();
+        }
+        Retry {
+            deadline: tokio::time::Instant::now() + ROUTE_PATIENCE,
+            pause: Duration::from_millis(20),
+            changes,
+        }
+    }
+
+    /// Waits until the next attempt is due; false (at once) if it would be past the deadline.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.pause >= self.deadline {
+            return false;
+        }
+        let sleep = tokio::time::sleep(self.pause);
+        match &mut self.changes {
+            Some(rx) => {
+                tokio::select! {
+                    _ = sleep => {}
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            // Ownership no longer changes: plain pauses from now on.
+                            self.changes = None;
+                        }
+                    }
+                }
+            }
+            None => sleep.await,
+        }
+        self.pause = (self.pause * 2).min(Duration::from_millis(400));
+        true
+    }
+}
+
 #[derive(Clone)]
 pub struct Topics {
     pub(super) supervisor: ActorRef<SupervisorMsg>,
@@ -52,14 +99,10 @@ impl Topics {
     /// The running actor of `topic`, started if needed. While no owner is known (an
     /// election), retried up to [`ROUTE_PATIENCE`].
     pub async fn handle(&self, topic: &TopicName) -> Result<TopicHandle, TopicError> {
-        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
-        let mut pause = Duration::from_millis(20);
+        let mut retry = Retry::new(&self.cluster);
         loop {
             match TopicSupervisor::handle(&self.supervisor, &self.registry, topic).await {
-                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(400));
-                }
+                Err(TopicError::Moving) if retry.wait().await => {}
                 other => return other,
             }
         }
@@ -78,8 +121,7 @@ impl Topics {
         // (Its publisher never repeated it: the reply never says `duplicate` then.)
         let generated = id.is_none();
         let id = Some(id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()));
-        let deadline = tokio::time::Instant::now() + ROUTE_PATIENCE;
-        let mut pause = Duration::from_millis(20);
+        let mut retry = Retry::new(&self.cluster);
         loop {
             let r = match self.cluster.owner(topic.as_str()) {
                 None => Err(TopicError::Moving),
@@ -89,10 +131,7 @@ impl Topics {
                 Some(owner) => self.publish_at(&owner, topic, &data, &id).await,
             };
             match r {
-                Err(TopicError::Moving) if tokio::time::Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(400));
-                }
+                Err(TopicError::Moving) if retry.wait().await => {}
                 other => {
                     return other.map(|ack| PublishAck {
                         duplicate: ack.duplicate && !generated,
