@@ -3,8 +3,8 @@
 //! by a recovery elsewhere, or recovered here from a minority ([`super::recover`]).
 
 use super::shards::{self, Group};
+use super::ReplicationError;
 use super::{heal, identity, read_lock, recover, write_lock, Inner, Leaders, Replication};
-use super::{ReplicationError, ServerState};
 use crate::storage::Damage;
 use openraft::async_runtime::WatchReceiver;
 use std::collections::hash_map::Entry;
@@ -360,10 +360,9 @@ impl Replication {
         if m.last_applied.is_none() || !membership.nodes().any(|(id, _)| *id == m.id) {
             return Err(Refusal::Empty(shard));
         }
-        if m.state == ServerState::Leader && !self.quorum_lost(shard) {
-            let leader = self.me().to_string();
-            return Err(Refusal::Led { shard, leader });
-        }
+        // A leader with its majority is refused by `check` below: the voters answering it
+        // are up and announce their replicas. (Its own view is no help: a leader elected
+        // just before the others went never saw a majority answer.)
         let net = self.inner.parts.net.as_ref();
         let peers = || self.inner.settings.nodes.iter().filter(|n| *n != self.me());
         let newest = peers()

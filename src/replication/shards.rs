@@ -17,6 +17,7 @@ use crate::storage::flusher::Flusher;
 use crate::storage::{RaftStore, TopicLog};
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogStorage;
+use openraft::Instant as _;
 use openraft::{BasicNode, ChangeMembers, Config, RaftLogReader, ServerState, SnapshotPolicy};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -403,6 +404,12 @@ pub(crate) async fn upkeep(
         let m = group.raft.metrics().borrow_watched().clone();
         if m.state != ServerState::Leader {
             continue;
+        }
+        // How long ago a majority last answered (heartbeats every `heartbeat_ms`): grows if
+        // Raft's messages queue behind other traffic on the cluster link.
+        if let Some(at) = &m.last_quorum_acked {
+            let age = at.elapsed().as_secs_f64();
+            metrics::histogram!("starling_raft_quorum_ack_age_seconds").record(age);
         }
         // A joint config (a change half done) is finished soon, whatever failed before.
         let joint = m.membership_config.membership().get_joint_config().len() > 1;
