@@ -71,9 +71,9 @@ pub enum Command {
     /// Recover a shard from the copy on one node, when a majority of the shard's voters lost
     /// their data for good (wiped disks). The shard's group starts anew from that node's
     /// copy and every topic of the shard gets a new epoch: messages the copy lacks are
-    /// lost, and clients that resume are told (`recovered:false`). Refused while a majority
-    /// of the shard's voters is live. Run it on the node's machine (the admin API answers
-    /// only loopback clients).
+    /// lost, and clients that resume are told (`recovered:false`). Refused while the shard
+    /// has a leader a majority answers, or a majority of live voters. Run it on the node's
+    /// machine (the admin API answers only loopback clients).
     RecoverShard {
         /// The shard's number (`GET /v1/cluster` lists them).
         shard: u32,

@@ -7,6 +7,7 @@ use super::ReplicationError;
 use super::{heal, identity, read_lock, recover, write_lock, Inner, Leaders, Replication};
 use crate::storage::Damage;
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -360,9 +361,19 @@ impl Replication {
         if m.last_applied.is_none() || !membership.nodes().any(|(id, _)| *id == m.id) {
             return Err(Refusal::Empty(shard));
         }
-        // A leader with its majority is refused by `check` below: the voters answering it
-        // are up and announce their replicas. (Its own view is no help: a leader elected
-        // just before the others went never saw a majority answer.)
+        // A leader that heard a majority within an election timeout is refused whatever
+        // gossip says of its voters (a peer's facts may not be gossiped yet after a restart,
+        // and `force` would then recover a healthy shard). One that never heard a majority
+        // in its term, or not lately, may be recovered.
+        let patience = std::time::Duration::from_millis(self.inner.settings.election_max_ms);
+        if m.state == openraft::ServerState::Leader
+            && m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| at.elapsed() <= patience)
+        {
+            let leader = self.me().to_string();
+            return Err(Refusal::Led { shard, leader });
+        }
         let net = self.inner.parts.net.as_ref();
         let peers = || self.inner.settings.nodes.iter().filter(|n| *n != self.me());
         let newest = peers()

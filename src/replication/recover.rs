@@ -37,6 +37,8 @@ pub(crate) enum Refusal {
     NoSuchShard(u32),
     #[error("this node holds no copy of shard {0} (it has applied nothing of it): recover from a node that does (GET /v1/cluster shows `applied`)")]
     Empty(u32),
+    #[error("shard {shard} has a leader ({leader}) that a majority answers: nothing to recover")]
+    Led { shard: u32, leader: String },
     #[error("shard {shard} still has a live majority of its voters: it elects a leader by itself")]
     Majority { shard: u32 },
     #[error("shard {shard} was already recovered elsewhere (generation {generation}): this node joins that group by itself")]
