@@ -2,6 +2,7 @@
 //! replacing an instance when its copy is dropped — damaged ([`super::heal`]), left behind
 //! by a recovery elsewhere, or recovered here from a minority ([`super::recover`]).
 
+use super::placement::topics_of;
 use super::shards::{self, Group};
 use super::ReplicationError;
 use super::{heal, identity, read_lock, recover, write_lock, Inner, Leaders, Replication};
@@ -24,7 +25,7 @@ struct Pending {
     replica: u64,
     /// Since when it is announced damaged.
     since: Instant,
-    said: Option<Instant>,
+    say: identity::Every,
 }
 
 impl Pending {
@@ -32,19 +33,8 @@ impl Pending {
         Pending {
             replica,
             since: Instant::now(),
-            said: None,
+            say: identity::Every::default(),
         }
-    }
-
-    /// Whether to say again that it waits (at once, then every 5 s).
-    fn say(&mut self) -> bool {
-        let due = self
-            .said
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
-        if due {
-            self.said = Some(Instant::now());
-        }
-        due
     }
 }
 
@@ -173,8 +163,8 @@ impl Replication {
                     }
                     heal::Verdict::Drop => true,
                     heal::Verdict::Wait { ready, need } => {
-                        if pending.say() {
-                            tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
+                        if pending.say.due() {
+                            heal::say_waiting(*shard, ready, need);
                         }
                         true
                     }
@@ -226,19 +216,26 @@ impl Replication {
 
     /// Shards whose group a peer announces under a higher generation than this node's.
     fn newer_generations(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        let net = self.inner.parts.net.as_ref();
-        let me = self.me();
-        self.all_groups().into_iter().filter_map(move |g| {
-            let newest = self
-                .inner
-                .settings
-                .nodes
-                .iter()
-                .filter(|n| n.as_str() != me)
-                .map(|n| identity::generation_of(net, n, g.shard))
-                .max()?;
+        self.all_groups().into_iter().filter_map(|g| {
+            let newest = self.newest_generation(g.shard);
             (newest > g.generation).then_some((g.shard, newest))
         })
+    }
+
+    /// The highest generation of `shard` a peer announces (0 if none).
+    fn newest_generation(&self, shard: u32) -> u64 {
+        let net = self.inner.parts.net.as_ref();
+        let me = self.me();
+        let peers = self
+            .inner
+            .settings
+            .nodes
+            .iter()
+            .filter(|n| n.as_str() != me);
+        peers
+            .map(|n| identity::generation_of(net, n, shard))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Stops `old` (this node's instance of its shard), drops its copy as `why` says and
@@ -375,11 +372,7 @@ impl Replication {
             return Err(Refusal::Led { shard, leader });
         }
         let net = self.inner.parts.net.as_ref();
-        let peers = || self.inner.settings.nodes.iter().filter(|n| *n != self.me());
-        let newest = peers()
-            .map(|n| identity::generation_of(net, n, shard))
-            .max()
-            .unwrap_or(0);
+        let newest = self.newest_generation(shard);
         if newest > group.generation {
             return Err(Refusal::Newer {
                 shard,
@@ -397,9 +390,7 @@ impl Replication {
                     || self.inner.names.of(*id).is_some_and(|node| {
                         is_up(node)
                             && identity::generation_of(net, node, shard) == group.generation
-                            && identity::replica_incarnation(net, node, shard)
-                                .map(|i| super::placement::replica_id(node, i))
-                                == Some(*id)
+                            && identity::announced_replica(net, node, shard) == Some(*id)
                     })
             })
             .collect();
@@ -407,9 +398,7 @@ impl Replication {
         // A voter that is not live counts as having lost its data only on evidence: its
         // node is up and announces another replica of the shard (a new incarnation).
         let lost = |id: u64, node: &str| {
-            is_up(node)
-                && identity::replica_incarnation(net, node, shard)
-                    .is_some_and(|i| super::placement::replica_id(node, i) != id)
+            is_up(node) && identity::announced_replica(net, node, shard).is_some_and(|r| r != id)
         };
         let unreachable: Vec<&str> = voters
             .iter()
@@ -432,10 +421,7 @@ impl Replication {
         let log = &self.inner.parts.log;
         let failed = |e: crate::storage::StorageError| RecoverError::Failed(e.to_string());
         let mut topics = Vec::new();
-        for topic in log.topics().map_err(failed)? {
-            if self.shard_of(&topic) != shard {
-                continue;
-            }
+        for topic in topics_of(&**log, shard, self.shards()).map_err(failed)? {
             if let Some(meta) = log.meta(&topic).map_err(failed)? {
                 topics.push(RecoveredTopic {
                     topic,
@@ -445,7 +431,6 @@ impl Replication {
                 });
             }
         }
-        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(Recovered {
             shard,
             generation: group.generation,

@@ -38,8 +38,6 @@ use std::time::Duration;
 
 /// How often a damaged copy's node looks again whether it may drop it.
 const RECHECK: Duration = Duration::from_millis(250);
-/// How often a node waiting to drop a damaged copy says so.
-const SAY_EVERY: Duration = Duration::from_secs(5);
 
 /// What starting a shard's replica takes; cheap to clone.
 #[derive(Clone)]
@@ -109,8 +107,7 @@ pub(crate) fn may_drop(voters: &[NodeId], me: NodeId, ready: impl Fn(NodeId) -> 
 pub(crate) fn ready(parts: &Parts, id: NodeId, shard: u32, generation: u64) -> bool {
     let net = parts.net.as_ref();
     parts.names.of(id).is_some_and(|node| {
-        identity::replica_incarnation(net, node, shard).map(|i| placement::replica_id(node, i))
-            == Some(id)
+        identity::announced_replica(net, node, shard) == Some(id)
             && identity::generation_of(net, node, shard) == generation
             && !identity::damaged_of(net, node, shard)
     })
@@ -149,6 +146,11 @@ pub(crate) async fn start_shard(
     }
 }
 
+/// Says that a damaged copy waits to be dropped (`ready` of the `need` voters are ready).
+pub(crate) fn say_waiting(shard: u32, ready: usize, need: usize) {
+    tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
+}
+
 /// Announces that this node's copy of `shard` is damaged (or no longer).
 pub(crate) async fn announce_damaged(parts: &Parts, shard: u32, damaged: bool) {
     let fact = identity::damaged_fact(shard);
@@ -178,7 +180,7 @@ async fn wait_to_drop(
     .await?;
     let me = placement::replica_id(&parts.settings.me, own.unwrap_or(node_incarnation));
     let since = tokio::time::Instant::now();
-    let mut said: Option<tokio::time::Instant> = None;
+    let mut say = identity::Every::default();
     loop {
         // The group's voters as this copy last applied them; where that record is damaged
         // too, the placement voters' replicas as their nodes announce them.
@@ -188,8 +190,7 @@ async fn wait_to_drop(
             // replica has: the node part of a Raft id is its name's hash).
             let id = |(k, n): (usize, &String)| match *n == parts.settings.me {
                 true => me,
-                false => identity::replica_incarnation(net, n, shard)
-                    .map_or(k as u64, |i| placement::replica_id(n, i)),
+                false => identity::announced_replica(net, n, shard).unwrap_or(k as u64),
             };
             voters.iter().enumerate().map(id).collect()
         });
@@ -198,12 +199,8 @@ async fn wait_to_drop(
             Verdict::Never => return Err(ReplicationError::OnlyCopyDamaged { shard }),
             Verdict::Drop if since.elapsed() >= ANNOUNCED_FOR => return Ok(()),
             Verdict::Drop => {}
-            Verdict::Wait { ready, need } => {
-                if said.is_none_or(|t| t.elapsed() >= SAY_EVERY) {
-                    said = Some(tokio::time::Instant::now());
-                    tracing::warn!(shard, ready, need, "this node's copy of the shard is damaged: waiting for enough of its other voters to be up with undamaged copies before dropping it");
-                }
-            }
+            Verdict::Wait { ready, need } if say.due() => say_waiting(shard, ready, need),
+            Verdict::Wait { .. } => {}
         }
         tokio::time::sleep(RECHECK).await;
     }
@@ -336,10 +333,7 @@ async fn drop_copy(
         if let Some((incarnation, generation)) = begin {
             shard_store.begin_drop(incarnation, generation, recovering)?;
         }
-        for topic in log.topics()? {
-            if placement::shard_of(&topic, shards) != shard {
-                continue;
-            }
+        for topic in placement::topics_of(log, shard, shards)? {
             if recovering {
                 let epoch = crate::protocol::resume::new_epoch();
                 log.set_epoch(&topic, &epoch, 0)?;

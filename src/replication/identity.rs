@@ -123,10 +123,10 @@ pub(crate) fn new_incarnation() -> u32 {
 
 /// A waiting loop's log line: at once, then every [`SAY_EVERY`].
 #[derive(Default)]
-struct Every(Option<tokio::time::Instant>);
+pub(crate) struct Every(Option<tokio::time::Instant>);
 
 impl Every {
-    fn due(&mut self) -> bool {
+    pub(crate) fn due(&mut self) -> bool {
         let due = self.0.is_none_or(|t| t.elapsed() >= SAY_EVERY);
         if due {
             self.0 = Some(tokio::time::Instant::now());
@@ -206,6 +206,12 @@ pub(crate) fn replica_incarnation(net: &dyn RaftNet, node: &str, shard: u32) -> 
         Some(own) => own.parse().ok(),
         None => incarnation_of(net, node),
     }
+}
+
+/// The Raft id of node `node`'s replica of `shard`, as it announced it (see
+/// [`replica_incarnation`]).
+pub(crate) fn announced_replica(net: &dyn RaftNet, node: &str, shard: u32) -> Option<u64> {
+    replica_incarnation(net, node, shard).map(|i| placement::replica_id(node, i))
 }
 
 /// The gossip fact naming a node's generation of `shard`, where it is above 0 (see

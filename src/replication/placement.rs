@@ -11,6 +11,18 @@ pub(crate) fn shard_of(topic: &str, shards: u32) -> u32 {
     (stable_hash(topic.as_bytes()) % u64::from(shards.max(1))) as u32
 }
 
+/// The topics `log` holds that belong to `shard` (of `shards`), in name order.
+pub(crate) fn topics_of(
+    log: &dyn crate::storage::TopicLog,
+    shard: u32,
+    shards: u32,
+) -> Result<Vec<String>, crate::storage::StorageError> {
+    let mut topics = log.topics()?;
+    topics.retain(|t| shard_of(t, shards) == shard);
+    topics.sort();
+    Ok(topics)
+}
+
 /// The voters of `shard`: `factor` of `nodes` by rendezvous (all of them when there are
 /// fewer), the preferred leader first.
 pub(crate) fn voters(shard: u32, nodes: &[String], factor: usize) -> Vec<String> {

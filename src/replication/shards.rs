@@ -357,7 +357,7 @@ fn wanted(
             } else if identity::generation_of(net, n, shard) < group.generation {
                 None
             } else {
-                identity::replica_incarnation(net, n, shard).map(|i| placement::replica_id(n, i))
+                identity::announced_replica(net, n, shard)
             };
             (n.clone(), id)
         })

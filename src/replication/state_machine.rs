@@ -17,7 +17,7 @@
 use super::codec;
 use super::log_store::io_err;
 use super::ops::{self, messages, Op};
-use super::placement::shard_of;
+use super::placement::topics_of;
 use super::types::{LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::storage::{RaftShardStore, StoredMessage, TopicLog};
 use futures_util::TryStreamExt;
@@ -154,10 +154,7 @@ impl StateMachine {
     }
 
     fn topics(&self) -> io::Result<Vec<String>> {
-        let mut topics = self.log.topics().map_err(io_err)?;
-        topics.retain(|t| shard_of(t, self.shards) == self.shard);
-        topics.sort();
-        Ok(topics)
+        topics_of(&*self.log, self.shard, self.shards).map_err(io_err)
     }
 
     /// The shard's state now (at `self.applied`), encoded.

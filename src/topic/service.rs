@@ -25,22 +25,22 @@ pub(crate) const ROUTE_PATIENCE: Duration = Duration::from_secs(8);
 /// The pauses between attempts at a topic that is changing hands, for up to
 /// [`ROUTE_PATIENCE`]: 20 ms doubling to 400 ms, cut short when ownership changes (a new
 /// shard leader is tried at once, not at the next step of the backoff).
-struct Retry {
+/// The watch on ownership is only taken at the first wait: most attempts succeed at once.
+struct Retry<'a> {
+    cluster: &'a Cluster,
     deadline: tokio::time::Instant,
     pause: Duration,
-    changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Taken at the first wait (`None` inside: ownership never changes).
+    changes: Option<Option<tokio::sync::watch::Receiver<u64>>>,
 }
 
-impl Retry {
-    fn new(cluster: &Cluster) -> Retry {
-        let mut changes = cluster.owner_changes();
-        if let Some(rx) = &mut changes {
-            rx.borrow_and_update();
-        }
+impl<'a> Retry<'a> {
+    fn new(cluster: &'a Cluster) -> Retry<'a> {
         Retry {
+            cluster,
             deadline: tokio::time::Instant::now() + ROUTE_PATIENCE,
             pause: Duration::from_millis(20),
-            changes,
+            changes: None,
         }
     }
 
@@ -49,15 +49,23 @@ impl Retry {
         if tokio::time::Instant::now() + self.pause >= self.deadline {
             return false;
         }
+        let cluster = self.cluster;
+        let changes = self.changes.get_or_insert_with(|| {
+            let mut rx = cluster.owner_changes();
+            if let Some(rx) = &mut rx {
+                rx.borrow_and_update();
+            }
+            rx
+        });
         let sleep = tokio::time::sleep(self.pause);
-        match &mut self.changes {
+        match changes {
             Some(rx) => {
                 tokio::select! {
                     _ = sleep => {}
                     changed = rx.changed() => {
                         if changed.is_err() {
                             // Ownership no longer changes: plain pauses from now on.
-                            self.changes = None;
+                            *changes = None;
                         }
                     }
                 }

@@ -70,21 +70,18 @@ async fn a_shard_whose_majority_lost_its_data_is_recovered_from_the_survivor_und
     // no majority of the shard's voters is live (a leader notices it lost its majority
     // after an election timeout), then done.
     let url = c.http(x);
-    let mut refusals = Vec::new();
-    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
-    let out = loop {
+    let refusals = std::cell::Cell::new(0);
+    let out = wait_for("recover-shard to succeed", || {
         let (ok, out, err) = tokio::task::block_in_place(|| recover_shard(&url, shard, true));
-        if ok {
-            break out;
+        if !ok {
+            // Printed as they come: a test that times out shows why it was refused.
+            eprintln!("recover-shard refused: {}", err.trim());
+            refusals.set(refusals.get() + 1);
         }
-        refusals.push(err);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "recover-shard refused until the deadline: {refusals:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
-    eprintln!("refused {} time(s) first: {refusals:?}", refusals.len());
+        async move { ok.then_some(out) }
+    })
+    .await;
+    eprintln!("refused {} time(s) first", refusals.get());
     let reply: Value = serde_json::from_str(out.trim()).expect("one JSON line");
     assert_eq!(reply["shard"], shard, "{reply}");
     // The generation's counter (high 32 bits) went from 0 to 1.
