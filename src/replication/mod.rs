@@ -44,6 +44,7 @@ pub(crate) use copies::{RecoverError, Recovered};
 pub(crate) use network::RaftNet;
 pub(crate) use ops::Op;
 pub(crate) use recover::Refusal;
+pub(crate) use types::Applied;
 
 use crate::storage::flusher::Flusher;
 use crate::storage::{RaftStore, SledLog, StorageError, TopicLog};
@@ -78,6 +79,15 @@ pub(crate) struct ReplicationSettings {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
+}
+
+impl ReplicationSettings {
+    /// Whether this node is the only configured node: nobody else ever holds its shards,
+    /// so their logs are kept in memory ([`log_store::LogStore::in_memory`], once a log on
+    /// disk from before was replayed) and their leaders never change while it runs.
+    pub fn alone(&self) -> bool {
+        self.nodes == [self.me.as_str()]
+    }
 }
 
 /// The leader of every shard as this node knows it (`None`: unknown, or not a voter here).
@@ -330,19 +340,19 @@ impl Replication {
     /// Proposes `ops` as one entry; resolves once committed by a majority AND applied on
     /// this node.
     pub async fn propose(&self, shard: u32, ops: Vec<Op>) -> Result<(), ProposeError> {
-        self.submit(shard, ops).await?.await
+        self.submit(shard, ops).await?.await.map(drop)
     }
 
     /// Submits `ops` as one entry, after every entry submitted before (the returned future
     /// does not need to be awaited for the order to hold), and returns its outcome: resolved
-    /// once it is committed by a majority and applied on this node. So one proposer can keep
-    /// several entries in flight.
+    /// once it is committed by a majority and applied on this node, with what applying it
+    /// did. So one proposer can keep several entries in flight.
     pub async fn submit(
         &self,
         shard: u32,
         ops: Vec<Op>,
     ) -> Result<
-        impl std::future::Future<Output = Result<(), ProposeError>> + Send + 'static,
+        impl std::future::Future<Output = Result<types::Applied, ProposeError>> + Send + 'static,
         ProposeError,
     > {
         let group = self.group(shard)?;
@@ -358,7 +368,7 @@ impl Replication {
         let this = self.clone();
         Ok(async move {
             match tokio::time::timeout(PROPOSE_TIMEOUT, rx).await {
-                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Ok(reply))) => Ok(reply.data),
                 Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader {
                     leader: this.name(f.leader_id).or_else(|| this.leader(shard)),
                 }),
@@ -526,7 +536,11 @@ impl Replication {
                 return Err(ProposeError::NotLeader { leader: None });
             }
             if applied >= want {
-                return Ok(());
+                // Applied writes of a log kept in memory are durable only once flushed.
+                return match group.in_memory {
+                    true => self.flushed(group.shard, deadline).await,
+                    false => Ok(()),
+                };
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
@@ -543,6 +557,26 @@ impl Replication {
                     )))
                 }
             }
+        }
+    }
+
+    /// Resolves once every write made so far is durable.
+    async fn flushed(
+        &self,
+        shard: u32,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ProposeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.parts.flusher.after_flush(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ProposeError::Fatal(format!("shard {shard}: {e}"))),
+            Ok(Err(_)) => Err(ProposeError::Fatal("the flusher stopped".into())),
+            Err(_) => Err(ProposeError::Unavailable(format!(
+                "shard {shard}: applied entries were not flushed in time"
+            ))),
         }
     }
 

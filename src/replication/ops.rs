@@ -121,25 +121,32 @@ fn appended<'a>(ops: &'a [Op], topic: &'a str) -> impl Iterator<Item = &'a Store
     })
 }
 
+/// What [`apply_entry`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// The ops that could not apply, by position.
+    pub skipped: Vec<(usize, StorageError)>,
+    /// Some `Append` did not write all its messages (see [`super::types::Applied`]).
+    pub overtaken: bool,
+}
+
 /// Applies an entry's ops in order; an op that cannot apply to this state (a gap, a missing
-/// topic) is skipped. Returns the skipped ops, by position, or the first storage failure:
-/// a replica that cannot write must stop rather than diverge. Applying the entry again
-/// (after a crash) leaves the same state.
+/// topic) is skipped. Returns what it did, or the first storage failure: a replica that
+/// cannot write must stop rather than diverge. Applying the entry again (after a crash)
+/// leaves the same state.
 ///
 /// A publish id is remembered only for an offset that holds that id's message, so an
 /// `Append` skipped because its offsets were taken (a stale owner's entry) can never make a
 /// retry of its publish look like a duplicate of another message.
-pub(crate) fn apply_entry(
-    ops: &[Op],
-    log: &dyn TopicLog,
-) -> Result<Vec<(usize, StorageError)>, StorageError> {
-    let mut skipped = Vec::new();
+pub(crate) fn apply_entry(ops: &[Op], log: &dyn TopicLog) -> Result<Outcome, StorageError> {
+    let mut outcome = Outcome::default();
     // What this entry's appends wrote: (topic, offset) -> id.
     let mut written: HashMap<(&str, u64), &str> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         let later = ops.get(i + 1..).unwrap_or_default();
         let result = match op {
             Op::Append { topic, msgs } => append_fresh(log, topic, msgs).map(|fresh| {
+                outcome.overtaken |= fresh.len() < msgs.len();
                 for m in fresh {
                     written.insert((topic.as_str(), m.offset), m.id.as_str());
                 }
@@ -154,10 +161,13 @@ pub(crate) fn apply_entry(
         match result {
             Ok(()) => {}
             Err(e @ (StorageError::Sled(_) | StorageError::Corrupt { .. })) => return Err(e),
-            Err(e) => skipped.push((i, e)),
+            Err(e) => {
+                outcome.overtaken |= matches!(op, Op::Append { .. });
+                outcome.skipped.push((i, e));
+            }
         }
     }
-    Ok(skipped)
+    Ok(outcome)
 }
 
 /// Appends the messages of `msgs` above the topic's head (those at or below it are stored
@@ -258,5 +268,62 @@ pub(super) mod messages {
                 data: m.data.into(),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{SledLog, SledOptions};
+
+    fn msg(offset: u64, id: &str) -> StoredMessage {
+        StoredMessage {
+            offset,
+            id: id.into(),
+            time_ms: offset,
+            data: bytes::Bytes::from_static(b"1"),
+        }
+    }
+
+    fn publish(topic: &str, msgs: Vec<StoredMessage>) -> Vec<Op> {
+        let ids = msgs.iter().map(|m| (m.id.clone(), m.offset)).collect();
+        vec![
+            Op::Append {
+                topic: topic.into(),
+                msgs,
+            },
+            Op::RememberIds {
+                topic: topic.into(),
+                ids,
+                time_ms: 10,
+            },
+        ]
+    }
+
+    /// What tells a leader's topic actor that its view of the topic was wrong: an entry of
+    /// an earlier leadership took the offsets it gave out.
+    #[test]
+    fn an_append_whose_offsets_were_taken_is_reported_overtaken() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let opts = SledOptions {
+            dedupe_window_ms: 60_000,
+            cache_bytes: 1024 * 1024,
+        };
+        let log = SledLog::open(dir.path(), opts).expect("open");
+        let create = Op::Create {
+            topic: "t".into(),
+            epoch: "e".into(),
+        };
+        let first = apply_entry(&[create], &log).expect("create");
+        assert!(!first.overtaken && first.skipped.is_empty());
+        let late = publish("t", vec![msg(1, "late-1"), msg(2, "late-2")]);
+        assert!(!apply_entry(&late, &log).expect("apply").overtaken);
+        // The new leader gave out offsets 2 and 3: offset 2 is taken.
+        let mine = publish("t", vec![msg(2, "mine-2"), msg(3, "mine-3")]);
+        assert!(apply_entry(&mine, &log).expect("apply").overtaken);
+        assert_eq!(log.lookup_id("t", "mine-2", 20).expect("lookup"), None);
+        // One that continues the head is not.
+        let next = publish("t", vec![msg(4, "next-4")]);
+        assert!(!apply_entry(&next, &log).expect("apply").overtaken);
     }
 }

@@ -10,7 +10,7 @@ use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
 use super::placement::{self, Names};
 use super::rejoin::{self, MemberSeen, Step};
-use super::state_machine::{Fence, StateMachine};
+use super::state_machine::{self, Fence, StateMachine};
 use super::types::{Metrics, NodeId, Raft};
 use super::{Leaders, ReplicationError, ReplicationSettings};
 use crate::storage::flusher::Flusher;
@@ -28,6 +28,9 @@ use tokio::sync::watch;
 const SNAPSHOT_EVERY: u64 = 20_000;
 /// Entries kept below a snapshot, so a restarted replica catches up from the log.
 const LOG_TAIL: u64 = 10_000;
+/// Entries between snapshots of a shard whose log is kept in memory (a snapshot is then
+/// only a position, and the log is purged below it).
+const SOLO_SNAPSHOT_EVERY: u64 = 64;
 /// Entries per AppendEntries (the network also caps them at ~1 MiB).
 const MAX_PAYLOAD_ENTRIES: u64 = 256;
 /// At most one leadership transfer attempt per shard in this period.
@@ -53,6 +56,8 @@ pub(crate) struct Group {
     pub recovering: std::sync::atomic::AtomicBool,
     /// Closed once the instance is stopped to be replaced (see [`Fence`]).
     pub fence: Fence,
+    /// The log is kept in memory: what is applied is durable only after the next flush.
+    pub in_memory: bool,
 }
 
 impl Group {
@@ -61,15 +66,23 @@ impl Group {
     }
 }
 
-fn config(settings: &ReplicationSettings, shard: u32) -> Result<Arc<Config>, ReplicationError> {
+fn config(
+    settings: &ReplicationSettings,
+    shard: u32,
+    solo: bool,
+) -> Result<Arc<Config>, ReplicationError> {
+    let (every, tail) = match solo {
+        true => (SOLO_SNAPSHOT_EVERY, 0),
+        false => (SNAPSHOT_EVERY, LOG_TAIL),
+    };
     let config = Config {
         cluster_name: format!("starling-shard-{shard}"),
         heartbeat_interval: settings.heartbeat_ms,
         election_timeout_min: settings.election_min_ms,
         election_timeout_max: settings.election_max_ms,
         enable_pre_vote: Some(true),
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
-        max_in_snapshot_log_to_keep: LOG_TAIL,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(every),
+        max_in_snapshot_log_to_keep: tail,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
@@ -112,10 +125,25 @@ pub(crate) async fn start_group(
     } = start;
     let me = placement::replica_id(&settings.me, incarnation);
     let shard_store = store.shard(shard)?;
-    let mut log_store = LogStore::new(shard, shard_store.clone(), flusher);
     let raft_err = |e: &dyn std::fmt::Display| ReplicationError::Raft {
         shard,
         detail: e.to_string(),
+    };
+    let solo = settings.alone()
+        && {
+            let applied = state_machine::stored_applied(&shard_store).map_err(|e| raft_err(&e))?;
+            let replay = LogStore::on_disk_past(&shard_store, applied)?;
+            if replay {
+                tracing::info!(shard, "the shard's log on disk is replayed first; it is kept in memory from the next start");
+            }
+            !replay
+        };
+    let mut log_store = match solo {
+        true => {
+            let formed = state_machine::stored_voters(&shard_store).is_some();
+            LogStore::in_memory(shard, shard_store.clone(), flusher.clone(), !formed)?
+        }
+        false => LogStore::new(shard, shard_store.clone(), flusher.clone()),
     };
     let empty = log_store
         .get_log_state()
@@ -129,10 +157,18 @@ pub(crate) async fn start_group(
             .map_err(|e| raft_err(&e))?
             .is_none();
     let fence = Fence::default();
-    let sm = StateMachine::open(shard, settings.shards, log, shard_store, fence.clone())
-        .map_err(|e| raft_err(&e))?;
+    let answers_after = solo.then_some(flusher);
+    let sm = StateMachine::open(
+        shard,
+        settings.shards,
+        log,
+        shard_store,
+        fence.clone(),
+        answers_after,
+    )
+    .map_err(|e| raft_err(&e))?;
     let network = NetFactory { shard, net };
-    let raft = Raft::new(me, config(settings, shard)?, network, log_store, sm)
+    let raft = Raft::new(me, config(settings, shard, solo)?, network, log_store, sm)
         .await
         .map_err(|e| raft_err(&e))?;
     // Every voter with no Raft state initializes the group with the same voters (openraft
@@ -171,6 +207,7 @@ pub(crate) async fn start_group(
         generation,
         recovering: recovering.into(),
         fence,
+        in_memory: solo,
     })
 }
 

@@ -8,6 +8,12 @@
 //! (see [`super::ops`]). Both ride on the next flush, in order (sled recovers a prefix of
 //! its writes).
 //!
+//! A shard whose log is kept in memory (this node is its only member, see
+//! [`super::log_store`]) has no durable log behind its writes: each entry is answered only
+//! once a flush covers its writes (group commit, as the log's appends would be), and its
+//! snapshots are only a position (they let the in-memory log be purged; nobody could ask
+//! for their bytes).
+//!
 //! A snapshot is every topic of the shard: meta, every retained message, consumers. It is
 //! built on the state machine's own task (apply waits meanwhile), so it is exactly the state
 //! at `last_applied`. The idempotency index is not in it: a replica that installs a snapshot
@@ -18,7 +24,8 @@ use super::codec;
 use super::log_store::io_err;
 use super::ops::{self, messages, Op};
 use super::placement::topics_of;
-use super::types::{LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use super::types::{Applied, LogId, NodeId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::storage::flusher::Flusher;
 use crate::storage::{RaftShardStore, StoredMessage, TopicLog};
 use futures_util::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -59,6 +66,11 @@ pub(crate) struct StateMachine {
     current: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     /// Closed when this instance is replaced: nothing is written after that.
     fence: Fence,
+    /// Set when the shard's log is kept in memory: answers wait for this flusher.
+    solo: Option<Flusher>,
+    /// Set when a flush of applied writes failed (log kept in memory): the next apply fails,
+    /// which stops the instance, as a failed append stops one whose log is on disk.
+    unflushed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Lets a replaced instance's state machine write no more: openraft's `shutdown` does not
@@ -89,6 +101,15 @@ impl Fence {
     }
 }
 
+/// The index of the last entry this shard's state machine applied, as its record says.
+pub(crate) fn stored_applied(store: &RaftShardStore) -> io::Result<Option<u64>> {
+    let Some(bytes) = store.meta(APPLIED).map_err(io_err)? else {
+        return Ok(None);
+    };
+    let applied: Option<LogId> = codec::decode(&bytes).map_err(io_err)?;
+    Ok(applied.map(|l| l.index()))
+}
+
 /// The voters (of every config, during a change) of the membership this shard's state
 /// machine last applied, if its record is there and intact.
 pub(crate) fn stored_voters(store: &RaftShardStore) -> Option<Vec<NodeId>> {
@@ -105,6 +126,7 @@ impl StateMachine {
         log: Arc<dyn TopicLog>,
         store: RaftShardStore,
         fence: Fence,
+        solo: Option<Flusher>,
     ) -> io::Result<StateMachine> {
         let read = |name: &str| -> io::Result<Option<Vec<u8>>> { store.meta(name).map_err(io_err) };
         let corrupt = |name: &str, e: bincode::error::DecodeError| {
@@ -127,30 +149,45 @@ impl StateMachine {
             membership,
             current: None,
             fence,
+            solo,
+            unflushed: Arc::default(),
+        })
+    }
+
+    /// The record of the position applied (and the membership), as written after each entry.
+    fn applied_records(&self) -> io::Result<AppliedRecords> {
+        Ok(AppliedRecords {
+            applied: codec::encode(&self.applied).map_err(io_err)?,
+            membership: codec::encode(&self.membership).map_err(io_err)?,
         })
     }
 
     fn record_applied(&self) -> io::Result<()> {
-        let applied = codec::encode(&self.applied).map_err(io_err)?;
-        let membership = codec::encode(&self.membership).map_err(io_err)?;
-        self.store
-            .put_meta(&[(APPLIED, &applied), (MEMBERSHIP, &membership)])
-            .map_err(io_err)
+        self.applied_records()?.write(&self.store)
     }
 
-    /// Applies `ops` of the entry at `index`; an op that does not fit this state is logged
-    /// and skipped. A storage failure stops this replica of the shard (openraft's state
-    /// machine fails): a copy that missed a write must never serve or lead.
-    pub fn apply_ops(&self, index: u64, ops: &[Op]) -> io::Result<()> {
-        let skipped = ops::apply_entry(ops, &*self.log).map_err(|e| {
-            tracing::error!(shard = self.shard, index, error = %e, "storage failed applying an entry; this replica stops");
-            io_err(e)
-        })?;
-        for (i, e) in skipped {
-            let topic = ops.get(i).and_then(Op::topic).unwrap_or("");
-            tracing::warn!(shard = self.shard, index, topic, error = %e, "replicated op skipped");
+    /// Runs `writes` in order on the blocking pool (an entry's writes block their thread,
+    /// and the node's other tasks share two workers), each behind the fence.
+    async fn write(&self, writes: Vec<Write>) -> io::Result<Vec<Applied>> {
+        let (shard, log, store) = (self.shard, Arc::clone(&self.log), self.store.clone());
+        let fence = self.fence.clone();
+        let job = move || {
+            writes
+                .iter()
+                .map(|w| {
+                    fence.guard(shard, || {
+                        let applied = apply_ops(shard, &*log, w.index, &w.ops)?;
+                        w.records.write(&store)?;
+                        Ok(applied)
+                    })
+                })
+                .collect()
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(io_err(e)),
         }
-        Ok(())
     }
 
     fn topics(&self) -> io::Result<Vec<String>> {
@@ -193,11 +230,18 @@ impl StateMachine {
     }
 
     fn snapshot_now(&mut self) -> io::Result<Snapshot> {
-        let data = Arc::new(self.image()?);
         let meta = SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
         };
+        if self.solo.is_some() {
+            tracing::debug!(shard = self.shard, applied = ?meta.last_log_id, "snapshot position taken");
+            return Ok(Snapshot {
+                meta,
+                snapshot: Vec::new(),
+            });
+        }
+        let data = Arc::new(self.image()?);
         tracing::info!(shard = self.shard, bytes = data.len(), applied = ?meta.last_log_id, "snapshot built");
         self.current = Some((meta.clone(), Arc::clone(&data)));
         Ok(Snapshot {
@@ -252,6 +296,44 @@ impl StateMachine {
     }
 }
 
+/// An entry to apply: its ops, and the records written after them.
+struct Write {
+    index: u64,
+    ops: Vec<Op>,
+    records: AppliedRecords,
+}
+
+/// The encoded `applied` and `membership` records.
+struct AppliedRecords {
+    applied: Vec<u8>,
+    membership: Vec<u8>,
+}
+
+impl AppliedRecords {
+    fn write(&self, store: &RaftShardStore) -> io::Result<()> {
+        store
+            .put_meta(&[(APPLIED, &self.applied), (MEMBERSHIP, &self.membership)])
+            .map_err(io_err)
+    }
+}
+
+/// Applies `ops` of the entry at `index`; an op that does not fit this state is logged and
+/// skipped. A storage failure stops this replica of the shard (openraft's state machine
+/// fails): a copy that missed a write must never serve or lead.
+fn apply_ops(shard: u32, log: &dyn TopicLog, index: u64, ops: &[Op]) -> io::Result<Applied> {
+    let outcome = ops::apply_entry(ops, log).map_err(|e| {
+        tracing::error!(shard, index, error = %e, "storage failed applying an entry; this replica stops");
+        io_err(e)
+    })?;
+    for (i, e) in outcome.skipped {
+        let topic = ops.get(i).and_then(Op::topic).unwrap_or("");
+        tracing::warn!(shard, index, topic, error = %e, "replicated op skipped");
+    }
+    Ok(Applied {
+        overtaken: outcome.overtaken,
+    })
+}
+
 /// Hands out a snapshot built on the state machine's task.
 pub(crate) struct Builder(Option<io::Result<Snapshot>>);
 
@@ -279,22 +361,51 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             + Unpin
             + OptionalSend,
     {
+        if self.unflushed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(io_err(format!(
+                "shard {}: applied writes could not be flushed",
+                self.shard
+            )));
+        }
+        let (mut writes, mut responders) = (Vec::new(), Vec::new());
         while let Some((entry, responder)) = entries.try_next().await? {
-            let index = entry.log_id.index();
-            let fence = self.fence.clone();
-            fence.guard(self.shard, || {
-                match entry.payload {
-                    EntryPayload::Blank => {}
-                    EntryPayload::Normal(data) => self.apply_ops(index, &data.ops)?,
-                    EntryPayload::Membership(m) => {
-                        self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    }
+            let ops = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(data) => data.ops,
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Vec::new()
                 }
-                self.applied = Some(entry.log_id);
-                self.record_applied()
-            })?;
-            if let Some(responder) = responder {
-                responder.send(());
+            };
+            self.applied = Some(entry.log_id);
+            writes.push(Write {
+                index: entry.log_id.index(),
+                ops,
+                records: self.applied_records()?,
+            });
+            responders.push(responder);
+        }
+        // A failure stops this instance: what `applied` says no longer matters then.
+        let outcomes = self.write(writes).await?;
+        let answers = responders
+            .into_iter()
+            .zip(outcomes)
+            .filter_map(|(r, applied)| Some((r?, applied)));
+        match &self.solo {
+            None => answers.for_each(|(r, applied)| r.send(applied)),
+            Some(flusher) => {
+                // Also with nobody to answer (a membership or blank entry): the sooner they
+                // are on disk, the smaller the window a crash leaves.
+                let (shard, answers): (u32, Vec<_>) = (self.shard, answers.collect());
+                let unflushed = Arc::clone(&self.unflushed);
+                flusher.after_flush(Box::new(move |flushed| match flushed {
+                    Ok(()) => answers.into_iter().for_each(|(r, applied)| r.send(applied)),
+                    // Dropped unanswered: the writes may not be durable.
+                    Err(e) => {
+                        unflushed.store(true, std::sync::atomic::Ordering::Release);
+                        tracing::error!(shard, error = %e, "applied entries not made durable; the shard stops at its next entry");
+                    }
+                }));
             }
         }
         Ok(())

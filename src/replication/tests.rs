@@ -91,6 +91,9 @@ impl RaftNet for MemNet {
 
 use super::network::NetError;
 
+#[path = "solo_tests.rs"]
+mod solo;
+
 struct Node {
     name: String,
     log: Arc<SledLog>,
@@ -576,11 +579,13 @@ fn applying_an_entry_twice_leaves_the_same_state() {
         append(t, vec![msg(21, "n")]),
     ];
     let apply = |log: &SledLog| {
-        let failed = ops::apply_entry(&entry, log).expect("no storage failure");
+        let outcome = ops::apply_entry(&entry, log).expect("no storage failure");
+        let failed = &outcome.skipped;
         assert!(
             failed.iter().all(|(i, _)| *i == 2),
             "only the gap fails: {failed:?}"
         );
+        assert!(outcome.overtaken, "the gap's message was not written");
     };
     apply(&a);
     apply(&b);
@@ -632,7 +637,7 @@ fn a_snapshot_installs_the_same_topics() {
             .expect("raft store")
             .shard(shard)
             .expect("shard");
-        state_machine::StateMachine::open(shard, 2, log.clone(), store, Default::default())
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, Default::default(), None)
             .expect("sm")
     };
     let image = sm(&src).image().expect("image");
@@ -929,7 +934,7 @@ async fn a_replaced_instances_state_machine_writes_nothing_once_its_fence_is_clo
             .expect("raft store")
             .shard(shard)
             .expect("shard");
-        state_machine::StateMachine::open(shard, 2, log.clone(), store, fence).expect("sm")
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, fence, None).expect("sm")
     };
     let image = sm(&src, Default::default()).image().expect("image");
     let mut dst_sm = sm(&dst, fence.clone());

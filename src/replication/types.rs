@@ -15,12 +15,21 @@ impl std::fmt::Display for Entry {
     }
 }
 
+/// What applying an entry did, as its proposer learns it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Applied {
+    /// An `Append` of the entry did not write all its messages: their offsets were taken
+    /// (by an entry of an earlier leadership that committed late) or did not continue the
+    /// topic. The proposer's view of the topic is wrong.
+    pub overtaken: bool,
+}
+
 openraft::declare_raft_types!(
     /// Node ids are stable hashes of node names ([`super::placement::node_id`]); a node's
     /// `BasicNode::addr` is its name.
     pub(crate) TypeConfig:
         D = Entry,
-        R = (),
+        R = Applied,
         NodeId = u64,
         Node = openraft::BasicNode,
 );

@@ -345,6 +345,16 @@ impl RaftShardStore {
         Ok(())
     }
 
+    /// Removes meta records of this shard. Durable after the next flush.
+    pub fn remove_meta(&self, names: &[&str]) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for name in names {
+            batch.remove(self.meta_key(name));
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Writes meta records of this shard in one batch. Durable after the next flush.
     pub fn put_meta(&self, records: &[(&str, &[u8])]) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();

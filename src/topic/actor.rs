@@ -342,6 +342,19 @@ impl Actor for TopicActor {
                     state.retire_now(&myself);
                     return Ok(());
                 }
+                Err(WriteError::Overtaken) => {
+                    // An entry of an earlier leadership committed late and took offsets
+                    // this actor gave out: its view of the topic is wrong. Messages whose
+                    // offsets were taken were not stored (nor their ids); a successor
+                    // starts from the log, and a retry of one that was is a duplicate.
+                    tracing::error!(topic = %state.topic, "committed offsets hold other messages; reloading the topic");
+                    state.fail_pending(TopicError::unavailable(
+                        "the topic's offsets moved under this write; retry with the same id",
+                    ));
+                    state.failed = true;
+                    state.retire_now(&myself);
+                    return Ok(());
+                }
             },
             TopicMsg::Retained => {
                 let meta = state.ctx.log.meta(state.topic.as_str())?;
@@ -506,7 +519,6 @@ impl TopicState {
         if upto <= self.durable {
             return Ok(());
         }
-        self.check_applied(upto)?;
         self.durable = upto;
         self.inflight_ids.retain(|_, offset| *offset > upto);
         let mut remote = Vec::new();
@@ -619,43 +631,6 @@ impl TopicState {
         if unused {
             self.retire_now(myself);
         }
-    }
-
-    /// Checks that the committed entry wrote what this actor decided: offsets up to `upto`
-    /// hold the ids it gave them. An entry of an earlier leadership that committed late
-    /// could have taken them; then this actor's view of the topic is wrong and it restarts
-    /// from the log (its publishers get `unavailable` and retry with their ids).
-    fn check_applied(&self, upto: u64) -> Result<(), ActorProcessingErr> {
-        // Retention (applied in the same or a later entry) may have trimmed some already.
-        let retained = self
-            .ctx
-            .log
-            .meta(self.topic.as_str())?
-            .map_or(1, |m| m.first);
-        let wanted: Vec<&StoredMessage> = self
-            .unflushed
-            .iter()
-            .map(|(m, _)| m)
-            .take_while(|m| m.offset <= upto)
-            .filter(|m| m.offset >= retained)
-            .collect();
-        let Some(from) = wanted.first().map(|m| m.offset) else {
-            return Ok(());
-        };
-        let stored = self
-            .ctx
-            .log
-            .read(self.topic.as_str(), from, upto, usize::MAX, usize::MAX)?;
-        let same = stored.len() == wanted.len()
-            && stored
-                .iter()
-                .zip(&wanted)
-                .all(|(s, m)| s.offset == m.offset && s.id == m.id);
-        if same {
-            return Ok(());
-        }
-        tracing::error!(topic = %self.topic, from, upto, "committed offsets hold other messages; reloading the topic");
-        Err("committed offsets hold other messages".into())
     }
 
     /// Proposes retention at the leader's time when there is something to trim (more

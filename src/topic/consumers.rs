@@ -168,7 +168,7 @@ impl TopicState {
             Ok(v) => self.durable_replies.push(Box::new(move |f| {
                 let _ = reply.send(f.map(|_| v).map_err(|e| match e {
                     WriteError::NotLeader => TopicError::Moving,
-                    WriteError::Unavailable(_) => TopicError::unavailable(
+                    WriteError::Unavailable(_) | WriteError::Overtaken => TopicError::unavailable(
                         "the consumer's new position is not committed; the outcome is unknown",
                     ),
                 }));

@@ -10,10 +10,10 @@
 //! successor decides offsets afresh from the log, and a stale entry must not race it. After
 //! a write fails, every later one fails with it (the actor then retires).
 
-use crate::replication::{Op, ProposeError, Replication};
+use crate::replication::{Applied, Op, ProposeError, Replication};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Why submitted ops were not committed. Their outcome may be unknown: a proposal that
 /// timed out can still commit later.
@@ -25,6 +25,10 @@ pub(crate) enum WriteError {
     /// No majority answered, or the node is stopping.
     #[error("{0}")]
     Unavailable(String),
+    /// The entry committed, but some of its offsets held other messages already (an entry
+    /// of an earlier leadership committed late): the actor's view of the topic is wrong.
+    #[error("committed offsets hold other messages")]
+    Overtaken,
 }
 
 impl From<ProposeError> for WriteError {
@@ -89,6 +93,10 @@ async fn run(
     // "committed" would vouch for the earlier ops too.
     let failed: Arc<Mutex<Option<WriteError>>> = Arc::new(Mutex::new(None));
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Outcomes are resolved in submission order: an entry that is fine is never failed by
+    // a later one whose outcome happened to be looked at first.
+    let (outcomes, rx_outcomes) = mpsc::unbounded_channel();
+    tokio::spawn(resolve(rx_outcomes, Arc::clone(&failed), shard));
     loop {
         let first = match carry.take() {
             Some(next) => next,
@@ -156,22 +164,51 @@ async fn run(
                 answer(dones, Err(e));
             }
             Ok(outcome) => {
-                let failed = Arc::clone(&failed);
-                tokio::spawn(async move {
-                    let result = outcome.await.map_err(WriteError::from);
-                    if let Err(e) = &result {
-                        fail(&failed, shard, e);
-                    }
-                    // An earlier entry that failed fails this one too.
-                    let result = match sticky(&failed) {
-                        Some(e) => Err(e),
-                        None => result,
-                    };
-                    answer(dones, result);
-                    drop(permit);
-                });
+                // Spawned, so its timeout runs from now, not from when the entries before it
+                // are answered.
+                let outcome: Outcome = tokio::spawn(outcome);
+                if let Err(mpsc::error::SendError((_, dones, _))) =
+                    outcomes.send((outcome, dones, permit))
+                {
+                    answer(
+                        dones,
+                        Err(WriteError::Unavailable("the topic stopped".into())),
+                    );
+                }
             }
         }
+    }
+}
+
+/// An entry's outcome, as `Replication::submit` gives it, awaited by its own task.
+type Outcome = tokio::task::JoinHandle<Result<Applied, ProposeError>>;
+
+/// Answers each submitted entry's callbacks once its outcome resolves, in submission
+/// order; ends once the writer's task ended and every outcome is answered.
+async fn resolve(
+    mut rx: mpsc::UnboundedReceiver<(Outcome, Vec<Committed>, OwnedSemaphorePermit)>,
+    failed: Arc<Mutex<Option<WriteError>>>,
+    shard: u32,
+) {
+    while let Some((outcome, dones, permit)) = rx.recv().await {
+        let result = match outcome.await {
+            Ok(Ok(applied)) if applied.overtaken => Err(WriteError::Overtaken),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(WriteError::from(e)),
+            Err(e) => Err(WriteError::Unavailable(format!(
+                "the write's task ended: {e}"
+            ))),
+        };
+        if let Err(e) = &result {
+            fail(&failed, shard, e);
+        }
+        // An earlier entry that failed fails this one too.
+        let result = match sticky(&failed) {
+            Some(e) => Err(e),
+            None => result,
+        };
+        answer(dones, result);
+        drop(permit);
     }
 }
 
