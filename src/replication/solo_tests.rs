@@ -55,12 +55,7 @@ async fn start_solo(path: &Path, gate: &Arc<Gate>) -> Solo {
     });
     let shutdown = Shutdown::new();
     let dyn_log: Arc<dyn TopicLog> = log.clone();
-    let (flusher, _task) = Flusher::spawn(
-        Arc::clone(&dyn_log),
-        FsyncMode::Batch,
-        Duration::from_millis(10),
-        shutdown.clone(),
-    );
+    let flusher = group_commit(&dyn_log, &shutdown);
     let net = Arc::new(MemNet {
         me: "solo".into(),
         mesh: Arc::default(),

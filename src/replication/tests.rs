@@ -125,6 +125,17 @@ fn open_log(path: &Path) -> SledLog {
     try_open_log(path).expect("open store")
 }
 
+/// The node's group-commit flusher of `log`, until `shutdown`.
+fn group_commit(log: &Arc<dyn TopicLog>, shutdown: &Shutdown) -> Flusher {
+    let (flusher, _task) = Flusher::spawn(
+        Arc::clone(log),
+        FsyncMode::Batch,
+        Duration::from_millis(10),
+        shutdown.clone(),
+    );
+    flusher
+}
+
 async fn start_node(name: &str, path: &Path, mesh: &Arc<Mesh>) -> Node {
     mesh.down.lock().expect("down").remove(name);
     // A stopped node's last tasks (openraft's state machine task among them) let go of
@@ -133,12 +144,7 @@ async fn start_node(name: &str, path: &Path, mesh: &Arc<Mesh>) -> Node {
     let store = raft_store(&log).expect("raft store");
     let shutdown = Shutdown::new();
     let dyn_log: Arc<dyn TopicLog> = log.clone();
-    let (flusher, _task) = Flusher::spawn(
-        Arc::clone(&dyn_log),
-        FsyncMode::Batch,
-        Duration::from_millis(10),
-        shutdown.clone(),
-    );
+    let flusher = group_commit(&dyn_log, &shutdown);
     let net = Arc::new(MemNet {
         me: name.to_string(),
         mesh: Arc::clone(mesh),
