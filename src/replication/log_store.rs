@@ -129,19 +129,6 @@ impl LogStore {
             })
         })
     }
-
-    /// Resolves once every write so far is durable.
-    async fn flushed(&self) -> io::Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.flusher.after_flush(Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_err(e)),
-            Err(_) => Err(io_err("the flusher stopped")),
-        }
-    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -216,7 +203,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.write_meta(VOTE, vote)?;
-        self.flushed().await
+        self.flusher.flushed().await.map_err(io_err)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {

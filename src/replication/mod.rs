@@ -566,14 +566,9 @@ impl Replication {
         shard: u32,
         deadline: tokio::time::Instant,
     ) -> Result<(), ProposeError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.parts.flusher.after_flush(Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ProposeError::Fatal(format!("shard {shard}: {e}"))),
-            Ok(Err(_)) => Err(ProposeError::Fatal("the flusher stopped".into())),
+        match tokio::time::timeout_at(deadline, self.inner.parts.flusher.flushed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ProposeError::Fatal(format!("shard {shard}: {e}"))),
             Err(_) => Err(ProposeError::Unavailable(format!(
                 "shard {shard}: applied entries were not flushed in time"
             ))),

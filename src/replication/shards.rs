@@ -10,7 +10,7 @@ use super::log_store::LogStore;
 use super::network::{Incoming, NetFactory, RaftNet};
 use super::placement::{self, Names};
 use super::rejoin::{self, MemberSeen, Step};
-use super::state_machine::{self, Fence, StateMachine};
+use super::state_machine::{Fence, StateMachine};
 use super::types::{Metrics, NodeId, Raft};
 use super::{Leaders, ReplicationError, ReplicationSettings};
 use crate::storage::flusher::Flusher;
@@ -129,10 +129,18 @@ pub(crate) async fn start_group(
         shard,
         detail: e.to_string(),
     };
+    let fence = Fence::default();
+    let mut sm = StateMachine::open(
+        shard,
+        settings.shards,
+        log,
+        shard_store.clone(),
+        fence.clone(),
+    )
+    .map_err(|e| raft_err(&e))?;
     let solo = settings.alone()
         && {
-            let applied = state_machine::stored_applied(&shard_store).map_err(|e| raft_err(&e))?;
-            let replay = LogStore::on_disk_past(&shard_store, applied)?;
+            let replay = LogStore::on_disk_past(&shard_store, sm.applied_index())?;
             if replay {
                 tracing::info!(shard, "the shard's log on disk is replayed first; it is kept in memory from the next start");
             }
@@ -140,10 +148,10 @@ pub(crate) async fn start_group(
         };
     let mut log_store = match solo {
         true => {
-            let formed = state_machine::stored_voters(&shard_store).is_some();
-            LogStore::in_memory(shard, shard_store.clone(), flusher.clone(), !formed)?
+            sm.answer_after_flushes(flusher.clone());
+            LogStore::in_memory(shard, shard_store, flusher, !sm.formed())?
         }
-        false => LogStore::new(shard, shard_store.clone(), flusher.clone()),
+        false => LogStore::new(shard, shard_store, flusher),
     };
     let empty = log_store
         .get_log_state()
@@ -156,17 +164,6 @@ pub(crate) async fn start_group(
             .await
             .map_err(|e| raft_err(&e))?
             .is_none();
-    let fence = Fence::default();
-    let answers_after = solo.then_some(flusher);
-    let sm = StateMachine::open(
-        shard,
-        settings.shards,
-        log,
-        shard_store,
-        fence.clone(),
-        answers_after,
-    )
-    .map_err(|e| raft_err(&e))?;
     let network = NetFactory { shard, net };
     let raft = Raft::new(me, config(settings, shard, solo)?, network, log_store, sm)
         .await

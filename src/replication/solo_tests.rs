@@ -99,7 +99,7 @@ impl Solo {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_node_writes_each_message_once_and_answers_only_once_it_is_durable() {
+async fn a_lone_node_writes_each_message_once_and_answers_and_leads_only_once_it_is_durable() {
     let dir = TempDir::new().expect("tempdir");
     let gate = Arc::new(Gate::default());
     let _reopen = Reopen(Arc::clone(&gate));
@@ -128,7 +128,19 @@ async fn a_lone_node_writes_each_message_once_and_answers_only_once_it_is_durabl
         !second.is_finished(),
         "answered while its write was not yet flushed"
     );
+    // A topic actor that starts now reads its topic only once what was applied is flushed
+    // (else it could serve, or answer as a duplicate, a write a crash then takes back).
+    let repl = node.repl.clone();
+    let mut ready = tokio::spawn(async move { repl.lead_ready(shard, WAIT).await });
+    // Without the wait it resolves at once: the message is applied.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut ready)
+            .await
+            .is_err(),
+        "ready to lead while what it applied was not flushed"
+    );
     gate.set(false);
+    ready.await.expect("task").expect("ready");
     second.await.expect("task").expect("second publish");
     node.stop().await;
 }

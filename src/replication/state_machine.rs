@@ -101,15 +101,6 @@ impl Fence {
     }
 }
 
-/// The index of the last entry this shard's state machine applied, as its record says.
-pub(crate) fn stored_applied(store: &RaftShardStore) -> io::Result<Option<u64>> {
-    let Some(bytes) = store.meta(APPLIED).map_err(io_err)? else {
-        return Ok(None);
-    };
-    let applied: Option<LogId> = codec::decode(&bytes).map_err(io_err)?;
-    Ok(applied.map(|l| l.index()))
-}
-
 /// The voters (of every config, during a change) of the membership this shard's state
 /// machine last applied, if its record is there and intact.
 pub(crate) fn stored_voters(store: &RaftShardStore) -> Option<Vec<NodeId>> {
@@ -126,7 +117,6 @@ impl StateMachine {
         log: Arc<dyn TopicLog>,
         store: RaftShardStore,
         fence: Fence,
-        solo: Option<Flusher>,
     ) -> io::Result<StateMachine> {
         let read = |name: &str| -> io::Result<Option<Vec<u8>>> { store.meta(name).map_err(io_err) };
         let corrupt = |name: &str, e: bincode::error::DecodeError| {
@@ -149,9 +139,25 @@ impl StateMachine {
             membership,
             current: None,
             fence,
-            solo,
+            solo: None,
             unflushed: Arc::default(),
         })
+    }
+
+    /// The shard's log is kept in memory: entries are answered only once `flusher` has
+    /// made their writes durable, and snapshots are only a position.
+    pub fn answer_after_flushes(&mut self, flusher: Flusher) {
+        self.solo = Some(flusher);
+    }
+
+    /// The index of the last entry applied, as the record read at open says.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.applied.map(|l| l.index())
+    }
+
+    /// Whether a membership was ever applied (the group formed, and that reached the disk).
+    pub fn formed(&self) -> bool {
+        self.membership.log_id().is_some()
     }
 
     /// The record of the position applied (and the membership), as written after each entry.

@@ -643,7 +643,7 @@ fn a_snapshot_installs_the_same_topics() {
             .expect("raft store")
             .shard(shard)
             .expect("shard");
-        state_machine::StateMachine::open(shard, 2, log.clone(), store, Default::default(), None)
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, Default::default())
             .expect("sm")
     };
     let image = sm(&src).image().expect("image");
@@ -940,7 +940,7 @@ async fn a_replaced_instances_state_machine_writes_nothing_once_its_fence_is_clo
             .expect("raft store")
             .shard(shard)
             .expect("shard");
-        state_machine::StateMachine::open(shard, 2, log.clone(), store, fence, None).expect("sm")
+        state_machine::StateMachine::open(shard, 2, log.clone(), store, fence).expect("sm")
     };
     let image = sm(&src, Default::default()).image().expect("image");
     let mut dst_sm = sm(&dst, fence.clone());

@@ -96,6 +96,18 @@ impl Flusher {
             drop(pending);
         }
     }
+
+    /// Resolves once every write made before this call is durable (see
+    /// [`Flusher::after_flush`]).
+    pub async fn flushed(&self) -> FlushResult {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_flush(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        // A callback is called exactly once, so the sender is never dropped unsent.
+        rx.await
+            .unwrap_or_else(|_| Err(FlushFailed("the flusher stopped".into())))
+    }
 }
 
 struct FlushTask {
