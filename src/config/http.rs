@@ -9,9 +9,9 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Web origins (`scheme://host[:port]`, `*` matching any run of characters within the
-    /// origin, or `null` for pages opened from a file) whose pages may POST to the node and
-    /// open WebSockets to it. A page served from the node's own listening address is always
-    /// allowed.
+    /// origin, or `null` for pages opened from a file) whose pages may use the node: they
+    /// get CORS headers, and may POST and open WebSockets. A page served from the node's own
+    /// listening address is always allowed.
     pub allowed_origins: Vec<String>,
     /// A request head (and the pause before the next one on a kept-alive connection) must
     /// arrive within this.

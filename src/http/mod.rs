@@ -4,8 +4,10 @@
 mod admin;
 mod body;
 mod chaos;
+mod client_js;
 mod conn_io;
 mod consumers;
+mod cors;
 mod info;
 mod origin;
 mod poll;
@@ -162,7 +164,8 @@ pub fn routes(
         .and(s())
         .map(info::metrics);
 
-    origin::guard(&state)
+    let client_js = client_js::routes();
+    let routes = origin::guard(&state)
         .and(
             publish
                 .or(poll)
@@ -194,8 +197,13 @@ pub fn routes(
                 .or(readyz)
                 .unify()
                 .or(metrics)
+                .unify()
+                .or(client_js)
                 .unify(),
         )
         .recover(reply::rejection)
+        .unify();
+    cors::preflight(&state)
+        .or(cors::decorate(&state, routes))
         .unify()
 }

@@ -2,6 +2,8 @@
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
 mod bench;
+mod browser;
+mod browser_harness;
 mod chaos;
 mod chaos_faults;
 mod cluster;
@@ -9,6 +11,7 @@ mod cluster_harness;
 mod consumer_groups;
 mod consumers;
 mod corrupt_storage;
+mod cors;
 mod harness;
 mod healed;
 mod hostile;
