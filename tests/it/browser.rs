@@ -218,6 +218,10 @@ async fn a_page_receives_everything_through_another_node_when_its_node_is_killed
         assert_eq!(offsets(&delivered(&b, transport, 5).await), [1, 2, 3, 4, 5]);
     }
     // Both clients are on the first node they were given: kill it.
+    for transport in ["websocket", "sse"] {
+        let on = b.run(&format!("return window['client_{transport}'].node;")).await;
+        assert_eq!(on, json!(nodes[0]), "{transport}");
+    }
     c.kill9(0);
     for n in 0..5 {
         c.publish_id(1, "room", json!({ "n": n + 5 }), &format!("after-{n}"))
