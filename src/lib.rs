@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod cli;
 mod cluster;
 pub mod config;

@@ -63,6 +63,8 @@ pub enum NodeError {
     Cluster(String),
     #[error("replication: {0}")]
     Replication(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
     #[error("cannot start actor system: {0}")]
     Actors(String),
 }
@@ -82,6 +84,8 @@ impl Node {
             path: dir.display().to_string(),
             source,
         })?;
+        // Key files are read before anything else starts: a bad one stops the node here.
+        let auth = Arc::new(crate::auth::Auth::from_config(&config.auth)?);
         let opts = SledOptions {
             dedupe_window_ms: config.storage.dedupe_window_ms,
             cache_bytes: config.storage.cache_bytes,
@@ -212,6 +216,7 @@ impl Node {
             view: membership.view(),
             faults,
             origins: crate::http::OriginPolicy::new(&config.http.allowed_origins, http_addr),
+            auth,
         };
         let server = serve(
             listener,

@@ -1,9 +1,11 @@
 //! Configuration: `cluster.toml`, every field defaulted, validated with errors that name the
 //! offending key.
 
+mod auth;
 mod http;
 mod replication;
 
+pub use auth::{AnonymousConfig, AuthConfig};
 pub use http::HttpConfig;
 pub use replication::ReplicationConfig;
 use serde::Deserialize;
@@ -49,6 +51,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub replication: ReplicationConfig,
     pub chaos: ChaosConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -224,6 +227,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             replication: ReplicationConfig::default(),
             chaos: ChaosConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -382,6 +386,7 @@ impl Config {
         self.validate_cluster()?;
         self.http.validate()?;
         self.replication.validate()?;
+        self.auth.validate()?;
         if self.storage.cache_bytes < 1024 * 1024 {
             return Err(invalid("storage.cache_bytes", "must be at least 1048576"));
         }

@@ -2,6 +2,7 @@
 //! sessions and topics. Nothing below this module sees a warp type.
 
 mod admin;
+mod auth;
 mod body;
 mod chaos;
 mod client_js;
@@ -21,6 +22,7 @@ mod ws_upgrade;
 use crate::config::Config;
 use crate::session::supervisor::Sessions;
 use crate::topic::service::Topics;
+use auth::{admin_when_checked, grant_consumer, grant_topic, Need};
 use metrics_exporter_prometheus::PrometheusHandle;
 pub(crate) use origin::OriginPolicy;
 pub(crate) use server::serve;
@@ -45,6 +47,8 @@ pub struct AppState {
     pub faults: Option<crate::cluster::faults::Faults>,
     /// Which web origins may change state (`[http] allowed_origins`).
     pub(crate) origins: origin::OriginPolicy,
+    /// Who a client is and what it may do (`[auth]`).
+    pub(crate) auth: Arc<crate::auth::Auth>,
 }
 
 fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
@@ -80,20 +84,19 @@ pub fn routes(
             .and(segment())
             .and(warp::path!("messages"))
     };
-    let publish = messages()
-        .and(warp::post())
+    let publish = grant_topic(messages().and(warp::post()), &state, Need::Publish)
         .and(s())
         .and(body())
         .then(publish::publish);
-    let poll = messages()
-        .and(warp::get())
+    let poll = grant_topic(messages().and(warp::get()), &state, Need::Subscribe)
         .and(s())
         .and(raw_query())
         .then(poll::poll);
     let topic_sse = warp::path!("v1" / "topics" / ..)
         .and(segment())
         .and(warp::path!("events"))
-        .and(warp::get())
+        .and(warp::get());
+    let topic_sse = auth::granted_topic(topic_sse, &state, Need::Subscribe)
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
@@ -101,6 +104,7 @@ pub fn routes(
         .then(sse::topic_events);
     let multi_sse = warp::path!("v1" / "events")
         .and(warp::get())
+        .and(auth::every_topic(&state))
         .and(s())
         .and(raw_query())
         .and(warp::header::optional::<String>("last-event-id"))
@@ -109,7 +113,8 @@ pub fn routes(
     let topic_info = warp::path!("v1" / "topics" / ..)
         .and(segment())
         .and(warp::path::end())
-        .and(warp::get())
+        .and(warp::get());
+    let topic_info = grant_topic(topic_info, &state, Need::Subscribe)
         .and(s())
         .then(info::topic);
     let consumer = || {
@@ -118,38 +123,41 @@ pub fn routes(
             .and(warp::path!("consumers" / ..))
             .and(segment())
     };
-    let consumer_ack = consumer()
-        .and(warp::path!("ack"))
-        .and(warp::post())
+    let consumer_ack = consumer().and(warp::path!("ack")).and(warp::post());
+    let consumer_ack = grant_consumer(consumer_ack, &state)
         .and(s())
         .and(body())
         .then(consumers::ack);
-    let consumer_info = consumer()
-        .and(warp::path::end())
-        .and(warp::get())
+    let consumer_info = consumer().and(warp::path::end()).and(warp::get());
+    let consumer_info = grant_consumer(consumer_info, &state)
         .and(s())
         .then(consumers::info);
     let consumer_settings = consumer()
         .and(warp::path::end())
         .and(warp::put())
+        .and(admin_when_checked(&state))
         .and(s())
         .and(body())
         .then(consumers::configure);
     let websocket = warp::path!("v1" / "ws")
         .and(ws_upgrade::handshake())
+        .and(auth::identity(&state))
         .and(s())
         .map(ws::upgrade);
     let cluster = warp::path!("v1" / "cluster")
         .and(warp::get())
+        .and(auth::signed_in(&state))
         .and(s())
         .map(info::cluster);
     let partition = warp::path!("v1" / "chaos" / "partition")
         .and(warp::post())
+        .and(admin_when_checked(&state))
         .and(s())
         .and(body())
         .map(chaos::partition);
     let recover = warp::path!("v1" / "admin" / "shards" / u32 / "recover")
         .and(warp::post())
+        .and(admin_when_checked(&state))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::ext::optional::<server::Peer>())
         .and(s())
@@ -161,6 +169,7 @@ pub fn routes(
         .map(info::readyz);
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(admin_when_checked(&state))
         .and(s())
         .map(info::metrics);
 

@@ -23,7 +23,9 @@ pub fn error(e: &ApiError) -> WarpResponse {
 
 /// Maps what warp rejected (no route, bad method, body too big...) to the error body.
 pub async fn rejection(r: warp::Rejection) -> Result<WarpResponse, Infallible> {
-    let (status, e) = if r.is_not_found() {
+    let (status, e) = if let Some(super::auth::Refused(e)) = r.find() {
+        (e.code.http_status(), e.clone())
+    } else if r.is_not_found() {
         (404, ApiError::new(ErrorCode::NotFound, "no such route"))
     } else if let Some(e) = r.find::<super::origin::ForbiddenOrigin>() {
         (403, ApiError::new(ErrorCode::Forbidden, e.to_string()))

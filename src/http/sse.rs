@@ -9,6 +9,7 @@
 use super::reply::{self, consumer_options, parse_consumer, query_get, query_pairs, query_u64};
 use super::server::ConnHandle;
 use super::AppState;
+use crate::auth::Identity;
 use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
 use crate::protocol::consumer::ConsumerOptions;
 use crate::protocol::frames::{parse_epoch, Position};
@@ -31,6 +32,7 @@ use warp::Reply;
 /// `GET /v1/topics/{topic}/events`
 pub async fn topic_events(
     topic: String,
+    identity: Identity,
     state: AppState,
     query: String,
     last_event_id: Option<String>,
@@ -46,7 +48,8 @@ pub async fn topic_events(
                 after: query_u64(&q, "after")?,
                 epoch: None,
             };
-            return start(&state, vec![(topic, position)], false, consumer, conn).await;
+            let streams = vec![(topic, position)];
+            return start(&state, streams, false, consumer, conn, &identity).await;
         }
         let id = last_event_id.or_else(|| query_get(&q, "last_event_id").map(str::to_string));
         let position = match id.filter(|s| !s.is_empty()) {
@@ -62,13 +65,22 @@ pub async fn topic_events(
                 epoch: parse_epoch(query_get(&q, "epoch").map(str::to_string))?,
             },
         };
-        start(&state, vec![(topic, position)], false, None, conn).await
+        start(
+            &state,
+            vec![(topic, position)],
+            false,
+            None,
+            conn,
+            &identity,
+        )
+        .await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
 
 /// `GET /v1/events?topic=a&topic=b`
 pub async fn multi_events(
+    identity: Identity,
     state: AppState,
     query: String,
     last_event_id: Option<String>,
@@ -99,7 +111,7 @@ pub async fn multi_events(
                 }
             }
         }
-        start(&state, topics, true, None, conn).await
+        start(&state, topics, true, None, conn, &identity).await
     };
     run.await.unwrap_or_else(|e| reply::error(&e))
 }
@@ -110,6 +122,7 @@ async fn start(
     multi: bool,
     consumer: Option<(String, ConsumerOptions)>,
     conn: Option<ConnHandle>,
+    identity: &Identity,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.limits;
     if topics.len() > limits.max_subscriptions_per_connection {
@@ -156,6 +169,7 @@ async fn start(
         keepalive: Duration::from_millis(state.config.heartbeat.sse_keepalive_ms),
         shutdown: state.sessions.shutdown().clone(),
         conn,
+        ends_at: identity.ends_at(state.config.auth.leeway_secs),
     };
     tokio::spawn(pump.run());
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -178,6 +192,9 @@ struct Pump {
     /// The stream's connection: a slow consumer's is dropped at once, so that its socket
     /// and the data queued in it are freed, not written out over minutes.
     conn: Option<ConnHandle>,
+    /// When the stream's token expires (plus the leeway): the stream ends then, and the
+    /// client reconnects with a fresh token.
+    ends_at: Option<tokio::time::Instant>,
 }
 
 impl Pump {
@@ -200,6 +217,10 @@ impl Pump {
                     _ = tokio::time::sleep(self.keepalive) => Event::default().comment("keepalive"),
                     _ = self.shutdown.wait() => break,
                     _ = self.tx.closed() => break,
+                    _ = super::ws::sleep_until_opt(self.ends_at) => {
+                        tracing::debug!("SSE stream's token expired; ending the stream");
+                        break;
+                    }
                 };
                 // A client that does not read must not hold the pump (or shutdown) hostage.
                 let sent = tokio::select! {

@@ -3,9 +3,10 @@
 
 use super::ws_upgrade::{Handshake, Socket};
 use super::AppState;
+use crate::auth::Identity;
 use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
-use crate::protocol::ApiError;
+use crate::protocol::{ApiError, ErrorCode};
 use crate::session::record_deliveries;
 use crate::session::{SessionMsg, Transport};
 use futures_util::{SinkExt, StreamExt};
@@ -24,15 +25,16 @@ const CLOSE_INTERNAL: u16 = 1011;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_MALFORMED: u16 = 4000;
 const CLOSE_SLOW: u16 = 4008;
+const CLOSE_UNAUTHORIZED: u16 = 4001;
 /// No pong (nor any frame) within `ws_pong_timeout_ms` of a ping (an extension of the
 /// contract's codes): reconnect and resume.
 const CLOSE_NO_PONG: u16 = 4009;
 
-pub fn upgrade(handshake: Handshake, state: AppState) -> Response {
+pub fn upgrade(handshake: Handshake, identity: Identity, state: AppState) -> Response {
     let frame_limit = state.config.limits.max_ws_frame_bytes;
     let tracker = state.connections.clone();
     handshake.accept(frame_limit, move |socket| {
-        tracker.track_future(serve(socket, state))
+        tracker.track_future(serve(socket, state, identity))
     })
 }
 
@@ -43,7 +45,8 @@ fn close_with(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn serve(socket: Socket, state: AppState) {
+async fn serve(socket: Socket, state: AppState, identity: Identity) {
+    let leeway = state.config.auth.leeway_secs;
     let outbound = Outbound::new(state.config.limits.max_outbound_queue_bytes);
     let session = match state.sessions.start(Transport::Ws, outbound.clone()).await {
         Ok(s) => s,
@@ -60,6 +63,8 @@ async fn serve(socket: Socket, state: AppState) {
         outbound,
         session: session.clone(),
         malformed: 0,
+        expiry: identity.ends_at(leeway),
+        identity,
     };
     let span = tracing::debug_span!("ws", session = %session.get_id());
     let _ = tracing::Instrument::instrument(conn.run(socket), span).await;
@@ -71,6 +76,11 @@ struct Conn {
     outbound: Arc<Outbound>,
     session: ActorRef<SessionMsg>,
     malformed: u32,
+    /// Who the connection's current token says it is: every subscribe, publish and ack is
+    /// checked against it.
+    identity: Identity,
+    /// When that token expires, unless an `auth` frame replaces it first.
+    expiry: Option<Instant>,
 }
 
 enum Step {
@@ -95,7 +105,7 @@ impl Conn {
                 incoming = rx.next() => {
                     pong_deadline = None;
                     match incoming {
-                        Some(Ok(msg)) => self.on_message(msg),
+                        Some(Ok(msg)) => self.on_message(msg).await,
                         Some(Err(e)) => {
                             if is_capacity(&e) {
                                 Step::Close(CLOSE_TOO_BIG, "frame too big")
@@ -136,6 +146,10 @@ impl Conn {
                     tracing::debug!("no pong in time; closing the connection");
                     Step::Close(CLOSE_NO_PONG, "no pong in time: reconnect and resume")
                 }
+                _ = sleep_until_opt(self.expiry) => {
+                    tracing::debug!(subject = ?self.identity.subject(), "token expired; closing the connection");
+                    Step::Close(CLOSE_UNAUTHORIZED, "token expired: reconnect with a fresh token")
+                }
                 _ = shutdown.wait() => Step::Close(CLOSE_SHUTDOWN, "node shutting down"),
             };
             match step {
@@ -161,7 +175,7 @@ impl Conn {
         }
     }
 
-    fn on_message(&mut self, msg: Message) -> Step {
+    async fn on_message(&mut self, msg: Message) -> Step {
         let text = match &msg {
             Message::Close(_) => return Step::End,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return Step::Continue,
@@ -180,7 +194,17 @@ impl Conn {
         };
         self.malformed = 0;
         let req = crate::protocol::frames::frame_req(text);
+        if let Err(e) = self.allowed(&frame) {
+            let _ = self
+                .outbound
+                .push(OutFrame::Text(error_frame(req.as_deref(), &e)));
+            return Step::Continue;
+        }
         let msg = match frame {
+            ClientFrame::Auth { token } => {
+                self.refresh(&token, req.as_deref()).await;
+                return Step::Continue;
+            }
             ClientFrame::Subscribe {
                 topic,
                 position,
@@ -219,6 +243,48 @@ impl Conn {
         Step::Continue
     }
 
+    /// Whether the current token grants what `frame` asks.
+    fn allowed(&self, frame: &ClientFrame) -> Result<(), ApiError> {
+        match frame {
+            ClientFrame::Subscribe { topic, .. } | ClientFrame::Ack { topic, .. } => {
+                self.identity.may_subscribe(topic.as_str())
+            }
+            ClientFrame::Publish { topic, .. } => self.identity.may_publish(topic.as_str()),
+            ClientFrame::Unsubscribe { .. } | ClientFrame::Ping | ClientFrame::Auth { .. } => {
+                Ok(())
+            }
+        }
+    }
+
+    /// `{"type":"auth","token":...}`: a valid token for the same subject replaces the
+    /// current one (`authed`, with its expiry); anything else is an error frame and the
+    /// current token stays.
+    async fn refresh(&mut self, token: &str, req: Option<&serde_json::value::RawValue>) {
+        let reply = match self.state.auth.identify(Some(token)).await {
+            Ok(id)
+                if id.subject() != self.identity.subject() && self.identity.subject().is_some() =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "a refreshed token must have the connection's subject",
+                ))
+            }
+            Ok(id) => {
+                self.expiry = id.ends_at(self.state.config.auth.leeway_secs);
+                let exp = id.expires_at();
+                self.identity = id;
+                Ok(reply_frame(
+                    "authed",
+                    req,
+                    serde_json::json!({ "exp": exp }),
+                ))
+            }
+            Err(e) => Err(e.to_api()),
+        };
+        let text = reply.unwrap_or_else(|e| error_frame(req, &e));
+        let _ = self.outbound.push(OutFrame::Text(text));
+    }
+
     fn malformed(&mut self, req: Option<crate::protocol::frames::ReqId>, error: ApiError) -> Step {
         self.malformed += 1;
         let _ = self
@@ -231,7 +297,7 @@ impl Conn {
     }
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

@@ -44,6 +44,10 @@ pub enum ClientFrame {
         ack: AckRequest,
     },
     Ping,
+    /// Replaces the connection's token (`{"type":"auth","token":"..."}`).
+    Auth {
+        token: String,
+    },
 }
 
 /// A frame that could not be used, with the `req` to echo when one was readable.
@@ -85,6 +89,8 @@ struct Fields<'a> {
     max_inflight: Option<&'a RawValue>,
     #[serde(borrow)]
     backoff_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// A present field is `Some`, even when it is `null` (serde's `Option` would make it
@@ -227,6 +233,9 @@ fn parse_fields(f: &Fields, max_message_bytes: usize) -> Result<ClientFrame, Api
                 },
             })
         }
+        "auth" => Ok(ClientFrame::Auth {
+            token: required(f.token, "token", "a string")?,
+        }),
         "unsubscribe" => Ok(ClientFrame::Unsubscribe {
             topic: topic_field(f.topic)?,
         }),

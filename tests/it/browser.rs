@@ -219,7 +219,9 @@ async fn a_page_receives_everything_through_another_node_when_its_node_is_killed
     }
     // Both clients are on the first node they were given: kill it.
     for transport in ["websocket", "sse"] {
-        let on = b.run(&format!("return window['client_{transport}'].node;")).await;
+        let on = b
+            .run(&format!("return window['client_{transport}'].node;"))
+            .await;
         assert_eq!(on, json!(nodes[0]), "{transport}");
     }
     c.kill9(0);

@@ -1,6 +1,7 @@
 //! Black-box tests: real `starling` node processes on free ports, real WebSocket, SSE and
 //! HTTP clients. One test binary (modules below) keeps link time down.
 
+mod auth;
 mod bench;
 mod browser;
 mod browser_harness;
