@@ -170,15 +170,21 @@ async fn an_sse_consumer_acks_from_the_page_and_its_ack_floor_moves() {
     load_client(&b, &node.http()).await;
     let nodes = json!([node.http()]);
     b.run(&format!(
-        "const l = window.log.jobs = {{messages: [], acked: [], failed: []}};
+        "const l = window.log.jobs = {{messages: [], acked: [], failed: [], states: []}};
          const c = new S.Starling({nodes}, {{transport: 'sse'}});
-         const sub = c.subscribe('jobs', {{consumer: 'workers'}});
+         c.on('state', (s) => l.states.push(s));
+         const sub = c.subscribe('jobs', {{consumer: 'workers', after: 0}});
          sub.on('message', (m) => {{
            l.messages.push([m.epoch, m.offset, m.attempt]);
            m.ack().then(() => l.acked.push(m.offset), (e) => l.failed.push(String(e)));
          }});
          return null;"
     ))
+    .await;
+    b.wait_js(
+        "the consumer to connect",
+        "window.log.jobs.states.includes('connected')",
+    )
     .await;
     for n in 0..3 {
         assert_eq!(publish(&node, "jobs", json!({ "n": n }), None).await.0, 201);
@@ -219,7 +225,9 @@ async fn a_page_receives_everything_through_another_node_when_its_node_is_killed
     }
     // Both clients are on the first node they were given: kill it.
     for transport in ["websocket", "sse"] {
-        let on = b.run(&format!("return window['client_{transport}'].node;")).await;
+        let on = b
+            .run(&format!("return window['client_{transport}'].node;"))
+            .await;
         assert_eq!(on, json!(nodes[0]), "{transport}");
     }
     c.kill9(0);
@@ -312,6 +320,11 @@ async fn the_example_chat_sends_and_shows_messages() {
          document.getElementById('text').value = 'hello from the page';
          document.getElementById('form').requestSubmit();
          return null;",
+    )
+    .await;
+    b.wait_js(
+        "the page's own message in the chat",
+        "document.querySelectorAll('#messages li').length >= 1",
     )
     .await;
     let (status, _) = publish(
