@@ -33,9 +33,9 @@ export interface StarlingOptions {
   /** Default 10000. The attempt count starts again once a connection has lived 10 s. */
   maxReconnectDelayMs?: number;
   /**
-   * WebSocket: after this long without any frame the client sends a ping. SSE: after twice
-   * this long without an event it asks the node `GET /v1/cluster` (EventSource hides the
-   * server's keepalive comments). Default 15000.
+   * WebSocket: after this long without any frame the client sends a ping. SSE and long
+   * polling: after twice this long without an event or a reply it asks the node
+   * `GET /v1/cluster` (EventSource hides the server's keepalive comments). Default 15000.
    */
   heartbeatIntervalMs?: number;
   /**
@@ -65,8 +65,10 @@ export interface SubscribeOptions {
   /**
    * Deliver every retained message with an offset greater than this, then live ones
    * (0: from the oldest retained message). Without it the subscription is live only, from
-   * the head at the time it is first made; after a reconnect it resumes from its position
-   * either way.
+   * the head at the time it is first made: when the node answers its subscribe (WebSocket)
+   * or its first request (SSE, long polling; a publish sent meanwhile on another request
+   * may land just before it, so pass `after` to be sure to get it). After a reconnect it
+   * resumes from its position either way.
    */
   after?: number;
   /** The epoch `after` belongs to (as `position.epoch` gave it). Ignored without `after`. */
@@ -98,11 +100,13 @@ export interface Message<T = unknown> {
 }
 
 /**
- * A consumer delivery. The client never hands the application one delivery twice: it
- * drops a repeat of the same (topic, epoch, offset, attempt), but a redelivery (a higher
- * attempt of the same offset: not acked in time, nacked, or its connection dropped) is
- * delivered, because at-least-once means processing it again. Deduplicate on `id` in the
- * application if processing twice is harmful.
+ * A consumer delivery. Delivery is at least once: a redelivery (not acked in time, nacked,
+ * its connection dropped, or the group's owner crashed before it recorded the delivery,
+ * when even `attempt` can repeat) is delivered again, because it still needs an ack.
+ * Only a redelivery of an offset this subscription acked already is not: the server lost
+ * that ack, and the client sends it again instead (a failure of that ack is an "error"
+ * event of the client). Deduplicate on `id` in the application if processing twice is
+ * harmful.
  */
 export interface ConsumerMessage<T = unknown> extends Message<T> {
   /** 1 for the first delivery, more for redeliveries. */
@@ -129,10 +133,12 @@ export interface Reset {
 
 /** Errors from the server (`code` as in PROTOCOL.md) and from the client. */
 export class StarlingError extends Error {
+  constructor(code: string, message: string, extra?: { status?: number; id?: string });
   /**
    * "bad_request" | "invalid_topic" | "too_large" | "not_found" | "unauthorized" |
    * "forbidden" | "rate_limited" | "unavailable" | "internal", and from the client:
-   * "closed" (after close()) and "unavailable" for a request with no answer.
+   * "closed" (after close(), or an ack of a subscription closed meanwhile) and
+   * "unavailable" for a request with no answer.
    */
   code: string;
   /** HTTP errors: the status (0: no answer, or a timeout). */
@@ -141,7 +147,8 @@ export class StarlingError extends Error {
   id?: string;
 }
 
-export class Subscription<T = unknown> {
+/** What `Starling.subscribe` returns (not constructed by the application). */
+export interface Subscription<T = unknown> {
   readonly topic: string;
   /** The consumer group, or null for a stream subscription. */
   readonly consumer: string | null;
@@ -180,10 +187,11 @@ export interface PublishReply {
  * reconnecting with full-jitter exponential backoff, at once when the browser comes back
  * `online`, and never after close(). Close codes: 1001 (node shutting down): the next
  * node at once; 4008 (slow consumer): the same node; 4001 (unauthorized): a new token;
- * 4000 and 4003: an "error" event, then retries at the maximum delay; others: backoff.
+ * 4000 and 4003: an "error" event, then retries at the maximum delay; others, and an
+ * "unavailable" answer to a publish or a subscription: the next node, with backoff.
  *
- * Every subscription resumes from its own (epoch, offset) after a reconnect, a message
- * is never delivered twice, and a lost position is always a "reset" event.
+ * Every subscription resumes from its own (epoch, offset) after a reconnect, a stream
+ * message is never delivered twice, and a lost position is always a "reset" event.
  */
 export class Starling {
   /** One node URL or several (http(s):// or ws(s)://, e.g. "http://127.0.0.1:8080"). */
@@ -195,9 +203,17 @@ export class Starling {
   readonly node: string;
 
   on(event: "state", handler: (state: ConnectionState) => void): () => void;
-  /** Which transport the connection uses, when it opens with a different one than before. */
+  /**
+   * The transport of a connection that opens, when it differs from the last one's (so also
+   * at the first connection). Runs before the "state" event says "connected".
+   */
   on(event: "transport", handler: (transport: Transport) => void): () => void;
-  /** Errors that belong to no call: a refused token, close codes 4000/4003, error frames. */
+  /**
+   * Errors that belong to no call: a refused token or a failing getToken, close codes
+   * 4000/4003, error frames of no request (a refused WebSocket ack), a node that cannot
+   * be reached at all (e.g. ws:// from an https:// page), a failed re-ack (see
+   * ConsumerMessage).
+   */
   on(event: "error", handler: (e: StarlingError) => void): () => void;
   off(event: "state" | "transport" | "error", handler: (...args: any[]) => void): void;
 
@@ -214,7 +230,8 @@ export class Starling {
    * UUID (crypto.randomUUID) generated here. So a publish whose connection dropped
    * before the reply is sent again after the reconnect, to the next node, and is never
    * stored twice (within the server's dedupe window, 2 minutes by default); replies
-   * "unavailable" and "rate_limited" are retried the same way, with backoff. Rejects with
+   * "unavailable" (then at the next node: a node cut off from its cluster's majority
+   * answers so) and "rate_limited" are retried the same way, with backoff. Rejects with
    * a StarlingError: the server's code for a refused publish, "too_large" above
    * maxMessageBytes, "unavailable" after publishTimeoutMs (its `id` lets you try again
    * safely), "closed" after close(). Publishes sent concurrently are independent: their
@@ -239,12 +256,13 @@ export class Position {
 }
 export class Deliveries {
   constructor(limit?: number);
-  admit(epoch: string, offset: number, attempt?: number): boolean;
+  readonly limit: number;
+  readonly acked: Set<string>;
+  admit(epoch: string, offset: number): "deliver" | "ack";
+  ack(epoch: string, offset: number): void;
 }
 export function formatEventId(pos: { offset: number; epoch: string }): string;
-export function parseEventId(id: string): { offset: number; epoch: string } | null;
 export function formatMultiEventId(entries: Iterable<[string, { offset: number; epoch: string }]>): string;
-export function parseMultiEventId(id: string): Array<[string, { offset: number; epoch: string }]> | null;
 export class NodeRing {
   constructor(urls: string | Iterable<string>);
   readonly urls: string[];

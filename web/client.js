@@ -16,11 +16,12 @@
 //
 // The client connects to one node at a time and moves to the next one in the list when a
 // connection fails, reconnecting with full-jitter exponential backoff. Every subscription
-// resumes from its own (epoch, offset); a message is never delivered twice, and a lost
-// position is always announced with a "reset" event. Every publish carries an idempotency
-// id (a random UUID unless you pass one), so it is retried after a failover without being
-// written twice. The exports other than Starling and StarlingError are internal helpers,
-// exported for the unit tests (web/test/unit.js); they may change without notice.
+// resumes from its own (epoch, offset); a stream message is never delivered twice, and a
+// lost position is always announced with a "reset" event. Every publish carries an
+// idempotency id (a random UUID unless you pass one), so it is retried after a failover
+// without being written twice. The exports other than Starling and StarlingError are
+// internal helpers, exported for the unit tests (web/test/unit.js); they may change
+// without notice.
 
 const DEFAULTS = {
   transport: "auto",
@@ -121,24 +122,29 @@ export class Position {
 }
 
 /**
- * Internal. The consumer deliveries already handed to the application, by (epoch, offset,
- * attempt): a redelivery (a higher attempt) is admitted, a repeat of the same attempt is
- * not. Remembers the latest `limit` offsets.
+ * Internal. What a consumer subscription does with a delivery. The server delivers an
+ * offset again only when it has no ack for it: the delivery was not acked in time, was
+ * nacked, its connection dropped, or the group's owner crashed before it recorded the
+ * delivery or the ack (then even the attempt number can repeat). So every delivery goes to
+ * the application ("deliver"), except one of an offset the application acked already: its
+ * ack was lost, and is sent again instead ("ack"). Remembers the latest `limit` acks.
  */
 export class Deliveries {
   constructor(limit = 10000) {
     this.limit = limit;
-    this.seen = new Map();
+    this.acked = new Set();
   }
 
-  admit(epoch, offset, attempt = 1) {
+  admit(epoch, offset) {
+    return this.acked.has(`${epoch}:${offset}`) ? "ack" : "deliver";
+  }
+
+  /** The application acked (epoch, offset). */
+  ack(epoch, offset) {
     const key = `${epoch}:${offset}`;
-    const previous = this.seen.get(key);
-    if (previous !== undefined && attempt <= previous) return false;
-    this.seen.delete(key);
-    this.seen.set(key, attempt);
-    if (this.seen.size > this.limit) this.seen.delete(this.seen.keys().next().value);
-    return true;
+    this.acked.delete(key);
+    this.acked.add(key);
+    if (this.acked.size > this.limit) this.acked.delete(this.acked.values().next().value);
   }
 }
 
@@ -147,34 +153,12 @@ export function formatEventId({ offset, epoch }) {
   return `${offset}:${epoch}`;
 }
 
-/** Internal. Parses `<offset>:<epoch>`; null if malformed. */
-export function parseEventId(id) {
-  const colon = id.lastIndexOf(":");
-  const offset = id.slice(0, colon);
-  const epoch = id.slice(colon + 1);
-  if (colon < 1 || !/^\d+$/.test(offset) || !EPOCH_RE.test(epoch)) return null;
-  return { offset: Number(offset), epoch };
-}
-
 /**
  * Internal. A multi-topic SSE event id, `a=42:7f3a,b=7:0a1b`, from [topic, {offset, epoch}]
  * pairs (topic names never contain `,` or `=`).
  */
 export function formatMultiEventId(entries) {
   return Array.from(entries, ([topic, pos]) => `${topic}=${formatEventId(pos)}`).join(",");
-}
-
-/** Internal. Parses a multi-topic id into [topic, {offset, epoch}] pairs; null if malformed. */
-export function parseMultiEventId(id) {
-  const out = [];
-  for (const part of id.split(",")) {
-    const eq = part.indexOf("=");
-    const topic = part.slice(0, eq);
-    const pos = eq > 0 ? parseEventId(part.slice(eq + 1)) : null;
-    if (!pos || !TOPIC_RE.test(topic)) return null;
-    out.push([topic, pos]);
-  }
-  return out;
 }
 
 /**
@@ -404,7 +388,7 @@ export class Starling extends Emitter {
       if (bytes > this._opt.maxMessageBytes) {
         throw new StarlingError("too_large", `message data is ${bytes} bytes, more than ${this._opt.maxMessageBytes}`);
       }
-      const p = { topic, json, id: id ?? newId(), conn: null, tries: 0, last: null };
+      const p = { topic, json, id: id ?? newId(), conn: null, tries: 0, last: null, retry: null };
       return new Promise((resolve, reject) => {
         Object.assign(p, { resolve, reject });
         p.timer = setTimeout(() => {
@@ -440,7 +424,7 @@ export class Starling extends Emitter {
   // ---- connection life ----
 
   /** The open connection, if any. */
-  _live() { return this._state === "connected" ? this._conn : null; }
+  _live() { return this._conn?.ready ? this._conn : null; }
 
   async _connect() {
     this._timer = null;
@@ -468,15 +452,17 @@ export class Starling extends Emitter {
 
   _opened(conn) {
     if (conn !== this._conn || this._closed) return;
-    this._setState("connected");
-    if (this._shownTransport !== conn.kind) {
-      this._shownTransport = conn.kind;
-      this._emit("transport", conn.kind);
-    }
+    conn.ready = true;
     if (this._auto) remember(this._ring.key, conn.kind);
     this._healthy = setTimeout(() => (this._attempt = 0), HEALTHY_AFTER_MS);
     for (const sub of this._subs.values()) conn.subscribe(sub);
     for (const p of this._outbox) if (p.conn === null) this._send(p);
+    // Handlers run last: one that subscribes or publishes is sent once, not again above.
+    if (this._shownTransport !== conn.kind) {
+      this._shownTransport = conn.kind;
+      this._emit("transport", conn.kind);
+    }
+    if (conn === this._conn) this._setState("connected");
   }
 
   /**
@@ -490,8 +476,8 @@ export class Starling extends Emitter {
     conn.close();
     clearTimeout(this._healthy);
     for (const p of this._outbox) if (p.conn === conn) p.conn = null;
-    if (this._closed) return;
     this._setState("disconnected");
+    if (this._closed) return; // also when a "state" handler closed the client just now
     let auth = code === 4001 || code === "unauthorized";
     if (preOpen && !auth) {
       const probe = await this._probe(conn.node, conn.token);
@@ -586,10 +572,16 @@ export class Starling extends Emitter {
       err?.message ?? `${method} ${path}: HTTP ${res.status}`, { status: res.status });
   }
 
-  /** Is `node` serving us? "ok", "auth" (it refuses the token) or "down". */
+  /**
+   * Is `node` serving us? "ok", "auth" (it refuses the token) or "down" (no answer, or
+   * 5xx). Any other answer (say a 403: a token not granted the cluster's info) comes from
+   * a node that serves.
+   */
   _probe(node, token, timeoutMs) {
-    return this._request("GET", node, token, "/v1/cluster", undefined, timeoutMs)
-      .then(() => "ok", (e) => (e.status === 401 ? "auth" : "down"));
+    return this._request("GET", node, token, "/v1/cluster", undefined, timeoutMs).then(
+      () => "ok",
+      (e) => (e.status === 401 ? "auth" : e.status >= 400 && e.status < 500 ? "ok" : "down"),
+    );
   }
 
   // ---- publishing ----
@@ -602,22 +594,26 @@ export class Starling extends Emitter {
   _settle(p, err, reply) {
     if (!this._outbox.delete(p)) return;
     clearTimeout(p.timer);
+    clearTimeout(p.retry);
     if (err) p.reject(err);
     else p.resolve(reply);
   }
 
-  /** A publish attempt on `conn` failed: retry what may be retried (its id makes it safe). */
+  /**
+   * A publish attempt on `conn` failed: retry what may be retried (its id makes it safe).
+   * No answer, a refused token or "unavailable" (a node cut off from its cluster's
+   * majority answers so) also end the connection: the client reconnects, to the next node.
+   */
   _publishFailed(p, err, conn) {
     if (!this._outbox.has(p) || p.conn !== conn) return;
     if (!RETRYABLE.has(err.code) && err.status !== 401) return this._settle(p, err);
     p.last = err;
     p.conn = RETRY;
-    setTimeout(() => {
-      if (p.conn !== RETRY) return;
+    p.retry = setTimeout(() => {
       p.conn = null;
       if (this._live()) this._send(p);
     }, this._backoff(p.tries++));
-    if (err.status === 0 || err.status === 401) {
+    if (err.status === 0 || err.status === 401 || err.code === "unavailable") {
       this._failed(conn, { code: err.status === 401 ? "unauthorized" : undefined });
     }
   }
@@ -631,9 +627,13 @@ export class Starling extends Emitter {
     this._live()?.unsubscribe(sub);
   }
 
-  /** The server refused a subscription: retry if that may help, else end it with "error". */
+  /**
+   * The server refused a subscription: "unavailable" ends the connection (as for a
+   * publish), other transient errors are retried, anything else ends it with "error".
+   */
   _subscribeFailed(sub, err, conn) {
     if (sub.closed) return;
+    if (err.code === "unavailable") return this._failed(conn, {});
     if (RETRYABLE.has(err.code) || err.code === "internal") {
       setTimeout(() => !sub.closed && this._live() === conn && conn.subscribe(sub), this._backoff(sub._tries++));
       return;
@@ -664,9 +664,15 @@ export class Starling extends Emitter {
     if (sub.closed) return;
     const { type, ...m } = envelope;
     if (sub.consumer) {
-      if (!sub._seen.admit(m.epoch, m.offset, m.attempt)) return;
+      if (sub._seen.admit(m.epoch, m.offset) === "ack") {
+        this._ack(sub, m.offset).catch((e) => sub.closed || this._emit("error", e));
+        return;
+      }
       sub._pos.set(m.epoch, m.offset);
-      m.ack = () => this._ack(sub, m.offset);
+      m.ack = () => {
+        sub._seen.ack(m.epoch, m.offset);
+        return this._ack(sub, m.offset);
+      };
       m.nack = (delayMs = 0) => this._ack(sub, m.offset, delayMs);
     } else {
       const verdict = sub._pos.check(m.epoch, m.offset);
@@ -707,11 +713,14 @@ export class Starling extends Emitter {
         await this._request("POST", this._ring.current, this._token, path, JSON.stringify(body));
         return;
       } catch (e) {
-        if (e.status === 401 && this._conn) this._failed(this._conn, { code: "unauthorized" });
+        if (e.status === 401 && conn) this._failed(conn, { code: "unauthorized" });
         const transient = e.status === 0 || RETRYABLE.has(e.code);
         if (!transient || attempt >= ACK_TRIES || this._closed || sub.closed) throw e;
       }
       await new Promise((resolve) => setTimeout(resolve, this._backoff(attempt)));
+      if (this._closed || sub.closed) {
+        throw new StarlingError("closed", "the subscription was closed before the ack was sent");
+      }
     }
   }
 }
@@ -726,8 +735,10 @@ class WsConn {
     this.kind = "websocket";
     this.req = 0;
     this.pending = new Map(); // req -> {pub} | {sub} | {}
+    this.pingAt = 0; // when the unanswered ping went out (0: none is)
     this.live = new Map(); // topic -> sub whose `subscribed` came on this connection
     this.opened = false;
+    this.ready = false; // opened, and taken into use by the client
   }
 
   open() {
@@ -740,7 +751,6 @@ class WsConn {
       clearTimeout(this.deadline);
       this.opened = true;
       this.rx = Date.now();
-      this.pingAt = 0;
       const every = Math.min(o.heartbeatIntervalMs, o.heartbeatTimeoutMs) / 3;
       this.tick = setInterval(() => this.check(false), every);
       c._opened(this);
@@ -748,6 +758,7 @@ class WsConn {
     ws.onclose = (e) => c._failed(this, { code: e.code, reason: e.reason, preOpen: !this.opened });
     ws.onmessage = (e) => {
       this.rx = Date.now();
+      this.pingAt = 0;
       const f = parseJson(e.data);
       if (f) this.frame(f);
     };
@@ -761,7 +772,7 @@ class WsConn {
   check(now) {
     const o = this.client._opt;
     const t = Date.now();
-    if (this.pingAt > this.rx) {
+    if (this.pingAt) {
       if (t - this.pingAt > o.heartbeatTimeoutMs) this.client._failed(this, { code: "heartbeat" });
     } else if (now || t - this.rx >= o.heartbeatIntervalMs) {
       this.pingAt = t;
@@ -861,6 +872,7 @@ class HttpConn {
     this.dirty = false;
     this.syncing = false;
     this.dead = false;
+    this.ready = false; // the node answered, and the client took this connection into use
     this.rx = 0;
   }
 
@@ -913,7 +925,7 @@ class HttpConn {
       this.poll(sub, stop.signal);
     } else if (sub.consumer) {
       const path = `/v1/topics/${enc(sub.topic)}/events?${sub._query()}`;
-      this.streams.set(sub, this.eventSource(path, (type, data) => {
+      this.streams.set(sub, this.eventSource(path, sub, (type, data) => {
         if (type === "message") this.client._deliver(sub, data);
       }));
     } else {
@@ -927,13 +939,17 @@ class HttpConn {
     if (this.kind === "sse" && !sub.consumer) this.resync();
   }
 
-  /** A subscription's request failed: its own fault ends it, anything else the connection. */
+  /**
+   * A request of subscription `sub` (null: of the stream of all stream subscriptions)
+   * failed. Its own fault (a 4xx but 401, 408 and 429) ends the subscription, or is
+   * reported for the stream; anything else ends the connection, as that does too.
+   */
   streamFailed(sub, e) {
     const c = this.client;
-    if (e.status === 401) c._failed(this, { code: "unauthorized" });
-    else if (e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
-      c._subscribeFailed(sub, e, this);
-    } else c._failed(this, {});
+    const own = e.status >= 400 && e.status < 500 && ![401, 408, 429].includes(e.status);
+    if (own && sub) return c._subscribeFailed(sub, e, this);
+    if (own) c._emit("error", e);
+    c._failed(this, { code: e.status === 401 ? "unauthorized" : undefined });
   }
 
   async poll(sub, signal) {
@@ -977,11 +993,12 @@ class HttpConn {
         try {
           await this.resolve(sub);
         } catch (e) {
-          this.syncing = false;
-          if (!this.dead) this.streamFailed(sub, e);
-          return;
+          // This ends the connection or the subscription; either way, look again.
+          if (!this.dead && !sub.closed) this.streamFailed(sub, e);
+          this.dirty = true;
+          break;
         }
-        if (this.dead) break;
+        if (this.dirty || this.dead) break;
       }
       if (this.dirty || this.dead) continue;
       this.multi?.close();
@@ -991,81 +1008,102 @@ class HttpConn {
   }
 
   /**
-   * Gives `sub` an epoch before it joins the stream: a resume id needs one, and it is how a
-   * live subscription learns the head it starts from (so a reconnect misses nothing).
+   * Gives `sub` an epoch before it joins the stream, which resumes every topic from an id
+   * (`<offset>:<epoch>`; a topic without one would start live, missing what is published
+   * meanwhile). A short poll tells it: a live subscription starts at the head, an `after`
+   * given without an epoch is checked (the server announces a lost one), and a topic that
+   * does not exist yet has an epoch too.
    */
   async resolve(sub) {
-    let info;
-    try {
-      info = await this.request("GET", `/v1/topics/${enc(sub.topic)}`);
-    } catch (e) {
-      if (e.code !== "not_found") throw e;
-      if (sub._pos.offset === null) sub._pos.offset = 0; // a new topic: all of it is new
-      return;
-    }
-    const pos = sub._pos;
-    if (pos.offset === null) pos.set(info.epoch, info.head);
-    else if (pos.offset > info.head) this.client._reset(sub, { ...info, reason: "beyond_head" });
-    else pos.set(info.epoch, pos.offset);
+    const path = `/v1/topics/${enc(sub.topic)}/messages?${sub._query({ timeout: 0, limit: 1 })}`;
+    const r = await this.request("GET", path);
+    if (this.dead || sub.closed) return;
+    if (r.recovered === false) this.client._reset(sub, r);
+    else sub._pos.set(r.epoch, sub._pos.offset ?? r.next);
   }
 
   openMulti(subs) {
     const c = this.client;
     const byTopic = new Map(subs.map((s) => [s.topic, s]));
     const q = new URLSearchParams(subs.map((s) => ["topic", s.topic]));
-    const known = subs.filter((s) => s._pos.epoch !== null).map((s) => [s.topic, s._pos]);
-    if (known.length) q.set("last_event_id", formatMultiEventId(known));
-    let unknown = subs.filter((s) => s._pos.epoch === null);
-    const es = this.eventSource(`/v1/events?${q}`, (type, data, lastEventId) => {
+    q.set("last_event_id", formatMultiEventId(subs.map((s) => [s.topic, s._pos])));
+    const es = this.eventSource(`/v1/events?${q}`, null, (type, data) => {
       const sub = byTopic.get(data.topic);
       if (!sub || sub.closed) return;
       if (type === "reset") c._reset(sub, data);
       else c._deliver(sub, data);
-      // Each id carries every topic's position: adopt those we had none for.
-      unknown = unknown.filter((s) => s._pos.epoch === null);
-      if (!unknown.length) return;
-      for (const [topic, pos] of parseMultiEventId(lastEventId) ?? []) {
-        const s = byTopic.get(topic);
-        if (s && s._pos.epoch === null) s._pos.set(pos.epoch, pos.offset);
-      }
     });
     return { subs: byTopic, close: () => es.close() };
   }
 
   /**
-   * An EventSource that this client manages: on any error it is closed and the connection
-   * fails, so that the client (not the browser, which would retry the same dead node)
-   * reconnects, to the next node, with explicit positions.
+   * An EventSource, for `sub` (null: for the stream subscriptions), that this client
+   * manages: on any error it is closed and the connection fails, so that the client (not
+   * the browser, which would retry the same dead node) reconnects, to the next node, with
+   * explicit positions. One that fails before it opens may have been refused (a consumer
+   * group's other settings, a forbidden topic): that ends `sub` (see streamFailed), not
+   * the connection.
    */
-  eventSource(path, onEvent) {
+  eventSource(path, sub, onEvent) {
     const c = this.client;
     const url = this.node + path + (this.token ? `&token=${enc(this.token)}` : "");
     const es = new EventSource(url, { withCredentials: c._opt.withCredentials });
     let opened = false;
+    let closed = false;
     const deadline = setTimeout(() => c._failed(this, { preOpen: true }), c._opt.connectTimeoutMs);
     es.onopen = () => {
       opened = true;
       clearTimeout(deadline);
       this.rx = Date.now();
     };
-    es.onerror = () => {
+    es.onerror = async () => {
       clearTimeout(deadline);
       es.close();
-      c._failed(this, { preOpen: !opened });
+      if (opened) return c._failed(this, {});
+      const refused = await this.refusal(url);
+      if (this.dead || closed) return;
+      if (refused) this.streamFailed(sub, refused);
+      else c._failed(this, { preOpen: true }); // it would open: EventSource cannot get through
     };
     for (const type of ["message", "reset"]) {
       es.addEventListener(type, (e) => {
         this.rx = Date.now();
         const data = parseJson(e.data);
-        if (data) onEvent(type, data, e.lastEventId);
+        if (data) onEvent(type, data);
       });
     }
     return {
       close() {
+        closed = true;
         clearTimeout(deadline);
         es.close();
       },
     };
+  }
+
+  /**
+   * Why an EventSource did not open, which it does not tell: the same request with fetch,
+   * given up as soon as its status is known. The node's error, or null for a stream that
+   * opens (then, for a consumer, its member joined the group and left again at once).
+   */
+  async refusal(url) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), this.client._opt.connectTimeoutMs);
+    try {
+      const res = await fetch(url, {
+        headers: { Accept: "text/event-stream" }, signal: ctl.signal, cache: "no-store",
+        credentials: this.client._opt.withCredentials ? "include" : "same-origin",
+      });
+      if (res.ok) return null;
+      const err = parseJson(await res.text())?.error;
+      const code = err?.code ?? codeForStatus(res.status);
+      return new StarlingError(code, err?.message ?? `HTTP ${res.status}`, { status: res.status });
+    } catch (e) {
+      return new StarlingError("unavailable", `no answer to an event stream: ${e.message}`, { status: 0 });
+    } finally {
+      clearTimeout(timer);
+      ctl.abort();
+    }
   }
 
   close() {

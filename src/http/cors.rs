@@ -5,7 +5,9 @@
 //! here, before any route: 204 with the allowed methods and headers for an allowed origin,
 //! 403 `forbidden` (and no CORS headers, so the browser refuses) for any other. Every other
 //! response (SSE streams and errors included) carries `Access-Control-Allow-Origin` echoing
-//! an allowed request origin, with credentials allowed. Whether the request itself may run
+//! an allowed request origin, with credentials allowed for an origin listed exactly. (The
+//! one exception: a connection refused at `max_connections` gets a bare 503 before its
+//! request is read.) Whether the request itself may run
 //! is [`super::origin::guard`]'s decision; this module only tells the browser what it may read.
 
 use super::origin::OriginPolicy;
@@ -21,8 +23,6 @@ const ALLOW_METHODS: &str = "GET, POST, PUT, OPTIONS";
 /// `Content-Type` for JSON bodies, `Authorization` for tokens, `Last-Event-ID` for a client
 /// that resumes an SSE stream with `fetch`.
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
-/// Beyond the CORS-safelisted ones: the 503 refusal's hint.
-const EXPOSE_HEADERS: &str = "Retry-After";
 
 /// The headers of a preflight answer for a page from `origin`, or `None` if that origin
 /// may not use the node.
@@ -42,9 +42,9 @@ pub(crate) fn preflight_headers(policy: &OriginPolicy, origin: &str) -> Option<H
     Some(h)
 }
 
-/// Adds the CORS headers a response to a page from `origin` carries: the origin echoed
-/// (never `*`, so cookies may ride along) if it is allowed, and `Vary: Origin` always,
-/// because the answer depends on it.
+/// Adds the CORS headers a response to a page from `origin` carries: the origin echoed if
+/// it is allowed, credentials (cookies) allowed only for an origin listed exactly (see
+/// [`OriginPolicy::trusts`]), and `Vary: Origin` always, because the answer depends on it.
 pub(crate) fn allow(policy: &OriginPolicy, origin: Option<&str>, h: &mut HeaderMap) {
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     let Some(origin) = origin.filter(|o| policy.allows(o)) else {
@@ -54,14 +54,12 @@ pub(crate) fn allow(policy: &OriginPolicy, origin: Option<&str>, h: &mut HeaderM
         return;
     };
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSE_HEADERS),
-    );
+    if policy.trusts(origin) {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
 }
 
 /// The request's `Origin`, if it has a readable one.
@@ -98,6 +96,8 @@ pub(crate) fn preflight(
                             res
                         }
                         None => {
+                            metrics::counter!("starling_http_refused_total", "reason" => "origin")
+                                .increment(1);
                             tracing::debug!(%origin, "preflight from a disallowed origin refused");
                             let e = super::origin::ForbiddenOrigin(origin);
                             let mut res = super::reply::error(&crate::protocol::ApiError::new(
@@ -136,24 +136,37 @@ mod tests {
 
     fn policy() -> OriginPolicy {
         let own = "127.0.0.1:8080".parse().unwrap();
-        OriginPolicy::new(&["http://localhost:*".to_string()], own)
+        let listed = ["http://localhost:*", "https://app.example.com", "null"];
+        OriginPolicy::new(&listed.map(String::from), own)
     }
 
     #[test]
-    fn an_allowed_origin_is_echoed_with_credentials() {
-        let mut h = HeaderMap::new();
-        allow(&policy(), Some("http://localhost:5173"), &mut h);
-        assert_eq!(
-            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-            "http://localhost:5173"
-        );
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert_eq!(h[header::VARY], "Origin");
+    fn an_allowed_origin_is_echoed_and_only_an_exact_one_gets_credentials() {
+        for (origin, credentials) in [
+            ("https://app.example.com", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:5173", false),
+            ("null", false),
+        ] {
+            let mut h = HeaderMap::new();
+            allow(&policy(), Some(origin), &mut h);
+            assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], origin);
+            assert_eq!(
+                h.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+                credentials,
+                "{origin}"
+            );
+            assert_eq!(h[header::VARY], "Origin");
+        }
     }
 
     #[test]
     fn another_origin_gets_no_cors_headers() {
-        for origin in [Some("https://evil.example"), Some("null"), None] {
+        for origin in [
+            Some("https://evil.example"),
+            Some("http://app.example.com"),
+            None,
+        ] {
             let mut h = HeaderMap::new();
             allow(&policy(), origin, &mut h);
             assert!(

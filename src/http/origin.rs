@@ -43,6 +43,18 @@ impl OriginPolicy {
         }
     }
 
+    /// Whether a page from `origin` may send credentials (cookies): only an origin listed
+    /// exactly, or the node's own. A `*` pattern matches sites nobody vetted one by one,
+    /// and `null` is sent by any site's sandboxed frames and `data:` pages.
+    pub(crate) fn trusts(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        origin != "null"
+            && self
+                .patterns
+                .iter()
+                .any(|p| !p.contains('*') && *p == origin)
+    }
+
     /// Whether a page from `origin` may change state.
     pub(crate) fn allows(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();

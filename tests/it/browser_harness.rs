@@ -6,12 +6,9 @@
 //! body whose resolved value comes back as JSON) and watches what the page recorded with
 //! [`Browser::wait_js`], polling with a deadline.
 
-#![allow(dead_code)]
-
 use crate::harness::{wait_for, DEADLINE};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -94,13 +91,59 @@ impl Drop for PageServer {
     }
 }
 
+/// chromedriver, and the session it runs. Dropping it ends the session (Chromium quits)
+/// and kills chromedriver, on success, on a failed assertion, and on a failed start alike.
+/// chromedriver and Chromium stay in the test's process group, so Ctrl-C ends them too.
+struct Driver {
+    child: Child,
+    port: u16,
+    session: Option<String>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(session) = &self.session {
+            end_session(self.port, session);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `DELETE /session/{id}`, blocking, with short timeouts (it runs in `Drop`).
+fn end_session(port: u16, session: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    );
+    if conn.write_all(request.as_bytes()).is_ok() {
+        let _ = conn.read_to_end(&mut Vec::new());
+    }
+}
+
 /// One Chromium session.
 pub struct Browser {
-    driver: Child,
+    driver: Driver,
     base: String,
-    session: String,
     http: reqwest::Client,
     _profile: tempfile::TempDir,
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> Value {
+    let res = http
+        .post(url)
+        .json(&body)
+        .timeout(DEADLINE + Duration::from_secs(5))
+        .send()
+        .await
+        .expect("chromedriver answers");
+    let v: Value = res.json().await.expect("WebDriver JSON");
+    v["value"].clone()
 }
 
 fn free_port() -> u16 {
@@ -120,15 +163,23 @@ impl Browser {
                  (`apt-get install chromium chromium-driver`; .ci/run installs them)"
             );
         }
+        // Chromium's temporary files and crash reports go into the profile, not /tmp and ~.
+        let profile = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
+        let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", profile.path())
+            .env("XDG_CONFIG_HOME", profile.path())
+            .env("XDG_CACHE_HOME", profile.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // Its own process group, so that dropping the browser ends Chromium too.
-            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
+        let mut driver = Driver {
+            child,
+            port,
+            session: None,
+        };
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let status = format!("{base}/status");
@@ -140,7 +191,6 @@ impl Browser {
             }
         })
         .await;
-        let profile = tempfile::tempdir().expect("tempdir");
         let args = [
             "--headless",
             "--no-sandbox",
@@ -161,18 +211,19 @@ impl Browser {
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
             "goog:loggingPrefs": {"browser": "ALL"},
         }}});
-        let mut browser = Browser {
+        let v = post(&http, &format!("{base}/session"), caps).await;
+        driver.session = Some(
+            v["sessionId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+                .to_string(),
+        );
+        let browser = Browser {
             driver,
             base,
-            session: String::new(),
             http,
             _profile: profile,
         };
-        let v = browser.post("/session", caps).await;
-        browser.session = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
-            .to_string();
         let script_ms = DEADLINE.as_millis() as u64;
         browser
             .command("timeouts", json!({"script": script_ms}))
@@ -181,23 +232,10 @@ impl Browser {
         browser
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .timeout(DEADLINE + Duration::from_secs(5))
-            .send()
-            .await
-            .expect("chromedriver answers");
-        let v: Value = res.json().await.expect("WebDriver JSON");
-        v["value"].clone()
-    }
-
     async fn command(&self, name: &str, body: Value) -> Value {
-        let v = self
-            .post(&format!("/session/{}/{name}", self.session), body)
-            .await;
+        let session = self.driver.session.as_deref().unwrap_or_default();
+        let url = format!("{}/session/{session}/{name}", self.base);
+        let v = post(&self.http, &url, body).await;
         if let Some(e) = v.get("error") {
             panic!("WebDriver {name} failed: {e}: {}", v["message"]);
         }
@@ -246,15 +284,5 @@ impl Browser {
             .filter(|e| e["level"] == "SEVERE")
             .map(|e| e["message"].as_str().unwrap_or_default().to_string())
             .collect()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // chromedriver, Chromium and its helpers share the driver's process group.
-        unsafe {
-            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.driver.wait();
     }
 }
