@@ -14,11 +14,12 @@ fn data_json(data: &str) -> serde_json::Value {
 
 pub async fn publish(
     base: &str,
+    token: Option<String>,
     topic: &str,
     data: &str,
     id: Option<String>,
 ) -> Result<(), String> {
-    let client = Client::new(base);
+    let client = Client::new(base).token(token);
     let published = client.publish(topic, &data_json(data), id.as_deref()).await;
     print_reply(base, published)
 }
@@ -40,17 +41,29 @@ fn print_reply<T: serde::Serialize>(base: &str, reply: Result<T, Error>) -> Resu
 }
 
 /// `starling recover-shard`: asks the node at `base` to recover `shard` from its copy.
-pub async fn recover_shard(base: &str, shard: u32, yes: bool, force: bool) -> Result<(), String> {
+pub async fn recover_shard(
+    base: &str,
+    token: Option<String>,
+    shard: u32,
+    yes: bool,
+    force: bool,
+) -> Result<(), String> {
     if !yes {
         return Err(format!(
             "recovering shard {shard} starts it anew from {base}'s copy under new epochs: acknowledged messages that copy lacks are lost for good. Use it only when a majority of the shard's voters lost their data, and add --yes"
         ));
     }
-    print_reply(base, Client::new(base).recover_shard(shard, force).await)
+    let client = Client::new(base).token(token);
+    print_reply(base, client.recover_shard(shard, force).await)
 }
 
-pub async fn subscribe(base: &str, topic: &str, after: Option<u64>) -> Result<(), String> {
-    let mut ws = WsConn::connect(base, CONNECT_TIMEOUT)
+pub async fn subscribe(
+    base: &str,
+    token: Option<String>,
+    topic: &str,
+    after: Option<u64>,
+) -> Result<(), String> {
+    let mut ws = WsConn::connect_as(base, token.as_deref(), CONNECT_TIMEOUT)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", starling_client::ws_url(base)))?;
     let mut sub = Subscribe::topic(topic);

@@ -54,6 +54,9 @@ pub enum Command {
         /// Node to talk to (default: the first node of the config file).
         #[arg(long)]
         url: Option<String>,
+        /// A JWT for a node with `[auth]` on (or the STARLING_TOKEN environment variable).
+        #[arg(long, env = "STARLING_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
@@ -65,6 +68,9 @@ pub enum Command {
         after: Option<u64>,
         #[arg(long)]
         url: Option<String>,
+        /// A JWT for a node with `[auth]` on (or the STARLING_TOKEN environment variable).
+        #[arg(long, env = "STARLING_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
@@ -73,7 +79,8 @@ pub enum Command {
     /// copy and every topic of the shard gets a new epoch: messages the copy lacks are
     /// lost, and clients that resume are told (`recovered:false`). Refused while the shard
     /// has a leader a majority answers, or a majority of live voters. Run it on the node's
-    /// machine (the admin API answers only loopback clients).
+    /// machine (with auth off the admin API answers only loopback clients; with auth on it
+    /// needs a token with admin: true).
     RecoverShard {
         /// The shard's number (`GET /v1/cluster` lists them).
         shard: u32,
@@ -87,6 +94,9 @@ pub enum Command {
         /// Node whose copy to recover from (default: the first node of the config file).
         #[arg(long)]
         url: Option<String>,
+        /// A JWT for a node with `[auth]` on (or the STARLING_TOKEN environment variable).
+        #[arg(long, env = "STARLING_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[arg(long, default_value = "cluster.toml")]
         config: PathBuf,
     },
@@ -154,21 +164,24 @@ pub fn main(cli: Cli) -> ExitCode {
                 data,
                 id,
                 url,
+                token,
                 config,
-            } => client::publish(&base_url(url, &config)?, &topic, &data, id).await,
+            } => client::publish(&base_url(url, &config)?, token, &topic, &data, id).await,
             Command::Sub {
                 topic,
                 after,
                 url,
+                token,
                 config,
-            } => client::subscribe(&base_url(url, &config)?, &topic, after).await,
+            } => client::subscribe(&base_url(url, &config)?, token, &topic, after).await,
             Command::RecoverShard {
                 shard,
                 yes,
                 force,
                 url,
+                token,
                 config,
-            } => client::recover_shard(&base_url(url, &config)?, shard, yes, force).await,
+            } => client::recover_shard(&base_url(url, &config)?, token, shard, yes, force).await,
             #[cfg(unix)]
             Command::Bench { scenario } => {
                 raise_fd_limit();

@@ -558,3 +558,32 @@ async fn malformed_tokens_and_headers_get_401_and_the_node_stays_up() {
         "the node is up"
     );
 }
+
+#[tokio::test]
+async fn the_command_line_client_sends_its_token() {
+    let node = hmac_node("");
+    let t = grants("cli", &["cli"], &[]);
+    let run = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_starling"));
+        cmd.args(["pub", "cli", r#"{"n":1}"#, "--url", &node.http()]);
+        cmd.env_remove("STARLING_TOKEN");
+        if let Some(t) = token {
+            cmd.env("STARLING_TOKEN", t);
+        }
+        cmd.output().expect("starling pub")
+    };
+    let refused = run(None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("401") && said.contains("unauthorized"),
+        "{said}"
+    );
+    let ok = run(Some(&t));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\"offset\":1"));
+}

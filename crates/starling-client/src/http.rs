@@ -16,6 +16,8 @@ pub struct Client {
     http: reqwest::Client,
     /// The limit of each request (a long poll gets its hold on top); `None`: no limit.
     timeout: Option<Duration>,
+    /// A JWT sent with every request (`[auth]` on the node).
+    token: Option<String>,
 }
 
 /// A long poll's position and limits.
@@ -42,7 +44,14 @@ impl Client {
             base: base.trim_end_matches('/').to_string(),
             http,
             timeout: None,
+            token: None,
         }
+    }
+
+    /// Sends `token` (a JWT) as `Authorization: Bearer` with every request.
+    pub fn token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// Each request fails with [`Error::Timeout`] after `limit`.
@@ -60,6 +69,10 @@ impl Client {
     }
 
     fn limit(&self, req: reqwest::RequestBuilder, extra: Duration) -> reqwest::RequestBuilder {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         match self.timeout {
             Some(t) => req.timeout(t + extra),
             None => req,
@@ -125,6 +138,9 @@ impl Client {
         }
         // A request limit would end the stream: only its start is limited, below.
         let mut req = self.http.get(url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some((epoch, offset)) = resume {
             req = req.header("Last-Event-ID", format!("{offset}:{epoch}"));
         }

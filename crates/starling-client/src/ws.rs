@@ -80,7 +80,20 @@ pub fn ws_url(base: &str) -> String {
 impl WsConn {
     /// Connects to the node at `base` within `limit`.
     pub async fn connect(base: &str, limit: Duration) -> Result<WsConn, Error> {
-        let dial = tokio_tungstenite::connect_async_with_config(ws_url(base), None, true);
+        WsConn::connect_as(base, None, limit).await
+    }
+
+    /// Connects with `token` (a JWT, sent as `?token=`, as browsers do).
+    pub async fn connect_as(
+        base: &str,
+        token: Option<&str>,
+        limit: Duration,
+    ) -> Result<WsConn, Error> {
+        let url = match token {
+            Some(t) => format!("{}?token={t}", ws_url(base)),
+            None => ws_url(base),
+        };
+        let dial = tokio_tungstenite::connect_async_with_config(url, None, true);
         match tokio::time::timeout(limit, dial).await {
             Ok(Ok((ws, _))) => Ok(WsConn { ws }),
             Ok(Err(e)) => Err(Error::Ws(e.to_string())),
