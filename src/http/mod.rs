@@ -84,7 +84,7 @@ pub fn routes(
             .and(segment())
             .and(warp::path!("messages"))
     };
-    let publish = grant_topic(messages().and(warp::post()), &state, Need::Publish)
+    let publish = auth::granted_topic(messages().and(warp::post()), &state, Need::Publish)
         .and(s())
         .and(body())
         .then(publish::publish);

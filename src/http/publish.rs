@@ -2,8 +2,10 @@
 
 use super::reply;
 use super::AppState;
+use crate::auth::Identity;
 use crate::protocol::data::normalize_data;
 use crate::protocol::frames::parse_message_id;
+use crate::protocol::publish_id::scoped;
 use crate::protocol::{ApiError, TopicName};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -17,14 +19,19 @@ struct PublishBody<'a> {
     id: Option<String>,
 }
 
-pub async fn publish(topic: String, state: AppState, body: Bytes) -> Response {
-    match run(topic, &state, &body).await {
+pub async fn publish(topic: String, identity: Identity, state: AppState, body: Bytes) -> Response {
+    match run(topic, &identity, &state, &body).await {
         Ok(r) => r,
         Err(e) => reply::error(&e),
     }
 }
 
-async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+async fn run(
+    topic: String,
+    identity: &Identity,
+    state: &AppState,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let topic = TopicName::parse_publishable(&topic)?;
     const USAGE: &str = "body must be a JSON object {\"data\": ..., \"id\": ...}";
     reply::require_object(body, USAGE)?;
@@ -39,7 +46,7 @@ async fn run(topic: String, state: &AppState, body: &[u8]) -> Result<Response, A
             "message data is larger than {max} bytes"
         )));
     }
-    let id = parse_message_id(body.id)?;
+    let id = parse_message_id(body.id)?.map(|id| scoped(identity.subject(), id));
     let data = normalize_data(data)?;
     let ack = state.topics.publish(&topic, data, id).await?;
     let body = serde_json::json!({

@@ -6,6 +6,7 @@ use super::AppState;
 use crate::auth::Identity;
 use crate::delivery::outbound::{CloseReason, OutFrame, Outbound, Subscribed};
 use crate::protocol::frames::{error_frame, parse_client_frame, reply_frame, ClientFrame};
+use crate::protocol::publish_id::scoped;
 use crate::protocol::{ApiError, ErrorCode};
 use crate::session::record_deliveries;
 use crate::session::{SessionMsg, Transport};
@@ -222,7 +223,7 @@ impl Conn {
             ClientFrame::Publish { topic, data, id } => SessionMsg::Publish {
                 topic,
                 data,
-                id,
+                id: id.map(|id| scoped(self.identity.subject(), id)),
                 req,
             },
             ClientFrame::Ack {

@@ -7,6 +7,7 @@ pub mod data;
 pub mod error;
 pub mod frames;
 pub mod placement;
+pub mod publish_id;
 pub mod resume;
 pub mod sse_id;
 pub mod topic;

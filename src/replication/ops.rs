@@ -8,6 +8,7 @@
 //! overwrite, and `Retention` counts its `max_messages` without the messages its entry
 //! appends after it.
 
+use crate::protocol::publish_id::unscoped;
 use crate::storage::{RetentionPolicy, StorageError, StoredMessage, TopicLog};
 use std::collections::HashMap;
 
@@ -200,7 +201,7 @@ fn remember_stored(
 ) -> Result<(), StorageError> {
     let (ours, rest): (Vec<_>, Vec<_>) = ids
         .iter()
-        .partition(|(id, offset)| written.get(&(topic, *offset)) == Some(&id.as_str()));
+        .partition(|(id, offset)| written.get(&(topic, *offset)) == Some(&unscoped(id)));
     let stored: HashMap<u64, String> = match (
         rest.iter().map(|(_, o)| *o).min(),
         rest.iter().map(|(_, o)| *o).max(),
@@ -216,7 +217,7 @@ fn remember_stored(
         log.remember_id(topic, id, *offset, time_ms)?;
     }
     for (id, offset) in rest {
-        if stored.get(offset) == Some(id) {
+        if stored.get(offset).map(String::as_str) == Some(unscoped(id)) {
             log.remember_id(topic, id, *offset, time_ms)?;
         } else {
             tracing::warn!(

@@ -15,6 +15,7 @@ use crate::cluster::wire::{Cast, WireEnvelope};
 use crate::config::ConsumersConfig;
 use crate::consumer::group::Group;
 use crate::delivery::envelope::{render, Delivery, Envelope};
+use crate::protocol::publish_id::unscoped;
 use crate::protocol::TopicName;
 use crate::replication::{Op, Replication};
 use crate::storage::blocking::off_worker;
@@ -412,15 +413,17 @@ impl TopicState {
                     None => log.lookup_id(&topic, id, now)?,
                 };
                 if let Some(offset) = earlier {
-                    self.duplicate(offset, id.clone(), reply);
+                    self.duplicate(offset, unscoped(id).to_string(), reply);
                     continue;
                 }
             }
             let offset = self.head + 1 + batch.len() as u64;
             let id = match id {
-                Some(id) => {
-                    self.inflight_ids.insert(id.clone(), offset);
-                    own_ids.push((id.clone(), offset));
+                // The index is keyed by the scoped id; the message keeps the publisher's.
+                Some(key) => {
+                    self.inflight_ids.insert(key.clone(), offset);
+                    let id = unscoped(&key).to_string();
+                    own_ids.push((key, offset));
                     id
                 }
                 None => uuid::Uuid::now_v7().to_string(),

@@ -587,3 +587,59 @@ async fn the_command_line_client_sends_its_token() {
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("\"offset\":1"));
 }
+
+#[tokio::test]
+async fn a_publish_id_belongs_to_its_publisher() {
+    let node = hmac_node("");
+    let alice = grants("alice", &["orders"], &["orders"]);
+    let mallory = grants("mallory", &["orders"], &[]);
+    let with_id = |t: String| {
+        let node = &node;
+        async move {
+            let path = "/v1/topics/orders/messages";
+            let body = json!({"data": {"from": "x"}, "id": "order-1"});
+            call(node, "POST", path, Via::Bearer(&t), Some(body)).await
+        }
+    };
+    // Mallory publishes Alice's id first: it does not make Alice's publish a duplicate.
+    let (status, first) = with_id(mallory.clone()).await;
+    assert_eq!(
+        (status, first["offset"].as_u64()),
+        (201, Some(1)),
+        "{first}"
+    );
+    let (status, real) = with_id(alice.clone()).await;
+    assert_eq!((status, real["offset"].as_u64()), (201, Some(2)), "{real}");
+    assert_eq!(real["id"], "order-1");
+    // Alice's own retry is, over HTTP and over a WebSocket alike.
+    let (status, again) = with_id(alice.clone()).await;
+    assert_eq!(
+        (
+            status,
+            again["offset"].as_u64(),
+            again["duplicate"].as_bool()
+        ),
+        (200, Some(2), Some(true))
+    );
+    let mut ws = ws_connect(&node, Some(&alice)).await.expect("connects");
+    ws.send(json!({"type": "publish", "topic": "orders", "data": 1, "id": "order-1", "req": 1}))
+        .await;
+    let p = ws.recv_type("published").await;
+    assert_eq!(
+        (
+            p["offset"].as_u64(),
+            p["duplicate"].as_bool(),
+            p["id"].as_str()
+        ),
+        (Some(2), Some(true), Some("order-1"))
+    );
+    // Subscribers see the id as each publisher gave it.
+    ws.send(json!({"type": "subscribe", "topic": "orders", "after": 0, "req": 2}))
+        .await;
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        let m = ws.recv_type("message").await;
+        ids.push(m["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(ids, ["order-1", "order-1"]);
+}
